@@ -1,0 +1,22 @@
+# mt_add_library(NAME DEPS...): one static library per source folder, built from every *.cpp in
+# it. Naming rule for the CPU/CUDA split: *_cuda.cpp and *.cu compile only when CUDA is on,
+# *_nocuda.cpp only when it is off (the stubs that report "no GPU").
+function(mt_add_library name)
+  file(GLOB cpp CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cpp)
+  file(GLOB cuda_cpp CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_cuda.cpp)
+  file(GLOB nocuda_cpp CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_nocuda.cpp)
+  file(GLOB cu CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cu)
+  if(cuda_cpp)
+    list(REMOVE_ITEM cpp ${cuda_cpp})
+  endif()
+  if(nocuda_cpp)
+    list(REMOVE_ITEM cpp ${nocuda_cpp})
+  endif()
+  if(MT_WITH_CUDA)
+    add_library(${name} STATIC ${cpp} ${cuda_cpp} ${cu})
+    target_compile_definitions(${name} PUBLIC MT_WITH_CUDA=1)
+  else()
+    add_library(${name} STATIC ${cpp} ${nocuda_cpp})
+  endif()
+  target_link_libraries(${name} PUBLIC ${ARGN})
+endfunction()

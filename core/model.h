@@ -1,0 +1,40 @@
+// What the meta-learning algorithms need from a model: the loss of a labelled batch, its
+// gradient, and Hessian-vector products, all at a parameter vector θ given as a flat buffer.
+// The model itself is immutable and shared by threads; each thread brings its own Workspace.
+#pragma once
+
+#include <memory>
+
+#include "core/episode.h"
+#include "core/param_layout.h"
+
+namespace mt {
+
+// Scratch memory of one thread (activations, tangents). Reused across calls.
+struct Workspace {
+  virtual ~Workspace() = default;
+};
+
+struct LossStats {
+  double loss = 0;  // mean cross-entropy over the batch
+  double acc = 0;   // fraction of correct argmax predictions
+};
+
+template <typename T>
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const ParamLayout& layout() const = 0;
+  virtual std::unique_ptr<Workspace> make_workspace() const = 0;
+  // Deterministic initial parameters for a seed.
+  virtual void init(T* theta, uint64_t seed) const = 0;
+
+  // Loss of batch b at θ; overwrites grad with ∇L(θ) when grad is non-null.
+  virtual LossStats loss_grad(const T* theta, const Batch<T>& b, T* grad,
+                              Workspace& ws) const = 0;
+  // Overwrites Hv with ∇²L(θ) v, and grad with ∇L(θ) when grad is non-null.
+  virtual LossStats hvp(const T* theta, const Batch<T>& b, const T* v, T* grad, T* Hv,
+                        Workspace& ws) const = 0;
+};
+
+}  // namespace mt
