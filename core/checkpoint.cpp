@@ -1,0 +1,314 @@
+// Writing, validating and rotating HDF5 checkpoints, and the debug dump. Files are filled
+// under a temporary name, closed, fsync'd together with their directory, then renamed.
+#include "core/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+
+#include "core/hdf5.h"
+
+namespace mt {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+void ensure_directory(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir))
+    throw UsageError(detail::concat("cannot create directory ", dir.string(), ": ",
+                                    ec ? ec.message() : "a file of that name exists",
+                                    "; choose a writable location"));
+}
+
+void fsync_path(const std::string& path, bool is_dir) {
+  const int fd = open(path.c_str(), O_RDONLY | (is_dir ? O_DIRECTORY : 0));
+  MT_CHECK(fd >= 0, "cannot open ", path, " to fsync it: ", std::strerror(errno));
+  const int rc = fsync(fd);
+  const int err = errno;
+  close(fd);
+  // Some file systems refuse fsync on directories; the rename is then as durable as they allow.
+  MT_CHECK(rc == 0 || (is_dir && err == EINVAL), "fsync of ", path, " failed: ",
+           std::strerror(err));
+}
+
+std::string temp_name(const std::string& path) {
+  return detail::concat(path, ".tmp.", static_cast<long>(getpid()));
+}
+
+// Makes `path` appear with the content `fill` writes, or not at all.
+void write_atomically(const std::string& path, const std::function<void(h5::File&)>& fill) {
+  fs::path dir = fs::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  ensure_directory(dir);
+  const std::string tmp = temp_name(path);
+  try {
+    h5::File f = h5::File::create(tmp);
+    fill(f);
+    f.close();
+    fsync_path(tmp, false);
+    if (std::rename(tmp.c_str(), path.c_str()) != 0)
+      throw UsageError(detail::concat("cannot rename ", tmp, " to ", path, ": ",
+                                      std::strerror(errno), "; check permissions of ",
+                                      dir.string()));
+    fsync_path(dir.string(), true);
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
+}
+
+std::string join(const std::vector<std::string>& parts, char sep) {
+  std::string s;
+  for (size_t i = 0; i < parts.size(); ++i) s += (i ? std::string(1, sep) : "") + parts[i];
+  return s;
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> parts;
+  if (s.empty()) return parts;
+  size_t i = 0;
+  for (size_t j; (j = s.find(sep, i)) != std::string::npos; i = j + 1)
+    parts.push_back(s.substr(i, j - i));
+  parts.push_back(s.substr(i));
+  return parts;
+}
+
+void write_tensors(h5::File& f, const std::string& group, const ParamLayout& layout,
+                   const std::vector<float>& flat) {
+  MT_CHECK(static_cast<int64_t>(flat.size()) == layout.total(), group, " holds ", flat.size(),
+           " values, the layout ", layout.total());
+  f.create_group(group);
+  for (const TensorSpec& t : layout.tensors()) {
+    MT_CHECK(!t.name.empty() && t.name.find('/') == std::string::npos,
+             "tensor name '", t.name, "' cannot name an HDF5 dataset");
+    f.write(group + "/" + t.name, t.shape, flat.data() + t.offset);
+  }
+}
+
+// A problem found while validating a checkpoint; the message is final.
+class CheckpointError : public UsageError {
+ public:
+  CheckpointError(const std::string& path, const std::string& problem, const char* advice)
+      : UsageError(detail::concat("checkpoint ", path, ": ", problem, "; ", advice)) {}
+};
+
+constexpr const char* kOtherModel =
+    "it was written for a different model; resume with the model settings it was trained with";
+
+// Reads group/<tensor> for every tensor of the layout into one flat buffer, requiring exactly
+// the layout's names and shapes.
+std::vector<float> read_tensors(const h5::File& f, const std::string& group,
+                                const ParamLayout& layout) {
+  if (!f.exists(group)) throw CheckpointError(f.path(), "missing " + group, kOtherModel);
+  for (const std::string& name : f.list(group))
+    if (!layout.find(name))
+      throw CheckpointError(f.path(), group + "/" + name + " is not a parameter of the model",
+                            kOtherModel);
+  std::vector<float> flat(static_cast<size_t>(layout.total()));
+  for (const TensorSpec& t : layout.tensors()) {
+    const std::string p = group + "/" + t.name;
+    if (!f.exists(p)) throw CheckpointError(f.path(), "missing " + p, kOtherModel);
+    std::vector<int64_t> shape;
+    std::vector<float> v = f.read<float>(p, &shape);
+    if (shape != t.shape)
+      throw CheckpointError(f.path(),
+                            p + " has shape " + shape_string(shape) + ", the model expects " +
+                                shape_string(t.shape),
+                            kOtherModel);
+    std::copy(v.begin(), v.end(), flat.begin() + t.offset);
+  }
+  return flat;
+}
+
+CheckpointState read_validated(const std::string& path, const ParamLayout& layout) {
+  h5::File f = h5::File::open_read(path);
+  if (!f.has_attr("/", "format_version"))
+    throw CheckpointError(path, "not a metatrain checkpoint (no format_version attribute)",
+                          "pass a checkpoint written by metatrain");
+  const int64_t version = f.get_attr_int("/", "format_version");
+  if (version != kCheckpointFormatVersion)
+    throw CheckpointError(path,
+                          detail::concat("format version ", version, ", this build reads ",
+                                         kCheckpointFormatVersion),
+                          "resume with the metatrain version that wrote it, or set resume: none");
+
+  CheckpointState s;
+  s.layout = layout;
+  s.params = read_tensors(f, "/params", layout);
+
+  s.optimizer.name = f.get_attr_string("/optimizer", "name");
+  s.optimizer.step = f.get_attr_int("/optimizer", "step");
+  for (const std::string& b : split(f.get_attr_string("/optimizer", "buffers"), ','))
+    s.optimizer.buffers.emplace_back(b, read_tensors(f, "/optimizer/" + b, layout));
+
+  s.step = f.read_scalar<int64_t>("/state/step");
+  s.seed = f.read_scalar<uint64_t>("/state/seed");
+  s.data_cursor = f.read_scalar<int64_t>("/state/data_cursor");
+  const int64_t world_size = f.read_scalar<int64_t>("/state/world_size");
+  if (world_size < 1 || world_size > (1 << 30))
+    throw CheckpointError(path, detail::concat("/state/world_size is ", world_size),
+                          "the file is damaged; resume from another checkpoint");
+  s.world_size = static_cast<int>(world_size);
+  s.ufom.v2_ema = f.read_scalar<double>("/state/ufom/v2_ema");
+  s.ufom.d2_ema = f.read_scalar<double>("/state/ufom/d2_ema");
+  s.ufom.count = f.read_scalar<int64_t>("/state/ufom/count");
+  s.ufom.q = f.read_scalar<double>("/state/ufom/q");
+  s.config_yaml = f.read_string("/config");
+  return s;
+}
+
+}  // namespace
+
+void write_checkpoint(const std::string& path, const CheckpointState& s) {
+  std::vector<std::string> names;
+  for (const auto& [name, buf] : s.optimizer.buffers) {
+    MT_CHECK(!name.empty() && name.find_first_of(",/") == std::string::npos,
+             "optimizer buffer name '", name, "' must be non-empty without ',' or '/'");
+    names.push_back(name);
+  }
+  write_atomically(path, [&](h5::File& f) {
+    f.set_attr("/", "format_version", kCheckpointFormatVersion);
+    f.set_attr("/", "created_by", "metatrain");
+    write_tensors(f, "/params", s.layout, s.params);
+
+    f.create_group("/optimizer");
+    f.set_attr("/optimizer", "name", s.optimizer.name);
+    f.set_attr("/optimizer", "step", s.optimizer.step);
+    f.set_attr("/optimizer", "buffers", join(names, ','));
+    for (const auto& [name, buf] : s.optimizer.buffers)
+      write_tensors(f, "/optimizer/" + name, s.layout, buf);
+
+    f.write_scalar<int64_t>("/state/step", s.step);
+    f.write_scalar<uint64_t>("/state/seed", s.seed);
+    f.write_scalar<int64_t>("/state/data_cursor", s.data_cursor);
+    f.write_scalar<int64_t>("/state/world_size", s.world_size);
+    f.write_scalar<double>("/state/ufom/v2_ema", s.ufom.v2_ema);
+    f.write_scalar<double>("/state/ufom/d2_ema", s.ufom.d2_ema);
+    f.write_scalar<int64_t>("/state/ufom/count", s.ufom.count);
+    f.write_scalar<double>("/state/ufom/q", s.ufom.q);
+    f.write_string("/config", s.config_yaml);
+  });
+}
+
+CheckpointState read_checkpoint(const std::string& path, const ParamLayout& expected_layout) {
+  try {
+    return read_validated(path, expected_layout);
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const Error& e) {
+    // Errors of the HDF5 layer start with the file name; say it once.
+    std::string problem = e.what();
+    if (problem.rfind(path + ": ", 0) == 0) problem.erase(0, path.size() + 2);
+    throw CheckpointError(path, problem,
+                          "resume from another checkpoint, or start afresh with resume: none");
+  }
+}
+
+CheckpointManager::CheckpointManager(std::string dir, int keep)
+    : dir_(std::move(dir)), keep_(keep) {
+  MT_REQUIRE(!dir_.empty(), "checkpoint.dir is empty; set it to a directory for checkpoints");
+  MT_REQUIRE(keep_ >= 1, "checkpoint.keep is ", keep_, "; it must be at least 1");
+}
+
+std::string CheckpointManager::latest_path() const { return (fs::path(dir_) / "latest.h5").string(); }
+
+std::string CheckpointManager::path_for_step(int64_t step) const {
+  char name[40];
+  std::snprintf(name, sizeof(name), "ckpt_%08lld.h5", static_cast<long long>(step));
+  return (fs::path(dir_) / name).string();
+}
+
+std::string CheckpointManager::save(const CheckpointState& s) {
+  const std::string path = path_for_step(s.step);
+  write_checkpoint(path, s);
+
+  // latest.h5 is replaced by a rename too, so it is always a complete checkpoint.
+  const std::string latest = latest_path();
+  const std::string tmp = temp_name(latest);
+  std::remove(tmp.c_str());
+  if (link(path.c_str(), tmp.c_str()) != 0) {
+    std::error_code ec;
+    fs::copy_file(path, tmp, fs::copy_options::overwrite_existing, ec);
+    if (ec) {
+      std::remove(tmp.c_str());
+      throw UsageError(detail::concat("cannot write ", tmp, ": ", ec.message(),
+                                      "; check free space and permissions of ", dir_));
+    }
+    fsync_path(tmp, false);
+  }
+  if (std::rename(tmp.c_str(), latest.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    throw UsageError(detail::concat("cannot rename ", tmp, " to ", latest, ": ",
+                                    std::strerror(err), "; check permissions of ", dir_));
+  }
+  // rename() between two links of one file does nothing and leaves the source.
+  std::remove(tmp.c_str());
+  fsync_path(dir_, true);
+
+  std::vector<std::pair<int64_t, fs::path>> ckpts;
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() <= 8 || name.rfind("ckpt_", 0) != 0 ||
+        name.compare(name.size() - 3, 3, ".h5") != 0)
+      continue;
+    const std::string digits = name.substr(5, name.size() - 8);
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    ckpts.emplace_back(std::stoll(digits), entry.path());
+  }
+  std::sort(ckpts.begin(), ckpts.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t i = static_cast<size_t>(keep_); i < ckpts.size(); ++i) {
+    std::error_code ec;
+    fs::remove(ckpts[i].second, ec);
+  }
+  return path;
+}
+
+void write_debug_dump(const std::string& path, const ParamLayout& layout,
+                      const std::vector<float>& theta, const std::vector<DumpTask>& tasks,
+                      const std::string& config_yaml, double inner_lr, int inner_steps) {
+  const auto d = static_cast<size_t>(layout.total());
+  auto write_batch = [](h5::File& f, const std::string& prefix, const Batch<float>& b) {
+    MT_CHECK(b.x.size() == static_cast<size_t>(b.n) * b.item.size() &&
+                 b.y.size() == static_cast<size_t>(b.n),
+             prefix, ": batch of ", b.n, " examples holds ", b.x.size(), " values and ",
+             b.y.size(), " labels");
+    f.write(prefix + "_x", {b.n, b.item.c, b.item.h, b.item.w}, b.x.data());
+    f.write(prefix + "_y", {b.n}, b.y.data());
+  };
+  write_atomically(path, [&](h5::File& f) {
+    f.set_attr("/", "created_by", "metatrain");
+    f.set_attr("/", "inner_lr", inner_lr);
+    f.set_attr("/", "inner_steps", inner_steps);
+    write_tensors(f, "/params", layout, theta);
+    f.create_group("/tasks");
+    for (size_t t = 0; t < tasks.size(); ++t) {
+      const std::string g = "/tasks/" + std::to_string(t);
+      MT_CHECK(tasks[t].g_fo.size() == d && tasks[t].g_exact.size() == d, "task ", t,
+               ": gradients of ", tasks[t].g_fo.size(), " and ", tasks[t].g_exact.size(),
+               " values, the layout has ", d);
+      write_batch(f, g + "/support", tasks[t].episode.support);
+      write_batch(f, g + "/query", tasks[t].episode.query);
+      f.write(g + "/g_fo", {static_cast<int64_t>(d)}, tasks[t].g_fo.data());
+      f.write(g + "/g_exact", {static_cast<int64_t>(d)}, tasks[t].g_exact.data());
+    }
+    f.write_string("/config", config_yaml);
+  });
+}
+
+}  // namespace mt

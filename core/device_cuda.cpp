@@ -1,0 +1,69 @@
+// Device queries of the CUDA build, from the CUDA runtime. A failing cudaGetDeviceCount (no
+// driver, no device, driver older than the runtime) is reported as zero GPUs, never thrown.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+
+#include "core/cuda_check.h"
+#include "core/device.h"
+
+namespace mt {
+
+namespace {
+// The device count and the error that explains a count of zero (cudaSuccess otherwise).
+int query_count(cudaError_t* error) {
+  int n = 0;
+  *error = cudaGetDeviceCount(&n);
+  if (*error != cudaSuccess) {
+    cudaGetLastError();  // the failed query must not surface at the next checked call
+    return 0;
+  }
+  return n;
+}
+}  // namespace
+
+int gpu_count() {
+  cudaError_t error;
+  return query_count(&error);
+}
+
+std::vector<GpuInfo> list_gpus() {
+  std::vector<GpuInfo> gpus;
+  const int n = gpu_count();
+  for (int i = 0; i < n; ++i) {
+    cudaDeviceProp prop{};
+    MT_CUDA_CHECK(cudaGetDeviceProperties(&prop, i));
+    gpus.push_back(GpuInfo{i, prop.name, prop.totalGlobalMem, prop.major, prop.minor,
+                           prop.multiProcessorCount});
+  }
+  return gpus;
+}
+
+bool cuda_built() { return true; }
+
+void select_gpu(int local_rank) {
+  MT_CHECK(local_rank >= 0, "local rank ", local_rank);
+  const int n = gpu_count();
+  MT_REQUIRE(n > 0, "device=cuda requested, but no GPU is usable (", describe_devices(),
+             "): run on a node with a GPU and a working driver, or set device=cpu");
+  MT_CUDA_CHECK(cudaSetDevice(local_rank % n));
+}
+
+std::string describe_devices() {
+  cudaError_t error;
+  const int n = query_count(&error);
+  if (n == 0) {
+    return detail::concat("CUDA built, 0 GPUs visible (cudaGetDeviceCount: ",
+                          cudaGetErrorString(error), ")");
+  }
+  std::string line = detail::concat("CUDA built, ", n, n == 1 ? " GPU" : " GPUs", " visible:");
+  for (const GpuInfo& g : list_gpus()) {
+    char memory[32];
+    std::snprintf(memory, sizeof memory, "%.1f GiB", g.total_memory / 1073741824.0);
+    line += detail::concat(g.index == 0 ? " " : ", ", "[", g.index, "] ", g.name, " (sm_",
+                           g.sm_major, g.sm_minor, ", ", g.multiprocessors, " SMs, ", memory, ")");
+  }
+  return line;
+}
+
+}  // namespace mt

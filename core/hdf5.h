@@ -1,0 +1,205 @@
+// Thin RAII layer over the HDF5 C API: move-only handles that close themselves, one check macro
+// that reports file:line, the failing call and HDF5's own error stack, and a File class that
+// reads and writes whole datasets, strings and attributes by path. Used by checkpoints and data.
+#pragma once
+
+#include <hdf5.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "core/check.h"
+
+namespace mt::h5 {
+
+namespace detail {
+// Throws mt::Error (runtime) with the location, the expression and HDF5's error stack.
+[[noreturn]] void fail(const char* expr, const char* file, int line);
+// HDF5's current error stack as one line, innermost message last.
+std::string error_stack();
+}  // namespace detail
+
+}  // namespace mt::h5
+
+// Evaluates an HDF5 call returning herr_t/hid_t/htri_t; a negative result throws. Yields the value.
+#define MT_H5_CHECK(expr)                                                              \
+  ([&]() {                                                                             \
+    auto mt_h5_ret_ = (expr);                                                          \
+    if (mt_h5_ret_ < 0) ::mt::h5::detail::fail(#expr, __FILE__, __LINE__);             \
+    return mt_h5_ret_;                                                                 \
+  }())
+
+namespace mt::h5 {
+
+// Owns one hid_t and releases it with Close. The destructor never throws: a failed close is
+// reported on stderr.
+template <herr_t (*Close)(hid_t)>
+class Handle {
+ public:
+  Handle() = default;
+  explicit Handle(hid_t id) : id_(id) {}
+  Handle(Handle&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)) {}
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) {
+      release();
+      id_ = std::exchange(o.id_, H5I_INVALID_HID);
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  ~Handle() { release(); }
+
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  // Closes now, throwing on failure (unlike the destructor).
+  void close();
+
+ private:
+  void release() noexcept;
+  hid_t id_ = H5I_INVALID_HID;
+};
+
+using FileId = Handle<H5Fclose>;
+using Group = Handle<H5Gclose>;
+using Dataset = Handle<H5Dclose>;
+using Dataspace = Handle<H5Sclose>;
+using Attribute = Handle<H5Aclose>;
+using Type = Handle<H5Tclose>;
+using PropList = Handle<H5Pclose>;
+using Object = Handle<H5Oclose>;
+
+// Element types of numeric datasets.
+enum class Element { kF32, kF64, kI32, kI64, kU8, kU64 };
+
+template <typename T>
+constexpr Element element_of() {
+  if constexpr (std::is_same_v<T, float>) return Element::kF32;
+  else if constexpr (std::is_same_v<T, double>) return Element::kF64;
+  else if constexpr (std::is_same_v<T, int32_t>) return Element::kI32;
+  else if constexpr (std::is_same_v<T, int64_t>) return Element::kI64;
+  else if constexpr (std::is_same_v<T, uint8_t>) return Element::kU8;
+  else if constexpr (std::is_same_v<T, uint64_t>) return Element::kU64;
+  else static_assert(sizeof(T) == 0, "h5: unsupported element type");
+}
+
+struct WriteOptions {
+  std::vector<int64_t> chunk;  // chunk shape (same rank as the dataset); empty = contiguous
+  int deflate = 0;             // gzip level 1..9 (needs chunk); 0 = uncompressed
+};
+
+// An open HDF5 file. Paths name objects from the root ("/params/w" or "params/w"). Problems a
+// user can cause (missing file or dataset, wrong type or shape) throw UsageError whose message
+// starts with "<file path>: "; failures of the library itself throw Error (runtime).
+// Calls are serialised by one process-wide lock, so threads may share the library.
+class File {
+ public:
+  File() = default;
+  File(File&&) noexcept = default;
+  File& operator=(File&&) noexcept = default;
+  ~File();
+
+  // Creates (truncating) a file for writing.
+  static File create(const std::string& path);
+  // Opens read-only, without file locking, so that many processes can read one file at once.
+  static File open_read(const std::string& path);
+  // Opens an existing file for reading and writing.
+  static File open_write(const std::string& path);
+
+  const std::string& path() const { return path_; }
+
+  // Writes a dataset of the given shape ({} = scalar) in the file's little-endian form of T,
+  // creating missing parent groups and replacing an existing object of that name.
+  template <typename T>
+  void write(const std::string& path, const std::vector<int64_t>& shape, const T* data,
+             const WriteOptions& opt = {}) {
+    write_raw(path, shape, element_of<T>(), data, opt);
+  }
+  template <typename T>
+  void write_scalar(const std::string& path, T value) {
+    write_raw(path, {}, element_of<T>(), &value, {});
+  }
+  void write_string(const std::string& path, const std::string& s);
+  void write_strings(const std::string& path, const std::vector<std::string>& s);  // 1-D
+  void create_group(const std::string& path);
+
+  // Reads a whole dataset; its element type must match T exactly (class, size and sign).
+  template <typename T>
+  std::vector<T> read(const std::string& path, std::vector<int64_t>* shape = nullptr) const {
+    std::vector<T> out;
+    read_raw(path, element_of<T>(), shape, [&out](size_t n) {
+      out.resize(n);
+      return static_cast<void*>(out.data());
+    });
+    return out;
+  }
+  // Reads a dataset holding exactly one element (a scalar, or shape [1]).
+  template <typename T>
+  T read_scalar(const std::string& path) const {
+    std::vector<T> v = read<T>(path);
+    require_single(path, v.size());
+    return v[0];
+  }
+  // Reads rows [first, first + count) along the first dimension into out.
+  template <typename T>
+  void read_rows(const std::string& path, int64_t first, int64_t count, T* out) const {
+    read_rows_raw(path, element_of<T>(), first, count, out);
+  }
+  std::string read_string(const std::string& path) const;
+  std::vector<std::string> read_strings(const std::string& path) const;
+  std::vector<int64_t> shape(const std::string& path) const;
+
+  bool exists(const std::string& path) const;
+  // Names of the links in a group, sorted.
+  std::vector<std::string> list(const std::string& group) const;
+
+  // Attributes of an object (obj_path "/" is the file itself); set replaces an existing one.
+  void set_attr(const std::string& obj_path, const std::string& name, int64_t value);
+  void set_attr(const std::string& obj_path, const std::string& name, int value) {
+    set_attr(obj_path, name, static_cast<int64_t>(value));
+  }
+  void set_attr(const std::string& obj_path, const std::string& name, double value);
+  void set_attr(const std::string& obj_path, const std::string& name, const std::string& value);
+  void set_attr(const std::string& obj_path, const std::string& name, const char* value) {
+    set_attr(obj_path, name, std::string(value));
+  }
+  void set_attr(const std::string& obj_path, const std::string& name,
+                const std::vector<int64_t>& value);
+  bool has_attr(const std::string& obj_path, const std::string& name) const;
+  int64_t get_attr_int(const std::string& obj_path, const std::string& name) const;
+  double get_attr_double(const std::string& obj_path, const std::string& name) const;
+  std::string get_attr_string(const std::string& obj_path, const std::string& name) const;
+  std::vector<int64_t> get_attr_ints(const std::string& obj_path, const std::string& name) const;
+
+  void flush();
+  // Closes the file, throwing if HDF5 cannot finish writing it. Later calls are errors.
+  void close();
+
+ private:
+  File(FileId id, std::string path) : id_(std::move(id)), path_(std::move(path)) {}
+  static File open(const std::string& path, bool writable);
+  hid_t id() const;
+  void write_raw(const std::string& path, const std::vector<int64_t>& shape, Element e,
+                 const void* data, const WriteOptions& opt);
+  void read_raw(const std::string& path, Element e, std::vector<int64_t>* shape,
+                const std::function<void*(size_t)>& alloc) const;
+  void read_rows_raw(const std::string& path, Element e, int64_t first, int64_t count,
+                     void* out) const;
+  void require_single(const std::string& path, size_t n) const;
+  Dataset open_dataset(const std::string& path, Element e) const;
+  Dataset open_dataset(const std::string& path) const;
+  Object open_object(const std::string& obj_path) const;
+  Attribute open_attr(const std::string& obj_path, const std::string& name) const;
+  void replace_attr(const std::string& obj_path, const std::string& name, hid_t file_type,
+                    hid_t space, hid_t mem_type, const void* data);
+  void prepare_link(const std::string& path);  // deletes an old object of that name
+
+  FileId id_;
+  std::string path_;
+};
+
+}  // namespace mt::h5

@@ -1,0 +1,83 @@
+// Per-task outer gradients (DESIGN §3.3–3.4). The inner loop adapts θ on the support set,
+// φ_{j+1} = φ_j − α ∇L_S(φ_j); the FOMAML gradient is g_F = ∇L_Q(φ_r); the exact MAML gradient
+// comes from the adjoint recursion λ ← λ − α H_S(φ_j) λ for j = r−1 … r−k, starting at λ = g_F.
+// Each step is one Hessian-vector product that recomputes that step's activations, so memory
+// does not grow with r beyond the stored inner states, chosen by the trajectory mode:
+//   store: keep φ_0..φ_{r−1};  recompute: keep only θ, rebuild φ_j by j steps;
+//   checkpoint:C: keep every C-th φ_j, rebuild the rest from the checkpoint below.
+// All modes run the same arithmetic on the same states, so their gradients are bit-identical.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/model.h"
+
+namespace mt {
+
+enum class Algo { kMaml, kFomaml, kUfom };
+
+struct TrajectoryMode {
+  enum Kind { kStore, kRecompute, kCheckpoint } kind = kStore;
+  int every = 1;  // checkpoint interval C (kCheckpoint only)
+};
+
+struct InnerLoop {
+  int steps = 1;               // r
+  double lr = 0.4;             // α
+  TrajectoryMode trajectory;
+  int truncate = -1;           // k: adjoint through the last k steps; −1 = all r
+  double adjoint_clip = 0;     // clip λ elementwise to ±c after every adjoint step; 0 = off
+
+  int adjoint_steps() const { return truncate < 0 ? steps : truncate; }
+  // Interval between stored inner states: 1 (store), C, or r + 1 (recompute: only φ_0 = θ).
+  int state_interval() const;
+};
+
+// Gradient evaluations of the first-order path: r inner gradients + 1 query gradient.
+int64_t first_order_cost(const InnerLoop& inner);
+// Extra gradient evaluations of the exact path: k HVPs plus the inner steps recomputed to
+// rebuild states (r(r+1)/2 in total for recompute with k = r, as in the UFOM paper).
+int64_t exact_path_cost(const InnerLoop& inner);
+
+// Per-thread buffers for one task's computation; reused across tasks.
+template <typename T>
+struct TaskScratch {
+  std::unique_ptr<Workspace> ws;
+  std::vector<std::vector<T>> states;  // stored φ_j, j = 0, C, 2C, … (φ_0 = θ is not copied)
+  std::vector<T> phi, grad, hv;
+};
+
+struct TaskOutcome {
+  LossStats query;         // at φ_r
+  int64_t grad_evals = 0;  // gradient evaluations spent (HVPs count as one)
+};
+
+template <typename T>
+class MetaGradient {
+ public:
+  MetaGradient(const Model<T>& model, InnerLoop inner);
+
+  const Model<T>& model() const { return model_; }
+  const InnerLoop& inner() const { return inner_; }
+  TaskScratch<T> make_scratch() const;
+
+  // Overwrites g_fo with g_F and, when g_exact is non-null, g_exact with the exact (or
+  // k-truncated) meta-gradient. Returns the query loss/accuracy after adaptation.
+  TaskOutcome compute(const T* theta, const Episode<T>& ep, T* g_fo, T* g_exact,
+                      TaskScratch<T>& s) const;
+
+  // Evaluation: `steps` inner steps on the support, then loss/accuracy on the query.
+  LossStats adapt_and_evaluate(const T* theta, const Episode<T>& ep, int steps,
+                               TaskScratch<T>& s) const;
+
+ private:
+  // φ ← φ − α ∇L_S(φ), the one inner update used everywhere.
+  void inner_step(T* phi, const Batch<T>& support, TaskScratch<T>& s) const;
+
+  const Model<T>& model_;
+  InnerLoop inner_;
+};
+
+}  // namespace mt

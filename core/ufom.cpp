@@ -1,0 +1,51 @@
+// UFOM estimator and adaptive q (core/ufom.h).
+#include "core/ufom.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/rng.h"
+
+namespace mt {
+
+bool ufom_takes_exact(uint64_t seed, uint64_t step, uint64_t task, double q) {
+  Rng rng(seed, step, task, Stream::kUfom);
+  return rng.uniform() < q;
+}
+
+template <typename T>
+void ufom_combine(int64_t n, double q, const T* g_fo, const T* g_exact, T* g) {
+  const T a = static_cast<T>(1.0 / q), b = static_cast<T>(1.0 - 1.0 / q);
+  for (int64_t i = 0; i < n; ++i) g[i] = a * g_exact[i] + b * g_fo[i];
+}
+template void ufom_combine<float>(int64_t, double, const float*, const float*, float*);
+template void ufom_combine<double>(int64_t, double, const double*, const double*, double*);
+
+double optimal_q(double v2, double d2, double cost_fo, double cost_exact, double q_min) {
+  if (d2 >= 0.5 * cost_exact * v2 / (cost_fo + cost_exact)) return 1.0;
+  // Here D² < ½ V² C_E/(C_F + C_E) < ½ V², so a > 0 and c ≤ 0: exactly one root is positive,
+  // and the failed branch condition (the quadratic is negative at q = 1) puts it below 1.
+  const double a = cost_exact * (v2 - d2), b = -cost_exact * d2, c = -2.0 * cost_fo * d2;
+  const double root = (-b + std::sqrt(b * b - 4 * a * c)) / (2 * a);
+  return std::clamp(root, q_min, 1.0);
+}
+
+void AdaptiveQ::update(double mean_v2, double mean_d2) {
+  v2_ema = kBeta * v2_ema + (1 - kBeta) * mean_v2;
+  d2_ema = kBeta * d2_ema + (1 - kBeta) * mean_d2;
+  ++count;
+}
+
+double AdaptiveQ::v2() const {
+  return count ? v2_ema / (1 - std::pow(kBeta, static_cast<double>(count))) : 0.0;
+}
+double AdaptiveQ::d2() const {
+  return count ? d2_scale_ * d2_ema / (1 - std::pow(kBeta, static_cast<double>(count))) : 0.0;
+}
+
+double AdaptiveQ::q(double cost_fo, double cost_exact) const {
+  if (count == 0) return q_min_;
+  return optimal_q(v2(), d2(), cost_fo, cost_exact, q_min_);
+}
+
+}  // namespace mt

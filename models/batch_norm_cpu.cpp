@@ -1,0 +1,160 @@
+// CPU kernels of BatchNorm (models/batch_norm.h). Derivation of the R-passes (per channel,
+// means over the N = m·h·w values, s = mean(x̂ R_x)):
+//   R{x̂} = (R_x − mean(R_x) − x̂ s) / σ,  R{σ}/σ = s / σ
+//   dx = (g − mean(g) − x̂ mean(g x̂)) / σ with g = γ dy
+//   R{dx} = −(s/σ) dx + (R{g} − mean(R{g}) − R{x̂} mean(g x̂) − x̂ mean(R{g} x̂ + g R{x̂})) / σ,
+//   R{g} = R_γ dy + γ R{dy};  R{dγ} = Σ(R{dy} x̂ + dy R{x̂});  R{dβ} = Σ R{dy}.
+#include <cmath>
+
+#include "models/batch_norm.h"
+
+namespace mt {
+
+namespace {
+// Calls f(index) for every value of channel c in an [m, C, HW] tensor.
+template <typename F>
+void for_channel(int m, int C, int HW, int c, F f) {
+  for (int i = 0; i < m; ++i) {
+    const int64_t base = (static_cast<int64_t>(i) * C + c) * HW;
+    for (int p = 0; p < HW; ++p) f(base + p);
+  }
+}
+}  // namespace
+
+template <typename T>
+void BatchNorm<T>::init(T* W, Rng& rng) const {
+  (void)rng;
+  for (int c = 0; c < shape_.c; ++c) {
+    W[c] = T(1);
+    W[shape_.c + c] = T(0);
+  }
+}
+
+template <typename T>
+void BatchNorm<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>& ctx) const {
+  const int C = shape_.c, HW = shape_.h * shape_.w;
+  const double N = static_cast<double>(m) * HW;
+  const T* gamma = W;
+  const T* beta = W + C;
+  ctx.saved.resize(static_cast<size_t>(m) * shape_.size() + C);
+  T* xhat = ctx.saved.data();
+  T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
+  for (int c = 0; c < C; ++c) {
+    double mean = 0, var = 0;
+    for_channel(m, C, HW, c, [&](int64_t k) { mean += x[k]; });
+    mean /= N;
+    for_channel(m, C, HW, c, [&](int64_t k) { var += (x[k] - mean) * (x[k] - mean); });
+    var /= N;
+    const T s = static_cast<T>(std::sqrt(var + kEps));
+    sigma[c] = s;
+    for_channel(m, C, HW, c, [&](int64_t k) {
+      xhat[k] = static_cast<T>((x[k] - mean)) / s;
+      y[k] = gamma[c] * xhat[k] + beta[c];
+    });
+  }
+}
+
+template <typename T>
+void BatchNorm<T>::backward(int m, const T* W, const T* x, const LayerContext<T>& ctx,
+                            const T* dy, T* dx, T* dW) const {
+  (void)x;
+  const int C = shape_.c, HW = shape_.h * shape_.w;
+  const T N = static_cast<T>(m) * HW;
+  const T* gamma = W;
+  const T* xhat = ctx.saved.data();
+  const T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
+  for (int c = 0; c < C; ++c) {
+    T sum_dy = 0, sum_dy_xhat = 0;
+    for_channel(m, C, HW, c, [&](int64_t k) {
+      sum_dy += dy[k];
+      sum_dy_xhat += dy[k] * xhat[k];
+    });
+    dW[c] = sum_dy_xhat;
+    dW[C + c] = sum_dy;
+    if (!dx) continue;
+    const T mean_g = gamma[c] * sum_dy / N, mean_g_xhat = gamma[c] * sum_dy_xhat / N;
+    for_channel(m, C, HW, c, [&](int64_t k) {
+      dx[k] = (gamma[c] * dy[k] - mean_g - xhat[k] * mean_g_xhat) / sigma[c];
+    });
+  }
+}
+
+template <typename T>
+void BatchNorm<T>::r_forward(int m, const T* W, const T* R_W, const T* x, const T* R_x,
+                             const LayerContext<T>& ctx, T* R_y) const {
+  (void)x;
+  const int C = shape_.c, HW = shape_.h * shape_.w;
+  const T N = static_cast<T>(m) * HW;
+  const T* gamma = W;
+  const T* xhat = ctx.saved.data();
+  const T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
+  for (int c = 0; c < C; ++c) {
+    T mean_rx = 0, mean_xhat_rx = 0;
+    if (R_x) {
+      for_channel(m, C, HW, c, [&](int64_t k) {
+        mean_rx += R_x[k];
+        mean_xhat_rx += xhat[k] * R_x[k];
+      });
+      mean_rx /= N;
+      mean_xhat_rx /= N;
+    }
+    for_channel(m, C, HW, c, [&](int64_t k) {
+      const T R_xhat = R_x ? (R_x[k] - mean_rx - xhat[k] * mean_xhat_rx) / sigma[c] : T(0);
+      R_y[k] = R_W[c] * xhat[k] + gamma[c] * R_xhat + R_W[C + c];
+    });
+  }
+}
+
+template <typename T>
+void BatchNorm<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const T* R_x,
+                              const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx,
+                              T* R_dW) const {
+  (void)x;
+  const int C = shape_.c, HW = shape_.h * shape_.w;
+  const T N = static_cast<T>(m) * HW;
+  const T* gamma = W;
+  const T* xhat = ctx.saved.data();
+  const T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
+  for (int c = 0; c < C; ++c) {
+    const T g_c = gamma[c], Rg_c = R_W[c], s_c = sigma[c];
+    T mean_rx = 0, s = 0;  // mean(R_x), mean(x̂ R_x)
+    if (R_x) {
+      for_channel(m, C, HW, c, [&](int64_t k) {
+        mean_rx += R_x[k];
+        s += xhat[k] * R_x[k];
+      });
+      mean_rx /= N;
+      s /= N;
+    }
+    auto R_xhat = [&](int64_t k) {
+      return R_x ? (R_x[k] - mean_rx - xhat[k] * s) / s_c : T(0);
+    };
+    // Channel sums: a1 = mean(g), a2 = mean(g x̂), b1 = mean(R{g}), b2 = mean(R{g} x̂ + g R{x̂}).
+    T sum_dy = 0, sum_dy_xhat = 0, sum_rdy = 0, sum_rdy_xhat = 0, sum_dy_rxhat = 0;
+    for_channel(m, C, HW, c, [&](int64_t k) {
+      const T rxh = R_xhat(k);
+      sum_dy += dy[k];
+      sum_dy_xhat += dy[k] * xhat[k];
+      sum_rdy += R_dy[k];
+      sum_rdy_xhat += R_dy[k] * xhat[k];
+      sum_dy_rxhat += dy[k] * rxh;
+    });
+    R_dW[c] = sum_rdy_xhat + sum_dy_rxhat;
+    R_dW[C + c] = sum_rdy;
+    if (!R_dx) continue;
+    const T a1 = g_c * sum_dy / N, a2 = g_c * sum_dy_xhat / N;
+    const T b1 = (Rg_c * sum_dy + g_c * sum_rdy) / N;
+    const T b2 = (Rg_c * sum_dy_xhat + g_c * sum_rdy_xhat + g_c * sum_dy_rxhat) / N;
+    for_channel(m, C, HW, c, [&](int64_t k) {
+      const T g = g_c * dy[k];
+      const T Rg = Rg_c * dy[k] + g_c * R_dy[k];
+      const T dx = (g - a1 - xhat[k] * a2) / s_c;
+      R_dx[k] = -(s / s_c) * dx + (Rg - b1 - R_xhat(k) * a2 - xhat[k] * b2) / s_c;
+    });
+  }
+}
+
+template class BatchNorm<float>;
+template class BatchNorm<double>;
+
+}  // namespace mt

@@ -1,0 +1,42 @@
+// 3×3 convolution, padding 1, stride 1 or 2, no bias (every conv in our nets is followed by
+// batch norm, whose β makes a bias redundant). Weight layout OIHW: [out_c, in_c, 3, 3].
+// CPU: im2col + GEMM per example; forward saves each example's im2col matrix in the context
+// ([m, in_c*9, out_h*out_w]) for backward and the R-passes.
+#pragma once
+
+#include "core/layer.h"
+
+namespace mt {
+
+template <typename T>
+class Conv2d : public Layer<T> {
+ public:
+  Conv2d(Shape in, int out_channels, int stride);
+
+  std::string kind() const override { return "conv2d"; }
+  Shape in_shape() const override { return in_; }
+  Shape out_shape() const override { return out_; }
+  std::vector<ParamShape> param_shapes() const override {
+    return {{"weight", {out_.c, in_.c, 3, 3}}};
+  }
+  void init(T* W, Rng& rng) const override;  // He normal: N(0, 2 / (in_c * 9))
+
+  void forward(int m, const T* W, const T* x, T* y, LayerContext<T>& ctx) const override;
+  void backward(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy, T* dx,
+                T* dW) const override;
+  void r_forward(int m, const T* W, const T* R_W, const T* x, const T* R_x,
+                 const LayerContext<T>& ctx, T* R_y) const override;
+  void r_backward(int m, const T* W, const T* R_W, const T* x, const T* R_x,
+                  const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx,
+                  T* R_dW) const override;
+
+ private:
+  void im2col(const T* x, T* col) const;   // one example: [c,h,w] -> [c*9, out_h*out_w]
+  void col2im(const T* col, T* x) const;   // adjoint of im2col (overwrites x)
+  int64_t col_size() const { return static_cast<int64_t>(in_.c) * 9 * out_.h * out_.w; }
+
+  Shape in_, out_;
+  int stride_;
+};
+
+}  // namespace mt

@@ -1,0 +1,142 @@
+// Sequential model (models/sequential.h): drives the four layer passes in order.
+#include "models/sequential.h"
+
+#include "core/check.h"
+#include "models/softmax_xent.h"
+
+namespace mt {
+
+// act[l]: output of layer l; d_act[l]: dL/d act[l]; R_act, R_d_act: their R{·} tangents.
+template <typename T>
+struct Sequential<T>::Buffers : Workspace {
+  std::vector<std::vector<T>> act, d_act, R_act, R_d_act;
+  std::vector<LayerContext<T>> ctx;
+  std::vector<T> prob, grad_scratch;
+};
+
+template <typename T>
+void Sequential<T>::add(const std::string& name, std::unique_ptr<Layer<T>> layer) {
+  const Shape expected = layers_.empty() ? input_ : layers_.back()->out_shape();
+  MT_CHECK(layer->in_shape() == expected, "layer ", name, " input shape mismatch");
+  int64_t offset = -1;
+  for (const ParamShape& p : layer->param_shapes()) {
+    const int64_t o = layout_.add(name + "." + p.name, p.shape);
+    if (offset < 0) offset = o;
+  }
+  offset_.push_back(offset);
+  layers_.push_back(std::move(layer));
+}
+
+template <typename T>
+std::unique_ptr<Workspace> Sequential<T>::make_workspace() const {
+  auto w = std::make_unique<Buffers>();
+  const size_t L = layers_.size();
+  w->act.resize(L);
+  w->d_act.resize(L);
+  w->R_act.resize(L);
+  w->R_d_act.resize(L);
+  w->ctx.resize(L);
+  return w;
+}
+
+template <typename T>
+void Sequential<T>::init(T* theta, uint64_t seed) const {
+  Rng rng(seed, 0, 0, Stream::kInit);
+  for (size_t l = 0; l < layers_.size(); ++l)
+    if (offset_[l] >= 0) layers_[l]->init(theta + offset_[l], rng);
+}
+
+template <typename T>
+LossStats Sequential<T>::forward(const T* theta, const Batch<T>& b, Buffers& w) const {
+  MT_CHECK(b.item == input_, "batch example shape does not match the model input");
+  MT_CHECK(!layers_.empty() && layers_.back()->out_shape().size() == classes_,
+           "last layer must output one logit per class");
+  const int m = b.n;
+  const T* in = b.x.data();
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    w.act[l].resize(static_cast<size_t>(m) * layers_[l]->out_shape().size());
+    const T* W = offset_[l] >= 0 ? theta + offset_[l] : nullptr;
+    layers_[l]->forward(m, W, in, w.act[l].data(), w.ctx[l]);
+    in = w.act[l].data();
+  }
+  w.prob.resize(static_cast<size_t>(m) * classes_);
+  int correct = 0;
+  LossStats s;
+  s.loss = SoftmaxCrossEntropy<T>::forward(m, classes_, in, b.y.data(), w.prob.data(), &correct);
+  s.acc = m > 0 ? static_cast<double>(correct) / m : 0.0;
+  return s;
+}
+
+template <typename T>
+void Sequential<T>::backward(const T* theta, const Batch<T>& b, Buffers& w, T* grad) const {
+  const int m = b.n;
+  const size_t L = layers_.size();
+  w.d_act[L - 1].resize(w.act[L - 1].size());
+  SoftmaxCrossEntropy<T>::backward(m, classes_, w.prob.data(), b.y.data(), w.d_act[L - 1].data());
+  for (size_t l = L; l-- > 0;) {
+    const T* x = l == 0 ? b.x.data() : w.act[l - 1].data();
+    T* dx = nullptr;
+    if (l > 0) {
+      w.d_act[l - 1].resize(w.act[l - 1].size());
+      dx = w.d_act[l - 1].data();
+    }
+    const bool has_w = offset_[l] >= 0;
+    layers_[l]->backward(m, has_w ? theta + offset_[l] : nullptr, x, w.ctx[l],
+                         w.d_act[l].data(), dx, has_w ? grad + offset_[l] : nullptr);
+  }
+}
+
+template <typename T>
+LossStats Sequential<T>::loss_grad(const T* theta, const Batch<T>& b, T* grad,
+                                   Workspace& ws) const {
+  Buffers& w = static_cast<Buffers&>(ws);
+  const LossStats s = forward(theta, b, w);
+  if (grad) backward(theta, b, w, grad);
+  return s;
+}
+
+template <typename T>
+LossStats Sequential<T>::hvp(const T* theta, const Batch<T>& b, const T* v, T* grad, T* Hv,
+                             Workspace& ws) const {
+  Buffers& w = static_cast<Buffers&>(ws);
+  const int m = b.n;
+  const size_t L = layers_.size();
+  const LossStats s = forward(theta, b, w);
+  if (!grad) {
+    w.grad_scratch.resize(layout_.total());
+    grad = w.grad_scratch.data();
+  }
+  backward(theta, b, w, grad);
+
+  const T* R_in = nullptr;  // the direction has no component in the input images
+  for (size_t l = 0; l < L; ++l) {
+    const T* x = l == 0 ? b.x.data() : w.act[l - 1].data();
+    const bool has_w = offset_[l] >= 0;
+    w.R_act[l].resize(w.act[l].size());
+    layers_[l]->r_forward(m, has_w ? theta + offset_[l] : nullptr, has_w ? v + offset_[l] : nullptr,
+                          x, R_in, w.ctx[l], w.R_act[l].data());
+    R_in = w.R_act[l].data();
+  }
+  w.R_d_act[L - 1].resize(w.act[L - 1].size());
+  SoftmaxCrossEntropy<T>::r_backward(m, classes_, w.prob.data(), w.R_act[L - 1].data(),
+                                     w.R_d_act[L - 1].data());
+  for (size_t l = L; l-- > 0;) {
+    const T* x = l == 0 ? b.x.data() : w.act[l - 1].data();
+    const T* R_x = l == 0 ? nullptr : w.R_act[l - 1].data();
+    T* R_dx = nullptr;
+    if (l > 0) {
+      w.R_d_act[l - 1].resize(w.act[l - 1].size());
+      R_dx = w.R_d_act[l - 1].data();
+    }
+    const bool has_w = offset_[l] >= 0;
+    layers_[l]->r_backward(m, has_w ? theta + offset_[l] : nullptr,
+                           has_w ? v + offset_[l] : nullptr, x, R_x, w.ctx[l], w.d_act[l].data(),
+                           w.R_d_act[l].data(), R_dx, has_w ? Hv + offset_[l] : nullptr);
+  }
+  return s;
+}
+
+template class Sequential<float>;
+template class Sequential<double>;
+
+}  // namespace mt

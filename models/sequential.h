@@ -1,0 +1,47 @@
+// A chain of layers ending in softmax cross-entropy, implementing the Model interface of
+// core/model.h: loss + gradient (forward, backward) and Hessian-vector products (forward,
+// backward, r_forward, r_backward). Parameters of layer l live at offset_[l] of the flat buffer
+// and are named "<layer name>.<param name>".
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/layer.h"
+#include "core/model.h"
+
+namespace mt {
+
+template <typename T>
+class Sequential : public Model<T> {
+ public:
+  Sequential(Shape input, int classes) : input_(input), classes_(classes) {}
+
+  // Appends a layer; its input shape must equal the previous layer's output shape.
+  void add(const std::string& name, std::unique_ptr<Layer<T>> layer);
+
+  const ParamLayout& layout() const override { return layout_; }
+  std::unique_ptr<Workspace> make_workspace() const override;
+  void init(T* theta, uint64_t seed) const override;
+  LossStats loss_grad(const T* theta, const Batch<T>& b, T* grad, Workspace& ws) const override;
+  LossStats hvp(const T* theta, const Batch<T>& b, const T* v, T* grad, T* Hv,
+                Workspace& ws) const override;
+
+  Shape input_shape() const { return input_; }
+  int classes() const { return classes_; }
+  const std::vector<std::unique_ptr<Layer<T>>>& layers() const { return layers_; }
+
+ private:
+  struct Buffers;
+  LossStats forward(const T* theta, const Batch<T>& b, Buffers& w) const;
+  void backward(const T* theta, const Batch<T>& b, Buffers& w, T* grad) const;
+
+  Shape input_;
+  int classes_;
+  std::vector<std::unique_ptr<Layer<T>>> layers_;
+  std::vector<int64_t> offset_;  // parameter offset per layer (-1: no parameters)
+  ParamLayout layout_;
+};
+
+}  // namespace mt
