@@ -42,8 +42,8 @@ void fsync_path(const std::string& path, bool is_dir) {
   const int err = errno;
   close(fd);
   // Some file systems refuse fsync on directories; the rename is then as durable as they allow.
-  MT_CHECK(rc == 0 || (is_dir && err == EINVAL), "fsync of ", path, " failed: ",
-           std::strerror(err));
+  MT_CHECK(rc == 0 || (is_dir && err == EINVAL), "fsync of ", path,
+           " failed: ", std::strerror(err));
 }
 
 std::string temp_name(const std::string& path) {
@@ -94,8 +94,8 @@ void write_tensors(h5::File& f, const std::string& group, const ParamLayout& lay
            " values, the layout ", layout.total());
   f.create_group(group);
   for (const TensorSpec& t : layout.tensors()) {
-    MT_CHECK(!t.name.empty() && t.name.find('/') == std::string::npos,
-             "tensor name '", t.name, "' cannot name an HDF5 dataset");
+    MT_CHECK(!t.name.empty() && t.name.find('/') == std::string::npos, "tensor name '", t.name,
+             "' cannot name an HDF5 dataset");
     f.write(group + "/" + t.name, t.shape, flat.data() + t.offset);
   }
 }
@@ -126,10 +126,10 @@ std::vector<float> read_tensors(const h5::File& f, const std::string& group,
     std::vector<int64_t> shape;
     std::vector<float> v = f.read<float>(p, &shape);
     if (shape != t.shape)
-      throw CheckpointError(f.path(),
-                            p + " has shape " + shape_string(shape) + ", the model expects " +
-                                shape_string(t.shape),
-                            kOtherModel);
+      throw CheckpointError(
+          f.path(),
+          p + " has shape " + shape_string(shape) + ", the model expects " + shape_string(t.shape),
+          kOtherModel);
     std::copy(v.begin(), v.end(), flat.begin() + t.offset);
   }
   return flat;
@@ -142,10 +142,10 @@ CheckpointState read_validated(const std::string& path, const ParamLayout& layou
                           "pass a checkpoint written by metatrain");
   const int64_t version = f.get_attr_int("/", "format_version");
   if (version != kCheckpointFormatVersion)
-    throw CheckpointError(path,
-                          detail::concat("format version ", version, ", this build reads ",
-                                         kCheckpointFormatVersion),
-                          "resume with the metatrain version that wrote it, or set resume: none");
+    throw CheckpointError(
+        path,
+        detail::concat("format version ", version, ", this build reads ", kCheckpointFormatVersion),
+        "resume with the metatrain version that wrote it, or set resume: none");
 
   CheckpointState s;
   s.layout = layout;
@@ -225,7 +225,9 @@ CheckpointManager::CheckpointManager(std::string dir, int keep)
   MT_REQUIRE(keep_ >= 1, "checkpoint.keep is ", keep_, "; it must be at least 1");
 }
 
-std::string CheckpointManager::latest_path() const { return (fs::path(dir_) / "latest.h5").string(); }
+std::string CheckpointManager::latest_path() const {
+  return (fs::path(dir_) / "latest.h5").string();
+}
 
 std::string CheckpointManager::path_for_step(int64_t step) const {
   char name[40];
@@ -254,8 +256,8 @@ std::string CheckpointManager::save(const CheckpointState& s) {
   if (std::rename(tmp.c_str(), latest.c_str()) != 0) {
     const int err = errno;
     std::remove(tmp.c_str());
-    throw UsageError(detail::concat("cannot rename ", tmp, " to ", latest, ": ",
-                                    std::strerror(err), "; check permissions of ", dir_));
+    throw UsageError(detail::concat("cannot rename ", tmp, " to ", latest, ": ", std::strerror(err),
+                                    "; check permissions of ", dir_));
   }
   // rename() between two links of one file does nothing and leaves the source.
   std::remove(tmp.c_str());
@@ -271,7 +273,8 @@ std::string CheckpointManager::save(const CheckpointState& s) {
     if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
     ckpts.emplace_back(std::stoll(digits), entry.path());
   }
-  std::sort(ckpts.begin(), ckpts.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::sort(ckpts.begin(), ckpts.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
   for (size_t i = static_cast<size_t>(keep_); i < ckpts.size(); ++i) {
     std::error_code ec;
     fs::remove(ckpts[i].second, ec);
@@ -286,8 +289,8 @@ void write_debug_dump(const std::string& path, const ParamLayout& layout,
   auto write_batch = [](h5::File& f, const std::string& prefix, const Batch<float>& b) {
     MT_CHECK(b.x.size() == static_cast<size_t>(b.n) * b.item.size() &&
                  b.y.size() == static_cast<size_t>(b.n),
-             prefix, ": batch of ", b.n, " examples holds ", b.x.size(), " values and ",
-             b.y.size(), " labels");
+             prefix, ": batch of ", b.n, " examples holds ", b.x.size(), " values and ", b.y.size(),
+             " labels");
     f.write(prefix + "_x", {b.n, b.item.c, b.item.h, b.item.w}, b.x.data());
     f.write(prefix + "_y", {b.n}, b.y.data());
   };
@@ -296,6 +299,14 @@ void write_debug_dump(const std::string& path, const ParamLayout& layout,
     f.set_attr("/", "inner_lr", inner_lr);
     f.set_attr("/", "inner_steps", inner_steps);
     write_tensors(f, "/params", layout, theta);
+    std::vector<std::string> names;
+    std::vector<int64_t> offsets;
+    for (const TensorSpec& t : layout.tensors()) {
+      names.push_back(t.name);
+      offsets.push_back(t.offset);
+    }
+    f.write_strings("/layout/names", names);
+    f.write("/layout/offsets", {static_cast<int64_t>(offsets.size())}, offsets.data());
     f.create_group("/tasks");
     for (size_t t = 0; t < tasks.size(); ++t) {
       const std::string g = "/tasks/" + std::to_string(t);

@@ -75,8 +75,10 @@ struct DumpTask {
   std::vector<float> g_fo, g_exact;
 };
 
-// Writes /params/<tensor> (θ), /tasks/<t>/{support_x [n,c,h,w] float32, support_y [n] int32,
-// query_x, query_y, g_fo [d], g_exact [d]}, /config, and root attributes inner_lr, inner_steps.
+// Writes /params/<tensor> (θ); /layout/names and /layout/offsets, the tensors in flat order
+// with their first element, to read the flat gradients; /tasks/<t>/{support_x [n,c,h,w] float32,
+// support_y [n] int32, query_x, query_y, g_fo [d], g_exact [d]}; /config; and root attributes
+// inner_lr, inner_steps.
 void write_debug_dump(const std::string& path, const ParamLayout& layout,
                       const std::vector<float>& theta, const std::vector<DumpTask>& tasks,
                       const std::string& config_yaml, double inner_lr, int inner_steps);

@@ -31,37 +31,37 @@ inline std::string cuda_message(cudaError_t e) {
 }  // namespace detail
 }  // namespace mt
 
-#define MT_CUDA_CHECK(expr)                                                        \
-  do {                                                                             \
-    const cudaError_t mt_status_ = (expr);                                         \
-    if (mt_status_ != cudaSuccess)                                                 \
-      ::mt::detail::throw_gpu_error("CUDA", #expr, __FILE__, __LINE__,             \
-                                    ::mt::detail::cuda_message(mt_status_));       \
+#define MT_CUDA_CHECK(expr)                                                  \
+  do {                                                                       \
+    const cudaError_t mt_status_ = (expr);                                   \
+    if (mt_status_ != cudaSuccess)                                           \
+      ::mt::detail::throw_gpu_error("CUDA", #expr, __FILE__, __LINE__,       \
+                                    ::mt::detail::cuda_message(mt_status_)); \
   } while (0)
 
-#define MT_CUBLAS_CHECK(expr)                                                      \
-  do {                                                                             \
-    const cublasStatus_t mt_status_ = (expr);                                      \
-    if (mt_status_ != CUBLAS_STATUS_SUCCESS)                                       \
-      ::mt::detail::throw_gpu_error("cuBLAS", #expr, __FILE__, __LINE__,           \
-                                    cublasGetStatusString(mt_status_));            \
+#define MT_CUBLAS_CHECK(expr)                                            \
+  do {                                                                   \
+    const cublasStatus_t mt_status_ = (expr);                            \
+    if (mt_status_ != CUBLAS_STATUS_SUCCESS)                             \
+      ::mt::detail::throw_gpu_error("cuBLAS", #expr, __FILE__, __LINE__, \
+                                    cublasGetStatusString(mt_status_));  \
   } while (0)
 
-#define MT_CUDNN_CHECK(expr)                                                       \
-  do {                                                                             \
-    const cudnnStatus_t mt_status_ = (expr);                                       \
-    if (mt_status_ != CUDNN_STATUS_SUCCESS)                                        \
-      ::mt::detail::throw_gpu_error("cuDNN", #expr, __FILE__, __LINE__,            \
-                                    cudnnGetErrorString(mt_status_));              \
+#define MT_CUDNN_CHECK(expr)                                            \
+  do {                                                                  \
+    const cudnnStatus_t mt_status_ = (expr);                            \
+    if (mt_status_ != CUDNN_STATUS_SUCCESS)                             \
+      ::mt::detail::throw_gpu_error("cuDNN", #expr, __FILE__, __LINE__, \
+                                    cudnnGetErrorString(mt_status_));   \
   } while (0)
 
 // After a kernel launch: a bad configuration is reported here, at the launch site.
-#define MT_CUDA_CHECK_LAUNCH()                                                     \
-  do {                                                                             \
-    const cudaError_t mt_status_ = cudaGetLastError();                             \
-    if (mt_status_ != cudaSuccess)                                                 \
-      ::mt::detail::throw_gpu_error("CUDA", "kernel launch", __FILE__, __LINE__,   \
-                                    ::mt::detail::cuda_message(mt_status_));       \
+#define MT_CUDA_CHECK_LAUNCH()                                                   \
+  do {                                                                           \
+    const cudaError_t mt_status_ = cudaGetLastError();                           \
+    if (mt_status_ != cudaSuccess)                                               \
+      ::mt::detail::throw_gpu_error("CUDA", "kernel launch", __FILE__, __LINE__, \
+                                    ::mt::detail::cuda_message(mt_status_));     \
   } while (0)
 
 namespace mt {
@@ -96,11 +96,13 @@ class DeviceBuffer {
   // Synchronous copies of the first count elements.
   void copy_from_host(const T* host, size_t count) {
     MT_CHECK(count <= size_, "copying ", count, " elements into a device buffer of ", size_);
-    if (count > 0) MT_CUDA_CHECK(cudaMemcpy(data_, host, count * sizeof(T), cudaMemcpyHostToDevice));
+    if (count > 0)
+      MT_CUDA_CHECK(cudaMemcpy(data_, host, count * sizeof(T), cudaMemcpyHostToDevice));
   }
   void copy_to_host(T* host, size_t count) const {
     MT_CHECK(count <= size_, "copying ", count, " elements out of a device buffer of ", size_);
-    if (count > 0) MT_CUDA_CHECK(cudaMemcpy(host, data_, count * sizeof(T), cudaMemcpyDeviceToHost));
+    if (count > 0)
+      MT_CUDA_CHECK(cudaMemcpy(host, data_, count * sizeof(T), cudaMemcpyDeviceToHost));
   }
 
  private:

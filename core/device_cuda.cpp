@@ -53,8 +53,8 @@ std::string describe_devices() {
   cudaError_t error;
   const int n = query_count(&error);
   if (n == 0) {
-    return detail::concat("CUDA built, 0 GPUs visible (cudaGetDeviceCount: ",
-                          cudaGetErrorString(error), ")");
+    return detail::concat(
+        "CUDA built, 0 GPUs visible (cudaGetDeviceCount: ", cudaGetErrorString(error), ")");
   }
   std::string line = detail::concat("CUDA built, ", n, n == 1 ? " GPU" : " GPUs", " visible:");
   for (const GpuInfo& g : list_gpus()) {

@@ -11,8 +11,9 @@ std::vector<GpuInfo> list_gpus() { return {}; }
 bool cuda_built() { return false; }
 
 void select_gpu(int) {
-  MT_REQUIRE(false, "device=cuda requested, but this binary was built without CUDA: set "
-                    "device=cpu, or rebuild with nvcc on the PATH (cmake -DMT_ENABLE_CUDA=ON)");
+  MT_REQUIRE(false,
+             "device=cuda requested, but this binary was built without CUDA: set "
+             "device=cpu, or rebuild with nvcc on the PATH (cmake -DMT_ENABLE_CUDA=ON)");
 }
 
 std::string describe_devices() { return "CUDA not built (CPU-only binary), 0 GPUs"; }

@@ -63,36 +63,54 @@ herr_t reclaim_vlen(hid_t type, hid_t space, void* buf) {
 
 hid_t mem_type(Element e) {
   switch (e) {
-    case Element::kF32: return H5T_NATIVE_FLOAT;
-    case Element::kF64: return H5T_NATIVE_DOUBLE;
-    case Element::kI32: return H5T_NATIVE_INT32;
-    case Element::kI64: return H5T_NATIVE_INT64;
-    case Element::kU8: return H5T_NATIVE_UINT8;
-    case Element::kU64: return H5T_NATIVE_UINT64;
+    case Element::kF32:
+      return H5T_NATIVE_FLOAT;
+    case Element::kF64:
+      return H5T_NATIVE_DOUBLE;
+    case Element::kI32:
+      return H5T_NATIVE_INT32;
+    case Element::kI64:
+      return H5T_NATIVE_INT64;
+    case Element::kU8:
+      return H5T_NATIVE_UINT8;
+    case Element::kU64:
+      return H5T_NATIVE_UINT64;
   }
   throw Error(ExitCode::kRuntime, "unknown HDF5 element type");
 }
 
 hid_t file_type(Element e) {
   switch (e) {
-    case Element::kF32: return H5T_IEEE_F32LE;
-    case Element::kF64: return H5T_IEEE_F64LE;
-    case Element::kI32: return H5T_STD_I32LE;
-    case Element::kI64: return H5T_STD_I64LE;
-    case Element::kU8: return H5T_STD_U8LE;
-    case Element::kU64: return H5T_STD_U64LE;
+    case Element::kF32:
+      return H5T_IEEE_F32LE;
+    case Element::kF64:
+      return H5T_IEEE_F64LE;
+    case Element::kI32:
+      return H5T_STD_I32LE;
+    case Element::kI64:
+      return H5T_STD_I64LE;
+    case Element::kU8:
+      return H5T_STD_U8LE;
+    case Element::kU64:
+      return H5T_STD_U64LE;
   }
   throw Error(ExitCode::kRuntime, "unknown HDF5 element type");
 }
 
 const char* element_name(Element e) {
   switch (e) {
-    case Element::kF32: return "float32";
-    case Element::kF64: return "float64";
-    case Element::kI32: return "int32";
-    case Element::kI64: return "int64";
-    case Element::kU8: return "uint8";
-    case Element::kU64: return "uint64";
+    case Element::kF32:
+      return "float32";
+    case Element::kF64:
+      return "float64";
+    case Element::kI32:
+      return "int32";
+    case Element::kI64:
+      return "int64";
+    case Element::kU8:
+      return "uint8";
+    case Element::kU64:
+      return "uint64";
   }
   return "?";
 }
@@ -104,10 +122,14 @@ std::string describe_type(hid_t type) {
   switch (cls) {
     case H5T_INTEGER:
       return concat(H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int", bits);
-    case H5T_FLOAT: return concat("float", bits);
-    case H5T_STRING: return "string";
-    case H5T_COMPOUND: return "compound";
-    default: return concat("type class ", static_cast<int>(cls));
+    case H5T_FLOAT:
+      return concat("float", bits);
+    case H5T_STRING:
+      return "string";
+    case H5T_COMPOUND:
+      return "compound";
+    default:
+      return concat("type class ", static_cast<int>(cls));
   }
 }
 
@@ -115,18 +137,26 @@ bool type_matches(hid_t type, Element e) {
   const H5T_class_t cls = H5Tget_class(type);
   const size_t size = H5Tget_size(type);
   switch (e) {
-    case Element::kF32: return cls == H5T_FLOAT && size == 4;
-    case Element::kF64: return cls == H5T_FLOAT && size == 8;
-    default: break;
+    case Element::kF32:
+      return cls == H5T_FLOAT && size == 4;
+    case Element::kF64:
+      return cls == H5T_FLOAT && size == 8;
+    default:
+      break;
   }
   if (cls != H5T_INTEGER) return false;
   const bool is_signed = H5Tget_sign(type) != H5T_SGN_NONE;
   switch (e) {
-    case Element::kI32: return is_signed && size == 4;
-    case Element::kI64: return is_signed && size == 8;
-    case Element::kU8: return !is_signed && size == 1;
-    case Element::kU64: return !is_signed && size == 8;
-    default: return false;
+    case Element::kI32:
+      return is_signed && size == 4;
+    case Element::kI64:
+      return is_signed && size == 8;
+    case Element::kU8:
+      return !is_signed && size == 1;
+    case Element::kU64:
+      return !is_signed && size == 8;
+    default:
+      return false;
   }
 }
 
@@ -199,7 +229,9 @@ std::vector<std::string> read_string_values(hid_t obj, bool is_attr) {
 herr_t collect_error(unsigned /*n*/, const H5E_error2_t* err, void* data) {
   auto& msg = *static_cast<std::string*>(data);
   if (!msg.empty()) msg += "; ";
-  msg += concat(err->func_name, "(): ", err->desc);
+  std::string entry = concat(err->func_name, "(): ", err->desc);
+  std::replace(entry.begin(), entry.end(), '\n', ' ');
+  msg += entry;
   return 0;
 }
 
@@ -358,9 +390,9 @@ void File::write_raw(const std::string& path, const std::vector<int64_t>& shape,
   }
   MT_CHECK(n == 0 || data != nullptr, "no data for ", p);
   std::vector<hsize_t> dims(shape.begin(), shape.end());
-  Dataspace space(MT_H5_CHECK(shape.empty() ? H5Screate(H5S_SCALAR)
-                                            : H5Screate_simple(static_cast<int>(dims.size()),
-                                                               dims.data(), nullptr)));
+  Dataspace space(MT_H5_CHECK(
+      shape.empty() ? H5Screate(H5S_SCALAR)
+                    : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)));
   PropList dcpl(MT_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)));
   if (!opt.chunk.empty()) {
     MT_CHECK(opt.chunk.size() == shape.size(), "chunk ", dims_string(opt.chunk),
@@ -374,8 +406,8 @@ void File::write_raw(const std::string& path, const std::vector<int64_t>& shape,
   }
   prepare_link(p);
   PropList lcpl = intermediate_groups();
-  Dataset ds(MT_H5_CHECK(H5Dcreate2(id(), p.c_str(), file_type(e), space.get(), lcpl.get(),
-                                    dcpl.get(), H5P_DEFAULT)));
+  Dataset ds(MT_H5_CHECK(
+      H5Dcreate2(id(), p.c_str(), file_type(e), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT)));
   if (n > 0) MT_H5_CHECK(H5Dwrite(ds.get(), mem_type(e), H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
 }
 
@@ -424,7 +456,7 @@ Dataset File::open_dataset(const std::string& path, Element e) const {
   Type type(MT_H5_CHECK(H5Dget_type(ds.get())));
   if (!type_matches(type.get(), e))
     throw UsageError(concat(path_, ": dataset ", normalize(path), " holds ",
-                                    describe_type(type.get()), ", expected ", element_name(e)));
+                            describe_type(type.get()), ", expected ", element_name(e)));
   return ds;
 }
 
@@ -455,9 +487,8 @@ void File::read_rows_raw(const std::string& path, Element e, int64_t first, int6
   Dataset ds = open_dataset(path, e);
   const std::vector<int64_t> dims = shape(path);
   if (dims.empty() || first < 0 || count < 0 || first + count > dims[0])
-    throw UsageError(concat(path_, ": rows [", first, ", ", first + count,
-                                    ") are outside dataset ", normalize(path), " of shape ",
-                                    dims_string(dims)));
+    throw UsageError(concat(path_, ": rows [", first, ", ", first + count, ") are outside dataset ",
+                            normalize(path), " of shape ", dims_string(dims)));
   if (count == 0) return;
   std::vector<hsize_t> start(dims.size(), 0), extent(dims.begin(), dims.end());
   start[0] = static_cast<hsize_t>(first);
@@ -472,8 +503,8 @@ void File::read_rows_raw(const std::string& path, Element e, int64_t first, int6
 
 void File::require_single(const std::string& path, size_t n) const {
   if (n != 1)
-    throw UsageError(concat(path_, ": dataset ", normalize(path), " holds ", n,
-                                    " values, expected one"));
+    throw UsageError(
+        concat(path_, ": dataset ", normalize(path), " holds ", n, " values, expected one"));
 }
 
 std::vector<std::string> File::read_strings(const std::string& path) const {
@@ -482,7 +513,7 @@ std::vector<std::string> File::read_strings(const std::string& path) const {
   Type type(MT_H5_CHECK(H5Dget_type(ds.get())));
   if (H5Tget_class(type.get()) != H5T_STRING)
     throw UsageError(concat(path_, ": dataset ", normalize(path), " holds ",
-                                    describe_type(type.get()), ", expected strings"));
+                            describe_type(type.get()), ", expected strings"));
   return read_string_values(ds.get(), false);
 }
 
@@ -548,24 +579,22 @@ bool File::has_attr(const std::string& obj_path, const std::string& name) const 
 
 Attribute File::open_attr(const std::string& obj_path, const std::string& name) const {
   if (!has_attr(obj_path, name))
-    throw UsageError(concat(path_, ": missing attribute ", name, " on ",
-                                    normalize(obj_path)));
-  return Attribute(MT_H5_CHECK(H5Aopen_by_name(id(), normalize(obj_path).c_str(), name.c_str(),
-                                               H5P_DEFAULT, H5P_DEFAULT)));
+    throw UsageError(concat(path_, ": missing attribute ", name, " on ", normalize(obj_path)));
+  return Attribute(MT_H5_CHECK(
+      H5Aopen_by_name(id(), normalize(obj_path).c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT)));
 }
 
 namespace {
 // Reads a numeric attribute converted to mem (HDF5 converts between integer and float types).
 template <typename T>
 std::vector<T> read_numeric_attr(const std::string& file, const std::string& obj,
-                                 const std::string& name, hid_t attr, hid_t mem,
-                                 bool allow_float) {
+                                 const std::string& name, hid_t attr, hid_t mem, bool allow_float) {
   Type type(MT_H5_CHECK(H5Aget_type(attr)));
   const H5T_class_t cls = H5Tget_class(type.get());
   if (!(cls == H5T_INTEGER || (allow_float && cls == H5T_FLOAT)))
     throw UsageError(concat(file, ": attribute ", name, " on ", obj, " holds ",
-                                    describe_type(type.get()), ", expected a ",
-                                    allow_float ? "number" : "integer"));
+                            describe_type(type.get()), ", expected a ",
+                            allow_float ? "number" : "integer"));
   Dataspace space(MT_H5_CHECK(H5Aget_space(attr)));
   std::vector<T> v(static_cast<size_t>(MT_H5_CHECK(H5Sget_simple_extent_npoints(space.get()))));
   if (!v.empty()) MT_H5_CHECK(H5Aread(attr, mem, v.data()));
@@ -579,8 +608,8 @@ int64_t File::get_attr_int(const std::string& obj_path, const std::string& name)
   auto v = read_numeric_attr<int64_t>(path_, normalize(obj_path), name, attr.get(),
                                       H5T_NATIVE_INT64, false);
   if (v.size() != 1)
-    throw UsageError(concat(path_, ": attribute ", name, " on ", normalize(obj_path),
-                                    " holds ", v.size(), " values, expected one"));
+    throw UsageError(concat(path_, ": attribute ", name, " on ", normalize(obj_path), " holds ",
+                            v.size(), " values, expected one"));
   return v[0];
 }
 
@@ -590,8 +619,8 @@ double File::get_attr_double(const std::string& obj_path, const std::string& nam
   auto v = read_numeric_attr<double>(path_, normalize(obj_path), name, attr.get(),
                                      H5T_NATIVE_DOUBLE, true);
   if (v.size() != 1)
-    throw UsageError(concat(path_, ": attribute ", name, " on ", normalize(obj_path),
-                                    " holds ", v.size(), " values, expected one"));
+    throw UsageError(concat(path_, ": attribute ", name, " on ", normalize(obj_path), " holds ",
+                            v.size(), " values, expected one"));
   return v[0];
 }
 
@@ -599,8 +628,8 @@ std::vector<int64_t> File::get_attr_ints(const std::string& obj_path,
                                          const std::string& name) const {
   Guard g;
   Attribute attr = open_attr(obj_path, name);
-  return read_numeric_attr<int64_t>(path_, normalize(obj_path), name, attr.get(),
-                                    H5T_NATIVE_INT64, false);
+  return read_numeric_attr<int64_t>(path_, normalize(obj_path), name, attr.get(), H5T_NATIVE_INT64,
+                                    false);
 }
 
 std::string File::get_attr_string(const std::string& obj_path, const std::string& name) const {
@@ -611,7 +640,7 @@ std::string File::get_attr_string(const std::string& obj_path, const std::string
   if (H5Tget_class(type.get()) == H5T_STRING) v = read_string_values(attr.get(), true);
   if (v.size() != 1)
     throw UsageError(concat(path_, ": attribute ", name, " on ", normalize(obj_path),
-                                    " is not a single string"));
+                            " is not a single string"));
   return v[0];
 }
 

@@ -26,11 +26,11 @@ std::string error_stack();
 }  // namespace mt::h5
 
 // Evaluates an HDF5 call returning herr_t/hid_t/htri_t; a negative result throws. Yields the value.
-#define MT_H5_CHECK(expr)                                                              \
-  ([&]() {                                                                             \
-    auto mt_h5_ret_ = (expr);                                                          \
-    if (mt_h5_ret_ < 0) ::mt::h5::detail::fail(#expr, __FILE__, __LINE__);             \
-    return mt_h5_ret_;                                                                 \
+#define MT_H5_CHECK(expr)                                                  \
+  ([&]() {                                                                 \
+    auto mt_h5_ret_ = (expr);                                              \
+    if (mt_h5_ret_ < 0) ::mt::h5::detail::fail(#expr, __FILE__, __LINE__); \
+    return mt_h5_ret_;                                                     \
   }())
 
 namespace mt::h5 {
@@ -78,13 +78,20 @@ enum class Element { kF32, kF64, kI32, kI64, kU8, kU64 };
 
 template <typename T>
 constexpr Element element_of() {
-  if constexpr (std::is_same_v<T, float>) return Element::kF32;
-  else if constexpr (std::is_same_v<T, double>) return Element::kF64;
-  else if constexpr (std::is_same_v<T, int32_t>) return Element::kI32;
-  else if constexpr (std::is_same_v<T, int64_t>) return Element::kI64;
-  else if constexpr (std::is_same_v<T, uint8_t>) return Element::kU8;
-  else if constexpr (std::is_same_v<T, uint64_t>) return Element::kU64;
-  else static_assert(sizeof(T) == 0, "h5: unsupported element type");
+  if constexpr (std::is_same_v<T, float>)
+    return Element::kF32;
+  else if constexpr (std::is_same_v<T, double>)
+    return Element::kF64;
+  else if constexpr (std::is_same_v<T, int32_t>)
+    return Element::kI32;
+  else if constexpr (std::is_same_v<T, int64_t>)
+    return Element::kI64;
+  else if constexpr (std::is_same_v<T, uint8_t>)
+    return Element::kU8;
+  else if constexpr (std::is_same_v<T, uint64_t>)
+    return Element::kU64;
+  else
+    static_assert(sizeof(T) == 0, "h5: unsupported element type");
 }
 
 struct WriteOptions {

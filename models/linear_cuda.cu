@@ -17,8 +17,7 @@ namespace {
 __global__ void broadcast_rows(int64_t n, int cols, const float* __restrict__ b,
                                float* __restrict__ y) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n;
-       k += stride)
+  for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n; k += stride)
     y[k] = b[k % cols];
 }
 }  // namespace
@@ -38,8 +37,7 @@ struct LinearCuda::Impl {
 };
 
 LinearCuda::LinearCuda(int in_features, int out_features) : in_(in_features), out_(out_features) {
-  MT_CHECK(in_features > 0 && out_features > 0, "linear layer ", in_features, " -> ",
-           out_features);
+  MT_CHECK(in_features > 0 && out_features > 0, "linear layer ", in_features, " -> ", out_features);
   impl_ = std::make_unique<Impl>();
   // Plain FP32 arithmetic, no TF32 tensor-op math: results match the CPU to FP32 rounding.
   MT_CUBLAS_CHECK(cublasSetMathMode(impl_->handle, CUBLAS_DEFAULT_MATH));
@@ -61,8 +59,8 @@ void LinearCuda::forward(int m, const float* dW, const float* dx, float* dy) con
   // yᵀ = W xᵀ, where row-major W [out, in] is column-major Wᵀ (hence OP_T) and row-major
   // x [m, in] is column-major xᵀ (OP_N).
   const float one = 1.0f;
-  MT_CUBLAS_CHECK(cublasSgemm(impl_->handle, CUBLAS_OP_T, CUBLAS_OP_N, out_, m, in_, &one, dW,
-                              in_, dx, in_, &one, dy, out_));
+  MT_CUBLAS_CHECK(cublasSgemm(impl_->handle, CUBLAS_OP_T, CUBLAS_OP_N, out_, m, in_, &one, dW, in_,
+                              dx, in_, &one, dy, out_));
 }
 
 }  // namespace mt

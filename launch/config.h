@@ -1,0 +1,117 @@
+// Configuration of the programs (DESIGN §9): the built-in defaults (launch/configs/default.yaml,
+// compiled in), overlaid by an optional YAML file and then by dotted key=value overrides, parsed
+// into typed fields and validated. Every user mistake throws mt::UsageError naming the key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/meta_gradient.h"  // Algo, TrajectoryMode
+
+namespace mt {
+
+// Typed mirror of default.yaml. Field values are filled by load_config; the defaults live in
+// default.yaml only, so a default-constructed Config is not meaningful.
+struct Config {
+  struct Task {
+    int ways = 0;
+    int shots = 0;
+    int queries = 0;
+  };
+  struct Inner {
+    int steps = 0;
+    int eval_steps = 0;
+    double lr = 0;
+    TrajectoryMode trajectory;
+    int truncate = -1;  // -1: all `steps` steps; else the adjoint runs through the last k steps
+  };
+  struct Outer {
+    enum class Optimizer { kAdam, kSgd } optimizer = Optimizer::kAdam;
+    double lr = 0;
+    double momentum = 0;  // SGD only
+  };
+  struct Ufom {
+    bool adaptive = false;  // when true, q is chosen per step and `q` is unused
+    double q = 0;
+    double q_min = 0;
+    double d2_scale = 0;
+    double adjoint_clip = 0;  // 0 = off
+  };
+  struct Model {
+    std::string name;
+    int filters = 0;
+    enum class Pool { kMax, kStride } pool = Pool::kMax;
+  };
+  struct Data {
+    std::string path;  // "glyphs" = built-in synthetic data set
+    std::string train_split;
+    std::string eval_split;
+  };
+  struct Eval {
+    int64_t every = 0;  // 0 = only at the end
+    int episodes = 0;
+  };
+  struct Checkpoint {
+    std::string dir;
+    int64_t every = 0;  // 0 = only at the end
+    int keep = 0;
+  };
+  struct Log {
+    std::string jsonl;  // "" = <checkpoint.dir>/metrics.jsonl, see metrics_jsonl_path
+    int every = 0;
+  };
+  struct Debug {
+    std::string dump;  // "" = off
+  };
+  enum class Device { kCpu, kCuda };
+
+  Algo algo = Algo::kMaml;
+  int64_t seed = 0;
+  int64_t steps = 0;
+  int meta_batch = 0;
+  int threads = 0;  // 0 = all cores
+  Task task;
+  Inner inner;
+  Outer outer;
+  Ufom ufom;
+  Model model;
+  Data data;
+  Eval eval;
+  Checkpoint checkpoint;
+  std::string resume;  // "none" | "latest" | path to a checkpoint file
+  Device device = Device::kCpu;
+  Log log;
+  Debug debug;
+
+  std::string effective_yaml;  // to_yaml(*this), set by the loaders
+};
+
+// Builds the effective config: defaults <- YAML file (if yaml_path is non-empty) <- overrides
+// ("inner.lr=0.1", "ufom.q=adaptive"; each value is one YAML scalar). Validates everything.
+Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides);
+// Same, with the YAML given as text (e.g. the config stored in a checkpoint); `source` names it
+// in error messages.
+Config load_config_text(const std::string& yaml_text, const std::string& source,
+                        const std::vector<std::string>& overrides);
+
+// Parses a program's arguments: [--config FILE | --config=FILE] [key=value ...]. The caller
+// handles --help / -h first (see has_help_flag). Throws UsageError on malformed arguments.
+Config config_from_args(int argc, char** argv);
+bool has_help_flag(int argc, char** argv);
+
+// The effective config as YAML, loadable again by load_config with the same result.
+std::string to_yaml(const Config& cfg);
+// The commented built-in defaults: the reference of every key, e.g. for --help.
+std::string_view default_config_yaml();
+// Where the metrics log goes: log.jsonl, or <checkpoint.dir>/metrics.jsonl when it is empty.
+std::string metrics_jsonl_path(const Config& cfg);
+
+Algo parse_algo(const std::string& s);
+std::string to_string(Algo algo);
+// "store" | "recompute" | "checkpoint:C" with integer C >= 1.
+TrajectoryMode parse_trajectory(const std::string& s);
+std::string to_string(TrajectoryMode mode);
+
+}  // namespace mt

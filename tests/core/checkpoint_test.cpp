@@ -1,0 +1,405 @@
+// Tests of the HDF5 wrappers and of checkpoints: bit-exact round trips, the on-disk layout,
+// rejection of missing, foreign, truncated, wrong-version and wrong-model files, rotation by
+// CheckpointManager, atomic writes, and the debug dump.
+#include "core/checkpoint.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
+
+#include "core/hdf5.h"
+
+namespace mt {
+namespace {
+
+namespace fs = std::filesystem;
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const fs::path base = fs::path(MT_BINARY_DIR) / "test_tmp";
+    fs::create_directories(base);
+    std::string tmpl = (base / "checkpoint_XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string file(const std::string& name) const { return (fs::path(dir_) / name).string(); }
+
+  std::string dir_;
+};
+
+ParamLayout small_layout(int64_t head_in = 16) {
+  ParamLayout l;
+  l.add("block1.conv.weight", {4, 1, 3, 3});
+  l.add("block1.conv.bias", {4});
+  l.add("head.weight", {5, head_in});
+  l.add("head.bias", {5});
+  return l;
+}
+
+std::vector<float> pattern(int64_t n, float scale) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[i] = scale * std::sin(0.37f * static_cast<float>(i) + 0.1f);
+  return v;
+}
+
+CheckpointState sample_state() {
+  CheckpointState s;
+  s.layout = small_layout();
+  s.params = pattern(s.layout.total(), 1.0f / 3.0f);
+  // Values that a text or double round trip would alter.
+  s.params[0] = -0.0f;
+  s.params[1] = std::numeric_limits<float>::denorm_min();
+  s.params[2] = std::nextafter(1.0f, 2.0f);
+  s.optimizer.name = "adam";
+  s.optimizer.step = 41;
+  s.optimizer.buffers = {{"v", pattern(s.layout.total(), 1e-3f)},
+                         {"m", pattern(s.layout.total(), -0.7f)}};
+  s.step = 1234;
+  s.seed = 0xFEDCBA9876543210ull;
+  s.ufom = {1.0 / 3.0, 2.0 / 7.0, 17, 0.123456789012345};
+  s.data_cursor = 98765;
+  s.config_yaml = "algo: ufom\nseed: 7\ntask: {ways: 5, shots: 1}\n# µ-note\n";
+  s.world_size = 4;
+  return s;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof(double)) == 0; }
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The UsageError message of f(), or "" when it throws nothing.
+template <typename F>
+std::string usage_error(F&& f) {
+  try {
+    f();
+  } catch (const UsageError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST_F(CheckpointTest, RoundTripIsBitExact) {
+  const CheckpointState s = sample_state();
+  const std::string path = file("ckpt.h5");
+  write_checkpoint(path, s);
+  const CheckpointState r = read_checkpoint(path, s.layout);
+
+  EXPECT_TRUE(r.layout == s.layout);
+  EXPECT_TRUE(same_bits(r.params, s.params));
+  EXPECT_TRUE(std::signbit(r.params[0]));
+  EXPECT_EQ(r.optimizer.name, "adam");
+  EXPECT_EQ(r.optimizer.step, 41);
+  ASSERT_EQ(r.optimizer.buffers.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(r.optimizer.buffers[i].first, s.optimizer.buffers[i].first);
+    EXPECT_TRUE(same_bits(r.optimizer.buffers[i].second, s.optimizer.buffers[i].second));
+  }
+  EXPECT_EQ(r.step, s.step);
+  EXPECT_EQ(r.seed, s.seed);
+  EXPECT_TRUE(same_bits(r.ufom.v2_ema, s.ufom.v2_ema));
+  EXPECT_TRUE(same_bits(r.ufom.d2_ema, s.ufom.d2_ema));
+  EXPECT_EQ(r.ufom.count, s.ufom.count);
+  EXPECT_TRUE(same_bits(r.ufom.q, s.ufom.q));
+  EXPECT_EQ(r.data_cursor, s.data_cursor);
+  EXPECT_EQ(r.config_yaml, s.config_yaml);
+  EXPECT_EQ(r.world_size, s.world_size);
+}
+
+TEST_F(CheckpointTest, OptimizerWithoutBuffersRoundTrips) {
+  CheckpointState s = sample_state();
+  s.optimizer = {"sgd", 3, {}};
+  s.config_yaml = "";
+  write_checkpoint(file("sgd.h5"), s);
+  const CheckpointState r = read_checkpoint(file("sgd.h5"), s.layout);
+  EXPECT_EQ(r.optimizer.name, "sgd");
+  EXPECT_EQ(r.optimizer.step, 3);
+  EXPECT_TRUE(r.optimizer.buffers.empty());
+  EXPECT_EQ(r.config_yaml, "");
+}
+
+TEST_F(CheckpointTest, FileHoldsNamedShapedTensors) {
+  const CheckpointState s = sample_state();
+  write_checkpoint(file("ckpt.h5"), s);
+  const h5::File f = h5::File::open_read(file("ckpt.h5"));
+
+  std::vector<int64_t> shape;
+  const std::vector<float> w = f.read<float>("/params/block1.conv.weight", &shape);
+  EXPECT_EQ(shape, (std::vector<int64_t>{4, 1, 3, 3}));
+  EXPECT_TRUE(same_bits(w, std::vector<float>(s.params.begin(), s.params.begin() + 36)));
+  EXPECT_EQ(f.shape("/params/head.weight"), (std::vector<int64_t>{5, 16}));
+  EXPECT_EQ(f.shape("/optimizer/m/head.weight"), (std::vector<int64_t>{5, 16}));
+  EXPECT_EQ(f.list("/params"), (std::vector<std::string>{"block1.conv.bias", "block1.conv.weight",
+                                                         "head.bias", "head.weight"}));
+  EXPECT_EQ(f.get_attr_int("/", "format_version"), kCheckpointFormatVersion);
+  EXPECT_EQ(f.get_attr_string("/", "created_by"), "metatrain");
+  EXPECT_EQ(f.get_attr_string("/optimizer", "name"), "adam");
+  EXPECT_EQ(f.get_attr_int("/optimizer", "step"), 41);
+  EXPECT_EQ(f.read_scalar<int64_t>("/state/step"), 1234);
+  EXPECT_EQ(f.read_scalar<uint64_t>("/state/seed"), 0xFEDCBA9876543210ull);
+  EXPECT_EQ(f.read_scalar<int64_t>("/state/ufom/count"), 17);
+  EXPECT_EQ(f.read_string("/config"), s.config_yaml);
+}
+
+TEST_F(CheckpointTest, RejectsMissingFile) {
+  const std::string path = file("nope.h5");
+  const std::string msg = usage_error([&] { read_checkpoint(path, small_layout()); });
+  EXPECT_NE(msg.find("checkpoint " + path + ":"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("No such file"), std::string::npos) << msg;
+}
+
+TEST_F(CheckpointTest, RejectsNonHdf5File) {
+  const std::string path = file("notes.h5");
+  std::ofstream(path) << "step: 100\nthis is not HDF5\n";
+  const std::string msg = usage_error([&] { read_checkpoint(path, small_layout()); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("not an HDF5 file"), std::string::npos) << msg;
+}
+
+TEST_F(CheckpointTest, RejectsTruncatedFile) {
+  write_checkpoint(file("full.h5"), sample_state());
+  const std::string bytes = read_bytes(file("full.h5"));
+  const std::string path = file("half.h5");
+  std::ofstream(path, std::ios::binary).write(bytes.data(), bytes.size() / 2);
+  const std::string msg = usage_error([&] { read_checkpoint(path, small_layout()); });
+  EXPECT_NE(msg.find("checkpoint " + path + ":"), std::string::npos) << msg;
+}
+
+TEST_F(CheckpointTest, RejectsOtherFormatVersion) {
+  const std::string path = file("v2.h5");
+  write_checkpoint(path, sample_state());
+  {
+    h5::File f = h5::File::open_write(path);
+    f.set_attr("/", "format_version", 2);
+    f.close();
+  }
+  const std::string msg = usage_error([&] { read_checkpoint(path, small_layout()); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("format version 2"), std::string::npos) << msg;
+}
+
+TEST_F(CheckpointTest, RejectsFileWithoutVersion) {
+  const std::string path = file("plain.h5");
+  {
+    h5::File f = h5::File::create(path);
+    f.write_scalar<int64_t>("/state/step", 5);
+  }
+  const std::string msg = usage_error([&] { read_checkpoint(path, small_layout()); });
+  EXPECT_NE(msg.find("not a metatrain checkpoint"), std::string::npos) << msg;
+}
+
+TEST_F(CheckpointTest, RejectsLayoutOfAnotherModel) {
+  const std::string path = file("ckpt.h5");
+  write_checkpoint(path, sample_state());
+
+  std::string msg = usage_error([&] { read_checkpoint(path, small_layout(8)); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("/params/head.weight has shape [5,16], the model expects [5,8]"),
+            std::string::npos)
+      << msg;
+
+  ParamLayout bigger = small_layout();
+  bigger.add("head2.bias", {5});
+  msg = usage_error([&] { read_checkpoint(path, bigger); });
+  EXPECT_NE(msg.find("missing /params/head2.bias"), std::string::npos) << msg;
+
+  ParamLayout smaller;
+  smaller.add("block1.conv.weight", {4, 1, 3, 3});
+  msg = usage_error([&] { read_checkpoint(path, smaller); });
+  EXPECT_NE(msg.find("/params/block1.conv.bias is not a parameter of the model"), std::string::npos)
+      << msg;
+}
+
+TEST_F(CheckpointTest, RejectsCheckpointWithoutState) {
+  const std::string path = file("ckpt.h5");
+  write_checkpoint(path, sample_state());
+  // A file with the version and the parameters but no /state.
+  {
+    const h5::File in = h5::File::open_read(path);
+    h5::File out = h5::File::create(file("nostate.h5"));
+    out.set_attr("/", "format_version", kCheckpointFormatVersion);
+    for (const std::string& name : in.list("/params"))
+      out.write("/params/" + name, in.shape("/params/" + name),
+                in.read<float>("/params/" + name).data());
+  }
+  const std::string msg = usage_error([&] { read_checkpoint(file("nostate.h5"), small_layout()); });
+  EXPECT_NE(msg.find("checkpoint " + file("nostate.h5") + ": missing"), std::string::npos) << msg;
+}
+
+TEST_F(CheckpointTest, ManagerKeepsNewestAndLatest) {
+  const std::string dir = file("run/ckpts");  // created on first save
+  CheckpointManager mgr(dir, 2);
+  CheckpointState s = sample_state();
+  for (int64_t step = 1; step <= 5; ++step) {
+    s.step = step * 100;
+    s.params[3] = static_cast<float>(step);
+    EXPECT_EQ(mgr.save(s), mgr.path_for_step(step * 100));
+  }
+  EXPECT_EQ(mgr.path_for_step(400), (fs::path(dir) / "ckpt_00000400.h5").string());
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"ckpt_00000400.h5", "ckpt_00000500.h5", "latest.h5"}));
+  for (const auto& n : names) EXPECT_EQ(n.find(".tmp."), std::string::npos) << n;
+
+  EXPECT_EQ(mgr.latest_path(), (fs::path(dir) / "latest.h5").string());
+  EXPECT_EQ(read_bytes(mgr.latest_path()), read_bytes(mgr.path_for_step(500)));
+  const CheckpointState r = read_checkpoint(mgr.latest_path(), s.layout);
+  EXPECT_EQ(r.step, 500);
+  EXPECT_TRUE(same_bits(r.params, s.params));
+}
+
+TEST_F(CheckpointTest, ManagerRejectsBadSettings) {
+  EXPECT_THROW(CheckpointManager(dir_, 0), UsageError);
+  EXPECT_THROW(CheckpointManager("", 1), UsageError);
+}
+
+TEST_F(CheckpointTest, UnwritableDirectoryIsUsageError) {
+  std::string msg =
+      usage_error([] { CheckpointManager("/proc/forbidden", 1).save(sample_state()); });
+  EXPECT_NE(msg.find("/proc/forbidden"), std::string::npos) << msg;
+  msg = usage_error([] { write_checkpoint("/proc/forbidden/ckpt.h5", sample_state()); });
+  EXPECT_NE(msg.find("/proc/forbidden"), std::string::npos) << msg;
+}
+
+TEST_F(CheckpointTest, FailedWriteLeavesPreviousFileAndNoTemp) {
+  const std::string path = file("ckpt.h5");
+  const CheckpointState good = sample_state();
+  write_checkpoint(path, good);
+  CheckpointState bad = good;
+  bad.params.pop_back();  // size no longer matches the layout: fails mid-write
+  EXPECT_THROW(write_checkpoint(path, bad), Error);
+  EXPECT_EQ(read_checkpoint(path, good.layout).step, good.step);
+  for (const auto& e : fs::directory_iterator(dir_))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+}
+
+TEST_F(CheckpointTest, DebugDumpHoldsEpisodesAndGradients) {
+  const ParamLayout layout = small_layout();
+  const std::vector<float> theta = pattern(layout.total(), 0.5f);
+  std::vector<DumpTask> tasks(2);
+  for (int t = 0; t < 2; ++t) {
+    Episode<float>& e = tasks[t].episode;
+    e.ways = 2;
+    e.support.resize({1, 4, 4}, 2);
+    e.query.resize({1, 4, 4}, 6);
+    e.support.x = pattern(2 * 16, 1.0f + t);
+    e.support.y = {0, 1};
+    e.query.x = pattern(6 * 16, 2.0f + t);
+    e.query.y = {1, 0, 1, 0, 1, t};
+    tasks[t].g_fo = pattern(layout.total(), 0.01f * (t + 1));
+    tasks[t].g_exact = pattern(layout.total(), 0.02f * (t + 1));
+  }
+  const std::string path = file("dump/first_step.h5");
+  write_debug_dump(path, layout, theta, tasks, "algo: maml\n", 0.4, 3);
+
+  const h5::File f = h5::File::open_read(path);
+  EXPECT_EQ(f.list("/tasks"), (std::vector<std::string>{"0", "1"}));
+  std::vector<int64_t> shape;
+  EXPECT_TRUE(same_bits(f.read<float>("/tasks/1/query_x", &shape), tasks[1].episode.query.x));
+  EXPECT_EQ(shape, (std::vector<int64_t>{6, 1, 4, 4}));
+  EXPECT_EQ(f.read<int32_t>("/tasks/1/query_y"), tasks[1].episode.query.y);
+  EXPECT_EQ(f.shape("/tasks/0/support_x"), (std::vector<int64_t>{2, 1, 4, 4}));
+  EXPECT_EQ(f.read<int32_t>("/tasks/0/support_y"), (std::vector<int32_t>{0, 1}));
+  EXPECT_TRUE(same_bits(f.read<float>("/tasks/0/g_fo", &shape), tasks[0].g_fo));
+  EXPECT_EQ(shape, (std::vector<int64_t>{layout.total()}));
+  EXPECT_TRUE(same_bits(f.read<float>("/tasks/1/g_exact"), tasks[1].g_exact));
+  EXPECT_TRUE(same_bits(f.read<float>("/params/head.bias"),
+                        std::vector<float>(theta.end() - 5, theta.end())));
+  EXPECT_EQ(f.read_strings("/layout/names"),
+            (std::vector<std::string>{"block1.conv.weight", "block1.conv.bias", "head.weight",
+                                      "head.bias"}));
+  EXPECT_EQ(f.read<int64_t>("/layout/offsets"), (std::vector<int64_t>{0, 36, 40, 120}));
+  EXPECT_EQ(f.read_string("/config"), "algo: maml\n");
+  EXPECT_EQ(f.get_attr_double("/", "inner_lr"), 0.4);
+  EXPECT_EQ(f.get_attr_int("/", "inner_steps"), 3);
+}
+
+TEST_F(CheckpointTest, H5TypeAndPathErrorsNameFileAndDataset) {
+  const std::string path = file("t.h5");
+  {
+    h5::File f = h5::File::create(path);
+    const std::vector<float> v = {1, 2, 3};
+    f.write("/a/b/values", {3}, v.data());
+  }
+  const h5::File f = h5::File::open_read(path);
+  std::string msg = usage_error([&] { f.read<double>("/a/b/values"); });
+  EXPECT_NE(msg.find(path + ": dataset /a/b/values holds float32, expected float64"),
+            std::string::npos)
+      << msg;
+  msg = usage_error([&] { f.read<int32_t>("a/missing"); });
+  EXPECT_NE(msg.find(path + ": missing dataset /a/missing"), std::string::npos) << msg;
+  msg = usage_error([&] { f.read<float>("/a/b"); });
+  EXPECT_NE(msg.find("/a/b is not a dataset"), std::string::npos) << msg;
+  msg = usage_error([&] { f.read_scalar<float>("/a/b/values"); });
+  EXPECT_NE(msg.find("holds 3 values, expected one"), std::string::npos) << msg;
+  msg = usage_error([&] { f.get_attr_int("/a", "nope"); });
+  EXPECT_NE(msg.find("missing attribute nope on /a"), std::string::npos) << msg;
+  EXPECT_FALSE(f.exists("/a/b/values/deeper"));
+  EXPECT_FALSE(f.exists("/x/y"));
+  EXPECT_TRUE(f.exists("a/b/"));
+  EXPECT_THROW(f.list("/x"), UsageError);
+}
+
+TEST_F(CheckpointTest, H5CheckReportsCallAndLibraryMessage) {
+  write_checkpoint(file("c.h5"), sample_state());
+  const h5::File f = h5::File::open_read(file("c.h5"));
+  try {
+    MT_H5_CHECK(H5Dopen2(H5I_INVALID_HID, "/params", H5P_DEFAULT));
+    FAIL() << "no exception";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(e.code(), ExitCode::kRuntime);
+    EXPECT_NE(msg.find("checkpoint_test.cpp:"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("H5Dopen2(H5I_INVALID_HID"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("H5Dopen2(): "), std::string::npos) << msg;
+  }
+}
+
+TEST_F(CheckpointTest, H5StringsAttributesRowsAndChunks) {
+  const std::string path = file("misc.h5");
+  std::vector<uint8_t> images(10 * 3 * 2);
+  for (size_t i = 0; i < images.size(); ++i) images[i] = static_cast<uint8_t>(i * 7);
+  {
+    h5::File f = h5::File::create(path);
+    f.write("/images", {10, 3, 2}, images.data(), {{1, 3, 2}, 4});
+    f.write_strings("/class_names", {"alpha", "", "gamma/δ"});
+    f.write_scalar<double>("/pi", 3.141592653589793);
+    f.set_attr("/", "dataset", "glyphs");
+    f.set_attr("/", "image_shape", std::vector<int64_t>{28, 28, 1});
+    f.set_attr("/images", "scale", 0.5);
+    f.set_attr("/images", "scale", 0.25);  // replaces
+    f.flush();
+  }
+  const h5::File f = h5::File::open_read(path);
+  std::vector<uint8_t> rows(2 * 6);
+  f.read_rows("/images", 7, 2, rows.data());
+  EXPECT_EQ(rows, std::vector<uint8_t>(images.begin() + 42, images.begin() + 54));
+  EXPECT_THROW(f.read_rows("/images", 9, 2, rows.data()), UsageError);
+  EXPECT_EQ(f.read<uint8_t>("/images"), images);
+  EXPECT_EQ(f.read_strings("/class_names"), (std::vector<std::string>{"alpha", "", "gamma/δ"}));
+  EXPECT_EQ(f.read_scalar<double>("/pi"), 3.141592653589793);
+  EXPECT_EQ(f.shape("/pi"), std::vector<int64_t>{});
+  EXPECT_EQ(f.get_attr_string("/", "dataset"), "glyphs");
+  EXPECT_EQ(f.get_attr_ints("/", "image_shape"), (std::vector<int64_t>{28, 28, 1}));
+  EXPECT_EQ(f.get_attr_double("/images", "scale"), 0.25);
+  EXPECT_TRUE(f.has_attr("/images", "scale"));
+  EXPECT_FALSE(f.has_attr("/nothing", "scale"));
+}
+
+}  // namespace
+}  // namespace mt
