@@ -1,0 +1,27 @@
+// Progress reporting of rank 0: a redrawn one-line bar on a terminal, plain lines otherwise
+// (logs, CI, Slurm output files).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace mt {
+
+class Progress {
+ public:
+  // `total` steps; a plain line is printed every `every` steps when not on a terminal.
+  Progress(int64_t total, int64_t every, bool enabled);
+  // Reports that `done` steps are finished, with a short status text.
+  void update(int64_t done, const std::string& status);
+  // Ends the bar's line (before other output, and at the end).
+  void finish_line();
+
+ private:
+  int64_t total_, every_;
+  bool enabled_, tty_;
+  bool dirty_ = false;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace mt
