@@ -47,9 +47,10 @@ void BatchNorm<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>&
     var /= N;
     const T s = static_cast<T>(std::sqrt(var + kEps));
     sigma[c] = s;
+    const T mu = static_cast<T>(mean), g = gamma[c], b = beta[c];
     for_channel(m, C, HW, c, [&](int64_t k) {
-      xhat[k] = static_cast<T>((x[k] - mean)) / s;
-      y[k] = gamma[c] * xhat[k] + beta[c];
+      xhat[k] = (x[k] - mu) / s;
+      y[k] = g * xhat[k] + b;
     });
   }
 }

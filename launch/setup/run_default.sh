@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# One command for a new machine: set up, build, and run the default meta-training job
+# (MAML, Conv-4, synthetic glyphs, CPU; a few minutes). Extra arguments are metatrain overrides.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+bash "$root/launch/setup/build.sh"
+"$root/build/bin/metatrain" "$@"

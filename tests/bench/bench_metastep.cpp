@@ -1,0 +1,132 @@
+// Benchmark of one meta-iteration on the CPU (not a test): B tasks of an Omniglot-shaped
+// N-way K-shot episode through the chosen algorithm, the sum, and one Adam step. Prints one
+// JSON line: seconds per iteration (median), tasks/s, peak RSS, GEMM GFLOP/s and the fraction
+// of this machine's measured SGEMM peak. Run each configuration in its own process so that
+// peak RSS belongs to it alone (tests/bench/run_cpu_bench.sh does).
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/blas.h"
+#include "core/meta_step.h"
+#include "core/optimizer.h"
+#include "data/glyphs.h"
+#include "launch/config.h"
+#include "models/conv4.h"
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Achievable FP32 peak: a large multi-threaded SGEMM (OpenBLAS) on all `threads` cores.
+double sgemm_peak_gflops(int threads) {
+  const int n = 1536;
+  std::vector<float> a(n * n, 1.0f), b(n * n, 0.5f), c(n * n);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double t0 = now();
+#pragma omp parallel num_threads(threads)
+    {
+      // Each thread multiplies its own row block: per-thread BLAS stays single-threaded.
+      const int tid = omp_get_thread_num(), rows = n / threads;
+      mt::gemm<float>(false, false, rows, n, n, 1.0f, a.data() + tid * rows * n, n, b.data(), n,
+                      0.0f, c.data() + tid * rows * n, n);
+    }
+    best = std::max(best, 2.0 * n * n * n / (now() - t0) / 1e9);
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string algo = "maml", trajectory = "store";
+  int r = 1, B = 32, ways = 5, shots = 1, queries = 15, filters = 64, iters = 3, warmup = 1;
+  int threads = omp_get_num_procs();
+  double q = 0.1;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--algo") algo = v;
+    else if (k == "--trajectory") trajectory = v;
+    else if (k == "--r") r = std::atoi(v.c_str());
+    else if (k == "--B") B = std::atoi(v.c_str());
+    else if (k == "--ways") ways = std::atoi(v.c_str());
+    else if (k == "--shots") shots = std::atoi(v.c_str());
+    else if (k == "--queries") queries = std::atoi(v.c_str());
+    else if (k == "--filters") filters = std::atoi(v.c_str());
+    else if (k == "--iters") iters = std::atoi(v.c_str());
+    else if (k == "--warmup") warmup = std::atoi(v.c_str());
+    else if (k == "--threads") threads = std::atoi(v.c_str());
+    else if (k == "--q") q = std::atof(v.c_str());
+    else {
+      std::fprintf(stderr, "unknown option %s\n", k.c_str());
+      return 2;
+    }
+  }
+  mt::blas_use_single_thread();
+  const double peak = sgemm_peak_gflops(threads);
+
+  mt::GlyphSource source;
+  const mt::EpisodeSpec spec{"train", ways, shots, queries};
+  auto model = mt::make_conv4<float>({source.image_shape(), filters, ways, mt::Conv4Pool::kMax});
+  const int64_t d = model->layout().total();
+  std::vector<float> theta(d);
+  model->init(theta.data(), 0);
+  mt::InnerLoop inner;
+  inner.steps = r;
+  inner.trajectory = mt::parse_trajectory(trajectory);
+  mt::MetaGradient<float> mg(*model, inner);
+  mt::MetaStep<float> step(mg, {mt::parse_algo(algo), 0, threads});
+  mt::Adam<float> adam(d, 1e-3);
+  std::vector<int64_t> tasks(B);
+  for (int t = 0; t < B; ++t) tasks[t] = t;
+  // Episodes are sampled before timing (the reference gets its data ready-made too).
+  const int n_iter = warmup + iters;
+  std::vector<std::vector<mt::Episode<float>>> eps(n_iter, std::vector<mt::Episode<float>>(B));
+  for (int it = 0; it < n_iter; ++it)
+    for (int t = 0; t < B; ++t) source.sample(spec, 0, it, t, eps[it][t]);
+
+  mt::MetaStepSums<float> sums;
+  std::vector<double> secs;
+  uint64_t flops = 0;
+  double exact = 0;
+  for (int it = 0; it < n_iter; ++it) {
+    const uint64_t f0 = mt::gemm_flops();
+    const double t0 = now();
+    sums.reset(d);
+    step.run(theta.data(), it, tasks,
+             [&](int64_t t, mt::Episode<float>& ep) { ep = eps[it][t]; }, q, sums);
+    for (float& g : sums.grad) g /= B;
+    adam.step(theta.data(), sums.grad.data());
+    if (it >= warmup) {
+      secs.push_back(now() - t0);
+      flops += mt::gemm_flops() - f0;
+      exact += sums.exact_tasks;
+    }
+  }
+  std::sort(secs.begin(), secs.end());
+  const double med = secs[secs.size() / 2];
+  double total = 0;
+  for (double s : secs) total += s;
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  const double gflops = flops / total / 1e9;
+  std::printf(
+      "{\"impl\": \"ours\", \"algo\": \"%s\", \"trajectory\": \"%s\", \"r\": %d, \"B\": %d, "
+      "\"sec_per_iter\": %.4f, \"tasks_per_s\": %.2f, \"peak_rss_mb\": %.1f, "
+      "\"gemm_gflops\": %.1f, \"sgemm_peak_gflops\": %.1f, \"peak_fraction\": %.3f, "
+      "\"exact_tasks_per_iter\": %.2f, \"params\": %lld, \"threads\": %d}\n",
+      algo.c_str(), trajectory.c_str(), r, B, med, B / med, ru.ru_maxrss / 1024.0, gflops, peak,
+      gflops / peak, exact / iters, static_cast<long long>(d), threads);
+  return 0;
+}

@@ -1,0 +1,113 @@
+// The metatrain program as a user runs it: a short end-to-end job writes its metrics log, final
+// checkpoint (named float32 tensors, step) and debug dump; bad configurations exit with code 2
+// and a message naming the key.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "core/hdf5.h"
+
+namespace mt {
+namespace {
+
+struct Result {
+  int exit_code;
+  std::string output;  // stdout and stderr
+};
+
+Result metatrain(const std::string& args) {
+  const std::string cmd = std::string(MT_BINARY_DIR) + "/bin/metatrain " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  Result r{-1, ""};
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string temp_dir(const std::string& name) {
+  const auto dir = std::filesystem::path(MT_BINARY_DIR) / "test_runs" / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+// A job small enough for CI: 8 filters, 3 steps of 2 tasks, 20 evaluation episodes.
+std::string tiny(const std::string& dir) {
+  return "model.filters=8 steps=3 meta_batch=2 task.queries=2 eval.episodes=20 threads=2 "
+         "log.every=1 checkpoint.dir=" + dir;
+}
+
+TEST(Metatrain, ShortRunWritesMetricsCheckpointAndDump) {
+  const std::string dir = temp_dir("short");
+  const Result r = metatrain(tiny(dir) + " algo=ufom ufom.q=adaptive debug.dump=" + dir + "/dump.h5");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("final eval (test, 20 episodes"), std::string::npos) << r.output;
+
+  std::ifstream log(dir + "/metrics.jsonl");
+  std::string line;
+  int train_lines = 0, eval_lines = 0;
+  while (std::getline(log, line)) {
+    if (line.find("\"eval\"") != std::string::npos) {
+      ++eval_lines;
+      EXPECT_NE(line.find("\"acc_ci95\""), std::string::npos) << line;
+    } else {
+      ++train_lines;
+      for (const char* key : {"\"step\"", "\"loss\"", "\"acc\"", "\"q\"", "\"sec\""})
+        EXPECT_NE(line.find(key), std::string::npos) << key << " missing in " << line;
+    }
+  }
+  EXPECT_EQ(train_lines, 3);
+  EXPECT_EQ(eval_lines, 1);
+
+  const auto ckpt = h5::File::open_read(dir + "/ckpt_00000003.h5");
+  std::vector<int64_t> shape;
+  const auto w = ckpt.read<float>("/params/block1.conv.weight", &shape);
+  EXPECT_EQ(shape, (std::vector<int64_t>{8, 1, 3, 3}));
+  EXPECT_EQ(ckpt.read_scalar<int64_t>("/state/step"), 3);
+  EXPECT_TRUE(std::filesystem::exists(dir + "/latest.h5"));
+
+  const auto dump = h5::File::open_read(dir + "/dump.h5");
+  EXPECT_EQ(dump.list("/tasks").size(), 2u);
+  const auto g_fo = dump.read<float>("/tasks/0/g_fo");
+  const auto g_exact = dump.read<float>("/tasks/0/g_exact");
+  EXPECT_EQ(g_fo.size(), g_exact.size());
+  EXPECT_NE(g_fo, g_exact);
+  dump.read<float>("/tasks/1/query_x", &shape);
+  EXPECT_EQ(shape, (std::vector<int64_t>{10, 1, 28, 28}));
+}
+
+TEST(Metatrain, BadConfigurationsExitWithCode2NamingTheKey) {
+  const std::string dir = temp_dir("bad");
+  const std::pair<std::string, std::string> cases[] = {
+      {"task.ways=2000", "task.ways"},       // more ways than the 1000 test classes
+      {"inner.steps=-1", "inner.steps"},     // r < 0
+      {"ufom.q=1.5", "ufom.q"},              // q outside [0, 1]
+      {"algo=reptile", "algo"},              // unknown algorithm
+      {"inner.lrr=0.1", "inner.lrr"},        // unknown key
+      {"--config /nonexistent.yaml", "/nonexistent.yaml"},
+  };
+  for (const auto& [arg, key] : cases) {
+    const Result r = metatrain(tiny(dir) + " " + arg);
+    EXPECT_EQ(r.exit_code, 2) << arg << "\n" << r.output;
+    EXPECT_NE(r.output.find(key), std::string::npos) << arg << "\n" << r.output;
+  }
+}
+
+TEST(Metatrain, HelpListsTheKeys) {
+  const Result r = metatrain("--help");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("inner:"), std::string::npos);
+  EXPECT_NE(r.output.find("trajectory"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mt
