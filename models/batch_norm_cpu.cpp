@@ -19,6 +19,21 @@ void for_channel(int m, int C, int HW, int c, F f) {
     for (int p = 0; p < HW; ++p) f(base + p);
   }
 }
+
+// Σ of f(index) over channel c: vectorised in T along each example's h·w values, then
+// accumulated in double across examples.
+template <typename T, typename F>
+T channel_sum(int m, int C, int HW, int c, F f) {
+  double total = 0;
+  for (int i = 0; i < m; ++i) {
+    const int64_t base = (static_cast<int64_t>(i) * C + c) * HW;
+    T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int p = 0; p < HW; ++p) s += f(base + p);
+    total += s;
+  }
+  return static_cast<T>(total);
+}
 }  // namespace
 
 template <typename T>
@@ -40,14 +55,12 @@ void BatchNorm<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>&
   T* xhat = ctx.saved.data();
   T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
   for (int c = 0; c < C; ++c) {
-    double mean = 0, var = 0;
-    for_channel(m, C, HW, c, [&](int64_t k) { mean += x[k]; });
-    mean /= N;
-    for_channel(m, C, HW, c, [&](int64_t k) { var += (x[k] - mean) * (x[k] - mean); });
-    var /= N;
+    const T mu = static_cast<T>(channel_sum<T>(m, C, HW, c, [&](int64_t k) { return x[k]; }) / N);
+    const double var =
+        channel_sum<T>(m, C, HW, c, [&](int64_t k) { return (x[k] - mu) * (x[k] - mu); }) / N;
     const T s = static_cast<T>(std::sqrt(var + kEps));
     sigma[c] = s;
-    const T mu = static_cast<T>(mean), g = gamma[c], b = beta[c];
+    const T g = gamma[c], b = beta[c];
     for_channel(m, C, HW, c, [&](int64_t k) {
       xhat[k] = (x[k] - mu) / s;
       y[k] = g * xhat[k] + b;
@@ -65,11 +78,8 @@ void BatchNorm<T>::backward(int m, const T* W, const T* x, const LayerContext<T>
   const T* xhat = ctx.saved.data();
   const T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
   for (int c = 0; c < C; ++c) {
-    T sum_dy = 0, sum_dy_xhat = 0;
-    for_channel(m, C, HW, c, [&](int64_t k) {
-      sum_dy += dy[k];
-      sum_dy_xhat += dy[k] * xhat[k];
-    });
+    const T sum_dy = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return dy[k]; });
+    const T sum_dy_xhat = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return dy[k] * xhat[k]; });
     dW[c] = sum_dy_xhat;
     dW[C + c] = sum_dy;
     if (!dx) continue;
@@ -92,12 +102,8 @@ void BatchNorm<T>::r_forward(int m, const T* W, const T* R_W, const T* x, const 
   for (int c = 0; c < C; ++c) {
     T mean_rx = 0, mean_xhat_rx = 0;
     if (R_x) {
-      for_channel(m, C, HW, c, [&](int64_t k) {
-        mean_rx += R_x[k];
-        mean_xhat_rx += xhat[k] * R_x[k];
-      });
-      mean_rx /= N;
-      mean_xhat_rx /= N;
+      mean_rx = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return R_x[k]; }) / N;
+      mean_xhat_rx = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return xhat[k] * R_x[k]; }) / N;
     }
     for_channel(m, C, HW, c, [&](int64_t k) {
       const T R_xhat = R_x ? (R_x[k] - mean_rx - xhat[k] * mean_xhat_rx) / sigma[c] : T(0);
@@ -120,26 +126,19 @@ void BatchNorm<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const
     const T g_c = gamma[c], Rg_c = R_W[c], s_c = sigma[c];
     T mean_rx = 0, s = 0;  // mean(R_x), mean(x̂ R_x)
     if (R_x) {
-      for_channel(m, C, HW, c, [&](int64_t k) {
-        mean_rx += R_x[k];
-        s += xhat[k] * R_x[k];
-      });
-      mean_rx /= N;
-      s /= N;
+      mean_rx = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return R_x[k]; }) / N;
+      s = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return xhat[k] * R_x[k]; }) / N;
     }
     auto R_xhat = [&](int64_t k) {
       return R_x ? (R_x[k] - mean_rx - xhat[k] * s) / s_c : T(0);
     };
     // Channel sums: a1 = mean(g), a2 = mean(g x̂), b1 = mean(R{g}), b2 = mean(R{g} x̂ + g R{x̂}).
-    T sum_dy = 0, sum_dy_xhat = 0, sum_rdy = 0, sum_rdy_xhat = 0, sum_dy_rxhat = 0;
-    for_channel(m, C, HW, c, [&](int64_t k) {
-      const T rxh = R_xhat(k);
-      sum_dy += dy[k];
-      sum_dy_xhat += dy[k] * xhat[k];
-      sum_rdy += R_dy[k];
-      sum_rdy_xhat += R_dy[k] * xhat[k];
-      sum_dy_rxhat += dy[k] * rxh;
-    });
+    auto sum = [&](auto f) { return channel_sum<T>(m, C, HW, c, f); };
+    const T sum_dy = sum([&](int64_t k) { return dy[k]; });
+    const T sum_dy_xhat = sum([&](int64_t k) { return dy[k] * xhat[k]; });
+    const T sum_rdy = sum([&](int64_t k) { return R_dy[k]; });
+    const T sum_rdy_xhat = sum([&](int64_t k) { return R_dy[k] * xhat[k]; });
+    const T sum_dy_rxhat = sum([&](int64_t k) { return dy[k] * R_xhat(k); });
     R_dW[c] = sum_rdy_xhat + sum_dy_rxhat;
     R_dW[C + c] = sum_rdy;
     if (!R_dx) continue;

@@ -9,6 +9,7 @@
 namespace mt {
 
 namespace {
+
 // Per-thread scratch for im2col of tangents and of column gradients: layers are stateless
 // and shared by threads.
 template <typename T>
@@ -17,6 +18,15 @@ std::vector<T>& scratch(int which, size_t n) {
   if (buf[which].size() < n) buf[which].resize(n);
   return buf[which];
 }
+
+// Output columns [lo, hi) of a row that read inside the input for kernel column offset kx.
+void valid_columns(int out_w, int in_w, int stride, int kx, int& lo, int& hi) {
+  lo = 0;
+  while (lo < out_w && lo * stride + kx < 0) ++lo;
+  hi = out_w;
+  while (hi > lo && (hi - 1) * stride + kx >= in_w) --hi;
+}
+
 }  // namespace
 
 template <typename T>
@@ -38,15 +48,25 @@ void Conv2d<T>::im2col(const T* x, T* col) const {
   for (int c = 0; c < in_.c; ++c)
     for (int k = 0; k < 9; ++k) {
       const int ky = k / 3 - 1, kx = k % 3 - 1;
+      int lo, hi;
+      valid_columns(out_.w, in_.w, stride_, kx, lo, hi);
       T* row = col + (static_cast<int64_t>(c) * 9 + k) * P;
       const T* plane = x + static_cast<int64_t>(c) * in_.h * in_.w;
       for (int oy = 0; oy < out_.h; ++oy) {
         const int iy = oy * stride_ + ky;
-        for (int ox = 0; ox < out_.w; ++ox) {
-          const int ix = ox * stride_ + kx;
-          const bool inside = iy >= 0 && iy < in_.h && ix >= 0 && ix < in_.w;
-          row[oy * out_.w + ox] = inside ? plane[iy * in_.w + ix] : T(0);
+        T* dst = row + oy * out_.w;
+        if (iy < 0 || iy >= in_.h) {
+          std::fill(dst, dst + out_.w, T(0));
+          continue;
         }
+        const T* src = plane + iy * in_.w + kx;
+        std::fill(dst, dst + lo, T(0));
+        if (stride_ == 1) {
+          std::copy(src + lo, src + hi, dst + lo);
+        } else {
+          for (int ox = lo; ox < hi; ++ox) dst[ox] = src[ox * stride_];
+        }
+        std::fill(dst + hi, dst + out_.w, T(0));
       }
     }
 }
@@ -58,15 +78,16 @@ void Conv2d<T>::col2im(const T* col, T* x) const {
   for (int c = 0; c < in_.c; ++c)
     for (int k = 0; k < 9; ++k) {
       const int ky = k / 3 - 1, kx = k % 3 - 1;
+      int lo, hi;
+      valid_columns(out_.w, in_.w, stride_, kx, lo, hi);
       const T* row = col + (static_cast<int64_t>(c) * 9 + k) * P;
       T* plane = x + static_cast<int64_t>(c) * in_.h * in_.w;
       for (int oy = 0; oy < out_.h; ++oy) {
         const int iy = oy * stride_ + ky;
         if (iy < 0 || iy >= in_.h) continue;
-        for (int ox = 0; ox < out_.w; ++ox) {
-          const int ix = ox * stride_ + kx;
-          if (ix >= 0 && ix < in_.w) plane[iy * in_.w + ix] += row[oy * out_.w + ox];
-        }
+        const T* src = row + oy * out_.w;
+        T* dst = plane + iy * in_.w + kx;
+        for (int ox = lo; ox < hi; ++ox) dst[ox * stride_] += src[ox];
       }
     }
 }
