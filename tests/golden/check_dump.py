@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Checks a `metatrain debug.dump=FILE.h5` dump against the independent JAX model: recomputes
+g_fo and g_exact of every dumped task in float64 and compares them with the dumped float32
+gradients. Exit status: 0 all within tolerance, 1 a mismatch, 2 an unreadable or odd dump."""
+
+import argparse
+import os
+import re
+import sys
+
+import h5py
+import jax
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_golden as mg  # noqa: E402
+
+
+def fail_input(path, msg):
+    print(f"check_dump: {path}: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def read_text(f, key):
+    """A string stored as dataset or root attribute `key` (fixed or variable length)."""
+    if key in f:
+        value = f[key][()]
+    elif key in f.attrs:
+        value = f.attrs[key]
+    else:
+        return ""
+    if isinstance(value, np.ndarray):
+        value = value.tobytes() if value.dtype.kind == "S" else value.item()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace").rstrip("\0")
+    return str(value)
+
+
+def config_value(config, key, pattern):
+    """First `key: value` of the YAML text, in flow ({key: v}) or block style. The keys looked
+    up here (pool, truncate) occur once in the metatrain schema, so no YAML parser is needed."""
+    m = re.search(rf"(?:^|[\s{{,]){key}\s*:\s*[\"']?({pattern})\b", config, re.MULTILINE)
+    return m.group(1) if m else None
+
+
+def detect_pool(path, f, config, forced, filters, features, height, width):
+    if forced:
+        return forced, "--pool"
+    pool = config_value(config, "pool", "max|stride")
+    if pool:
+        return pool, "config"
+    if read_text(f, "pool") in ("max", "stride"):
+        return read_text(f, "pool"), "root attribute"
+    candidates = [p for p in ("max", "stride")
+                  if mg.head_features(filters, height, width, p) == features]
+    if len(candidates) == 1:
+        return candidates[0], "head.weight shape"
+    if not candidates:
+        fail_input(path, f"head.weight has {features} inputs, which fits neither pool=max nor "
+                         f"pool=stride for {filters} filters and {height}x{width} images")
+    fail_input(path, "cannot tell pool=max from pool=stride (no 'pool:' in /config and both "
+                     f"give {features} head inputs for {height}x{width} images); pass --pool")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("dump", help="HDF5 file written by metatrain debug.dump=FILE.h5")
+    ap.add_argument("--tol", type=float, default=1e-3,
+                    help="max allowed max|diff|/max|ref| per task and gradient (default 1e-3)")
+    ap.add_argument("--pool", choices=("max", "stride"), help="override pool detection")
+    args = ap.parse_args()
+    path = args.dump
+    if not os.path.isfile(path):
+        fail_input(path, "no such file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        fail_input(path, f"not a readable HDF5 file ({e})")
+
+    with f:
+        for key in ("params", "tasks"):
+            if key not in f:
+                fail_input(path, f"missing group /{key}; is this a debug.dump file?")
+        for key in ("inner_lr", "inner_steps"):
+            if key not in f.attrs:
+                fail_input(path, f"missing root attribute '{key}'")
+        alpha = float(f.attrs["inner_lr"])
+        steps = int(f.attrs["inner_steps"])
+        config = read_text(f, "config")
+        truncate = config_value(config, "truncate", "-?[0-9]+")
+        truncate = int(truncate) if truncate is not None and int(truncate) >= 0 else None
+
+        task_ids = sorted(f["tasks"].keys(), key=lambda s: (len(s), s))
+        if not task_ids:
+            fail_input(path, "/tasks is empty")
+        sx0 = f[f"tasks/{task_ids[0]}/support_x"]
+        if sx0.ndim != 4:
+            fail_input(path, f"/tasks/{task_ids[0]}/support_x has shape {sx0.shape}, "
+                             "expected [n, C, H, W]")
+        _, channels, height, width = sx0.shape
+        params = f["params"]
+        for key in ("block1.conv.weight", "head.weight"):
+            if key not in params:
+                fail_input(path, f"missing /params/{key}")
+        filters = params["block1.conv.weight"].shape[0]
+        ways, features = params["head.weight"].shape
+        pool, source = detect_pool(path, f, config, args.pool, filters, features, height, width)
+        specs = mg.param_specs(channels, filters, ways, height, width, pool)
+        expected = [n for n, _ in specs]
+        if sorted(params.keys()) != sorted(expected):
+            fail_input(path, f"/params holds {sorted(params.keys())}, expected {expected}")
+        for name, shape in specs:
+            if params[name].shape != shape:
+                fail_input(path, f"/params/{name} has shape {params[name].shape}, "
+                                 f"expected {shape} for pool={pool}")
+        theta = np.concatenate([params[n][()].astype(np.float64).ravel() for n in expected])
+        d = theta.size
+        trunc_txt = f", truncate {truncate}" if truncate is not None else ""
+        print(f"{path}: conv4 C={channels} {height}x{width} filters={filters} ways={ways} "
+              f"pool={pool} (from {source}), d={d}, r={steps}, alpha={alpha}{trunc_txt}, "
+              f"{len(task_ids)} tasks")
+
+        grads = jax.jit(lambda th, task: mg.meta_grads(th, task, alpha, steps, specs, pool,
+                                                        truncate))
+        worst = 0.0
+        for t in task_ids:
+            g = f[f"tasks/{t}"]
+            for key in ("support_x", "support_y", "query_x", "query_y", "g_fo", "g_exact"):
+                if key not in g:
+                    fail_input(path, f"missing /tasks/{t}/{key}")
+            task = (g["support_x"][()].astype(np.float64), g["support_y"][()].astype(np.int32),
+                    g["query_x"][()].astype(np.float64), g["query_y"][()].astype(np.int32))
+            for key, lab, x in (("support_y", task[1], task[0]), ("query_y", task[3], task[2])):
+                if lab.shape != (x.shape[0],) or lab.min() < 0 or lab.max() >= ways:
+                    fail_input(path, f"/tasks/{t}/{key} must be {x.shape[0]} labels in "
+                                     f"[0, {ways})")
+            ref_fo, ref_ex, qloss, _ = grads(theta, task)
+            line, details = [f"task {t}: query_loss {float(qloss):.6f}"], []
+            for key, ref in (("g_fo", ref_fo), ("g_exact", ref_ex)):
+                got = g[key][()].astype(np.float64).ravel()
+                if got.size != d:
+                    fail_input(path, f"/tasks/{t}/{key} has {got.size} values, expected {d}")
+                ref = np.asarray(ref)
+                diff = np.abs(got - ref)
+                rel = float(diff.max() / max(np.abs(ref).max(), 1e-30))
+                worst = max(worst, rel)
+                line.append(f"{key} max|diff|/max|ref| {rel:.2e}")
+                if rel > args.tol:
+                    off = 0
+                    for name, shape in specs:
+                        n = int(np.prod(shape))
+                        part = float(diff[off:off + n].max() / max(np.abs(ref).max(), 1e-30))
+                        if part > args.tol:
+                            details.append(f"    {key} {name}: {part:.2e}")
+                        off += n
+            print("  " + "  ".join(line))
+            for d_line in details:
+                print(d_line)
+        ok = worst <= args.tol
+        print(f"{'PASS' if ok else 'FAIL'}: worst relative error {worst:.2e} "
+              f"(tolerance {args.tol:.0e})")
+        sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""Independent JAX re-implementation of the Conv-4 MAML meta-gradients, and the writer of the
+golden file tests/golden/conv4_small.h5 that the C++ meta-gradient tests compare against.
+The model functions here are also imported by check_dump.py and tests/bench/reference/."""
+
+import argparse
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+BN_EPS = 1e-5
+NUM_BLOCKS = 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Model: 4 x [conv 3x3 pad 1 (no bias), batch norm (batch statistics), ReLU, 2x2 max-pool] or
+# 4 x [stride-2 conv, BN, ReLU] + spatial mean; then a linear head and mean cross-entropy.
+# Parameters travel as one flat vector in the layout given by param_specs.
+
+
+def spatial_out(size, pool):
+    """Spatial size after the four blocks."""
+    for _ in range(NUM_BLOCKS):
+        size = size // 2 if pool == "max" else (size + 2 - 3) // 2 + 1
+    return size
+
+
+def head_features(filters, height, width, pool):
+    if pool == "max":
+        return filters * spatial_out(height, pool) * spatial_out(width, pool)
+    return filters
+
+
+def param_specs(channels, filters, ways, height, width, pool):
+    """[(name, shape)] in flat-vector order; conv weights OIHW, linear weight [out, in]."""
+    specs = []
+    cin = channels
+    for i in range(1, NUM_BLOCKS + 1):
+        specs.append((f"block{i}.conv.weight", (filters, cin, 3, 3)))
+        specs.append((f"block{i}.bn.gamma", (filters,)))
+        specs.append((f"block{i}.bn.beta", (filters,)))
+        cin = filters
+    specs.append(("head.weight", (ways, head_features(filters, height, width, pool))))
+    specs.append(("head.bias", (ways,)))
+    return specs
+
+
+def num_params(specs):
+    return sum(int(np.prod(s)) for _, s in specs)
+
+
+def unflatten(flat, specs):
+    out, off = {}, 0
+    for name, shape in specs:
+        size = int(np.prod(shape))
+        out[name] = flat[off:off + size].reshape(shape)
+        off += size
+    return out
+
+
+def flatten(params, specs):
+    return jnp.concatenate([jnp.ravel(params[name]) for name, _ in specs])
+
+
+def batch_norm(x, gamma, beta):
+    mu = jnp.mean(x, axis=(0, 2, 3), keepdims=True)
+    var = jnp.mean((x - mu) ** 2, axis=(0, 2, 3), keepdims=True)
+    xhat = (x - mu) / jnp.sqrt(var + BN_EPS)
+    return gamma[None, :, None, None] * xhat + beta[None, :, None, None]
+
+
+def max_pool_2x2(x):
+    # Floor semantics: an odd last row/column is dropped. Reshape + max is differentiable to
+    # any order (ties only occur among ReLU zeros, whose gradient is zero either way).
+    n, c, h, w = x.shape
+    h2, w2 = h // 2, w // 2
+    x = x[:, :, :2 * h2, :2 * w2].reshape(n, c, h2, 2, w2, 2)
+    return jnp.max(x, axis=(3, 5))
+
+
+def logits_fn(flat, x, specs, pool):
+    p = unflatten(flat, specs)
+    stride = 2 if pool == "stride" else 1
+    h = x
+    for i in range(1, NUM_BLOCKS + 1):
+        h = lax.conv_general_dilated(
+            h, p[f"block{i}.conv.weight"], window_strides=(stride, stride),
+            padding=((1, 1), (1, 1)), dimension_numbers=("NCHW", "OIHW", "NCHW"),
+            precision=lax.Precision.HIGHEST)
+        h = batch_norm(h, p[f"block{i}.bn.gamma"], p[f"block{i}.bn.beta"])
+        h = jax.nn.relu(h)
+        if pool == "max":
+            h = max_pool_2x2(h)
+    feats = h.reshape(h.shape[0], -1) if pool == "max" else jnp.mean(h, axis=(2, 3))
+    return feats @ p["head.weight"].T + p["head.bias"]
+
+
+def loss_fn(flat, x, y, specs, pool):
+    logp = jax.nn.log_softmax(logits_fn(flat, x, specs, pool), axis=-1)
+    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# MAML. φ_0 = θ, φ_{j+1} = φ_j − α ∇L_S(φ_j); g_fo = ∇L_Q(φ_r); g_exact = d L_Q(φ_r(θ)) / dθ.
+
+
+def inner_loop(theta, sx, sy, alpha, steps, specs, pool):
+    grad_s = jax.grad(loss_fn)
+
+    def step(phi, _):
+        return phi - alpha * grad_s(phi, sx, sy, specs, pool), None
+
+    phi, _ = lax.scan(step, theta, None, length=steps)
+    return phi
+
+
+def meta_objective(theta, task, alpha, steps, specs, pool, truncate=None):
+    """L_Q(φ_r(θ)). With truncate = k < r, only the last k inner steps are differentiated
+    (the C++ inner.truncate): φ_{r−k} enters as θ plus a constant offset."""
+    sx, sy, qx, qy = task
+    if truncate is not None and 0 <= truncate < steps:
+        phi = inner_loop(theta, sx, sy, alpha, steps - truncate, specs, pool)
+        phi = theta + lax.stop_gradient(phi - theta)
+        steps = truncate
+    else:
+        phi = theta
+    phi = inner_loop(phi, sx, sy, alpha, steps, specs, pool)
+    return loss_fn(phi, qx, qy, specs, pool)
+
+
+def meta_grads(theta, task, alpha, steps, specs, pool, truncate=None):
+    """Returns (g_fo, g_exact, query_loss at φ_r, φ_r)."""
+    sx, sy, qx, qy = task
+    phi_r = inner_loop(theta, sx, sy, alpha, steps, specs, pool)
+    query_loss, g_fo = jax.value_and_grad(loss_fn)(phi_r, qx, qy, specs, pool)
+    g_exact = jax.grad(meta_objective)(theta, task, alpha, steps, specs, pool, truncate)
+    return g_fo, g_exact, query_loss, phi_r
+
+
+def adjoint_exact(theta, task, alpha, steps, specs, pool):
+    """Exact MAML by the adjoint recursion of DESIGN §3.3 (λ ← λ − α H_S(φ_j) λ), with HVPs
+    as forward-over-reverse products; a cross-check of the autodiff-through-the-loop result."""
+    sx, sy, qx, qy = task
+    grad_s = jax.grad(loss_fn)
+    phis = [theta]
+    for _ in range(steps):
+        phis.append(phis[-1] - alpha * grad_s(phis[-1], sx, sy, specs, pool))
+    lam = jax.grad(loss_fn)(phis[-1], qx, qy, specs, pool)
+    for j in range(steps - 1, -1, -1):
+        _, hv = jax.jvp(lambda p: grad_s(p, sx, sy, specs, pool), (phis[j],), (lam,))
+        lam = lam - alpha * hv
+    return lam
+
+
+# ---------------------------------------------------------------------------------------------
+# Golden file.
+
+
+def init_theta(rng, specs):
+    params = {}
+    for name, shape in specs:
+        if name.endswith("conv.weight"):
+            fan_in = shape[1] * shape[2] * shape[3]
+            params[name] = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        elif name.endswith("bn.gamma"):
+            params[name] = 1.0 + 0.1 * rng.normal(size=shape)
+        elif name.endswith("bn.beta"):
+            params[name] = 0.1 * rng.normal(size=shape)
+        else:  # head.weight [ways, features], head.bias [ways]
+            features = specs[-2][1][1]
+            params[name] = rng.normal(0.0, np.sqrt(1.0 / features), shape)
+    return params
+
+
+def make_task(rng, ways, shots, queries, channels, size):
+    def split(per_class):
+        y = rng.permutation(np.repeat(np.arange(ways, dtype=np.int32), per_class))
+        # Uniform on the grid k/256, k = 0..256: exact in float32 too (a float32 run sees the
+        # same images) and compressible, which keeps the golden file small.
+        x = rng.integers(0, 257, (len(y), channels, size, size)) / 256.0
+        return x, y
+    sx, sy = split(shots)
+    qx, qy = split(queries)
+    return sx, sy, qx, qy
+
+
+def finite_difference_check(theta, task, alpha, steps, specs, pool, g_exact, rng, dirs=4):
+    f = jax.jit(lambda t: meta_objective(t, task, alpha, steps, specs, pool))
+    worst = 0.0
+    for k in range(dirs):
+        v = rng.normal(size=theta.shape)
+        v /= np.linalg.norm(v)
+        eps = 1e-5
+        fd = (f(theta + eps * v) - f(theta - eps * v)) / (2 * eps)
+        an = float(jnp.dot(g_exact, v))
+        rel = abs(fd - an) / max(abs(an), 1e-12)
+        worst = max(worst, rel)
+        print(f"    dir {k}: fd {float(fd):+.10e}  g_exact.v {an:+.10e}  rel err {rel:.2e}")
+    return worst
+
+
+def write_variant(group, pool, seed, num_tasks, cfg, rng_fd):
+    rng = np.random.default_rng(seed)
+    specs = param_specs(cfg["channels"], cfg["filters"], cfg["ways"], cfg["size"], cfg["size"],
+                        pool)
+    params = init_theta(rng, specs)
+    theta = np.concatenate([params[n].ravel() for n, _ in specs])
+    alpha, steps = cfg["inner_lr"], cfg["inner_steps"]
+    print(f"[{pool}] d = {theta.size}")
+    for name, shape in specs:
+        group.create_dataset(f"params/{name}", data=params[name].reshape(shape))
+    group.create_dataset("flat/theta", data=theta)
+    for key in ("inner_lr", "inner_steps", "ways", "filters"):
+        group.attrs[key] = cfg[key]
+    group.attrs["pool"] = np.bytes_(pool)  # fixed-length ASCII, easy to read from C
+    group.attrs["bn_eps"] = BN_EPS
+    worst = 0.0
+    for t in range(num_tasks):
+        task_np = make_task(rng, cfg["ways"], cfg["shots"], cfg["queries"], cfg["channels"],
+                            cfg["size"])
+        task = tuple(jnp.asarray(a) for a in task_np)
+        g_fo, g_exact, qloss, phi_r = meta_grads(jnp.asarray(theta), task, alpha, steps, specs,
+                                                 pool)
+        g_adj = adjoint_exact(jnp.asarray(theta), task, alpha, steps, specs, pool)
+        adj_rel = float(jnp.max(jnp.abs(g_adj - g_exact)) / jnp.max(jnp.abs(g_exact)))
+        fo_gap = float(jnp.linalg.norm(g_exact - g_fo) / jnp.linalg.norm(g_exact))
+        print(f"  task {t}: query_loss {float(qloss):.6f}  |g_exact-g_fo|/|g_exact| {fo_gap:.3f}"
+              f"  adjoint-vs-autodiff rel {adj_rel:.1e}")
+        worst = max(worst, adj_rel)
+        worst = max(worst, finite_difference_check(jnp.asarray(theta), task, alpha, steps, specs,
+                                                   pool, g_exact, rng_fd))
+        tg = group.create_group(f"tasks/{t}")
+        for key, arr in zip(("support_x", "support_y", "query_x", "query_y"), task_np):
+            if arr.ndim == 4:
+                tg.create_dataset(key, data=arr, chunks=arr.shape, compression="gzip",
+                                  compression_opts=9, shuffle=True)
+            else:
+                tg.create_dataset(key, data=arr)
+        tg.create_dataset("g_fo", data=np.asarray(g_fo))
+        tg.create_dataset("g_exact", data=np.asarray(g_exact))
+        tg.create_dataset("phi_r", data=np.asarray(phi_r))
+        tg["query_loss"] = float(qloss)
+    return worst
+
+
+def write_example_dump(golden_path, out_path, pool_in_config=True):
+    """Writes a dump in the `metatrain debug.dump` format (float32) from the golden file's
+    max-pool variant, so check_dump.py can be exercised without the C++ program."""
+    import h5py
+    with h5py.File(golden_path, "r") as g, h5py.File(out_path, "w") as d:
+        _, channels, height, width = g["tasks/0/support_x"].shape
+        specs = param_specs(channels, int(g.attrs["filters"]), int(g.attrs["ways"]), height,
+                            width, g.attrs["pool"])
+        for name, _ in specs:
+            d.create_dataset(f"params/{name}", data=g[f"params/{name}"][()].astype(np.float32))
+        for t in g["tasks"]:
+            for key in ("support_x", "query_x", "g_fo", "g_exact"):
+                d.create_dataset(f"tasks/{t}/{key}",
+                                 data=g[f"tasks/{t}/{key}"][()].astype(np.float32))
+            for key in ("support_y", "query_y"):
+                d.create_dataset(f"tasks/{t}/{key}",
+                                 data=g[f"tasks/{t}/{key}"][()].astype(np.int32))
+        d.attrs["inner_lr"] = float(g.attrs["inner_lr"])
+        d.attrs["inner_steps"] = int(g.attrs["inner_steps"])
+        model = (f"model: {{name: conv4, filters: {int(g.attrs['filters'])}, "
+                 f"pool: {g.attrs['pool']}}}\n" if pool_in_config else "")
+        d["config"] = (f"algo: maml\ntask: {{ways: {int(g.attrs['ways'])}, shots: 1, "
+                       f"queries: 2}}\ninner: {{steps: {int(g.attrs['inner_steps'])}, "
+                       f"lr: {float(g.attrs['inner_lr'])}, trajectory: store, truncate: -1}}\n"
+                       + model)
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default=os.path.join(here, "conv4_small.h5"))
+    ap.add_argument("--example-dump", metavar="PATH",
+                    help="also write a float32 dump in the metatrain debug.dump format")
+    args = ap.parse_args()
+
+    jax.config.update("jax_enable_x64", True)
+    import h5py
+
+    cfg = dict(channels=1, size=28, filters=4, ways=3, shots=1, queries=2, inner_steps=3,
+               inner_lr=0.1)
+    rng_fd = np.random.default_rng(1234)
+    tmp = args.out + ".tmp"
+    # Object formats readable by HDF5 1.10 (Debian 12), which the C++ tests link against.
+    with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
+        worst = write_variant(f, "max", seed=20240601, num_tasks=2, cfg=cfg, rng_fd=rng_fd)
+        worst = max(worst, write_variant(f.create_group("stride"), "stride", seed=20240602,
+                                         num_tasks=1, cfg=cfg, rng_fd=rng_fd))
+    print(f"worst relative error of g_exact (finite differences, adjoint): {worst:.2e}")
+    if worst > 1e-6:
+        os.remove(tmp)
+        raise SystemExit("g_exact failed its self-check; golden file not written")
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes)")
+    if args.example_dump:
+        write_example_dump(args.out, args.example_dump)
+        print(f"wrote example dump {args.example_dump}")
+
+
+if __name__ == "__main__":
+    main()
