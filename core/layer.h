@@ -19,6 +19,13 @@
 
 namespace mt {
 
+// Grows v to at least n elements and never shrinks it: buffers that alternate between support
+// and query batch sizes are then neither reallocated nor re-zeroed. Callers use the first n.
+template <typename V>
+void ensure_size(V& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
 template <typename T>
 struct LayerContext {
   std::vector<T> saved;         // e.g. batch-norm x̂ and σ, conv im2col of x

@@ -51,7 +51,7 @@ void BatchNorm<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>&
   const double N = static_cast<double>(m) * HW;
   const T* gamma = W;
   const T* beta = W + C;
-  ctx.saved.resize(static_cast<size_t>(m) * shape_.size() + C);
+  ensure_size(ctx.saved, static_cast<size_t>(m) * shape_.size() + C);
   T* xhat = ctx.saved.data();
   T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
   for (int c = 0; c < C; ++c) {

@@ -1,7 +1,7 @@
 // 3×3 convolution, padding 1, stride 1 or 2, no bias (every conv in our nets is followed by
 // batch norm, whose β makes a bias redundant). Weight layout OIHW: [out_c, in_c, 3, 3].
-// CPU: im2col + GEMM per example; forward saves each example's im2col matrix in the context
-// ([m, in_c*9, out_h*out_w]) for backward and the R-passes.
+// CPU: im2col + one GEMM per pass over the whole batch; forward saves the batch's im2col
+// matrix in the context ([in_c*9, m*out_h*out_w]) for backward and the R-passes.
 #pragma once
 
 #include "core/layer.h"
@@ -31,8 +31,12 @@ class Conv2d : public Layer<T> {
                   T* R_dW) const override;
 
  private:
-  void im2col(const T* x, T* col) const;   // one example: [c,h,w] -> [c*9, out_h*out_w]
-  void col2im(const T* col, T* x) const;   // adjoint of im2col (overwrites x)
+  // One example: [c,h,w] -> rows of [c*9, out_h*out_w] with row stride ld.
+  void im2col(const T* x, T* col, int64_t ld) const;
+  void col2im(const T* col, int64_t ld, T* x) const;  // adjoint of im2col (overwrites x)
+  // The batch: [m,c,h,w] <-> [c*9, m*out_h*out_w], example i in columns [i*P, (i+1)*P).
+  void im2col_batch(int m, const T* x, T* col) const;
+  void col2im_batch(int m, const T* col, T* x) const;
   int64_t col_size() const { return static_cast<int64_t>(in_.c) * 9 * out_.h * out_.w; }
 
   Shape in_, out_;

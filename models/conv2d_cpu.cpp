@@ -10,12 +10,12 @@ namespace mt {
 
 namespace {
 
-// Per-thread scratch for im2col of tangents and of column gradients: layers are stateless
-// and shared by threads.
+// Per-thread scratch (layers are stateless and shared by threads): 0 and 2 hold outputs or
+// output gradients in GEMM layout, 1 holds im2col of tangents or column gradients.
 template <typename T>
 std::vector<T>& scratch(int which, size_t n) {
-  thread_local std::vector<T> buf[2];
-  if (buf[which].size() < n) buf[which].resize(n);
+  thread_local std::vector<T> buf[3];
+  ensure_size(buf[which], n);
   return buf[which];
 }
 
@@ -43,14 +43,13 @@ void Conv2d<T>::init(T* W, Rng& rng) const {
 }
 
 template <typename T>
-void Conv2d<T>::im2col(const T* x, T* col) const {
-  const int P = out_.h * out_.w;
+void Conv2d<T>::im2col(const T* x, T* col, int64_t ld) const {
   for (int c = 0; c < in_.c; ++c)
     for (int k = 0; k < 9; ++k) {
       const int ky = k / 3 - 1, kx = k % 3 - 1;
       int lo, hi;
       valid_columns(out_.w, in_.w, stride_, kx, lo, hi);
-      T* row = col + (static_cast<int64_t>(c) * 9 + k) * P;
+      T* row = col + (static_cast<int64_t>(c) * 9 + k) * ld;
       const T* plane = x + static_cast<int64_t>(c) * in_.h * in_.w;
       for (int oy = 0; oy < out_.h; ++oy) {
         const int iy = oy * stride_ + ky;
@@ -72,70 +71,100 @@ void Conv2d<T>::im2col(const T* x, T* col) const {
 }
 
 template <typename T>
-void Conv2d<T>::col2im(const T* col, T* x) const {
-  const int P = out_.h * out_.w;
+void Conv2d<T>::col2im(const T* col, int64_t ld, T* x) const {
   std::fill(x, x + in_.size(), T(0));
   for (int c = 0; c < in_.c; ++c)
     for (int k = 0; k < 9; ++k) {
       const int ky = k / 3 - 1, kx = k % 3 - 1;
       int lo, hi;
       valid_columns(out_.w, in_.w, stride_, kx, lo, hi);
-      const T* row = col + (static_cast<int64_t>(c) * 9 + k) * P;
+      const T* row = col + (static_cast<int64_t>(c) * 9 + k) * ld;
       T* plane = x + static_cast<int64_t>(c) * in_.h * in_.w;
       for (int oy = 0; oy < out_.h; ++oy) {
         const int iy = oy * stride_ + ky;
         if (iy < 0 || iy >= in_.h) continue;
         const T* src = row + oy * out_.w;
         T* dst = plane + iy * in_.w + kx;
-        for (int ox = lo; ox < hi; ++ox) dst[ox * stride_] += src[ox];
+        if (stride_ == 1) {
+          for (int ox = lo; ox < hi; ++ox) dst[ox] += src[ox];
+        } else {
+          for (int ox = lo; ox < hi; ++ox) dst[ox * 2] += src[ox];
+        }
       }
     }
 }
 
 template <typename T>
+void Conv2d<T>::im2col_batch(int m, const T* x, T* col) const {
+  const int64_t P = out_.h * out_.w;
+  for (int i = 0; i < m; ++i) im2col(x + i * in_.size(), col + i * P, m * P);
+}
+
+template <typename T>
+void Conv2d<T>::col2im_batch(int m, const T* col, T* x) const {
+  const int64_t P = out_.h * out_.w;
+  for (int i = 0; i < m; ++i) col2im(col + i * P, m * P, x + i * in_.size());
+}
+
+namespace {
+// [m, F, P] (NCHW) <-> [F, m·P] (the GEMM layout: one row per channel over all examples).
+template <typename T>
+void to_gemm_layout(int m, int F, int64_t P, const T* src, T* dst) {
+  for (int i = 0; i < m; ++i)
+    for (int f = 0; f < F; ++f)
+      std::copy(src + (static_cast<int64_t>(i) * F + f) * P,
+                src + (static_cast<int64_t>(i) * F + f + 1) * P, dst + (f * m + i) * P);
+}
+template <typename T>
+void from_gemm_layout(int m, int F, int64_t P, const T* src, T* dst) {
+  for (int i = 0; i < m; ++i)
+    for (int f = 0; f < F; ++f)
+      std::copy(src + (static_cast<int64_t>(f) * m + i) * P,
+                src + (static_cast<int64_t>(f) * m + i + 1) * P, dst + (i * F + f) * P);
+}
+}  // namespace
+
+template <typename T>
 void Conv2d<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>& ctx) const {
-  const int F = out_.c, K = in_.c * 9, P = out_.h * out_.w;
-  ctx.saved.resize(static_cast<size_t>(m) * col_size());
-  for (int i = 0; i < m; ++i) {
-    T* col = ctx.saved.data() + i * col_size();
-    im2col(x + i * in_.size(), col);
-    gemm<T>(false, false, F, P, K, T(1), W, K, col, P, T(0), y + i * out_.size(), P);
-  }
+  const int F = out_.c, K = in_.c * 9;
+  const int64_t N = static_cast<int64_t>(m) * out_.h * out_.w;
+  ensure_size(ctx.saved, static_cast<size_t>(m) * col_size());
+  im2col_batch(m, x, ctx.saved.data());
+  T* Y = scratch<T>(0, F * N).data();
+  gemm<T>(false, false, F, N, K, T(1), W, K, ctx.saved.data(), N, T(0), Y, N);
+  from_gemm_layout(m, F, out_.h * out_.w, Y, y);
 }
 
 template <typename T>
 void Conv2d<T>::backward(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy,
                          T* dx, T* dW) const {
   (void)x;
-  const int F = out_.c, K = in_.c * 9, P = out_.h * out_.w;
-  std::vector<T>& dcol = scratch<T>(0, col_size());
-  for (int i = 0; i < m; ++i) {
-    const T* col = ctx.saved.data() + i * col_size();
-    const T* dy_i = dy + i * out_.size();
-    gemm<T>(false, true, F, K, P, T(1), dy_i, P, col, P, i == 0 ? T(0) : T(1), dW, K);
-    if (dx) {
-      gemm<T>(true, false, K, P, F, T(1), W, K, dy_i, P, T(0), dcol.data(), P);
-      col2im(dcol.data(), dx + i * in_.size());
-    }
+  const int F = out_.c, K = in_.c * 9;
+  const int64_t N = static_cast<int64_t>(m) * out_.h * out_.w;
+  T* dY = scratch<T>(0, F * N).data();
+  to_gemm_layout(m, F, out_.h * out_.w, dy, dY);
+  gemm<T>(false, true, F, K, N, T(1), dY, N, ctx.saved.data(), N, T(0), dW, K);
+  if (dx) {
+    T* dcol = scratch<T>(1, K * N).data();
+    gemm<T>(true, false, K, N, F, T(1), W, K, dY, N, T(0), dcol, N);
+    col2im_batch(m, dcol, dx);
   }
-  if (m == 0) std::fill(dW, dW + this->num_params(), T(0));
 }
 
 template <typename T>
 void Conv2d<T>::r_forward(int m, const T* W, const T* R_W, const T* x, const T* R_x,
                           const LayerContext<T>& ctx, T* R_y) const {
   (void)x;
-  const int F = out_.c, K = in_.c * 9, P = out_.h * out_.w;
-  std::vector<T>& rcol = scratch<T>(0, col_size());
-  for (int i = 0; i < m; ++i) {
-    const T* col = ctx.saved.data() + i * col_size();
-    T* R_y_i = R_y + i * out_.size();
-    gemm<T>(false, false, F, P, K, T(1), R_W, K, col, P, T(0), R_y_i, P);
-    if (R_x) {
-      im2col(R_x + i * in_.size(), rcol.data());
-      gemm<T>(false, false, F, P, K, T(1), W, K, rcol.data(), P, T(1), R_y_i, P);
-    }
+  const int F = out_.c, K = in_.c * 9;
+  const int64_t N = static_cast<int64_t>(m) * out_.h * out_.w;
+  T* RY = scratch<T>(0, F * N).data();
+  gemm<T>(false, false, F, N, K, T(1), R_W, K, ctx.saved.data(), N, T(0), RY, N);
+  if (R_x) {
+    T* rcol = scratch<T>(1, K * N).data();
+    im2col_batch(m, R_x, rcol);
+    gemm<T>(false, false, F, N, K, T(1), W, K, rcol, N, T(1), RY, N);
   }
+  from_gemm_layout(m, F, out_.h * out_.w, RY, R_y);
 }
 
 template <typename T>
@@ -143,27 +172,26 @@ void Conv2d<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const T*
                            const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx,
                            T* R_dW) const {
   (void)x;
-  const int F = out_.c, K = in_.c * 9, P = out_.h * out_.w;
-  std::vector<T>& rcol = scratch<T>(0, col_size());
-  std::vector<T>& dcol = scratch<T>(1, col_size());
-  for (int i = 0; i < m; ++i) {
-    const T* col = ctx.saved.data() + i * col_size();
-    const T* dy_i = dy + i * out_.size();
-    const T* R_dy_i = R_dy + i * out_.size();
-    // R{dW} = R{dy} colᵀ + dy col(R_x)ᵀ
-    gemm<T>(false, true, F, K, P, T(1), R_dy_i, P, col, P, i == 0 ? T(0) : T(1), R_dW, K);
-    if (R_x) {
-      im2col(R_x + i * in_.size(), rcol.data());
-      gemm<T>(false, true, F, K, P, T(1), dy_i, P, rcol.data(), P, T(1), R_dW, K);
-    }
-    // R{dx} = col2im(R_Wᵀ dy + Wᵀ R{dy})
-    if (R_dx) {
-      gemm<T>(true, false, K, P, F, T(1), R_W, K, dy_i, P, T(0), dcol.data(), P);
-      gemm<T>(true, false, K, P, F, T(1), W, K, R_dy_i, P, T(1), dcol.data(), P);
-      col2im(dcol.data(), R_dx + i * in_.size());
-    }
+  const int F = out_.c, K = in_.c * 9;
+  const int64_t P = out_.h * out_.w, N = m * P;
+  T* dY = scratch<T>(0, F * N).data();
+  T* R_dY = scratch<T>(2, F * N).data();
+  to_gemm_layout(m, F, P, dy, dY);
+  to_gemm_layout(m, F, P, R_dy, R_dY);
+  // R{dW} = R{dY} colᵀ + dY col(R_x)ᵀ
+  gemm<T>(false, true, F, K, N, T(1), R_dY, N, ctx.saved.data(), N, T(0), R_dW, K);
+  if (R_x) {
+    T* rcol = scratch<T>(1, K * N).data();
+    im2col_batch(m, R_x, rcol);
+    gemm<T>(false, true, F, K, N, T(1), dY, N, rcol, N, T(1), R_dW, K);
   }
-  if (m == 0) std::fill(R_dW, R_dW + this->num_params(), T(0));
+  // R{dx} = col2im(R_Wᵀ dY + Wᵀ R{dY})
+  if (R_dx) {
+    T* dcol = scratch<T>(1, K * N).data();
+    gemm<T>(true, false, K, N, F, T(1), R_W, K, dY, N, T(0), dcol, N);
+    gemm<T>(true, false, K, N, F, T(1), W, K, R_dY, N, T(1), dcol, N);
+    col2im_batch(m, dcol, R_dx);
+  }
 }
 
 template class Conv2d<float>;

@@ -25,21 +25,28 @@ void scatter(int m, Shape in, Shape out, const int32_t* index, const T* src, T* 
 
 template <typename T>
 void MaxPool2<T>::forward(int m, const T*, const T* x, T* y, LayerContext<T>& ctx) const {
-  ctx.index.resize(static_cast<size_t>(m) * out_.size());
-  for (int i = 0; i < m; ++i)
+  ensure_size(ctx.index, static_cast<size_t>(m) * out_.size());
+  const int W = in_.w;
+  for (int i = 0; i < m; ++i) {
+    const T* xi = x + i * in_.size();
+    T* yi = y + i * out_.size();
+    int32_t* idx = ctx.index.data() + i * out_.size();
     for (int c = 0; c < in_.c; ++c)
-      for (int oy = 0; oy < out_.h; ++oy)
+      for (int oy = 0; oy < out_.h; ++oy) {
+        const int32_t row = c * in_.h * W + 2 * oy * W;
+        const int64_t j0 = (static_cast<int64_t>(c) * out_.h + oy) * out_.w;
         for (int ox = 0; ox < out_.w; ++ox) {
-          const int32_t plane = c * in_.h * in_.w;
-          int32_t best = plane + (2 * oy) * in_.w + 2 * ox;
-          for (int d = 1; d < 4; ++d) {
-            const int32_t k = plane + (2 * oy + d / 2) * in_.w + 2 * ox + d % 2;
-            if (x[i * in_.size() + k] > x[i * in_.size() + best]) best = k;
-          }
-          const int64_t j = (static_cast<int64_t>(c) * out_.h + oy) * out_.w + ox;
-          ctx.index[i * out_.size() + j] = best;
+          // The first maximum in the order (0,0), (0,1), (1,0), (1,1) wins ties.
+          const int32_t k0 = row + 2 * ox;
+          int32_t best = k0;
+          if (xi[k0 + 1] > xi[best]) best = k0 + 1;
+          if (xi[k0 + W] > xi[best]) best = k0 + W;
+          if (xi[k0 + W + 1] > xi[best]) best = k0 + W + 1;
+          idx[j0 + ox] = best;
+          yi[j0 + ox] = xi[best];
         }
-  gather(m, in_, out_, ctx.index.data(), x, y);
+      }
+  }
 }
 
 template <typename T>

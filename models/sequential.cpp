@@ -7,6 +7,7 @@
 namespace mt {
 
 // act[l]: output of layer l; d_act[l]: dL/d act[l]; R_act, R_d_act: their R{·} tangents.
+// Buffers only grow (ensure_size), so their sizes may exceed the current batch's needs.
 template <typename T>
 struct Sequential<T>::Buffers : Workspace {
   std::vector<std::vector<T>> act, d_act, R_act, R_d_act;
@@ -54,12 +55,12 @@ LossStats Sequential<T>::forward(const T* theta, const Batch<T>& b, Buffers& w) 
   const int m = b.n;
   const T* in = b.x.data();
   for (size_t l = 0; l < layers_.size(); ++l) {
-    w.act[l].resize(static_cast<size_t>(m) * layers_[l]->out_shape().size());
+    ensure_size(w.act[l], static_cast<size_t>(m) * layers_[l]->out_shape().size());
     const T* W = offset_[l] >= 0 ? theta + offset_[l] : nullptr;
     layers_[l]->forward(m, W, in, w.act[l].data(), w.ctx[l]);
     in = w.act[l].data();
   }
-  w.prob.resize(static_cast<size_t>(m) * classes_);
+  ensure_size(w.prob, static_cast<size_t>(m) * classes_);
   int correct = 0;
   LossStats s;
   s.loss = SoftmaxCrossEntropy<T>::forward(m, classes_, in, b.y.data(), w.prob.data(), &correct);
@@ -71,13 +72,13 @@ template <typename T>
 void Sequential<T>::backward(const T* theta, const Batch<T>& b, Buffers& w, T* grad) const {
   const int m = b.n;
   const size_t L = layers_.size();
-  w.d_act[L - 1].resize(w.act[L - 1].size());
+  ensure_size(w.d_act[L - 1], w.act[L - 1].size());
   SoftmaxCrossEntropy<T>::backward(m, classes_, w.prob.data(), b.y.data(), w.d_act[L - 1].data());
   for (size_t l = L; l-- > 0;) {
     const T* x = l == 0 ? b.x.data() : w.act[l - 1].data();
     T* dx = nullptr;
     if (l > 0) {
-      w.d_act[l - 1].resize(w.act[l - 1].size());
+      ensure_size(w.d_act[l - 1], w.act[l - 1].size());
       dx = w.d_act[l - 1].data();
     }
     const bool has_w = offset_[l] >= 0;
@@ -103,7 +104,7 @@ LossStats Sequential<T>::hvp(const T* theta, const Batch<T>& b, const T* v, T* g
   const size_t L = layers_.size();
   const LossStats s = forward(theta, b, w);
   if (!grad) {
-    w.grad_scratch.resize(layout_.total());
+    ensure_size(w.grad_scratch, layout_.total());
     grad = w.grad_scratch.data();
   }
   backward(theta, b, w, grad);
@@ -112,12 +113,12 @@ LossStats Sequential<T>::hvp(const T* theta, const Batch<T>& b, const T* v, T* g
   for (size_t l = 0; l < L; ++l) {
     const T* x = l == 0 ? b.x.data() : w.act[l - 1].data();
     const bool has_w = offset_[l] >= 0;
-    w.R_act[l].resize(w.act[l].size());
+    ensure_size(w.R_act[l], w.act[l].size());
     layers_[l]->r_forward(m, has_w ? theta + offset_[l] : nullptr, has_w ? v + offset_[l] : nullptr,
                           x, R_in, w.ctx[l], w.R_act[l].data());
     R_in = w.R_act[l].data();
   }
-  w.R_d_act[L - 1].resize(w.act[L - 1].size());
+  ensure_size(w.R_d_act[L - 1], w.act[L - 1].size());
   SoftmaxCrossEntropy<T>::r_backward(m, classes_, w.prob.data(), w.R_act[L - 1].data(),
                                      w.R_d_act[L - 1].data());
   for (size_t l = L; l-- > 0;) {
@@ -125,7 +126,7 @@ LossStats Sequential<T>::hvp(const T* theta, const Batch<T>& b, const T* v, T* g
     const T* R_x = l == 0 ? nullptr : w.R_act[l - 1].data();
     T* R_dx = nullptr;
     if (l > 0) {
-      w.R_d_act[l - 1].resize(w.act[l - 1].size());
+      ensure_size(w.R_d_act[l - 1], w.act[l - 1].size());
       R_dx = w.R_d_act[l - 1].data();
     }
     const bool has_w = offset_[l] >= 0;
