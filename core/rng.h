@@ -49,10 +49,8 @@ class Rng {
     return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
   }
 
- private:
-  void refill() {
-    uint32_t c[4] = {counter_lo_++, c1_, c2_, c3_};
-    uint32_t k0 = key0_, k1 = key1_;
+  // The Philox4x32-10 block function (Salmon et al., SC 2011): 4 counter words, 2 key words.
+  static void philox(uint32_t c[4], uint32_t k0, uint32_t k1) {
     for (int round = 0; round < 10; ++round) {
       const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c[0];
       const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c[2];
@@ -65,7 +63,15 @@ class Rng {
       k0 += 0x9E3779B9u;
       k1 += 0xBB67AE85u;
     }
-    for (int i = 0; i < 4; ++i) buf_[i] = c[i];
+  }
+
+ private:
+  void refill() {
+    buf_[0] = counter_lo_++;
+    buf_[1] = c1_;
+    buf_[2] = c2_;
+    buf_[3] = c3_;
+    philox(buf_, key0_, key1_);
     avail_ = 4;
   }
 
