@@ -13,12 +13,12 @@ namespace mt {
 namespace {
 
 // 20 outer Adam steps of meta_batch 4 on a small Conv-4; returns θ.
-std::vector<float> train(Algo algo, double q) {
+std::vector<float> train(Algo algo, double q, int threads = 2) {
   auto net = make_conv4<float>({{1, 28, 28}, 8, 5, Conv4Pool::kMax});
   InnerLoop inner;
   inner.steps = 2;
   MetaGradient<float> mg(*net, inner);
-  MetaStep<float> ms(mg, {algo, /*seed=*/42, /*threads=*/2});
+  MetaStep<float> ms(mg, {algo, /*seed=*/42, threads});
   const int64_t d = net->layout().total();
   std::vector<float> theta(d);
   net->init(theta.data(), 42);
@@ -43,6 +43,11 @@ TEST(Ufom, QOneReproducesMamlAndQZeroReproducesFomamlBitForBit) {
   EXPECT_EQ(train(Algo::kUfom, 1.0), maml);
   EXPECT_EQ(train(Algo::kUfom, 0.0), fomaml);
   EXPECT_NE(maml, fomaml);  // the two algorithms really differ here
+}
+
+TEST(MetaStep, ThreadCountDoesNotChangeABit) {
+  // Tasks run on any thread but are summed in task order with per-thread scratch.
+  EXPECT_EQ(train(Algo::kUfom, 0.5, 1), train(Algo::kUfom, 0.5, 3));
 }
 
 TEST(Ufom, DrawsAreKeyedByStepAndTaskAndHaveRateQ) {
