@@ -39,6 +39,12 @@ class ParamLayout {
       if (t.name == name) return &t;
     return nullptr;
   }
+  // The tensor holding flat index i (null when out of range).
+  const TensorSpec* at(int64_t i) const {
+    for (const auto& t : tensors_)
+      if (i >= t.offset && i < t.offset + t.size()) return &t;
+    return nullptr;
+  }
   bool operator==(const ParamLayout& o) const {
     if (tensors_.size() != o.tensors_.size()) return false;
     for (size_t i = 0; i < tensors_.size(); ++i)

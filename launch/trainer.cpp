@@ -208,10 +208,10 @@ EvalResult train(const Config& cfg) {
     for (int64_t k = 0; k < d; ++k)
       if (!std::isfinite(sums.grad[k]))
         throw Error(ExitCode::kRuntime,
-                    detail::concat("non-finite meta-gradient at step ", step, " (",
-                                   layout.tensors().empty() ? "" : "parameter index ", k,
-                                   "); training diverged. Lower inner.lr or outer.lr. The last "
-                                   "checkpoint in ", cfg.checkpoint.dir, " is intact."));
+                    detail::concat("non-finite meta-gradient at step ", step + 1, " in ",
+                                   layout.at(k)->name, ": training diverged; lower inner.lr or "
+                                   "outer.lr. Checkpoints already in ", cfg.checkpoint.dir,
+                                   " are intact."));
     if (cfg.algo == Algo::kUfom && cfg.ufom.adaptive && sums.exact_tasks > 0)
       adaptive.update(sums.v2 / sums.exact_tasks, sums.d2 / sums.exact_tasks);
     opt->step(theta.data(), sums.grad.data());

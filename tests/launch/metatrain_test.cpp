@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -100,6 +101,22 @@ TEST(Metatrain, BadConfigurationsExitWithCode2NamingTheKey) {
     EXPECT_EQ(r.exit_code, 2) << arg << "\n" << r.output;
     EXPECT_NE(r.output.find(key), std::string::npos) << arg << "\n" << r.output;
   }
+}
+
+TEST(Metatrain, DivergenceStopsWithCode1AndKeepsTheLastCheckpoint) {
+  const std::string dir = temp_dir("diverge");
+  // An absurd outer step size overflows θ within a few steps.
+  const Result r = metatrain(tiny(dir) + " steps=20 checkpoint.every=1 outer.lr=1e37");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("non-finite meta-gradient"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("lower inner.lr or outer.lr"), std::string::npos) << r.output;
+  const auto latest = h5::File::open_read(dir + "/latest.h5");
+  const int64_t step = latest.read_scalar<int64_t>("/state/step");
+  EXPECT_GE(step, 1);
+  EXPECT_LT(step, 20);
+  for (float v : latest.read<float>("/params/head.weight")) EXPECT_TRUE(std::isfinite(v));
+  for (const auto& entry : std::filesystem::directory_iterator(dir))
+    EXPECT_EQ(entry.path().string().find(".tmp."), std::string::npos) << entry.path();
 }
 
 TEST(Metatrain, HelpListsTheKeys) {
