@@ -4,7 +4,7 @@
 # (tests/bench/reference/jax_metastep.py, jit + vmap over tasks) in the same run, plus the
 # peak-memory sweep of exact MAML over r. JAX is installed into .venv-bench by this script only.
 # Every configuration runs in its own process (peak RSS is per process). Writes
-# tests/bench/results_cpu.jsonl and prints a Markdown table. Takes ~40 minutes on 2 cores.
+# tests/bench/results_cpu.jsonl and prints a Markdown table. Takes ~9 minutes on 2 cores.
 #   usage: bash tests/bench/run_cpu_bench.sh [quick]   (quick: speed table only, no r sweep)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
