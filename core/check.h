@@ -38,16 +38,16 @@ std::string concat(const Args&... args) {
 }  // namespace mt
 
 // Internal invariant: a failure is a bug or a runtime fault (exit code 1).
-#define MT_CHECK(cond, ...)                                                              \
-  do {                                                                                   \
-    if (!(cond))                                                                         \
-      throw ::mt::Error(::mt::ExitCode::kRuntime,                                        \
+#define MT_CHECK(cond, ...)                                                               \
+  do {                                                                                    \
+    if (!(cond))                                                                          \
+      throw ::mt::Error(::mt::ExitCode::kRuntime,                                         \
                         ::mt::detail::concat(__FILE__, ":", __LINE__, ": check `", #cond, \
                                              "` failed: ", ##__VA_ARGS__));               \
   } while (0)
 
 // User-facing validation: the message must name the offending key/file and say what to do.
-#define MT_REQUIRE(cond, ...)                                                 \
-  do {                                                                        \
+#define MT_REQUIRE(cond, ...)                                               \
+  do {                                                                      \
     if (!(cond)) throw ::mt::UsageError(::mt::detail::concat(__VA_ARGS__)); \
   } while (0)

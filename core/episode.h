@@ -16,10 +16,10 @@ struct Shape {
 
 template <typename T>
 struct Batch {
-  Shape item;                 // shape of one example
-  int n = 0;                  // number of examples
-  std::vector<T> x;           // [n, item.c, item.h, item.w]
-  std::vector<int32_t> y;     // [n], class index within the episode
+  Shape item;              // shape of one example
+  int n = 0;               // number of examples
+  std::vector<T> x;        // [n, item.c, item.h, item.w]
+  std::vector<int32_t> y;  // [n], class index within the episode
 
   void resize(Shape s, int count) {
     item = s;

@@ -28,12 +28,12 @@ void ensure_size(V& v, size_t n) {
 
 template <typename T>
 struct LayerContext {
-  std::vector<T> saved;         // e.g. batch-norm x̂ and σ, conv im2col of x
-  std::vector<int32_t> index;   // e.g. max-pool argmax
+  std::vector<T> saved;        // e.g. batch-norm x̂ and σ, conv im2col of x
+  std::vector<int32_t> index;  // e.g. max-pool argmax
 };
 
 struct ParamShape {
-  std::string name;             // suffix, e.g. "weight"
+  std::string name;  // suffix, e.g. "weight"
   std::vector<int64_t> shape;
 };
 
@@ -46,7 +46,10 @@ class Layer {
   virtual Shape out_shape() const = 0;
   virtual std::vector<ParamShape> param_shapes() const { return {}; }
   // Fills this layer's parameter slice with its initial values.
-  virtual void init(T* W, Rng& rng) const { (void)W; (void)rng; }
+  virtual void init(T* W, Rng& rng) const {
+    (void)W;
+    (void)rng;
+  }
 
   // y = f(x; W). Overwrites y and ctx.
   virtual void forward(int m, const T* W, const T* x, T* y, LayerContext<T>& ctx) const = 0;

@@ -9,9 +9,12 @@ namespace mt {
 
 int InnerLoop::state_interval() const {
   switch (trajectory.kind) {
-    case TrajectoryMode::kStore: return 1;
-    case TrajectoryMode::kCheckpoint: return trajectory.every;
-    case TrajectoryMode::kRecompute: break;
+    case TrajectoryMode::kStore:
+      return 1;
+    case TrajectoryMode::kCheckpoint:
+      return trajectory.every;
+    case TrajectoryMode::kRecompute:
+      break;
   }
   return steps + 1;
 }

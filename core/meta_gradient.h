@@ -24,11 +24,11 @@ struct TrajectoryMode {
 };
 
 struct InnerLoop {
-  int steps = 1;               // r
-  double lr = 0.4;             // α
+  int steps = 1;    // r
+  double lr = 0.4;  // α
   TrajectoryMode trajectory;
-  int truncate = -1;           // k: adjoint through the last k steps; −1 = all r
-  double adjoint_clip = 0;     // clip λ elementwise to ±c after every adjoint step; 0 = off
+  int truncate = -1;        // k: adjoint through the last k steps; −1 = all r
+  double adjoint_clip = 0;  // clip λ elementwise to ±c after every adjoint step; 0 = off
 
   int adjoint_steps() const { return truncate < 0 ? steps : truncate; }
   // Interval between stored inner states: 1 (store), C, or r + 1 (recompute: only φ_0 = θ).

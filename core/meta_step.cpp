@@ -52,9 +52,15 @@ void MetaStep<T>::run(const T* theta, uint64_t step, const std::vector<int64_t>&
   outcomes_.assign(n, TaskOutcome{});
   for (size_t i = 0; i < n; ++i) {
     switch (settings_.algo) {
-      case Algo::kMaml: exact_[i] = 1; break;
-      case Algo::kFomaml: exact_[i] = 0; break;
-      case Algo::kUfom: exact_[i] = ufom_takes_exact(settings_.seed, step, tasks[i], q); break;
+      case Algo::kMaml:
+        exact_[i] = 1;
+        break;
+      case Algo::kFomaml:
+        exact_[i] = 0;
+        break;
+      case Algo::kUfom:
+        exact_[i] = ufom_takes_exact(settings_.seed, step, tasks[i], q);
+        break;
     }
   }
 

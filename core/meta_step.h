@@ -14,19 +14,19 @@ namespace mt {
 
 struct MetaStepSettings {
   Algo algo = Algo::kMaml;
-  uint64_t seed = 0;   // keys the UFOM draws
-  int threads = 1;     // CPU worker threads
+  uint64_t seed = 0;  // keys the UFOM draws
+  int threads = 1;    // CPU worker threads
 };
 
 // Sums over this rank's tasks. Everything here is summed, so a sum-allreduce of
 // pack()ed buffers combines ranks.
 template <typename T>
 struct MetaStepSums {
-  std::vector<T> grad;        // Σ_t g_t
-  std::vector<T> fo_gap;      // Σ over exact tasks of (g_E − g_F): the FO bias estimate
-  double loss = 0, acc = 0;   // Σ query loss / accuracy after adaptation
+  std::vector<T> grad;       // Σ_t g_t
+  std::vector<T> fo_gap;     // Σ over exact tasks of (g_E − g_F): the FO bias estimate
+  double loss = 0, acc = 0;  // Σ query loss / accuracy after adaptation
   double tasks = 0, exact_tasks = 0;
-  double v2 = 0, d2 = 0;      // Σ over exact tasks of ‖g_E‖², ‖g_E − g_F‖²
+  double v2 = 0, d2 = 0;  // Σ over exact tasks of ‖g_E‖², ‖g_E − g_F‖²
   double grad_evals = 0;
 
   void reset(int64_t d);

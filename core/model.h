@@ -30,8 +30,7 @@ class Model {
   virtual void init(T* theta, uint64_t seed) const = 0;
 
   // Loss of batch b at θ; overwrites grad with ∇L(θ) when grad is non-null.
-  virtual LossStats loss_grad(const T* theta, const Batch<T>& b, T* grad,
-                              Workspace& ws) const = 0;
+  virtual LossStats loss_grad(const T* theta, const Batch<T>& b, T* grad, Workspace& ws) const = 0;
   // Overwrites Hv with ∇²L(θ) v, and grad with ∇L(θ) when grad is non-null.
   virtual LossStats hvp(const T* theta, const Batch<T>& b, const T* v, T* grad, T* Hv,
                         Workspace& ws) const = 0;

@@ -21,8 +21,8 @@ void Adam<T>::step(T* theta, const T* grad) {
   const int64_t t = ++this->t_;
   const double c1 = 1 - std::pow(beta1_, static_cast<double>(t));
   const double c2 = 1 - std::pow(beta2_, static_cast<double>(t));
-  const T step = static_cast<T>(lr_ / c1), b1 = static_cast<T>(beta1_),
-          b2 = static_cast<T>(beta2_), e = static_cast<T>(eps_), rc2 = static_cast<T>(1 / c2);
+  const T step = static_cast<T>(lr_ / c1), b1 = static_cast<T>(beta1_), b2 = static_cast<T>(beta2_),
+          e = static_cast<T>(eps_), rc2 = static_cast<T>(1 / c2);
   T* m = this->buffers_[0].second.data();
   T* v = this->buffers_[1].second.data();
   for (int64_t i = 0; i < this->dim_; ++i) {

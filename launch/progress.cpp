@@ -17,7 +17,10 @@ std::string clock_text(double seconds) {
 }  // namespace
 
 Progress::Progress(int64_t total, int64_t every, bool enabled)
-    : total_(total), every_(every), enabled_(enabled), tty_(isatty(fileno(stderr)) != 0),
+    : total_(total),
+      every_(every),
+      enabled_(enabled),
+      tty_(isatty(fileno(stderr)) != 0),
       start_(std::chrono::steady_clock::now()) {}
 
 void Progress::update(int64_t done, const std::string& status) {

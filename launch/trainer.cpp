@@ -136,8 +136,7 @@ EvalResult train(const Config& cfg) {
   auto source = make_episode_source(cfg);
   const EpisodeSpec train_spec{cfg.data.train_split, cfg.task.ways, cfg.task.shots,
                                cfg.task.queries};
-  const EpisodeSpec eval_spec{cfg.data.eval_split, cfg.task.ways, cfg.task.shots,
-                              cfg.task.queries};
+  const EpisodeSpec eval_spec{cfg.data.eval_split, cfg.task.ways, cfg.task.shots, cfg.task.queries};
   source->validate(train_spec);
   source->validate(eval_spec);
 
@@ -155,7 +154,8 @@ EvalResult train(const Config& cfg) {
   const InnerLoop inner = inner_loop(cfg);
   MetaGradient<float> mg(*model, inner);
   MetaStep<float> meta_step(mg, {cfg.algo, static_cast<uint64_t>(cfg.seed), threads});
-  const std::string opt_name = cfg.outer.optimizer == Config::Outer::Optimizer::kAdam ? "adam" : "sgd";
+  const std::string opt_name =
+      cfg.outer.optimizer == Config::Outer::Optimizer::kAdam ? "adam" : "sgd";
   auto opt = make_optimizer<float>(opt_name, d, cfg.outer.lr, cfg.outer.momentum);
   AdaptiveQ adaptive(cfg.ufom.q_min, cfg.ufom.d2_scale);
   const double cost_fo = static_cast<double>(first_order_cost(inner));
@@ -166,8 +166,8 @@ EvalResult train(const Config& cfg) {
   if (lead) {
     std::printf("effective config:\n%s\n", cfg.effective_yaml.c_str());
     std::printf("model conv4: %lld parameters; data %s (%s); %d threads; %s backend\n",
-                static_cast<long long>(d), source->name().c_str(),
-                cfg.data.path.c_str(), threads, comm->backend().c_str());
+                static_cast<long long>(d), source->name().c_str(), cfg.data.path.c_str(), threads,
+                comm->backend().c_str());
     std::fflush(stdout);
   }
   if (!cfg.debug.dump.empty() && lead) write_dump(cfg, mg, theta, *source, train_spec);
@@ -195,7 +195,8 @@ EvalResult train(const Config& cfg) {
   for (int64_t step = 0; step < cfg.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     double q = cfg.algo == Algo::kMaml ? 1.0 : 0.0;
-    if (cfg.algo == Algo::kUfom) q = cfg.ufom.adaptive ? adaptive.q(cost_fo, cost_exact) : cfg.ufom.q;
+    if (cfg.algo == Algo::kUfom)
+      q = cfg.ufom.adaptive ? adaptive.q(cost_fo, cost_exact) : cfg.ufom.q;
 
     sums.reset(d);
     meta_step.run(theta.data(), static_cast<uint64_t>(step), my_tasks, episode_fn(step), q, sums);
@@ -207,11 +208,11 @@ EvalResult train(const Config& cfg) {
     for (float& g : sums.grad) g *= inv_b;
     for (int64_t k = 0; k < d; ++k)
       if (!std::isfinite(sums.grad[k]))
-        throw Error(ExitCode::kRuntime,
-                    detail::concat("non-finite meta-gradient at step ", step + 1, " in ",
-                                   layout.at(k)->name, ": training diverged; lower inner.lr or "
-                                   "outer.lr. Checkpoints already in ", cfg.checkpoint.dir,
-                                   " are intact."));
+        throw Error(ExitCode::kRuntime, detail::concat("non-finite meta-gradient at step ",
+                                                       step + 1, " in ", layout.at(k)->name,
+                                                       ": training diverged; lower inner.lr or "
+                                                       "outer.lr. Checkpoints already in ",
+                                                       cfg.checkpoint.dir, " are intact."));
     if (cfg.algo == Algo::kUfom && cfg.ufom.adaptive && sums.exact_tasks > 0)
       adaptive.update(sums.v2 / sums.exact_tasks, sums.d2 / sums.exact_tasks);
     opt->step(theta.data(), sums.grad.data());
@@ -225,7 +226,8 @@ EvalResult train(const Config& cfg) {
       if (cfg.algo == Algo::kUfom) line.add("q", q);
       if (sums.exact_tasks > 0) {
         double gap = 0;
-        for (float g : sums.fo_gap) gap += static_cast<double>(g / sums.exact_tasks) * (g / sums.exact_tasks);
+        for (float g : sums.fo_gap)
+          gap += static_cast<double>(g / sums.exact_tasks) * (g / sums.exact_tasks);
         line.add("fo_bias", std::sqrt(gap));
         line.add("v2", sums.v2 / sums.exact_tasks).add("d2", sums.d2 / sums.exact_tasks);
       }
@@ -254,11 +256,15 @@ EvalResult train(const Config& cfg) {
   const EvalResult final_eval = run_eval(cfg.steps);
   std::string ckpt;
   if (lead) {
-    const double q = cfg.algo == Algo::kUfom && cfg.ufom.adaptive ? adaptive.q(cost_fo, cost_exact) : cfg.ufom.q;
-    ckpt = checkpoints.save(checkpoint_state(cfg, layout, theta, *opt, cfg.steps, adaptive, q, comm->size()));
-    std::printf("final eval (%s, %d episodes, %d-way %d-shot, %d inner steps): accuracy %.2f%% ± %.2f%% (95%% CI)\n",
-                final_eval.split.c_str(), final_eval.episodes, cfg.task.ways, cfg.task.shots,
-                cfg.inner.eval_steps, 100 * final_eval.acc_mean, 100 * final_eval.acc_ci95);
+    const double q =
+        cfg.algo == Algo::kUfom && cfg.ufom.adaptive ? adaptive.q(cost_fo, cost_exact) : cfg.ufom.q;
+    ckpt = checkpoints.save(
+        checkpoint_state(cfg, layout, theta, *opt, cfg.steps, adaptive, q, comm->size()));
+    std::printf(
+        "final eval (%s, %d episodes, %d-way %d-shot, %d inner steps): accuracy %.2f%% ± %.2f%% "
+        "(95%% CI)\n",
+        final_eval.split.c_str(), final_eval.episodes, cfg.task.ways, cfg.task.shots,
+        cfg.inner.eval_steps, 100 * final_eval.acc_mean, 100 * final_eval.acc_ci95);
     std::printf("checkpoint: %s\nmetrics: %s\ntotal time: %.1f s\n", ckpt.c_str(),
                 log.path().c_str(), seconds_since(t_start));
   }

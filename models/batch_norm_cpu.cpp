@@ -69,8 +69,8 @@ void BatchNorm<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>&
 }
 
 template <typename T>
-void BatchNorm<T>::backward(int m, const T* W, const T* x, const LayerContext<T>& ctx,
-                            const T* dy, T* dx, T* dW) const {
+void BatchNorm<T>::backward(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy,
+                            T* dx, T* dW) const {
   (void)x;
   const int C = shape_.c, HW = shape_.h * shape_.w;
   const T N = static_cast<T>(m) * HW;
@@ -129,9 +129,7 @@ void BatchNorm<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const
       mean_rx = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return R_x[k]; }) / N;
       s = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return xhat[k] * R_x[k]; }) / N;
     }
-    auto R_xhat = [&](int64_t k) {
-      return R_x ? (R_x[k] - mean_rx - xhat[k] * s) / s_c : T(0);
-    };
+    auto R_xhat = [&](int64_t k) { return R_x ? (R_x[k] - mean_rx - xhat[k] * s) / s_c : T(0); };
     // Channel sums: a1 = mean(g), a2 = mean(g x̂), b1 = mean(R{g}), b2 = mean(R{g} x̂ + g R{x̂}).
     auto sum = [&](auto f) { return channel_sum<T>(m, C, HW, c, f); };
     const T sum_dy = sum([&](int64_t k) { return dy[k]; });

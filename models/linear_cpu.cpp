@@ -25,7 +25,8 @@ template <typename T>
 void Linear<T>::init(T* W, Rng& rng) const {
   const int I = static_cast<int>(in_.size()), O = out_.c;
   const double a = std::sqrt(6.0 / (I + O));
-  for (int64_t k = 0; k < static_cast<int64_t>(I) * O; ++k) W[k] = static_cast<T>(rng.uniform(-a, a));
+  for (int64_t k = 0; k < static_cast<int64_t>(I) * O; ++k)
+    W[k] = static_cast<T>(rng.uniform(-a, a));
   for (int j = 0; j < O; ++j) W[static_cast<int64_t>(I) * O + j] = T(0);
 }
 
@@ -37,8 +38,8 @@ void Linear<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>&) c
 }
 
 template <typename T>
-void Linear<T>::backward(int m, const T* W, const T* x, const LayerContext<T>&, const T* dy,
-                         T* dx, T* dW) const {
+void Linear<T>::backward(int m, const T* W, const T* x, const LayerContext<T>&, const T* dy, T* dx,
+                         T* dW) const {
   const int I = static_cast<int>(in_.size()), O = out_.c;
   gemm<T>(true, false, O, I, m, T(1), dy, O, x, I, T(0), dW, I);
   column_sums(m, O, dy, dW + static_cast<int64_t>(I) * O);

@@ -18,8 +18,8 @@ void Relu<T>::backward(int m, const T*, const T* x, const LayerContext<T>&, cons
 }
 
 template <typename T>
-void Relu<T>::r_forward(int m, const T*, const T*, const T* x, const T* R_x,
-                        const LayerContext<T>&, T* R_y) const {
+void Relu<T>::r_forward(int m, const T*, const T*, const T* x, const T* R_x, const LayerContext<T>&,
+                        T* R_y) const {
   const int64_t n = m * shape_.size();
   for (int64_t k = 0; k < n; ++k) R_y[k] = (R_x && x[k] > T(0)) ? R_x[k] : T(0);
 }

@@ -82,8 +82,8 @@ void Sequential<T>::backward(const T* theta, const Batch<T>& b, Buffers& w, T* g
       dx = w.d_act[l - 1].data();
     }
     const bool has_w = offset_[l] >= 0;
-    layers_[l]->backward(m, has_w ? theta + offset_[l] : nullptr, x, w.ctx[l],
-                         w.d_act[l].data(), dx, has_w ? grad + offset_[l] : nullptr);
+    layers_[l]->backward(m, has_w ? theta + offset_[l] : nullptr, x, w.ctx[l], w.d_act[l].data(),
+                         dx, has_w ? grad + offset_[l] : nullptr);
   }
 }
 

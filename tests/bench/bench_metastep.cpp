@@ -24,8 +24,7 @@
 namespace {
 
 double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // Achievable FP32 peak: a large multi-threaded SGEMM (OpenBLAS) on all `threads` cores.
@@ -56,18 +55,30 @@ int main(int argc, char** argv) {
   double q = 0.1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--algo") algo = v;
-    else if (k == "--trajectory") trajectory = v;
-    else if (k == "--r") r = std::atoi(v.c_str());
-    else if (k == "--B") B = std::atoi(v.c_str());
-    else if (k == "--ways") ways = std::atoi(v.c_str());
-    else if (k == "--shots") shots = std::atoi(v.c_str());
-    else if (k == "--queries") queries = std::atoi(v.c_str());
-    else if (k == "--filters") filters = std::atoi(v.c_str());
-    else if (k == "--iters") iters = std::atoi(v.c_str());
-    else if (k == "--warmup") warmup = std::atoi(v.c_str());
-    else if (k == "--threads") threads = std::atoi(v.c_str());
-    else if (k == "--q") q = std::atof(v.c_str());
+    if (k == "--algo")
+      algo = v;
+    else if (k == "--trajectory")
+      trajectory = v;
+    else if (k == "--r")
+      r = std::atoi(v.c_str());
+    else if (k == "--B")
+      B = std::atoi(v.c_str());
+    else if (k == "--ways")
+      ways = std::atoi(v.c_str());
+    else if (k == "--shots")
+      shots = std::atoi(v.c_str());
+    else if (k == "--queries")
+      queries = std::atoi(v.c_str());
+    else if (k == "--filters")
+      filters = std::atoi(v.c_str());
+    else if (k == "--iters")
+      iters = std::atoi(v.c_str());
+    else if (k == "--warmup")
+      warmup = std::atoi(v.c_str());
+    else if (k == "--threads")
+      threads = std::atoi(v.c_str());
+    else if (k == "--q")
+      q = std::atof(v.c_str());
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -104,8 +115,9 @@ int main(int argc, char** argv) {
     const uint64_t f0 = mt::gemm_flops();
     const double t0 = now();
     sums.reset(d);
-    step.run(theta.data(), it, tasks,
-             [&](int64_t t, mt::Episode<float>& ep) { ep = eps[it][t]; }, q, sums);
+    step.run(
+        theta.data(), it, tasks, [&](int64_t t, mt::Episode<float>& ep) { ep = eps[it][t]; }, q,
+        sums);
     for (float& g : sums.grad) g /= B;
     adam.step(theta.data(), sums.grad.data());
     if (it >= warmup) {

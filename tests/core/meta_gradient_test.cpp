@@ -1,8 +1,9 @@
 // Meta-gradient correctness: exact MAML against finite differences of the whole inner loop,
 // bit-identity of the trajectory modes, truncation, and the gradient-evaluation counts.
+#include "core/meta_gradient.h"
+
 #include <gtest/gtest.h>
 
-#include "core/meta_gradient.h"
 #include "tests/support/episodes.h"
 #include "tests/support/grad_check.h"
 

@@ -1,10 +1,11 @@
 // Outer optimizers against hand-computed updates (float64, exact formulas).
+#include "core/optimizer.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "core/check.h"
-#include "core/optimizer.h"
 
 namespace mt {
 namespace {
@@ -22,7 +23,8 @@ TEST(Optimizer, AdamMatchesTheBiasCorrectedUpdate) {
     const double m = 0.9 * 0.1 * g1[i] + 0.1 * g2[i];
     const double v = 0.999 * 0.001 * g1[i] * g1[i] + 0.001 * g2[i] * g2[i];
     const double mhat = m / (1 - 0.81), vhat = v / (1 - 0.999 * 0.999);
-    const double first = (i == 0 ? 1.0 - 0.1 * 0.5 / (0.5 + 1e-8) : -2.0 + 0.1 * 4.0 / (4.0 + 1e-8));
+    const double first =
+        (i == 0 ? 1.0 - 0.1 * 0.5 / (0.5 + 1e-8) : -2.0 + 0.1 * 4.0 / (4.0 + 1e-8));
     EXPECT_NEAR(theta[i], first - 0.1 * mhat / (std::sqrt(vhat) + 1e-8), 1e-12) << i;
   }
   EXPECT_EQ(adam.steps(), 2);

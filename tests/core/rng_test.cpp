@@ -1,10 +1,10 @@
 // The counter-based RNG: Philox4x32-10 known-answer vectors (Random123's kat_vectors), and the
 // key properties the framework relies on (pure function of the keys, streams independent).
+#include "core/rng.h"
+
 #include <gtest/gtest.h>
 
 #include <set>
-
-#include "core/rng.h"
 
 namespace mt {
 namespace {
@@ -35,7 +35,8 @@ TEST(Rng, StreamsArePureFunctionsOfTheirKeys) {
   for (uint64_t seed : {0ull, 1ull}) {
     for (uint64_t step : {0ull, 1ull, 1ull << 32}) {
       for (uint64_t task : {0ull, 1ull, 1ull << 32}) {
-        for (Stream s : {Stream::kEpisode, Stream::kUfom}) firsts.insert(Rng(seed, step, task, s).next_u64());
+        for (Stream s : {Stream::kEpisode, Stream::kUfom})
+          firsts.insert(Rng(seed, step, task, s).next_u64());
       }
     }
   }

@@ -1,12 +1,13 @@
 // UFOM: exact degeneration to MAML (q = 1) and FOMAML (q = 0) over whole training runs,
 // unbiasedness, the first-order bias it removes, and the adaptive-q formula.
+#include "core/ufom.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "core/meta_step.h"
 #include "core/optimizer.h"
-#include "core/ufom.h"
 #include "tests/support/episodes.h"
 
 namespace mt {
@@ -27,11 +28,12 @@ std::vector<float> train(Algo algo, double q, int threads = 2) {
   const std::vector<int64_t> tasks = {0, 1, 2, 3};
   for (uint64_t step = 0; step < 20; ++step) {
     sums.reset(d);
-    ms.run(theta.data(), step, tasks,
-           [&](int64_t t, Episode<float>& ep) {
-             ep = testing::noise_episode<float>({1, 28, 28}, 5, 1, 2, 42, step, t);
-           },
-           q, sums);
+    ms.run(
+        theta.data(), step, tasks,
+        [&](int64_t t, Episode<float>& ep) {
+          ep = testing::noise_episode<float>({1, 28, 28}, 5, 1, 2, 42, step, t);
+        },
+        q, sums);
     for (float& g : sums.grad) g /= 4;
     adam.step(theta.data(), sums.grad.data());
   }
@@ -81,7 +83,8 @@ TEST(Ufom, MeanOfManyDrawsIsTheExactGradientAndFomamlIsBiased) {
   for (int t = 0; t < n; ++t) tasks[t] = t;
   MetaStepSums<double> sums;
   sums.reset(p.d);
-  ms.run(theta.data(), 0, tasks, [&](int64_t, Episode<double>& e) { e = ep; }, q, sums);
+  ms.run(
+      theta.data(), 0, tasks, [&](int64_t, Episode<double>& e) { e = ep; }, q, sums);
 
   // Per-coordinate sample variance of the n estimates g_t = g_F + (ξ_t/q)(g_E − g_F).
   const double* g_fo = ms.task_fo(0);
@@ -111,7 +114,8 @@ TEST(Ufom, FomamlSettlesAtABiasedPointWhileUfomReachesAStationaryPoint) {
   CurvedProblem p;
   const int tasks = 6;
   std::vector<Episode<double>> eps;
-  for (int t = 0; t < tasks; ++t) eps.push_back(testing::gaussian_episode<double>(3, 3, 2, 6, 4, t));
+  for (int t = 0; t < tasks; ++t)
+    eps.push_back(testing::gaussian_episode<double>(3, 3, 2, 6, 4, t));
   std::vector<int64_t> ids(tasks);
   for (int t = 0; t < tasks; ++t) ids[t] = t;
   // Mean update field of an algorithm over the tasks; for MAML the true meta-gradient ∇F.
@@ -119,7 +123,8 @@ TEST(Ufom, FomamlSettlesAtABiasedPointWhileUfomReachesAStationaryPoint) {
     MetaStep<double> ms(p.mg, {algo, 0, 1});
     MetaStepSums<double> s;
     s.reset(p.d);
-    ms.run(theta.data(), 0, ids, [&](int64_t t, Episode<double>& e) { e = eps[t]; }, 1, s);
+    ms.run(
+        theta.data(), 0, ids, [&](int64_t t, Episode<double>& e) { e = eps[t]; }, 1, s);
     std::vector<double> g(s.grad);
     for (double& x : g) x /= tasks;
     return g;
@@ -136,7 +141,8 @@ TEST(Ufom, FomamlSettlesAtABiasedPointWhileUfomReachesAStationaryPoint) {
     MetaStepSums<double> s;
     for (int step = 0; step < steps; ++step) {
       s.reset(p.d);
-      ms.run(theta.data(), step, ids, [&](int64_t t, Episode<double>& e) { e = eps[t]; }, q, s);
+      ms.run(
+          theta.data(), step, ids, [&](int64_t t, Episode<double>& e) { e = eps[t]; }, q, s);
       const double lr = 0.5 / (1 + step / 100.0);  // Robbins-Monro decay
       for (int64_t k = 0; k < p.d; ++k) theta[k] -= lr * s.grad[k] / tasks;
     }

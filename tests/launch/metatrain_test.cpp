@@ -44,12 +44,14 @@ std::string temp_dir(const std::string& name) {
 // A job small enough for CI: 8 filters, 3 steps of 2 tasks, 20 evaluation episodes.
 std::string tiny(const std::string& dir) {
   return "model.filters=8 steps=3 meta_batch=2 task.queries=2 eval.episodes=20 threads=2 "
-         "log.every=1 checkpoint.dir=" + dir;
+         "log.every=1 checkpoint.dir=" +
+         dir;
 }
 
 TEST(Metatrain, ShortRunWritesMetricsCheckpointAndDump) {
   const std::string dir = temp_dir("short");
-  const Result r = metatrain(tiny(dir) + " algo=ufom ufom.q=adaptive debug.dump=" + dir + "/dump.h5");
+  const Result r =
+      metatrain(tiny(dir) + " algo=ufom ufom.q=adaptive debug.dump=" + dir + "/dump.h5");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("final eval (test, 20 episodes"), std::string::npos) << r.output;
 
@@ -89,11 +91,11 @@ TEST(Metatrain, ShortRunWritesMetricsCheckpointAndDump) {
 TEST(Metatrain, BadConfigurationsExitWithCode2NamingTheKey) {
   const std::string dir = temp_dir("bad");
   const std::pair<std::string, std::string> cases[] = {
-      {"task.ways=2000", "task.ways"},       // more ways than the 1000 test classes
-      {"inner.steps=-1", "inner.steps"},     // r < 0
-      {"ufom.q=1.5", "ufom.q"},              // q outside [0, 1]
-      {"algo=reptile", "algo"},              // unknown algorithm
-      {"inner.lrr=0.1", "inner.lrr"},        // unknown key
+      {"task.ways=2000", "task.ways"},    // more ways than the 1000 test classes
+      {"inner.steps=-1", "inner.steps"},  // r < 0
+      {"ufom.q=1.5", "ufom.q"},           // q outside [0, 1]
+      {"algo=reptile", "algo"},           // unknown algorithm
+      {"inner.lrr=0.1", "inner.lrr"},     // unknown key
       {"--config /nonexistent.yaml", "/nonexistent.yaml"},
   };
   for (const auto& [arg, key] : cases) {

@@ -17,18 +17,26 @@ namespace {
 
 using testing::Vec;
 
-TEST(Layers, Conv2dStride1) { testing::check_layer(Conv2d<double>({2, 5, 5}, 3, 1), 3, 1); }
-TEST(Layers, Conv2dStride2) { testing::check_layer(Conv2d<double>({2, 6, 5}, 3, 2), 3, 2); }
-TEST(Layers, BatchNorm) { testing::check_layer(BatchNorm<double>({3, 4, 3}), 4, 3); }
-TEST(Layers, BatchNormNoSpatial) { testing::check_layer(BatchNorm<double>({5, 1, 1}), 6, 4); }
+TEST(Layers, Conv2dStride1) {
+  EXPECT_TRUE(testing::check_layer(Conv2d<double>({2, 5, 5}, 3, 1), 3, 1));
+}
+TEST(Layers, Conv2dStride2) {
+  EXPECT_TRUE(testing::check_layer(Conv2d<double>({2, 6, 5}, 3, 2), 3, 2));
+}
+TEST(Layers, BatchNorm) { EXPECT_TRUE(testing::check_layer(BatchNorm<double>({3, 4, 3}), 4, 3)); }
+TEST(Layers, BatchNormNoSpatial) {
+  EXPECT_TRUE(testing::check_layer(BatchNorm<double>({5, 1, 1}), 6, 4));
+}
 TEST(Layers, Relu) {
   // ReLU is piecewise linear: its Hessian is zero, so only gradient / r_forward carry signal;
   // the quadratic head still gives a non-zero Hv that must route through the mask.
-  testing::check_layer(Relu<double>({2, 3, 3}), 3, 5);
+  EXPECT_TRUE(testing::check_layer(Relu<double>({2, 3, 3}), 3, 5));
 }
-TEST(Layers, MaxPool) { testing::check_layer(MaxPool2<double>({2, 5, 4}), 3, 6); }
-TEST(Layers, GlobalMeanPool) { testing::check_layer(GlobalMeanPool<double>({3, 3, 4}), 2, 7); }
-TEST(Layers, Linear) { testing::check_layer(Linear<double>({2, 2, 3}, 4), 5, 8); }
+TEST(Layers, MaxPool) { EXPECT_TRUE(testing::check_layer(MaxPool2<double>({2, 5, 4}), 3, 6)); }
+TEST(Layers, GlobalMeanPool) {
+  EXPECT_TRUE(testing::check_layer(GlobalMeanPool<double>({3, 3, 4}), 2, 7));
+}
+TEST(Layers, Linear) { EXPECT_TRUE(testing::check_layer(Linear<double>({2, 2, 3}, 4), 5, 8)); }
 
 TEST(Layers, SoftmaxCrossEntropy) {
   const int m = 4, n = 5;
@@ -51,12 +59,13 @@ TEST(Layers, SoftmaxCrossEntropy) {
     return Hv;
   };
   Rng rng(9, 0, 0, Stream::kTest);
-  testing::check_function(f, testing::random_vec(m * n, rng, 2.0), rng, "softmax_xent");
+  EXPECT_TRUE(
+      testing::check_function(f, testing::random_vec(m * n, rng, 2.0), rng, "softmax_xent"));
 }
 
 // The whole network: loss_grad and hvp of a small Conv-4 (both pooling variants) against
 // finite differences in the flat parameter vector.
-void check_model(Conv4Pool pool, uint64_t seed) {
+::testing::AssertionResult check_model(Conv4Pool pool, uint64_t seed) {
   Conv4Spec spec{{2, 16, 16}, 3, 3, pool};
   auto net = make_conv4<double>(spec);
   Rng rng(seed, 0, 0, Stream::kTest);
@@ -80,11 +89,11 @@ void check_model(Conv4Pool pool, uint64_t seed) {
     EXPECT_EQ(g, f.grad(t)) << "hvp's gradient must equal loss_grad's bit for bit";
     return Hv;
   };
-  testing::check_function(f, theta, rng, "conv4");
+  return testing::check_function(f, theta, rng, "conv4");
 }
 
-TEST(Model, Conv4MaxPoolGradientAndHvp) { check_model(Conv4Pool::kMax, 11); }
-TEST(Model, Conv4StrideGradientAndHvp) { check_model(Conv4Pool::kStride, 12); }
+TEST(Model, Conv4MaxPoolGradientAndHvp) { EXPECT_TRUE(check_model(Conv4Pool::kMax, 11)); }
+TEST(Model, Conv4StrideGradientAndHvp) { EXPECT_TRUE(check_model(Conv4Pool::kStride, 12)); }
 
 TEST(Model, Conv4ShapesAndNames) {
   auto omni = make_conv4<float>({{1, 28, 28}, 64, 5, Conv4Pool::kMax});
@@ -92,8 +101,7 @@ TEST(Model, Conv4ShapesAndNames) {
   ASSERT_NE(head, nullptr);
   EXPECT_EQ(head->shape, (std::vector<int64_t>{5, 64}));
   ASSERT_NE(omni->layout().find("block1.conv.weight"), nullptr);
-  EXPECT_EQ(omni->layout().find("block1.conv.weight")->shape,
-            (std::vector<int64_t>{64, 1, 3, 3}));
+  EXPECT_EQ(omni->layout().find("block1.conv.weight")->shape, (std::vector<int64_t>{64, 1, 3, 3}));
   auto strided = make_conv4<float>({{1, 28, 28}, 64, 5, Conv4Pool::kStride});
   EXPECT_EQ(strided->layout().find("head.weight")->shape, (std::vector<int64_t>{5, 64}));
   auto mini = make_conv4<float>({{3, 84, 84}, 32, 5, Conv4Pool::kMax});

@@ -81,23 +81,35 @@ inline Vec fd_directional(const std::function<Vec(const Vec&)>& f, const Vec& x,
   return d;
 }
 
-// Gradient, Hv and symmetry checks of f at x along random directions.
-inline void check_function(const DiffFunction& f, const Vec& x, Rng& rng, const char* what) {
+// Gradient, Hv and symmetry checks of f at x along random directions; the result carries
+// every failed check with its measured error.
+inline ::testing::AssertionResult check_function(const DiffFunction& f, const Vec& x, Rng& rng,
+                                                 const std::string& what) {
+  std::string failures;
+  auto fail_if = [&](bool bad, const std::string& check, double value, double bound) {
+    if (bad)
+      failures += "\n  " + what + ": " + check + " = " + std::to_string(value) + " (bound " +
+                  std::to_string(bound) + ")";
+  };
   const Vec g = f.grad(x);
-  EXPECT_LT(rel_err(g, fd_gradient(f.value, x)), kFdTol) << what << ": gradient";
-  EXPECT_GT(norm(g), 0.0) << what << ": gradient is identically zero, the check is vacuous";
+  const double g_err = rel_err(g, fd_gradient(f.value, x));
+  fail_if(!(g_err < kFdTol), "gradient relative error", g_err, kFdTol);
+  fail_if(!(norm(g) > 0), "gradient norm (identically zero makes the check vacuous)", norm(g), 0);
   const Vec u = random_vec(x.size(), rng), v = random_vec(x.size(), rng);
   const Vec Hv = f.hvp(x, v), Hu = f.hvp(x, u);
-  EXPECT_LT(rel_err(Hv, fd_directional(f.grad, x, v)), kFdTol) << what << ": Hv";
+  const double hv_err = rel_err(Hv, fd_directional(f.grad, x, v));
+  fail_if(!(hv_err < kFdTol), "Hv relative error", hv_err, kFdTol);
   const double uHv = dot(u, Hv), vHu = dot(v, Hu);
-  EXPECT_LE(std::abs(uHv - vHu), kSymTol * std::max({std::abs(uHv), std::abs(vHu), 1.0}))
-      << what << ": symmetry uᵀHv = " << uHv << " vs vᵀHu = " << vHu;
+  const double sym = std::abs(uHv - vHu) / std::max({std::abs(uHv), std::abs(vHu), 1.0});
+  fail_if(!(sym <= kSymTol), "symmetry |uᵀHv − vᵀHu| (relative)", sym, kSymTol);
+  if (failures.empty()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << failures;
 }
 
 // Checks all four passes of a layer. The layer is closed by a fixed random quadratic head
 // L(y) = Σ c⊙y + ½ Σ d⊙y² (so dL/dy = c + d⊙y, R{dL/dy} = d⊙R_y), and differentiated jointly
 // in (W, x). Inputs are well separated from kinks and ties (separated_vec).
-inline void check_layer(const Layer<double>& layer, int m, uint64_t seed) {
+inline ::testing::AssertionResult check_layer(const Layer<double>& layer, int m, uint64_t seed) {
   Rng rng(seed, 0, 0, Stream::kTest);
   const int64_t nw = layer.num_params();
   const int64_t nx = m * layer.in_shape().size(), ny = m * layer.out_shape().size();
@@ -147,8 +159,8 @@ inline void check_layer(const Layer<double>& layer, int m, uint64_t seed) {
     for (int64_t k = 0; k < ny; ++k) dy[k] = c[k] + d[k] * y[k];
     layer.r_forward(m, w.data(), R_W.data(), xx.data(), R_x.data(), ctx, R_y.data());
     for (int64_t k = 0; k < ny; ++k) R_dy[k] = d[k] * R_y[k];
-    layer.r_backward(m, w.data(), R_W.data(), xx.data(), R_x.data(), ctx, dy.data(),
-                     R_dy.data(), R_dx.data(), R_dW.data());
+    layer.r_backward(m, w.data(), R_W.data(), xx.data(), R_x.data(), ctx, dy.data(), R_dy.data(),
+                     R_dx.data(), R_dW.data());
     R_dW.insert(R_dW.end(), R_dx.begin(), R_dx.end());
     return R_dW;
   };
@@ -156,16 +168,18 @@ inline void check_layer(const Layer<double>& layer, int m, uint64_t seed) {
   const std::string name = layer.kind();
   // r_forward against the directional difference of the layer output.
   const Vec v = random_vec(theta.size(), rng, 0.1);
-  {
-    auto [R_W, R_x] = split(v);
-    auto [w, xx] = split(theta);
-    LayerContext<double> ctx;
-    Vec y(ny), R_y(ny);
-    layer.forward(m, w.data(), xx.data(), y.data(), ctx);
-    layer.r_forward(m, w.data(), R_W.data(), xx.data(), R_x.data(), ctx, R_y.data());
-    EXPECT_LT(rel_err(R_y, fd_directional(output, theta, v)), kFdTol) << name << ": r_forward";
-  }
-  check_function(f, theta, rng, name.c_str());
+  auto [R_W, R_x] = split(v);
+  auto [w, xx] = split(theta);
+  LayerContext<double> ctx;
+  Vec y(ny), R_y(ny);
+  layer.forward(m, w.data(), xx.data(), y.data(), ctx);
+  layer.r_forward(m, w.data(), R_W.data(), xx.data(), R_x.data(), ctx, R_y.data());
+  const double rf_err = rel_err(R_y, fd_directional(output, theta, v));
+  ::testing::AssertionResult rest = check_function(f, theta, rng, name);
+  if (rf_err < kFdTol) return rest;
+  return ::testing::AssertionFailure()
+         << "\n  " << name << ": r_forward relative error = " << rf_err << " (bound " << kFdTol
+         << ")" << (rest ? "" : rest.message());
 }
 
 }  // namespace mt::testing
