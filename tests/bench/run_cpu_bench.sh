@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPU benchmark of one meta-iteration (Omniglot 5-way 1-shot, 15 queries, Conv-4 64 filters),
 # ours (build/bin/bench_metastep) side by side with an independent JAX implementation
-# (tests/bench/reference/jax_metastep.py, jit + vmap over tasks) in the same run, plus the
+# (tests/bench/reference/jax_metastep.py: jit, one call per task; once also jit + vmap over
+# tasks) in the same run, plus the
 # peak-memory sweep of exact MAML over r. JAX is installed into .venv-bench by this script only.
 # Every configuration runs in its own process (peak RSS is per process). Writes
 # tests/bench/results_cpu.jsonl and prints a Markdown table. Takes ~9 minutes on 2 cores.
@@ -28,6 +29,9 @@ for r in 1 5; do
   done
 done
 
+# JAX with vmap over tasks (the issue's reference form): one configuration, it is slow on CPU.
+run "${jax[@]}" --algo maml --r 1 --B 32 --iters 2 --warmup 1 --batching vmap
+
 # Memory: exact MAML, B = 4, r = 1 … 50 (ours in both trajectory modes; JAX keeps the graph).
 if [ "${1:-}" != quick ]; then
   for r in 1 5 10 20 50; do
@@ -44,6 +48,7 @@ print("| impl | algo | trajectory | r | B | s/iter | tasks/s | peak RSS MB | GFL
 print("|---|---|---|---|---|---|---|---|---|")
 for x in rows:
     flops = f"{x['gemm_gflops']:.1f} ({100 * x['peak_fraction']:.0f}%)" if "gemm_gflops" in x else "–"
-    print(f"| {x['impl']} | {x['algo']} | {x.get('trajectory', '–')} | {x['r']} | {x['B']} | "
+    impl = x["impl"] + ("-vmap" if x.get("batching") == "vmap" else "")
+    print(f"| {impl} | {x['algo']} | {x.get('trajectory', '–')} | {x['r']} | {x['B']} | "
           f"{x['sec_per_iter']:.3f} | {x['tasks_per_s']:.1f} | {x['peak_rss_mb']:.0f} | {flops} |")
 PY
