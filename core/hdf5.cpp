@@ -195,6 +195,24 @@ PropList intermediate_groups() {
   return lcpl;
 }
 
+// Creation properties of a file, group or dataset without modification times, so that writing
+// the same content twice gives byte-identical files (a re-pack reproduces its store exactly).
+PropList untimed(hid_t property_class) {
+  PropList plist(MT_H5_CHECK(H5Pcreate(property_class)));
+  MT_H5_CHECK(H5Pset_obj_track_times(plist.get(), false));
+  return plist;
+}
+
+// Creates the missing groups above `p` ("/a/b/c" needs "/a" and "/a/b"), untimed.
+void make_parents(hid_t file, const std::string& p) {
+  for (size_t slash = p.find('/', 1); slash != std::string::npos; slash = p.find('/', slash + 1)) {
+    const std::string parent = p.substr(0, slash);
+    if (MT_H5_CHECK(H5Lexists(file, parent.c_str(), H5P_DEFAULT)) > 0) continue;
+    PropList gcpl = untimed(H5P_GROUP_CREATE);
+    Group grp(MT_H5_CHECK(H5Gcreate2(file, parent.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT)));
+  }
+}
+
 // Reads every string of a dataset or attribute, fixed- or variable-length.
 std::vector<std::string> read_string_values(hid_t obj, bool is_attr) {
   Type ftype(MT_H5_CHECK(is_attr ? H5Aget_type(obj) : H5Dget_type(obj)));
@@ -288,7 +306,8 @@ File File::create(const std::string& path) {
   Guard g;
   PropList fapl(MT_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)));
   set_file_locking(fapl.get(), true);
-  const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  PropList fcpl = untimed(H5P_FILE_CREATE);
+  const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
   if (id < 0)
     throw UsageError(concat(path, ": cannot create HDF5 file (", detail::error_stack(),
                             "); check that its directory exists and is writable"));
@@ -371,12 +390,15 @@ void File::create_group(const std::string& path) {
   Guard g;
   const std::string p = normalize(path);
   if (exists(p)) return;
+  make_parents(id(), p);
   PropList lcpl = intermediate_groups();
-  Group grp(MT_H5_CHECK(H5Gcreate2(id(), p.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT)));
+  PropList gcpl = untimed(H5P_GROUP_CREATE);
+  Group grp(MT_H5_CHECK(H5Gcreate2(id(), p.c_str(), lcpl.get(), gcpl.get(), H5P_DEFAULT)));
 }
 
 void File::prepare_link(const std::string& p) {
   if (exists(p)) MT_H5_CHECK(H5Ldelete(id(), p.c_str(), H5P_DEFAULT));
+  make_parents(id(), p);
 }
 
 void File::write_raw(const std::string& path, const std::vector<int64_t>& shape, Element e,
@@ -393,7 +415,7 @@ void File::write_raw(const std::string& path, const std::vector<int64_t>& shape,
   Dataspace space(MT_H5_CHECK(
       shape.empty() ? H5Screate(H5S_SCALAR)
                     : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)));
-  PropList dcpl(MT_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)));
+  PropList dcpl = untimed(H5P_DATASET_CREATE);
   if (!opt.chunk.empty()) {
     MT_CHECK(opt.chunk.size() == shape.size(), "chunk ", dims_string(opt.chunk),
              " does not match shape ", dims_string(shape), " of ", p);
@@ -418,8 +440,9 @@ void File::write_string(const std::string& path, const std::string& s) {
   Dataspace space(MT_H5_CHECK(H5Screate(H5S_SCALAR)));
   prepare_link(p);
   PropList lcpl = intermediate_groups();
+  PropList dcpl = untimed(H5P_DATASET_CREATE);
   Dataset ds(MT_H5_CHECK(
-      H5Dcreate2(id(), p.c_str(), type.get(), space.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT)));
+      H5Dcreate2(id(), p.c_str(), type.get(), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT)));
   const char* ptr = s.c_str();
   MT_H5_CHECK(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &ptr));
 }
@@ -432,8 +455,9 @@ void File::write_strings(const std::string& path, const std::vector<std::string>
   Dataspace space(MT_H5_CHECK(H5Screate_simple(1, &n, nullptr)));
   prepare_link(p);
   PropList lcpl = intermediate_groups();
+  PropList dcpl = untimed(H5P_DATASET_CREATE);
   Dataset ds(MT_H5_CHECK(
-      H5Dcreate2(id(), p.c_str(), type.get(), space.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT)));
+      H5Dcreate2(id(), p.c_str(), type.get(), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT)));
   std::vector<const char*> ptrs;
   for (const auto& str : s) ptrs.push_back(str.c_str());
   if (n > 0)

@@ -14,6 +14,7 @@ enum class Stream : uint32_t {
   kUfom = 2,     // the Bernoulli(q) draw deciding whether a task takes the exact path
   kInit = 3,     // parameter initialisation
   kGlyph = 4,    // synthetic glyph class shapes and renderings
+  kSplit = 5,    // dataset splits chosen by packers (e.g. Omniglot alphabets)
   kTest = 99,    // tests only
 };
 

@@ -1,0 +1,288 @@
+// HDF5 episode store: validation rules, the reproducible writer, and the episode-serving reader
+// (data/episode_store.h).
+#include "data/episode_store.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
+#include "core/check.h"
+#include "core/rng.h"
+#include "data/episode_sampler.h"
+
+namespace mt {
+
+namespace {
+
+using detail::concat;
+
+const char* const kSplitNames[] = {"train", "val", "test"};
+
+std::string problem_of_fixed(const FixedEpisodes& f, int64_t n_images) {
+  if (f.support.empty() && f.query.empty()) return "";
+  if (f.ways < 1 || f.shots < 1 || f.queries < 1)
+    return concat("/episodes has ways = ", f.ways, ", shots = ", f.shots, ", queries = ", f.queries,
+                  "; each must be at least 1");
+  const int64_t per_s = int64_t{f.ways} * f.shots, per_q = int64_t{f.ways} * f.queries;
+  if (f.support.size() % per_s != 0 || f.query.size() / per_q != f.support.size() / per_s ||
+      f.query.size() % per_q != 0)
+    return concat("/episodes/support holds ", f.support.size(), " and /episodes/query ",
+                  f.query.size(), " indices, not E x ", per_s, " and E x ", per_q);
+  for (const auto* v : {&f.support, &f.query})
+    for (int64_t i : *v)
+      if (i < 0 || i >= n_images)
+        return concat("/episodes names image ", i, ", outside [0, ", n_images, ")");
+  return "";
+}
+
+// Every rule of store_problem except the size of the image bytes, which the reader checks
+// against the dataset's shape without reading the images.
+std::string index_problem(const StoreContents& c) {
+  if (c.height < 1 || c.width < 1 || c.channels < 1)
+    return concat("image_shape [", c.height, ", ", c.width, ", ", c.channels,
+                  "] is not a valid image shape");
+  const int64_t n = c.num_images();
+  const size_t classes = c.class_names.size();
+  if (c.class_offsets.size() != classes + 1)
+    return concat("/class_offsets has ", c.class_offsets.size(), " entries for ", classes,
+                  " classes; expected ", classes + 1);
+  if (c.class_offsets.front() != 0 || c.class_offsets.back() != n)
+    return concat("/class_offsets runs from ", c.class_offsets.front(), " to ",
+                  c.class_offsets.back(), ", expected 0 to ", n, " (the number of images)");
+  for (size_t k = 0; k < classes; ++k) {
+    const int64_t lo = c.class_offsets[k], hi = c.class_offsets[k + 1];
+    if (hi <= lo || hi > n)
+      return concat("/class_offsets out of range: class ", k, " ('", c.class_names[k],
+                    "') owns images [", lo, ", ", hi, ")");
+    for (int64_t i = lo; i < hi; ++i)
+      if (c.labels[i] != static_cast<int32_t>(k))
+        return concat("/labels does not match /class_offsets: image ", i, " has label ",
+                      c.labels[i], " but lies in class ", k, "'s range [", lo, ", ", hi, ")");
+  }
+  std::set<int32_t> seen;
+  for (const auto& [name, members] : c.splits) {
+    if (name != "train" && name != "val" && name != "test")
+      return concat("unknown split '", name, "' (splits are train, val, test)");
+    for (int32_t k : members) {
+      if (k < 0 || k >= static_cast<int32_t>(classes))
+        return concat("split '", name, "' names class ", k, ", which does not exist (", classes,
+                      " classes)");
+      if (!seen.insert(k).second)
+        return concat("class ", k, " ('", c.class_names[k], "') is listed twice in the splits");
+    }
+  }
+  return problem_of_fixed(c.episodes, n);
+}
+
+}  // namespace
+
+std::string store_problem(const StoreContents& c) {
+  if (static_cast<int64_t>(c.images.size()) != c.num_images() * c.image_bytes())
+    return concat("/images holds ", c.images.size(), " bytes, expected ", c.num_images(),
+                  " images of ", c.image_bytes(), " bytes");
+  return index_problem(c);
+}
+
+void write_store(const std::string& path, const StoreContents& c) {
+  const std::string problem = store_problem(c);
+  MT_REQUIRE(problem.empty(), path, ": refusing to write an invalid store: ", problem);
+  const std::string tmp = concat(path, ".tmp.", getpid());
+  try {
+    h5::File f = h5::File::create(tmp);
+    const int64_t n = c.num_images();
+    h5::WriteOptions chunked;
+    chunked.chunk = {1, c.height, c.width, c.channels};
+    chunked.deflate = c.deflate;
+    f.write<uint8_t>("/images", {n, c.height, c.width, c.channels}, c.images.data(),
+                     n > 0 ? chunked : h5::WriteOptions{});
+    f.write<int32_t>("/labels", {n}, c.labels.data());
+    f.write<int64_t>("/class_offsets", {static_cast<int64_t>(c.class_offsets.size())},
+                     c.class_offsets.data());
+    f.write_strings("/class_names", c.class_names);
+    for (const char* s : kSplitNames) {
+      const auto it = c.splits.find(s);
+      const std::vector<int32_t> none;
+      const std::vector<int32_t>& members = it == c.splits.end() ? none : it->second;
+      f.write<int32_t>(concat("/splits/", s), {static_cast<int64_t>(members.size())},
+                       members.data());
+    }
+    if (c.episodes.count() > 0) {
+      const FixedEpisodes& e = c.episodes;
+      const int64_t count = e.count();
+      f.write<int64_t>("/episodes/support", {count, int64_t{e.ways} * e.shots}, e.support.data());
+      f.write<int64_t>("/episodes/query", {count, int64_t{e.ways} * e.queries}, e.query.data());
+      f.set_attr("/episodes", "ways", e.ways);
+      f.set_attr("/episodes", "shots", e.shots);
+      f.set_attr("/episodes", "queries", e.queries);
+    }
+    f.set_attr("/", "format_version", kStoreFormatVersion);
+    f.set_attr("/", "dataset", c.dataset);
+    f.set_attr("/", "image_shape", std::vector<int64_t>{c.height, c.width, c.channels});
+    for (const auto& [name, value] : c.string_attrs) f.set_attr("/", name, value);
+    f.close();
+    // The data must be on disk before the rename makes the file visible under its name.
+    if (FILE* fp = std::fopen(tmp.c_str(), "rb")) {
+      fsync(fileno(fp));
+      std::fclose(fp);
+    }
+    std::filesystem::rename(tmp, path);
+  } catch (...) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    throw;
+  }
+}
+
+namespace {
+
+// Everything but the images, read and checked. Problems throw UsageError "<path>: <problem>".
+StoreContents read_metadata(const h5::File& f) {
+  const std::string& path = f.path();
+  auto fail = [&](const std::string& problem) -> UsageError {
+    return UsageError(concat(path, ": ", problem));
+  };
+  if (!f.has_attr("/", "format_version"))
+    throw fail("not an episode store (no format_version attribute); pack data with metapack");
+  const int64_t version = f.get_attr_int("/", "format_version");
+  if (version != kStoreFormatVersion)
+    throw fail(concat("format_version ", version, " is not supported (this build reads version ",
+                      kStoreFormatVersion, "); re-pack the data with this build's metapack"));
+  StoreContents c;
+  for (const char* a : {"dataset", "image_shape"})
+    if (!f.has_attr("/", a)) throw fail(concat("missing attribute '", a, "'"));
+  c.dataset = f.get_attr_string("/", "dataset");
+  const std::vector<int64_t> shape = f.get_attr_ints("/", "image_shape");
+  if (shape.size() != 3) throw fail("attribute image_shape must hold [H, W, C]");
+  for (int64_t d : shape)
+    if (d < 1 || d > 4096) throw fail(concat("attribute image_shape has dimension ", d));
+  c.height = static_cast<int>(shape[0]);
+  c.width = static_cast<int>(shape[1]);
+  c.channels = static_cast<int>(shape[2]);
+  for (const char* a : {"source_sha256", "created_by", "split_method"})
+    if (f.has_attr("/", a)) c.string_attrs[a] = f.get_attr_string("/", a);
+
+  const std::vector<int64_t> ishape = f.shape("/images");
+  if (ishape.size() != 4 || ishape[1] != c.height || ishape[2] != c.width ||
+      ishape[3] != c.channels)
+    throw fail(concat("/images has shape ", ishape.size() == 4 ? "[n, H, W, C] = [" : "[",
+                      ishape.empty() ? 0 : ishape[0], ", ...] not matching image_shape [", c.height,
+                      ", ", c.width, ", ", c.channels, "]"));
+  c.labels = f.read<int32_t>("/labels");
+  if (static_cast<int64_t>(c.labels.size()) != ishape[0])
+    throw fail(concat("/labels has ", c.labels.size(), " entries for ", ishape[0], " images"));
+  c.class_offsets = f.read<int64_t>("/class_offsets");
+  c.class_names = f.read_strings("/class_names");
+  if (c.class_offsets.empty()) throw fail("/class_offsets is empty");
+  for (const char* s : kSplitNames) c.splits[s] = f.read<int32_t>(concat("/splits/", s));
+  if (f.exists("/episodes")) {
+    FixedEpisodes& e = c.episodes;
+    e.ways = static_cast<int>(f.get_attr_int("/episodes", "ways"));
+    e.shots = static_cast<int>(f.get_attr_int("/episodes", "shots"));
+    e.queries = static_cast<int>(f.get_attr_int("/episodes", "queries"));
+    e.support = f.read<int64_t>("/episodes/support");
+    e.query = f.read<int64_t>("/episodes/query");
+    if (e.support.empty()) throw fail("/episodes holds no episodes");
+  }
+  const std::string problem = index_problem(c);
+  if (!problem.empty()) throw fail(problem);
+  return c;
+}
+
+}  // namespace
+
+StoreContents read_store(const std::string& path) {
+  const h5::File f = h5::File::open_read(path);
+  StoreContents c = read_metadata(f);
+  c.images = f.read<uint8_t>("/images");
+  return c;
+}
+
+EpisodeStore::EpisodeStore(const std::string& path) : file_(h5::File::open_read(path)) {
+  StoreContents c = read_metadata(file_);
+  dataset_ = c.dataset;
+  height_ = c.height;
+  width_ = c.width;
+  channels_ = c.channels;
+  class_offsets_ = std::move(c.class_offsets);
+  splits_ = std::move(c.splits);
+  attrs_ = std::move(c.string_attrs);
+  fixed_ = std::move(c.episodes);
+}
+
+const std::string& EpisodeStore::attr(const std::string& name) const {
+  static const std::string none;
+  const auto it = attrs_.find(name);
+  return it == attrs_.end() ? none : it->second;
+}
+
+const std::vector<int32_t>& EpisodeStore::split(const std::string& name) const {
+  const auto it = splits_.find(name);
+  MT_REQUIRE(it != splits_.end(), "split '", name, "' does not exist in ", path(),
+             " (splits: train, val, test)");
+  MT_REQUIRE(!it->second.empty(), "split '", name, "' of ", path(),
+             " has no classes; choose another split (data.train_split / data.eval_split)");
+  return it->second;
+}
+
+int64_t EpisodeStore::num_classes(const std::string& s) const {
+  return static_cast<int64_t>(split(s).size());
+}
+
+int EpisodeStore::min_examples_per_class(const std::string& s) const {
+  int64_t least = INT64_MAX;
+  for (int32_t k : split(s)) least = std::min(least, class_offsets_[k + 1] - class_offsets_[k]);
+  return static_cast<int>(least);
+}
+
+void EpisodeStore::validate(const EpisodeSpec& spec) const {
+  check_episode_spec(spec, path(), num_classes(spec.split), min_examples_per_class(spec.split));
+}
+
+void EpisodeStore::load_image(int64_t i, std::vector<uint8_t>& raw, float* out) const {
+  const int64_t pixels = int64_t{height_} * width_;
+  raw.resize(static_cast<size_t>(pixels * channels_));
+  file_.read_rows<uint8_t>("/images", i, 1, raw.data());
+  for (int64_t p = 0; p < pixels; ++p)
+    for (int ch = 0; ch < channels_; ++ch)
+      out[ch * pixels + p] = static_cast<float>(raw[p * channels_ + ch]) * (1.0f / 255.0f);
+}
+
+void EpisodeStore::sample(const EpisodeSpec& spec, uint64_t seed, uint64_t step, uint64_t task,
+                          Episode<float>& ep) const {
+  validate(spec);
+  const std::vector<int32_t>& classes = split(spec.split);
+  Rng rng(seed, step, task, Stream::kEpisode);
+  std::vector<int64_t> picked, items;
+  sample_distinct(rng, static_cast<int64_t>(classes.size()), spec.ways, picked);
+  shape_episode(spec, image_shape(), ep);
+  const int64_t item = image_shape().size();
+  std::vector<uint8_t> raw;
+  for (int c = 0; c < spec.ways; ++c) {
+    const int32_t k = classes[picked[c]];
+    const int64_t first = class_offsets_[k];
+    sample_distinct(rng, class_offsets_[k + 1] - first, spec.shots + spec.queries, items);
+    for (int s = 0; s < spec.shots; ++s)
+      load_image(first + items[s], raw, ep.support.x.data() + (c * spec.shots + s) * item);
+    for (int q = 0; q < spec.queries; ++q)
+      load_image(first + items[spec.shots + q], raw,
+                 ep.query.x.data() + (c * spec.queries + q) * item);
+  }
+}
+
+void EpisodeStore::fixed_episode(int64_t e, Episode<float>& ep) const {
+  MT_REQUIRE(e >= 0 && e < num_fixed_episodes(), path(), " has ", num_fixed_episodes(),
+             " fixed episodes; episode ", e, " does not exist");
+  const FixedEpisodes& f = fixed_;
+  shape_episode({"fixed", f.ways, f.shots, f.queries}, image_shape(), ep);
+  const int64_t item = image_shape().size();
+  const int64_t ns = int64_t{f.ways} * f.shots, nq = int64_t{f.ways} * f.queries;
+  std::vector<uint8_t> raw;
+  for (int64_t i = 0; i < ns; ++i)
+    load_image(f.support[e * ns + i], raw, ep.support.x.data() + i * item);
+  for (int64_t i = 0; i < nq; ++i)
+    load_image(f.query[e * nq + i], raw, ep.query.x.data() + i * item);
+}
+
+}  // namespace mt

@@ -1,0 +1,112 @@
+// The HDF5 episode store (DESIGN §7): the file format every packer writes and every rank reads.
+// StoreContents is a whole store in memory, as packers build it; write_store puts it on disk
+// byte-reproducibly; EpisodeStore opens a file read-only, validates every field at open, and
+// serves few-shot episodes from it, reading only the images each episode needs.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/episode.h"
+#include "core/hdf5.h"
+#include "data/episode_source.h"
+
+namespace mt {
+
+constexpr int kStoreFormatVersion = 1;
+
+// Format version 1:
+//   /images          uint8 [n, H, W, C], one image per chunk, sorted by class
+//   /labels          int32 [n], the class of each image
+//   /class_offsets   int64 [classes + 1]: class k owns images [offsets[k], offsets[k+1])
+//   /class_names     strings [classes]
+//   /splits/<name>   int32 class indices, for name in {train, val, test} (each may be empty)
+//   /episodes/{support,query}  (optional) int64 [E, ways*shots] and [E, ways*queries]: fixed
+//                    evaluation episodes (Lake's one-shot runs) as image indices, class-major
+//                    (support item c*shots+s and query item c*queries+q have label c); the
+//                    group's attributes ways, shots, queries give the shape.
+//   root attributes: format_version (int), dataset, created_by, source_sha256 (strings),
+//                    image_shape (int64 [H, W, C]), and any further string attributes.
+struct FixedEpisodes {
+  int ways = 0, shots = 0, queries = 0;
+  std::vector<int64_t> support;  // [E, ways * shots]
+  std::vector<int64_t> query;    // [E, ways * queries]
+  int64_t count() const {
+    return ways * shots > 0 ? static_cast<int64_t>(support.size()) / (ways * shots) : 0;
+  }
+};
+
+struct StoreContents {
+  std::string dataset;  // "omniglot", "omniglot-lake", "miniimagenet"
+  int height = 0, width = 0, channels = 0;
+  std::vector<uint8_t> images;  // [n, height, width, channels]
+  std::vector<int32_t> labels;  // [n]
+  std::vector<int64_t> class_offsets;
+  std::vector<std::string> class_names;
+  std::map<std::string, std::vector<int32_t>> splits;  // train, val, test
+  std::map<std::string, std::string> string_attrs;     // source_sha256, created_by, split_method…
+  FixedEpisodes episodes;                              // empty unless the file has fixed episodes
+  int deflate = 0;  // gzip level of /images chunks (0 = none); not stored as an attribute
+
+  int64_t num_images() const { return static_cast<int64_t>(labels.size()); }
+  int64_t image_bytes() const { return static_cast<int64_t>(height) * width * channels; }
+};
+
+// The first problem found in `c` (offsets not monotone, labels not matching offsets, split or
+// episode indices out of range, a class in two splits, ...), or "" when it is a valid store.
+// Both the writer and the reader apply these rules.
+std::string store_problem(const StoreContents& c);
+
+// Writes `c` to `path` via "<path>.tmp.<pid>" and a rename, so a failed pack leaves nothing
+// half-written. The same contents always give a byte-identical file. Throws UsageError if the
+// contents are invalid (store_problem) or the file cannot be written.
+void write_store(const std::string& path, const StoreContents& c);
+
+// Reads a whole store into memory (tests, tools); validated like EpisodeStore::open.
+StoreContents read_store(const std::string& path);
+
+// A validated, read-only store serving episodes. Opening never locks the file, so every rank of
+// a job (and other jobs) can read it at once. Labels, offsets, names and splits are held in
+// memory; images are read from the file per episode.
+class EpisodeStore : public EpisodeSource {
+ public:
+  // Throws UsageError "<path>: <problem>" for a missing, foreign, truncated or inconsistent file.
+  explicit EpisodeStore(const std::string& path);
+
+  const std::string& path() const { return file_.path(); }
+  const std::string& dataset() const { return dataset_; }
+  const std::string& attr(const std::string& name) const;  // "" when absent
+  std::string name() const override { return dataset_ + " store " + file_.path(); }
+  Shape image_shape() const override { return {channels_, height_, width_}; }
+  int64_t num_classes(const std::string& split) const override;
+  int min_examples_per_class(const std::string& split) const override;
+  void validate(const EpisodeSpec& spec) const override;
+  // Classes by sample_distinct from Rng(seed, step, task, kEpisode), then per class
+  // shots + queries distinct images (the first `shots` to the support set). Pixels are scaled
+  // to [0, 1] and laid out channel-first.
+  void sample(const EpisodeSpec& spec, uint64_t seed, uint64_t step, uint64_t task,
+              Episode<float>& ep) const override;
+
+  // Fixed evaluation episodes (Lake's runs); 0 when the file has none.
+  int64_t num_fixed_episodes() const { return fixed_.count(); }
+  const FixedEpisodes& fixed_episodes() const { return fixed_; }
+  void fixed_episode(int64_t e, Episode<float>& ep) const;
+
+ private:
+  const std::vector<int32_t>& split(const std::string& name) const;
+  // Copies image i into out[c][h][w] as floats in [0, 1].
+  void load_image(int64_t i, std::vector<uint8_t>& raw, float* out) const;
+
+  h5::File file_;
+  std::string dataset_;
+  int height_ = 0, width_ = 0, channels_ = 0;
+  std::vector<int64_t> class_offsets_;
+  std::map<std::string, std::vector<int32_t>> splits_;
+  std::map<std::string, std::string> attrs_;
+  FixedEpisodes fixed_;
+};
+
+}  // namespace mt
