@@ -13,8 +13,10 @@
 #include "core/meta_step.h"
 #include "core/optimizer.h"
 #include "core/ufom.h"
+#include "data/episode_store.h"
 #include "data/glyphs.h"
 #include "dist/comm.h"
+#include "launch/evaluation.h"
 #include "launch/metrics_log.h"
 #include "launch/progress.h"
 #include "models/conv4.h"
@@ -23,14 +25,13 @@ namespace mt {
 
 namespace {
 
-// Evaluation episodes use this reserved step key, which training never reaches.
-constexpr uint64_t kEvalStep = 0xFFFFFFFFull;
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 int resolve_threads(int requested) { return requested > 0 ? requested : omp_get_num_procs(); }
+
+}  // namespace
 
 InnerLoop inner_loop(const Config& cfg) {
   InnerLoop in;
@@ -41,6 +42,17 @@ InnerLoop inner_loop(const Config& cfg) {
   in.adjoint_clip = cfg.ufom.adjoint_clip;
   return in;
 }
+
+std::unique_ptr<Model<float>> make_model(const Config& cfg, Shape input) {
+  Conv4Spec spec;
+  spec.input = input;
+  spec.filters = cfg.model.filters;
+  spec.ways = cfg.task.ways;
+  spec.pool = cfg.model.pool == Config::Model::Pool::kMax ? Conv4Pool::kMax : Conv4Pool::kStride;
+  return make_conv4<float>(spec);
+}
+
+namespace {
 
 // Rejects settings this build cannot run yet, naming the key.
 void check_supported(const Config& cfg) {
@@ -90,40 +102,8 @@ void write_dump(const Config& cfg, const MetaGradient<float>& mg, const std::vec
 }  // namespace
 
 std::unique_ptr<EpisodeSource> make_episode_source(const Config& cfg) {
-  MT_REQUIRE(cfg.data.path == "glyphs", "data.path = ", cfg.data.path,
-             ": HDF5 episode stores are not available in this version; use data.path=glyphs");
-  return std::make_unique<GlyphSource>();
-}
-
-EvalResult evaluate(const MetaGradient<float>& mg, const std::vector<float>& theta,
-                    const EpisodeSource& source, const EpisodeSpec& spec, uint64_t seed,
-                    int episodes, int steps, int threads) {
-  std::vector<double> acc(episodes), loss(episodes);
-  std::vector<TaskScratch<float>> scratch;
-  for (int i = 0; i < threads; ++i) scratch.push_back(mg.make_scratch());
-  std::vector<Episode<float>> eps(threads);
-#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
-  for (int e = 0; e < episodes; ++e) {
-    const int tid = omp_get_thread_num();
-    source.sample(spec, seed, kEvalStep, e, eps[tid]);
-    const LossStats s = mg.adapt_and_evaluate(theta.data(), eps[tid], steps, scratch[tid]);
-    acc[e] = s.acc;
-    loss[e] = s.loss;
-  }
-  EvalResult r;
-  r.split = spec.split;
-  r.episodes = episodes;
-  double sum = 0, sq = 0, lsum = 0;
-  for (int e = 0; e < episodes; ++e) {
-    sum += acc[e];
-    lsum += loss[e];
-  }
-  r.acc_mean = sum / episodes;
-  r.loss_mean = lsum / episodes;
-  for (int e = 0; e < episodes; ++e) sq += (acc[e] - r.acc_mean) * (acc[e] - r.acc_mean);
-  const double sd = episodes > 1 ? std::sqrt(sq / (episodes - 1)) : 0.0;
-  r.acc_ci95 = 1.96 * sd / std::sqrt(static_cast<double>(episodes));
-  return r;
+  if (cfg.data.path == "glyphs") return std::make_unique<GlyphSource>();
+  return std::make_unique<EpisodeStore>(cfg.data.path);
 }
 
 EvalResult train(const Config& cfg) {
@@ -140,12 +120,7 @@ EvalResult train(const Config& cfg) {
   source->validate(train_spec);
   source->validate(eval_spec);
 
-  Conv4Spec spec;
-  spec.input = source->image_shape();
-  spec.filters = cfg.model.filters;
-  spec.ways = cfg.task.ways;
-  spec.pool = cfg.model.pool == Config::Model::Pool::kMax ? Conv4Pool::kMax : Conv4Pool::kStride;
-  auto model = make_conv4<float>(spec);
+  auto model = make_model(cfg, source->image_shape());
   const ParamLayout& layout = model->layout();
   const int64_t d = layout.total();
   std::vector<float> theta(d);
@@ -180,8 +155,8 @@ EvalResult train(const Config& cfg) {
     };
   };
   auto run_eval = [&](int64_t step) {
-    const EvalResult r = evaluate(mg, theta, *source, eval_spec, cfg.seed, cfg.eval.episodes,
-                                  cfg.inner.eval_steps, threads);
+    const EvalResult r = evaluate_split(mg, theta, *source, eval_spec, cfg.seed, cfg.eval.episodes,
+                                        cfg.inner.eval_steps, threads);
     JsonObject e;
     e.add("split", r.split).add("episodes", r.episodes).add("acc_mean", r.acc_mean);
     e.add("acc_ci95", r.acc_ci95).add("loss_mean", r.loss_mean);

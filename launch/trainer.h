@@ -1,6 +1,6 @@
 // Meta-training as run by `metatrain` (DESIGN §2): builds data, model and algorithm from a
 // Config, runs the outer loop with progress, metrics log, periodic evaluation and checkpoints,
-// and returns the final evaluation. Also the evaluation protocol shared with `metaeval`.
+// and returns the final evaluation.
 #pragma once
 
 #include <cstdint>
@@ -11,24 +11,18 @@
 #include "core/meta_gradient.h"
 #include "data/episode_source.h"
 #include "launch/config.h"
+#include "launch/evaluation.h"
 
 namespace mt {
 
-struct EvalResult {
-  std::string split;
-  int episodes = 0;
-  double acc_mean = 0, acc_ci95 = 0;  // mean accuracy and the 95% confidence half-width
-  double loss_mean = 0;
-};
-
-// The episode source named by data.path ("glyphs" or, later, an HDF5 store).
+// The episode source named by data.path: the built-in "glyphs", or an HDF5 episode store file.
 std::unique_ptr<EpisodeSource> make_episode_source(const Config& cfg);
 
-// Accuracy of `theta` over `episodes` episodes of `spec`, each adapted with `steps` inner
-// steps; episodes are fixed by (seed, episode index), identical at every evaluation.
-EvalResult evaluate(const MetaGradient<float>& mg, const std::vector<float>& theta,
-                    const EpisodeSource& source, const EpisodeSpec& spec, uint64_t seed,
-                    int episodes, int steps, int threads);
+// The model of cfg.model for inputs of shape `input`, with cfg.task.ways outputs.
+std::unique_ptr<Model<float>> make_model(const Config& cfg, Shape input);
+
+// The inner loop of cfg.inner (and ufom.adjoint_clip).
+InnerLoop inner_loop(const Config& cfg);
 
 // Runs training; returns the final evaluation.
 EvalResult train(const Config& cfg);

@@ -652,5 +652,66 @@ TEST_F(OmniglotData, FullSizedInputTakesTheStandardSplit) {
   EXPECT_EQ(c.string_attrs.at("split_method").rfind("standard:", 0), 0u);
 }
 
+// The 28x28 store image an Omniglot PNG must become: independent decode, ink = 255, box filter.
+Bytes expected_image(const Bytes& png) {
+  int w = 0, h = 0;
+  const std::vector<int> ink = ink_of_1bit_png(png, w, h);
+  std::vector<double> strokes(ink.size());
+  for (size_t p = 0; p < ink.size(); ++p) strokes[p] = 255.0 * ink[p];
+  return reference_resize(strokes, h, w, 28, 28);
+}
+
+// Lake's runs: episode r is run r, its support the 20 exemplars in class order, its query the
+// test item class_labels.txt pairs with each exemplar, every image pixel-exact.
+TEST_F(OmniglotData, LakeRunsAreTheFixedEpisodes) {
+  const StoreContents c = pack_omniglot_lake(data_file(kRuns));
+  EXPECT_EQ(c.dataset, "omniglot-lake");
+  ASSERT_EQ(c.episodes.count(), 20);
+  EXPECT_EQ(c.episodes.ways, 20);
+  EXPECT_EQ(c.episodes.shots, 1);
+  EXPECT_EQ(c.episodes.queries, 1);
+  EXPECT_EQ(c.class_names.size(), 400u);
+  EXPECT_EQ(c.num_images(), 800);
+  EXPECT_EQ(c.splits.at("test").size(), 400u);
+  EXPECT_TRUE(c.splits.at("train").empty());
+  EXPECT_EQ(store_problem(c), "");
+
+  const ZipReader zip(data_file(kRuns));
+  auto entry = [&](const std::string& name) { return zip.read(zip.entries()[zip.find(name)]); };
+  for (int r = 0; r < 20; ++r) {
+    char run[8];
+    std::snprintf(run, sizeof run, "run%02d", r + 1);
+    const Bytes text = entry(std::string(run) + "/class_labels.txt");
+    std::map<std::string, std::string> item_of;  // "runNN/training/classKK.png" -> test item
+    std::istringstream lines(std::string(text.begin(), text.end()));
+    for (std::string item, exemplar; lines >> item >> exemplar;) item_of[exemplar] = item;
+    ASSERT_EQ(item_of.size(), 20u) << run;
+    for (int k = 0; k < 20; ++k) {
+      char cls[64], name[32];
+      std::snprintf(cls, sizeof cls, "%s/training/class%02d.png", run, k + 1);
+      std::snprintf(name, sizeof name, "%s/class%02d", run, k + 1);
+      const int64_t s = c.episodes.support[r * 20 + k], q = c.episodes.query[r * 20 + k];
+      EXPECT_EQ(c.class_names[c.labels[s]], name);
+      EXPECT_EQ(c.labels[s], c.labels[q]);
+      const Bytes want_s = expected_image(entry(cls));
+      const Bytes want_q = expected_image(entry(item_of.at(cls)));
+      ASSERT_TRUE(std::equal(want_s.begin(), want_s.end(), &c.images[s * 784])) << cls;
+      ASSERT_TRUE(std::equal(want_q.begin(), want_q.end(), &c.images[q * 784])) << cls;
+    }
+  }
+}
+
+TEST_F(OmniglotData, RepackingGivesAByteIdenticalFile) {
+  TempDir dir("repack");
+  write_store(dir.file("a.h5"), subset());
+  write_store(dir.file("b.h5"), pack_omniglot({data_file(kSmall1), data_file(kSmall2)}, {}));
+  const Bytes a = read_file(dir.file("a.h5")), b = read_file(dir.file("b.h5"));
+  EXPECT_GT(a.size(), 1000000u);
+  EXPECT_TRUE(a == b) << "re-packing changed the file";
+  const StoreContents back = read_store(dir.file("a.h5"));
+  EXPECT_EQ(back.images, subset().images);
+  EXPECT_EQ(back.splits, subset().splits);
+}
+
 }  // namespace
 }  // namespace mt

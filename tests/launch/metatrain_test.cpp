@@ -12,34 +12,15 @@
 #include <string>
 
 #include "core/hdf5.h"
+#include "tests/support/programs.h"
 
 namespace mt {
 namespace {
 
-struct Result {
-  int exit_code;
-  std::string output;  // stdout and stderr
-};
+using testing::temp_dir;
+using Result = testing::ProgramResult;
 
-Result metatrain(const std::string& args) {
-  const std::string cmd = std::string(MT_BINARY_DIR) + "/bin/metatrain " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-std::string temp_dir(const std::string& name) {
-  const auto dir = std::filesystem::path(MT_BINARY_DIR) / "test_runs" / name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir.string();
-}
+Result metatrain(const std::string& args) { return testing::run_program("metatrain", args); }
 
 // A job small enough for CI: 8 filters, 3 steps of 2 tasks, 20 evaluation episodes.
 std::string tiny(const std::string& dir) {

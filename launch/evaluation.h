@@ -1,0 +1,41 @@
+// The evaluation protocol shared by `metatrain` and `metaeval`: adapt θ on each episode's
+// support set with a number of inner steps, score the query set, and report the accuracy's
+// mean and 95% confidence half-width over the episodes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/episode.h"
+#include "core/meta_gradient.h"
+#include "data/episode_source.h"
+
+namespace mt {
+
+struct EvalResult {
+  std::string split;
+  int episodes = 0;
+  double acc_mean = 0, acc_ci95 = 0;  // mean accuracy and the 95% confidence half-width
+  double loss_mean = 0;
+};
+
+// Overwrites `ep` with evaluation episode e (0 <= e < episodes); called from several threads.
+using EvalEpisodeFn = std::function<void(int64_t e, Episode<float>& ep)>;
+
+// Accuracy of `theta` over `episodes` episodes, each adapted with `steps` inner steps, in
+// parallel on `threads` threads. The CI half-width is 1.96 · sd / √episodes.
+EvalResult evaluate(const MetaGradient<float>& mg, const std::vector<float>& theta, int episodes,
+                    int steps, int threads, const EvalEpisodeFn& episode);
+
+// The standard protocol: episodes e = 0 .. episodes-1 of `spec` drawn with the keys
+// (seed, kEvalStep, e), so every evaluation of a run, and metaeval later, sees the same ones.
+EvalResult evaluate_split(const MetaGradient<float>& mg, const std::vector<float>& theta,
+                          const EpisodeSource& source, const EpisodeSpec& spec, uint64_t seed,
+                          int episodes, int steps, int threads);
+
+// Evaluation episodes use this reserved step key, which training never reaches.
+constexpr uint64_t kEvalStep = 0xFFFFFFFFull;
+
+}  // namespace mt

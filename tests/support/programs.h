@@ -1,0 +1,52 @@
+// Running the project's programs (build/bin/<name>) from tests as a user would, capturing exit
+// code and output, and per-test scratch folders under the build tree.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace mt::testing {
+
+struct ProgramResult {
+  int exit_code;       // -1 if the program did not exit normally
+  std::string output;  // stdout and stderr
+};
+
+inline ProgramResult run_program(const std::string& program, const std::string& args) {
+  const std::string cmd = std::string(MT_BINARY_DIR) + "/bin/" + program + " " + args + " 2>&1";
+  ProgramResult r{-1, ""};
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// An empty folder <build>/test_runs/<name>, recreated on every call.
+inline std::string temp_dir(const std::string& name) {
+  const auto dir = std::filesystem::path(MT_BINARY_DIR) / "test_runs" / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+// The shared data folder (../shared/data beside the repository, or $MT_DATA_DIR).
+inline std::string data_dir() {
+  const char* env = std::getenv("MT_DATA_DIR");
+  return env != nullptr ? std::string(env) : std::string(MT_SOURCE_DIR) + "/../shared/data";
+}
+
+// True in CI (CI=true), where missing shared data is a failure rather than a skip.
+inline bool in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci != nullptr && std::string(ci) == "true";
+}
+
+}  // namespace mt::testing
