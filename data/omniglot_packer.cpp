@@ -3,6 +3,7 @@
 #include "data/omniglot_packer.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <map>
@@ -138,8 +139,8 @@ void collect_characters(const SourceTree& tree, std::map<std::string, Character>
   }
 }
 
-// Assigns alphabets to test, then val, until each holds at least a fifth of the characters,
-// after a seeded shuffle; the rest train.
+// After a seeded shuffle of the alphabets, test and then val take alphabets in turn until
+// they hold as close to a fifth of the characters as whole alphabets allow; the rest train.
 std::map<std::string, std::string> alphabet_split(const std::vector<std::string>& keys,
                                                   uint64_t seed, std::string& method) {
   std::map<std::string, int64_t> size;
@@ -155,8 +156,10 @@ std::map<std::string, std::string> alphabet_split(const std::vector<std::string>
   std::map<std::string, std::vector<std::string>> members;
   size_t next = 0;
   for (const char* s : {"test", "val"}) {
+    // Take the next alphabet while that brings the split closer to a fifth of the characters.
     int64_t taken = 0;
-    while (next + 1 < order.size() && (taken == 0 || 5 * taken < total)) {
+    auto gap = [&](int64_t n) { return std::abs(5 * n - total); };
+    while (next + 1 < order.size() && (taken == 0 || gap(taken + size[order[next]]) < gap(taken))) {
       split_of[order[next]] = s;
       members[s].push_back(order[next]);
       taken += size[order[next++]];

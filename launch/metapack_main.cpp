@@ -93,10 +93,10 @@ int main(int argc, char** argv) {
     int64_t last_total = 0;
     auto progress = [&](int64_t done, int64_t total) {
       if (total != last_total) {
-        bar = mt::Progress(total, std::max<int64_t>(1, total / 10), true);
+        bar = mt::Progress(total, std::max<int64_t>(1, total / 10), true, "image");
         last_total = total;
       }
-      bar.update(done, "images decoded");
+      bar.update(done, "decoded");
     };
     mt::StoreContents store;
     if (args.kind == "omniglot") {

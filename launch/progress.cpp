@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <utility>
 
 namespace mt {
 
@@ -16,9 +17,10 @@ std::string clock_text(double seconds) {
 }
 }  // namespace
 
-Progress::Progress(int64_t total, int64_t every, bool enabled)
+Progress::Progress(int64_t total, int64_t every, bool enabled, std::string unit)
     : total_(total),
       every_(every),
+      unit_(std::move(unit)),
       enabled_(enabled),
       tty_(isatty(fileno(stderr)) != 0),
       start_(std::chrono::steady_clock::now()) {}
@@ -39,9 +41,9 @@ void Progress::update(int64_t done, const std::string& status) {
     std::fflush(stderr);
     dirty_ = true;
   } else if (done == total_ || done % every_ == 0) {
-    std::fprintf(stderr, "step %lld/%lld %s elapsed %s eta %s\n", static_cast<long long>(done),
-                 static_cast<long long>(total_), status.c_str(), clock_text(elapsed).c_str(),
-                 clock_text(eta).c_str());
+    std::fprintf(stderr, "%s %lld/%lld %s elapsed %s eta %s\n", unit_.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total_), status.c_str(),
+                 clock_text(elapsed).c_str(), clock_text(eta).c_str());
   }
 }
 

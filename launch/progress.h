@@ -10,8 +10,9 @@ namespace mt {
 
 class Progress {
  public:
-  // `total` steps; a plain line is printed every `every` steps when not on a terminal.
-  Progress(int64_t total, int64_t every, bool enabled);
+  // `total` steps; a plain line is printed every `every` steps when not on a terminal. `unit`
+  // names what is counted in plain lines ("step 40/300 ...").
+  Progress(int64_t total, int64_t every, bool enabled, std::string unit = "step");
   // Reports that `done` steps are finished, with a short status text.
   void update(int64_t done, const std::string& status);
   // Ends the bar's line (before other output, and at the end).
@@ -19,6 +20,7 @@ class Progress {
 
  private:
   int64_t total_, every_;
+  std::string unit_;
   bool enabled_, tty_;
   bool dirty_ = false;
   std::chrono::steady_clock::time_point start_;
