@@ -505,24 +505,30 @@ void File::read_raw(const std::string& path, Element e, std::vector<int64_t>* sh
   if (n > 0) MT_H5_CHECK(H5Dread(ds.get(), mem_type(e), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf));
 }
 
-void File::read_rows_raw(const std::string& path, Element e, int64_t first, int64_t count,
-                         void* out) const {
+RowReader File::row_reader_raw(const std::string& path, Element e) const {
   Guard g;
   Dataset ds = open_dataset(path, e);
-  const std::vector<int64_t> dims = shape(path);
-  if (dims.empty() || first < 0 || count < 0 || first + count > dims[0])
-    throw UsageError(concat(path_, ": rows [", first, ", ", first + count, ") are outside dataset ",
-                            normalize(path), " of shape ", dims_string(dims)));
+  std::vector<int64_t> dims = shape(path);
+  if (dims.empty())
+    throw UsageError(concat(path_, ": dataset ", normalize(path), " is a scalar, expected rows"));
+  return RowReader(std::move(ds), std::move(dims), e, concat(path_, ": dataset ", normalize(path)));
+}
+
+void RowReader::read(int64_t first, int64_t count, void* out) const {
+  Guard g;
+  if (first < 0 || count < 0 || first + count > dims_[0])
+    throw UsageError(concat(where_, ": rows [", first, ", ", first + count,
+                            ") are outside its shape ", dims_string(dims_)));
   if (count == 0) return;
-  std::vector<hsize_t> start(dims.size(), 0), extent(dims.begin(), dims.end());
+  std::vector<hsize_t> start(dims_.size(), 0), extent(dims_.begin(), dims_.end());
   start[0] = static_cast<hsize_t>(first);
   extent[0] = static_cast<hsize_t>(count);
-  Dataspace fspace(MT_H5_CHECK(H5Dget_space(ds.get())));
+  Dataspace fspace(MT_H5_CHECK(H5Dget_space(ds_.get())));
   MT_H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr,
                                   extent.data(), nullptr));
   Dataspace mspace(
       MT_H5_CHECK(H5Screate_simple(static_cast<int>(extent.size()), extent.data(), nullptr)));
-  MT_H5_CHECK(H5Dread(ds.get(), mem_type(e), mspace.get(), fspace.get(), H5P_DEFAULT, out));
+  MT_H5_CHECK(H5Dread(ds_.get(), mem_type(element_), mspace.get(), fspace.get(), H5P_DEFAULT, out));
 }
 
 void File::require_single(const std::string& path, size_t n) const {

@@ -99,6 +99,26 @@ struct WriteOptions {
   int deflate = 0;             // gzip level 1..9 (needs chunk); 0 = uncompressed
 };
 
+// A dataset held open for repeated reads of rows along its first dimension (one image of an
+// episode store at a time): no reopening, and HDF5's chunk cache stays warm between reads.
+// Thread-safe like File (calls are serialised by the library lock).
+class RowReader {
+ public:
+  RowReader() = default;
+  // Reads rows [first, first + count) into out; rows outside the dataset throw UsageError.
+  void read(int64_t first, int64_t count, void* out) const;
+  const std::vector<int64_t>& shape() const { return dims_; }
+
+ private:
+  friend class File;
+  RowReader(Dataset ds, std::vector<int64_t> dims, Element e, std::string where)
+      : ds_(std::move(ds)), dims_(std::move(dims)), element_(e), where_(std::move(where)) {}
+  Dataset ds_;
+  std::vector<int64_t> dims_;
+  Element element_ = Element::kU8;
+  std::string where_;  // "<file>: <dataset>" for messages
+};
+
 // An open HDF5 file. Paths name objects from the root ("/params/w" or "params/w"). Problems a
 // user can cause (missing file or dataset, wrong type or shape) throw UsageError whose message
 // starts with "<file path>: "; failures of the library itself throw Error (runtime).
@@ -154,7 +174,12 @@ class File {
   // Reads rows [first, first + count) along the first dimension into out.
   template <typename T>
   void read_rows(const std::string& path, int64_t first, int64_t count, T* out) const {
-    read_rows_raw(path, element_of<T>(), first, count, out);
+    row_reader<T>(path).read(first, count, out);
+  }
+  // Opens a dataset of element type T (at least 1-D) for repeated row reads.
+  template <typename T>
+  RowReader row_reader(const std::string& path) const {
+    return row_reader_raw(path, element_of<T>());
   }
   std::string read_string(const std::string& path) const;
   std::vector<std::string> read_strings(const std::string& path) const;
@@ -194,8 +219,7 @@ class File {
                  const void* data, const WriteOptions& opt);
   void read_raw(const std::string& path, Element e, std::vector<int64_t>* shape,
                 const std::function<void*(size_t)>& alloc) const;
-  void read_rows_raw(const std::string& path, Element e, int64_t first, int64_t count,
-                     void* out) const;
+  RowReader row_reader_raw(const std::string& path, Element e) const;
   void require_single(const std::string& path, size_t n) const;
   Dataset open_dataset(const std::string& path, Element e) const;
   Dataset open_dataset(const std::string& path) const;

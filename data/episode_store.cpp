@@ -209,6 +209,7 @@ EpisodeStore::EpisodeStore(const std::string& path) : file_(h5::File::open_read(
   splits_ = std::move(c.splits);
   attrs_ = std::move(c.string_attrs);
   fixed_ = std::move(c.episodes);
+  images_ = file_.row_reader<uint8_t>("/images");
 }
 
 const std::string& EpisodeStore::attr(const std::string& name) const {
@@ -243,7 +244,7 @@ void EpisodeStore::validate(const EpisodeSpec& spec) const {
 void EpisodeStore::load_image(int64_t i, std::vector<uint8_t>& raw, float* out) const {
   const int64_t pixels = int64_t{height_} * width_;
   raw.resize(static_cast<size_t>(pixels * channels_));
-  file_.read_rows<uint8_t>("/images", i, 1, raw.data());
+  images_.read(i, 1, raw.data());
   for (int64_t p = 0; p < pixels; ++p)
     for (int ch = 0; ch < channels_; ++ch)
       out[ch * pixels + p] = static_cast<float>(raw[p * channels_ + ch]) * (1.0f / 255.0f);

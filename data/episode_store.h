@@ -101,6 +101,7 @@ class EpisodeStore : public EpisodeSource {
   void load_image(int64_t i, std::vector<uint8_t>& raw, float* out) const;
 
   h5::File file_;
+  h5::RowReader images_;  // /images, held open
   std::string dataset_;
   int height_ = 0, width_ = 0, channels_ = 0;
   std::vector<int64_t> class_offsets_;
