@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -54,6 +55,9 @@ struct StoreContents {
   int64_t num_images() const { return static_cast<int64_t>(labels.size()); }
   int64_t image_bytes() const { return static_cast<int64_t>(height) * width * channels; }
 };
+
+// Packers report progress through this as they decode images: (done, total). May be empty.
+using PackProgress = std::function<void(int64_t done, int64_t total)>;
 
 // The first problem found in `c` (offsets not monotone, labels not matching offsets, split or
 // episode indices out of range, a class in two splits, ...), or "" when it is a valid store.

@@ -6,8 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "data/episode_store.h"    // StoreContents
-#include "data/omniglot_packer.h"  // PackProgress = std::function<void(int64_t done, int64_t total)>
+#include "data/episode_store.h"  // StoreContents, PackProgress
 
 namespace mt {
 

@@ -4,16 +4,12 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "data/episode_store.h"
 
 namespace mt {
-
-// Called as images are decoded: (done, total). May be empty.
-using PackProgress = std::function<void(int64_t done, int64_t total)>;
 
 constexpr int kOmniglotFullCharacters = 1623;           // 964 background + 659 evaluation
 constexpr int kOmniglotStandardTrainCharacters = 1200;  // Vinyals et al. / Finn et al.
