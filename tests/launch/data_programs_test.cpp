@@ -74,6 +74,14 @@ TEST_F(DataPrograms, MetapackPacksTheSubsetAndLakesRuns) {
 
 TEST_F(DataPrograms, MetapackBadInputsExitWithCode2) {
   const std::string out = " -o " + dir_ + "/bad.h5 ";
+  // Mini-ImageNet layouts: split CSVs without the label column; a JPEG that is not one.
+  const std::string csv = dir_ + "/mini_csv", jpg = dir_ + "/mini_jpg";
+  for (const char* split : {"train", "val", "test"}) {
+    std::filesystem::create_directories(csv + "/images");
+    std::ofstream(csv + "/" + split + ".csv") << "filename\nx.jpg\n";
+    std::filesystem::create_directories(jpg + "/" + split + "/n_" + split);
+    std::ofstream(jpg + "/" + split + "/n_" + split + "/a.jpg") << "not a jpeg";
+  }
   struct Case {
     std::string args, message;
   };
@@ -86,6 +94,8 @@ TEST_F(DataPrograms, MetapackBadInputsExitWithCode2) {
       {"omniglot" + out + omniglot("images_background_small1.zip") + " --split standard",
        "split=standard needs the full Omniglot"},
       {"fonts" + out + "x", "unknown dataset kind 'fonts'"},
+      {"miniimagenet" + out + csv, "missing column"},
+      {"miniimagenet" + out + jpg, "is a corrupt JPEG"},
       {"omniglot -o /no/such/dir/x.h5 " + omniglot("images_background_small1.zip"),
        "folder /no/such/dir does not exist"},
   };
