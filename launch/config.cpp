@@ -297,6 +297,8 @@ const std::vector<Field>& schema() {
       text("data.path", REF(data.path), false, "episode store file, or glyphs"),
       text("data.train_split", REF(data.train_split), false, "training split"),
       text("data.eval_split", REF(data.eval_split), false, "evaluation split"),
+      integer("data.prefetch", REF(data.prefetch), 0,
+              "background threads drawing training episodes ahead, 0 = inline"),
       integer("eval.every", REF(eval.every), 0,
               "outer steps between evaluations, 0 = only at the end"),
       integer("eval.episodes", REF(eval.episodes), 1, "episodes per evaluation"),

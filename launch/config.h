@@ -48,6 +48,7 @@ struct Config {
     std::string path;  // "glyphs" = built-in synthetic data set
     std::string train_split;
     std::string eval_split;
+    int prefetch = 0;  // producer threads of the episode stream; 0 = draw inline
   };
   struct Eval {
     int64_t every = 0;  // 0 = only at the end

@@ -14,6 +14,7 @@
 #include "core/optimizer.h"
 #include "core/ufom.h"
 #include "data/episode_store.h"
+#include "data/episode_stream.h"
 #include "data/glyphs.h"
 #include "dist/comm.h"
 #include "launch/evaluation.h"
@@ -149,9 +150,18 @@ EvalResult train(const Config& cfg) {
 
   std::vector<int64_t> my_tasks;
   for (int t = comm->rank(); t < cfg.meta_batch; t += comm->size()) my_tasks.push_back(t);
+  // Training episodes: drawn ahead by the prefetching stream, or inline. Same episodes either way.
+  std::unique_ptr<EpisodeStream> stream;
+  if (cfg.data.prefetch > 0)
+    stream = std::make_unique<EpisodeStream>(*source, train_spec, static_cast<uint64_t>(cfg.seed),
+                                             my_tasks, 0, cfg.steps,
+                                             EpisodeStream::Options{cfg.data.prefetch, 0});
   auto episode_fn = [&](uint64_t step) {
     return [&, step](int64_t t, Episode<float>& ep) {
-      source->sample(train_spec, cfg.seed, step, t, ep);
+      if (stream)
+        stream->take(static_cast<int64_t>(step), t, ep);
+      else
+        source->sample(train_spec, cfg.seed, step, t, ep);
     };
   };
   auto run_eval = [&](int64_t step) {

@@ -2,6 +2,7 @@
 // packing prints its summary, training and evaluation read the store, Lake's runs evaluate a
 // 20-way checkpoint; every bad input exits with code 2 and a message naming the problem.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -28,7 +29,8 @@ bool contains(const std::string& text, const std::string& part) {
 class DataPrograms : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = testing::temp_dir("data_programs");
+    // CTest runs each test in its own process, side by side: one folder per process.
+    dir_ = testing::temp_dir("data_programs_" + std::to_string(getpid()));
     if (!std::filesystem::exists(omniglot("all_runs.zip"))) return;
     packed_ = run_program("metapack", "omniglot -o " + dir_ + "/omniglot.h5 " +
                                           omniglot("images_background_small1.zip") + " " +
@@ -36,6 +38,7 @@ class DataPrograms : public ::testing::Test {
     lake_ = run_program("metapack",
                         "omniglot-lake -o " + dir_ + "/lake.h5 " + omniglot("all_runs.zip"));
   }
+  static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
   void SetUp() override {
     if (std::filesystem::exists(omniglot("all_runs.zip"))) return;
     if (testing::in_ci()) GTEST_FAIL() << "missing " << omniglot("") << " (set MT_DATA_DIR)";

@@ -102,6 +102,25 @@ TEST(Metatrain, DivergenceStopsWithCode1AndKeepsTheLastCheckpoint) {
     EXPECT_EQ(entry.path().string().find(".tmp."), std::string::npos) << entry.path();
 }
 
+// Episodes drawn ahead by background threads are the episodes drawn inline: same parameters.
+TEST(Metatrain, PrefetchDoesNotChangeABit) {
+  std::vector<std::vector<float>> params;
+  for (const char* prefetch : {"0", "3"}) {
+    const std::string dir = temp_dir(std::string("prefetch") + prefetch);
+    const Result r = metatrain(tiny(dir) + " steps=4 data.prefetch=" + prefetch);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const auto f = h5::File::open_read(dir + "/latest.h5");
+    std::vector<float> all;
+    for (const std::string& name : f.list("/params")) {
+      const std::vector<float> p = f.read<float>("/params/" + name);
+      all.insert(all.end(), p.begin(), p.end());
+    }
+    params.push_back(all);
+  }
+  ASSERT_FALSE(params[0].empty());
+  EXPECT_TRUE(params[0] == params[1]) << "prefetching changed the trained parameters";
+}
+
 TEST(Metatrain, HelpListsTheKeys) {
   const Result r = metatrain("--help");
   EXPECT_EQ(r.exit_code, 0);
