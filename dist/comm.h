@@ -1,27 +1,39 @@
-// The communicator API (DESIGN §6): rank, size, local rank, sum-allreduce of a flat buffer,
-// broadcast, barrier, abort. Algorithm code talks only to this interface; backends (single
-// process now; MPI and NCCL later) are chosen at run time by make_comm.
+// The communicator API (DESIGN §6): rank, size, local rank, sum- and max-allreduce of a flat
+// buffer, broadcast, barrier, abort. Algorithm code talks only to this interface; the backend
+// (single process, MPI, NCCL) is chosen at run time by make_comm.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
 namespace mt::dist {
 
+// Where the buffers live, per backend:
+//   single, mpi: every buffer is host memory.
+//   nccl:        allreduce_sum and broadcast take DEVICE pointers (memory of the GPU this rank
+//                selected, see local_rank); allreduce_max takes HOST pointers (it runs over MPI:
+//                it is meant for a few flags and checksums, not for tensors).
+// Every collective returns once the result is in buf: nothing is left in flight.
 class Comm {
  public:
   virtual ~Comm() = default;
   virtual std::string backend() const = 0;
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  // Rank among the ranks of this node (0 .. ranks on the node − 1); picks the GPU.
   virtual int local_rank() const = 0;
   // In place: buf ← Σ over ranks of buf.
   virtual void allreduce_sum(float* buf, size_t n) = 0;
   virtual void allreduce_sum(double* buf, size_t n) = 0;
+  // In place, host memory in every backend: buf ← max over ranks of buf. For agreeing on flags
+  // (stop requested, error seen) and on checksums (equal everywhere iff max == own value).
+  virtual void allreduce_max(int64_t* buf, size_t n) = 0;
   // In place: buf ← rank root's buf.
   virtual void broadcast(void* buf, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
-  // Ends every rank of the job (never returns).
+  // Ends every rank of the job with exit_code (never returns).
   [[noreturn]] virtual void abort(int exit_code) = 0;
 };
 
@@ -34,12 +46,26 @@ class SingleProcessComm : public Comm {
   int local_rank() const override { return 0; }
   void allreduce_sum(float*, size_t) override {}
   void allreduce_sum(double*, size_t) override {}
+  void allreduce_max(int64_t*, size_t) override {}
   void broadcast(void*, size_t, int) override {}
   void barrier() override {}
   [[noreturn]] void abort(int exit_code) override;
 };
 
-// The communicator for this process: "single" is the only backend built so far.
+// The communicator for this process. backend:
+//   "single"  one process, no MPI.
+//   "mpi"     MpiComm over MPI_COMM_WORLD (dist/mpi_comm.h); host buffers.
+//   "nccl"    NCCL over the GPUs, bootstrapped by MPI (dist/nccl_comm.h); device buffers. A
+//             UsageError in a build without CUDA or on a machine without a usable GPU.
+//   "auto"    "mpi" when a launcher started this process as one of several ranks, else "single"
+//             (see launched_ranks).
+// Any other name is a UsageError.
 std::unique_ptr<Comm> make_comm(const std::string& backend);
+
+// Number of ranks the launcher says this job has, from the environment, or 0 when no MPI
+// launcher is recognised. Read, in order: OMPI_COMM_WORLD_SIZE (Open MPI's mpirun/mpiexec, and
+// Open MPI started by srun), PMI_SIZE (MPICH/Intel MPI Hydra, srun --mpi=pmi2). SLURM_NTASKS is
+// deliberately not used: inside an allocation it is set for a program started without srun too.
+int launched_ranks();
 
 }  // namespace mt::dist

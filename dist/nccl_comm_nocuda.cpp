@@ -1,0 +1,14 @@
+// The NCCL factory of a build without CUDA: the backend exists only in CUDA builds, so asking
+// for it is a usage error that says what to do instead.
+#include "core/check.h"
+#include "dist/nccl_comm.h"
+
+namespace mt::dist {
+
+std::unique_ptr<Comm> make_nccl_comm() {
+  throw UsageError(
+      "communicator backend 'nccl': this build has no CUDA/NCCL (the nccl backend needs a CUDA "
+      "build and a GPU); use the mpi backend, or rebuild with CUDA");
+}
+
+}  // namespace mt::dist

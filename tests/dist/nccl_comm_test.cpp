@@ -1,0 +1,101 @@
+// The NCCL backend of dist::Comm on device buffers (CUDA builds only; run under mpiexec). Skips
+// with the reason when no GPU is usable or a host would need two ranks on one GPU; the no-GPU
+// refusal of make_comm("nccl") is checked by comm_test, which runs on every machine.
+#include "dist/nccl_comm.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+#include "core/cuda_check.h"
+#include "core/device.h"
+#include "dist/comm.h"
+#include "dist/mpi_comm.h"
+
+namespace mt::dist {
+namespace {
+
+// Why NCCL cannot run in this job, or "" when it can: needs a GPU per rank (one host assumed,
+// as under CTest).
+std::string reason_to_skip() {
+  const int gpus = gpu_count();
+  if (gpus == 0) return "no GPU: " + describe_devices();
+  MpiComm mpi;
+  if (mpi.size() > gpus)
+    return detail::concat(mpi.size(), " ranks but ", gpus, " GPUs: NCCL needs a GPU per rank");
+  return "";
+}
+
+TEST(NcclComm, SumsAndBroadcastsDeviceBuffers) {
+  if (const std::string why = reason_to_skip(); !why.empty()) GTEST_SKIP() << why;
+  const auto comm = make_comm("nccl");
+  EXPECT_EQ(comm->backend(), "nccl");
+  const int size = comm->size();
+  const int rank = comm->rank();
+  EXPECT_EQ(size, std::max(launched_ranks(), 1));
+
+  // Float: 3·2^20 + 1 elements of small integers plus the rank: exact sums.
+  const size_t n = 3 * (size_t{1} << 20) + 1;
+  std::vector<float> host(n);
+  for (size_t i = 0; i < n; ++i) host[i] = static_cast<float>((i % 1024) + rank);
+  DeviceBuffer<float> dev(n);
+  dev.copy_from_host(host.data(), n);
+  comm->allreduce_sum(dev.data(), n);
+  dev.copy_to_host(host.data(), n);
+  const float rank_sum = 0.5f * size * (size - 1);
+  size_t wrong = 0;
+  for (size_t i = 0; i < n; ++i) wrong += host[i] != size * static_cast<float>(i % 1024) + rank_sum;
+  EXPECT_EQ(wrong, 0u);
+
+  // Double: values with a 2^-30 part, still exact.
+  std::vector<double> host_d(4097);
+  for (size_t i = 0; i < host_d.size(); ++i) host_d[i] = (rank + 1) * 0x1p-30 - double(i);
+  DeviceBuffer<double> dev_d(host_d.size());
+  dev_d.copy_from_host(host_d.data(), host_d.size());
+  comm->allreduce_sum(dev_d.data(), host_d.size());
+  dev_d.copy_to_host(host_d.data(), host_d.size());
+  wrong = 0;
+  for (size_t i = 0; i < host_d.size(); ++i)
+    wrong += host_d[i] != size * (size + 1) / 2 * 0x1p-30 - double(size) * i;
+  EXPECT_EQ(wrong, 0u);
+
+  // Broadcast of an odd number of bytes from the last rank.
+  const int root = size - 1;
+  std::vector<uint8_t> bytes(100003, 0xEE);
+  if (rank == root)
+    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i % 253);
+  DeviceBuffer<uint8_t> dev_b(bytes.size());
+  dev_b.copy_from_host(bytes.data(), bytes.size());
+  comm->broadcast(dev_b.data(), bytes.size(), root);
+  dev_b.copy_to_host(bytes.data(), bytes.size());
+  wrong = 0;
+  for (size_t i = 0; i < bytes.size(); ++i) wrong += bytes[i] != static_cast<uint8_t>(i % 253);
+  EXPECT_EQ(wrong, 0u);
+
+  // allreduce_max takes host memory in this backend too.
+  int64_t flags[2] = {rank, -rank};
+  comm->allreduce_max(flags, 2);
+  EXPECT_EQ(flags[0], size - 1);
+  EXPECT_EQ(flags[1], 0);
+  comm->barrier();
+}
+
+TEST(NcclComm, HostPointerIsRefusedWithAMessage) {
+  if (const std::string why = reason_to_skip(); !why.empty()) GTEST_SKIP() << why;
+  const auto comm = make_comm("nccl");
+  std::vector<float> host(16, 1.0f);
+  try {
+    comm->allreduce_sum(host.data(), host.size());
+    ADD_FAILURE() << "allreduce_sum on host memory did not throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("takes device memory"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(host[0], 1.0f);
+}
+
+}  // namespace
+}  // namespace mt::dist
