@@ -1,8 +1,7 @@
-// Writing, validating and rotating HDF5 checkpoints, and the debug dump. Files are filled
-// under a temporary name, closed, fsync'd together with their directory, then renamed.
+// Writing, validating and rotating HDF5 checkpoints, and the debug dump. Files are written by
+// write_atomically (core/atomic_file.h): filled under a temporary name, fsync'd, then renamed.
 #include "core/checkpoint.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 
+#include "core/atomic_file.h"
 #include "core/hdf5.h"
 
 namespace mt {
@@ -24,52 +24,6 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
   return s + "]";
-}
-
-void ensure_directory(const fs::path& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec || !fs::is_directory(dir))
-    throw UsageError(detail::concat("cannot create directory ", dir.string(), ": ",
-                                    ec ? ec.message() : "a file of that name exists",
-                                    "; choose a writable location"));
-}
-
-void fsync_path(const std::string& path, bool is_dir) {
-  const int fd = open(path.c_str(), O_RDONLY | (is_dir ? O_DIRECTORY : 0));
-  MT_CHECK(fd >= 0, "cannot open ", path, " to fsync it: ", std::strerror(errno));
-  const int rc = fsync(fd);
-  const int err = errno;
-  close(fd);
-  // Some file systems refuse fsync on directories; the rename is then as durable as they allow.
-  MT_CHECK(rc == 0 || (is_dir && err == EINVAL), "fsync of ", path,
-           " failed: ", std::strerror(err));
-}
-
-std::string temp_name(const std::string& path) {
-  return detail::concat(path, ".tmp.", static_cast<long>(getpid()));
-}
-
-// Makes `path` appear with the content `fill` writes, or not at all.
-void write_atomically(const std::string& path, const std::function<void(h5::File&)>& fill) {
-  fs::path dir = fs::path(path).parent_path();
-  if (dir.empty()) dir = ".";
-  ensure_directory(dir);
-  const std::string tmp = temp_name(path);
-  try {
-    h5::File f = h5::File::create(tmp);
-    fill(f);
-    f.close();
-    fsync_path(tmp, false);
-    if (std::rename(tmp.c_str(), path.c_str()) != 0)
-      throw UsageError(detail::concat("cannot rename ", tmp, " to ", path, ": ",
-                                      std::strerror(errno), "; check permissions of ",
-                                      dir.string()));
-    fsync_path(dir.string(), true);
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
-  }
 }
 
 std::string join(const std::vector<std::string>& parts, char sep) {

@@ -2,12 +2,9 @@
 // (data/episode_store.h).
 #include "data/episode_store.h"
 
-#include <unistd.h>
-
-#include <cstdio>
-#include <filesystem>
 #include <set>
 
+#include "core/atomic_file.h"
 #include "core/check.h"
 #include "core/rng.h"
 #include "data/episode_sampler.h"
@@ -88,9 +85,7 @@ std::string store_problem(const StoreContents& c) {
 void write_store(const std::string& path, const StoreContents& c) {
   const std::string problem = store_problem(c);
   MT_REQUIRE(problem.empty(), path, ": refusing to write an invalid store: ", problem);
-  const std::string tmp = concat(path, ".tmp.", getpid());
-  try {
-    h5::File f = h5::File::create(tmp);
+  write_atomically(path, [&](h5::File& f) {
     const int64_t n = c.num_images();
     h5::WriteOptions chunked;
     chunked.chunk = {1, c.height, c.width, c.channels};
@@ -121,18 +116,7 @@ void write_store(const std::string& path, const StoreContents& c) {
     f.set_attr("/", "dataset", c.dataset);
     f.set_attr("/", "image_shape", std::vector<int64_t>{c.height, c.width, c.channels});
     for (const auto& [name, value] : c.string_attrs) f.set_attr("/", name, value);
-    f.close();
-    // The data must be on disk before the rename makes the file visible under its name.
-    if (FILE* fp = std::fopen(tmp.c_str(), "rb")) {
-      fsync(fileno(fp));
-      std::fclose(fp);
-    }
-    std::filesystem::rename(tmp, path);
-  } catch (...) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-    throw;
-  }
+  });
 }
 
 namespace {

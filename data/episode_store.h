@@ -64,9 +64,9 @@ using PackProgress = std::function<void(int64_t done, int64_t total)>;
 // Both the writer and the reader apply these rules.
 std::string store_problem(const StoreContents& c);
 
-// Writes `c` to `path` via "<path>.tmp.<pid>" and a rename, so a failed pack leaves nothing
-// half-written. The same contents always give a byte-identical file. Throws UsageError if the
-// contents are invalid (store_problem) or the file cannot be written.
+// Writes `c` to `path` with write_atomically (core/atomic_file.h), so a failed pack leaves
+// nothing half-written. The same contents always give a byte-identical file. Throws UsageError if
+// the contents are invalid (store_problem) or the file cannot be written.
 void write_store(const std::string& path, const StoreContents& c);
 
 // Reads a whole store into memory (tests, tools); validated like EpisodeStore::open.

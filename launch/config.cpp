@@ -139,6 +139,9 @@ constexpr Choice<Config::Model::Pool> kPools[] = {{"max", Config::Model::Pool::k
 constexpr Choice<Config::Device> kDevices[] = {{"cpu", Config::Device::kCpu},
                                                {"cuda", Config::Device::kCuda}};
 constexpr Choice<const char*> kModels[] = {{"conv4", "conv4"}};
+constexpr Choice<const char*> kBackends[] = {
+    {"auto", "auto"}, {"single", "single"}, {"mpi", "mpi"}, {"nccl", "nccl"}};
+constexpr Choice<const char*> kAssignments[] = {{"modulo", "modulo"}, {"balanced", "balanced"}};
 
 template <typename E, size_t N>
 E parse_choice(const std::string& key, const std::string& text, const Choice<E> (&table)[N],
@@ -307,6 +310,10 @@ const std::vector<Field>& schema() {
               "outer steps between checkpoints, 0 = only at the end"),
       integer("checkpoint.keep", REF(checkpoint.keep), 1, "checkpoints kept"),
       text("resume", REF(resume), false, "none, latest or a checkpoint file"),
+      choice("dist.backend", REF(dist.backend), kBackends, "communicator backend"),
+      choice("dist.assign", REF(dist.assign), kAssignments, "task-to-rank assignment"),
+      integer("dist.check_every", REF(dist.check_every), 0,
+              "steps between parameter checksum comparisons of the ranks, 0 = never"),
       choice("device", REF(device), kDevices, "compute device"),
       text("log.jsonl", REF(log.jsonl), true, "metrics log file"),
       integer("log.every", REF(log.every), 1, "outer steps between metrics lines"),

@@ -66,6 +66,11 @@ struct Config {
   struct Debug {
     std::string dump;  // "" = off
   };
+  struct Dist {
+    std::string backend;      // auto | single | mpi | nccl
+    std::string assign;       // modulo | balanced (UFOM: even out predicted cost)
+    int64_t check_every = 0;  // 0 = never
+  };
   enum class Device { kCpu, kCuda };
 
   Algo algo = Algo::kMaml;
@@ -83,6 +88,7 @@ struct Config {
   Checkpoint checkpoint;
   std::string resume;  // "none" | "latest" | path to a checkpoint file
   Device device = Device::kCpu;
+  Dist dist;
   Log log;
   Debug debug;
 

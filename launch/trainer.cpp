@@ -6,6 +6,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
 
 #include "core/blas.h"
 #include "core/check.h"
@@ -17,9 +20,11 @@
 #include "data/episode_stream.h"
 #include "data/glyphs.h"
 #include "dist/comm.h"
+#include "dist/task_assignment.h"
 #include "launch/evaluation.h"
 #include "launch/metrics_log.h"
 #include "launch/progress.h"
+#include "launch/stop_signal.h"
 #include "models/conv4.h"
 
 namespace mt {
@@ -60,8 +65,68 @@ void check_supported(const Config& cfg) {
   MT_REQUIRE(cfg.device == Config::Device::kCpu,
              "device = cuda: training on the GPU is not available in this version (the CUDA "
              "build has the device query and a cuBLAS linear kernel only); use device=cpu");
-  MT_REQUIRE(cfg.resume == "none", "resume = ", cfg.resume,
-             ": resuming is not available in this version; use resume=none");
+  MT_REQUIRE(cfg.dist.backend != "nccl",
+             "dist.backend = nccl needs device=cuda, which this version cannot train on; use "
+             "dist.backend=mpi (or auto)");
+}
+
+// 64-bit FNV-1a of θ's bytes: ranks compare it to prove they hold the same parameters.
+int64_t checksum(const std::vector<float>& theta) {
+  uint64_t h = 1469598103934665603ull;
+  const auto* p = reinterpret_cast<const unsigned char*>(theta.data());
+  for (size_t i = 0; i < theta.size() * sizeof(float); ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return static_cast<int64_t>(h);
+}
+
+// True when every rank passed the same value (max of v equals max of its complement's inverse).
+bool all_equal(dist::Comm& comm, int64_t v) {
+  int64_t buf[2] = {v, ~v};
+  comm.allreduce_max(buf, 2);
+  return buf[0] == ~buf[1];
+}
+
+// The checkpoint named by `resume`: "latest" is <checkpoint.dir>/latest.h5.
+std::string resume_path(const Config& cfg, const CheckpointManager& checkpoints) {
+  if (cfg.resume != "latest") return cfg.resume;
+  const std::string p = checkpoints.latest_path();
+  MT_REQUIRE(std::filesystem::exists(p), "resume = latest: no checkpoint ", p, " in ",
+             "checkpoint.dir = ", cfg.checkpoint.dir, "; start without resume or point ",
+             "checkpoint.dir at the run to continue");
+  return p;
+}
+
+// The lines of the stored and current effective configs that differ, "key: old -> new".
+std::vector<std::string> config_changes(const std::string& before, const std::string& after) {
+  auto lines = [](const std::string& text) {
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string l; std::getline(in, l);) out.push_back(l);
+    return out;
+  };
+  const std::vector<std::string> a = lines(before), b = lines(after);
+  std::vector<std::string> changes;
+  for (size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
+    const std::string x = i < a.size() ? a[i] : "", y = i < b.size() ? b[i] : "";
+    if (x != y) changes.push_back("'" + x + "' -> '" + y + "'");
+  }
+  return changes;
+}
+
+// Settings a resumed run may not change: they would make it another run, not a continuation.
+void check_resume_compatible(const Config& now, const Config& then, const std::string& path) {
+  auto refuse = [&](const char* key, const std::string& a, const std::string& b) {
+    return UsageError(detail::concat("resume from ", path, ": ", key, " was ", a, " and is now ", b,
+                                     "; a resumed run must keep it (start a new run instead)"));
+  };
+  if (now.seed != then.seed)
+    throw refuse("seed", std::to_string(then.seed), std::to_string(now.seed));
+  auto optimizer = [](const Config& c) {
+    return c.outer.optimizer == Config::Outer::Optimizer::kAdam ? "adam" : "sgd";
+  };
+  if (now.outer.optimizer != then.outer.optimizer)
+    throw refuse("outer.optimizer", optimizer(then), optimizer(now));
+  if (now.algo != then.algo) throw refuse("algo", to_string(then.algo), to_string(now.algo));
+  if (now.data.path != then.data.path) throw refuse("data.path", then.data.path, now.data.path);
 }
 
 CheckpointState checkpoint_state(const Config& cfg, const ParamLayout& layout,
@@ -107,11 +172,80 @@ std::unique_ptr<EpisodeSource> make_episode_source(const Config& cfg) {
   return std::make_unique<EpisodeStore>(cfg.data.path);
 }
 
-EvalResult train(const Config& cfg) {
-  check_supported(cfg);
-  blas_use_single_thread();
-  auto comm = dist::make_comm("single");
-  const bool lead = comm->rank() == 0;
+namespace {
+
+// Everything of a run's state that a checkpoint restores and rank 0 broadcasts.
+struct RunState {
+  std::vector<float> theta;
+  int64_t step = 0;
+};
+
+// Resume: rank 0 reads and validates the checkpoint; every rank learns whether that worked
+// (so no rank waits in a collective for a rank that failed), then receives the state.
+void resume_from(const Config& cfg, const CheckpointManager& checkpoints, const ParamLayout& layout,
+                 dist::Comm& comm, RunState& run, Optimizer<float>& opt, AdaptiveQ& adaptive) {
+  std::string problem;
+  CheckpointState st;
+  const bool lead = comm.rank() == 0;
+  if (lead) {
+    try {
+      const std::string path = resume_path(cfg, checkpoints);
+      st = read_checkpoint(path, layout);
+      const Config then = load_config_text(st.config_yaml, path + ":/config", {});
+      check_resume_compatible(cfg, then, path);
+      MT_REQUIRE(st.step <= cfg.steps, "resume from ", path, ": it is at step ", st.step,
+                 ", beyond steps = ", cfg.steps, "; raise steps to continue");
+      MT_REQUIRE(st.optimizer.buffers.size() == opt.state().size(), "resume from ", path,
+                 ": optimizer state does not match outer.optimizer");
+      std::printf("resuming from %s at step %lld (saved by %d rank%s, now %d)\n", path.c_str(),
+                  static_cast<long long>(st.step), st.world_size, st.world_size == 1 ? "" : "s",
+                  comm.size());
+      for (const std::string& c : config_changes(st.config_yaml, cfg.effective_yaml))
+        std::printf("  config changed on resume: %s\n", c.c_str());
+    } catch (const UsageError& e) {
+      problem = e.what();
+    }
+  }
+  int64_t failed = problem.empty() ? 0 : 1;
+  comm.allreduce_max(&failed, 1);
+  if (failed) throw UsageError(lead ? problem : "resume failed on rank 0 (see its message)");
+
+  // Broadcast: step, optimizer step count, adaptive-UFOM state, θ, optimizer buffers.
+  int64_t counts[3] = {st.step, st.optimizer.step, st.ufom.count};
+  double ema[2] = {st.ufom.v2_ema, st.ufom.d2_ema};
+  comm.broadcast(counts, sizeof counts, 0);
+  comm.broadcast(ema, sizeof ema, 0);
+  if (lead) run.theta = st.params;
+  comm.broadcast(run.theta.data(), run.theta.size() * sizeof(float), 0);
+  auto buffers = opt.state();
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    std::vector<float>& b = *buffers[i].second;
+    if (lead) b = st.optimizer.buffers[i].second;
+    comm.broadcast(b.data(), b.size() * sizeof(float), 0);
+  }
+  run.step = counts[0];
+  opt.set_steps(counts[1]);
+  adaptive.count = counts[2];
+  adaptive.v2_ema = ema[0];
+  adaptive.d2_ema = ema[1];
+}
+
+// The tasks of step `step` this rank runs: t mod N, or balanced by UFOM's predicted cost.
+std::vector<int64_t> tasks_of_step(const Config& cfg, const dist::Comm& comm, int64_t step,
+                                   double q, double cost_fo, double cost_exact) {
+  if (cfg.dist.assign == "modulo" || cfg.algo != Algo::kUfom)
+    return dist::modulo_tasks(cfg.meta_batch, comm.rank(), comm.size());
+  std::vector<double> cost(cfg.meta_batch);
+  for (int t = 0; t < cfg.meta_batch; ++t)
+    cost[t] = cost_fo +
+              (ufom_takes_exact(static_cast<uint64_t>(cfg.seed), static_cast<uint64_t>(step), t, q)
+                   ? cost_exact
+                   : 0.0);
+  return dist::balanced_tasks(cost, comm.size())[comm.rank()];
+}
+
+EvalResult train_on(const Config& cfg, dist::Comm& comm) {
+  const bool lead = comm.rank() == 0;
   const int threads = resolve_threads(cfg.threads);
 
   auto source = make_episode_source(cfg);
@@ -124,8 +258,10 @@ EvalResult train(const Config& cfg) {
   auto model = make_model(cfg, source->image_shape());
   const ParamLayout& layout = model->layout();
   const int64_t d = layout.total();
-  std::vector<float> theta(d);
-  model->init(theta.data(), static_cast<uint64_t>(cfg.seed));
+  RunState run;
+  run.theta.resize(d);
+  model->init(run.theta.data(), static_cast<uint64_t>(cfg.seed));
+  std::vector<float>& theta = run.theta;
 
   const InnerLoop inner = inner_loop(cfg);
   MetaGradient<float> mg(*model, inner);
@@ -137,25 +273,34 @@ EvalResult train(const Config& cfg) {
   const double cost_fo = static_cast<double>(first_order_cost(inner));
   const double cost_exact = static_cast<double>(exact_path_cost(inner));
   CheckpointManager checkpoints(cfg.checkpoint.dir, cfg.checkpoint.keep);
-  MetricsLog log(lead ? metrics_jsonl_path(cfg) : "", /*append=*/false);
+
+  if (cfg.resume != "none") {
+    resume_from(cfg, checkpoints, layout, comm, run, *opt, adaptive);
+  } else {
+    comm.broadcast(theta.data(), theta.size() * sizeof(float), 0);  // rank 0's θ for everyone
+  }
+  const int64_t first_step = run.step;
+  MetricsLog log(lead ? metrics_jsonl_path(cfg) : "", /*append=*/first_step > 0);
 
   if (lead) {
     std::printf("effective config:\n%s\n", cfg.effective_yaml.c_str());
-    std::printf("model conv4: %lld parameters; data %s (%s); %d threads; %s backend\n",
+    std::printf("model conv4: %lld parameters; data %s (%s); %d threads; %s backend, %d rank%s\n",
                 static_cast<long long>(d), source->name().c_str(), cfg.data.path.c_str(), threads,
-                comm->backend().c_str());
+                comm.backend().c_str(), comm.size(), comm.size() == 1 ? "" : "s");
     std::fflush(stdout);
   }
-  if (!cfg.debug.dump.empty() && lead) write_dump(cfg, mg, theta, *source, train_spec);
+  if (!cfg.debug.dump.empty() && lead && first_step == 0)
+    write_dump(cfg, mg, theta, *source, train_spec);
 
-  std::vector<int64_t> my_tasks;
-  for (int t = comm->rank(); t < cfg.meta_batch; t += comm->size()) my_tasks.push_back(t);
-  // Training episodes: drawn ahead by the prefetching stream, or inline. Same episodes either way.
+  // Training episodes: drawn ahead by the prefetching stream, or inline (always inline with the
+  // balanced assignment, whose task lists change every step). Same episodes either way.
+  const bool fixed_tasks = cfg.dist.assign == "modulo" || cfg.algo != Algo::kUfom;
   std::unique_ptr<EpisodeStream> stream;
-  if (cfg.data.prefetch > 0)
-    stream = std::make_unique<EpisodeStream>(*source, train_spec, static_cast<uint64_t>(cfg.seed),
-                                             my_tasks, 0, cfg.steps,
-                                             EpisodeStream::Options{cfg.data.prefetch, 0});
+  if (cfg.data.prefetch > 0 && fixed_tasks)
+    stream = std::make_unique<EpisodeStream>(
+        *source, train_spec, static_cast<uint64_t>(cfg.seed),
+        dist::modulo_tasks(cfg.meta_batch, comm.rank(), comm.size()), first_step, cfg.steps,
+        EpisodeStream::Options{cfg.data.prefetch, 0});
   auto episode_fn = [&](uint64_t step) {
     return [&, step](int64_t t, Episode<float>& ep) {
       if (stream)
@@ -164,7 +309,9 @@ EvalResult train(const Config& cfg) {
         source->sample(train_spec, cfg.seed, step, t, ep);
     };
   };
+  // Evaluation runs on rank 0; the other ranks wait at the next collective.
   auto run_eval = [&](int64_t step) {
+    if (!lead) return EvalResult{};
     const EvalResult r = evaluate_split(mg, theta, *source, eval_spec, cfg.seed, cfg.eval.episodes,
                                         cfg.inner.eval_steps, threads);
     JsonObject e;
@@ -173,20 +320,30 @@ EvalResult train(const Config& cfg) {
     log.write(JsonObject().add("step", static_cast<double>(step)).add("eval", e));
     return r;
   };
+  auto current_q = [&] {
+    return cfg.algo == Algo::kUfom && cfg.ufom.adaptive ? adaptive.q(cost_fo, cost_exact)
+                                                        : cfg.ufom.q;
+  };
+  auto save = [&](int64_t step) {
+    return lead ? checkpoints.save(checkpoint_state(cfg, layout, theta, *opt, step, adaptive,
+                                                    current_q(), comm.size()))
+                : std::string();
+  };
 
+  install_stop_handlers();
   Progress progress(cfg.steps, cfg.log.every, lead);
   MetaStepSums<float> sums;
   const auto t_start = std::chrono::steady_clock::now();
-  for (int64_t step = 0; step < cfg.steps; ++step) {
+  for (int64_t step = first_step; step < cfg.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     double q = cfg.algo == Algo::kMaml ? 1.0 : 0.0;
-    if (cfg.algo == Algo::kUfom)
-      q = cfg.ufom.adaptive ? adaptive.q(cost_fo, cost_exact) : cfg.ufom.q;
+    if (cfg.algo == Algo::kUfom) q = current_q();
 
     sums.reset(d);
+    const std::vector<int64_t> my_tasks = tasks_of_step(cfg, comm, step, q, cost_fo, cost_exact);
     meta_step.run(theta.data(), static_cast<uint64_t>(step), my_tasks, episode_fn(step), q, sums);
     std::vector<float> packed = sums.pack();
-    comm->allreduce_sum(packed.data(), packed.size());
+    comm.allreduce_sum(packed.data(), packed.size());
     sums.unpack(packed);
 
     const float inv_b = 1.0f / cfg.meta_batch;
@@ -218,7 +375,7 @@ EvalResult train(const Config& cfg) {
       }
       line.add("exact_tasks", sums.exact_tasks).add("grad_evals", sums.grad_evals);
       line.add("sec", sec).add("tasks_per_s", cfg.meta_batch / sec);
-      line.add("elapsed", seconds_since(t_start));
+      line.add("elapsed", seconds_since(t_start)).add("ranks", comm.size());
       log.write(line);
     }
     char status[128];
@@ -226,6 +383,13 @@ EvalResult train(const Config& cfg) {
                   cfg.algo == Algo::kUfom ? (" q " + std::to_string(q).substr(0, 5)).c_str() : "");
     progress.update(done, status);
 
+    if (cfg.dist.check_every > 0 && done % cfg.dist.check_every == 0 &&
+        !all_equal(comm, checksum(theta)))
+      throw Error(ExitCode::kRuntime,
+                  detail::concat("ranks hold different parameters after step ", done,
+                                 " (checksums differ): a rank computed differently; stopping. "
+                                 "Checkpoints in ",
+                                 cfg.checkpoint.dir, " are intact."));
     if (cfg.eval.every > 0 && done % cfg.eval.every == 0 && done != cfg.steps) {
       const EvalResult r = run_eval(done);
       progress.finish_line();
@@ -233,18 +397,34 @@ EvalResult train(const Config& cfg) {
         std::printf("eval @ step %lld: %s acc %.2f%% ± %.2f%%\n", static_cast<long long>(done),
                     r.split.c_str(), 100 * r.acc_mean, 100 * r.acc_ci95);
     }
-    if (lead && cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0 && done != cfg.steps)
-      checkpoints.save(checkpoint_state(cfg, layout, theta, *opt, done, adaptive, q, comm->size()));
+    if (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0 && done != cfg.steps)
+      save(done);
+
+    // A stop requested on any rank stops every rank after the same step.
+    int64_t stop = stop_requested() ? 1 : 0;
+    comm.allreduce_max(&stop, 1);
+    if (stop && done != cfg.steps) {
+      progress.finish_line();
+      const std::string ckpt = save(done);
+      if (lead) {
+        std::printf(
+            "stopped by signal after step %lld of %lld; checkpoint %s\n"
+            "resume with the same command plus: resume=latest (checkpoint.dir=%s)\n",
+            static_cast<long long>(done), static_cast<long long>(cfg.steps), ckpt.c_str(),
+            cfg.checkpoint.dir.c_str());
+        std::fflush(stdout);
+      }
+      comm.barrier();
+      EvalResult stopped;
+      stopped.split = "stopped";
+      return stopped;
+    }
   }
   progress.finish_line();
 
   const EvalResult final_eval = run_eval(cfg.steps);
-  std::string ckpt;
+  const std::string ckpt = save(cfg.steps);
   if (lead) {
-    const double q =
-        cfg.algo == Algo::kUfom && cfg.ufom.adaptive ? adaptive.q(cost_fo, cost_exact) : cfg.ufom.q;
-    ckpt = checkpoints.save(
-        checkpoint_state(cfg, layout, theta, *opt, cfg.steps, adaptive, q, comm->size()));
     std::printf(
         "final eval (%s, %d episodes, %d-way %d-shot, %d inner steps): accuracy %.2f%% ± %.2f%% "
         "(95%% CI)\n",
@@ -253,7 +433,38 @@ EvalResult train(const Config& cfg) {
     std::printf("checkpoint: %s\nmetrics: %s\ntotal time: %.1f s\n", ckpt.c_str(),
                 log.path().c_str(), seconds_since(t_start));
   }
+  comm.barrier();
   return final_eval;
+}
+
+}  // namespace
+
+namespace {
+
+// One rank's failure ends the whole job: no rank may be left waiting in a collective.
+[[noreturn]] void end_job(dist::Comm& comm, ExitCode code, const char* what) {
+  std::fprintf(stderr, "metatrain: rank %d of %d: %s: %s\n", comm.rank(), comm.size(),
+               code == ExitCode::kUsage ? "error" : "fatal", what);
+  std::fflush(stderr);
+  comm.abort(static_cast<int>(code));
+  std::abort();  // not reached: abort() ends the process
+}
+
+}  // namespace
+
+EvalResult train(const Config& cfg) {
+  check_supported(cfg);
+  blas_use_single_thread();
+  auto comm = dist::make_comm(cfg.dist.backend);
+  try {
+    return train_on(cfg, *comm);
+  } catch (const Error& e) {
+    if (comm->size() == 1) throw;
+    end_job(*comm, e.code(), e.what());
+  } catch (const std::exception& e) {
+    if (comm->size() == 1) throw;
+    end_job(*comm, ExitCode::kRuntime, e.what());
+  }
 }
 
 }  // namespace mt
