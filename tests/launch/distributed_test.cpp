@@ -1,0 +1,306 @@
+// metatrain under mpiexec as users run it: N ∈ {1, 2, 4} ranks train the same parameters;
+// resume continues a run bit for bit (same N) or to 1e-6 (another N); SIGTERM stops with a
+// checkpoint, SIGKILL during a write leaves the previous checkpoint valid, a failing rank ends
+// the job; bad checkpoints exit with code 2.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/hdf5.h"
+#include "tests/support/programs.h"
+
+namespace mt {
+namespace {
+
+using testing::ProgramResult;
+namespace fs = std::filesystem;
+
+const char* const kMpiEnv =
+    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
+    "OMP_WAIT_POLICY=PASSIVE ";
+
+std::string metatrain_bin() { return std::string(MT_BINARY_DIR) + "/bin/metatrain"; }
+
+ProgramResult shell(const std::string& cmd) {
+  ProgramResult r{-1, ""};
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+ProgramResult mpirun(int ranks, const std::string& args) {
+  return shell(std::string(kMpiEnv) + "timeout 300 mpiexec --oversubscribe -n " +
+               std::to_string(ranks) + " " + metatrain_bin() + " " + args);
+}
+
+// A small job: 8 filters, meta_batch 4, one thread per rank.
+std::string job(const std::string& dir, const std::string& extra) {
+  return "model.filters=8 meta_batch=4 task.queries=2 eval.episodes=4 threads=1 log.every=1 "
+         "dist.check_every=1 checkpoint.dir=" +
+         dir + " " + extra;
+}
+
+// All parameters of a checkpoint, tensors in name order.
+std::vector<float> params_of(const std::string& ckpt) {
+  const auto f = h5::File::open_read(ckpt);
+  std::vector<float> all;
+  for (const std::string& name : f.list("/params")) {
+    const std::vector<float> p = f.read<float>("/params/" + name);
+    all.insert(all.end(), p.begin(), p.end());
+  }
+  return all;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// ‖a − b‖ / ‖b‖.
+double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(num / den);
+}
+
+class Distributed : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (shell("command -v mpiexec").exit_code != 0) {
+      if (testing::in_ci()) GTEST_FAIL() << "mpiexec missing";
+      GTEST_SKIP() << "mpiexec missing";
+    }
+  }
+};
+
+// Changing N changes only the order of floating-point sums: parameters after 4 steps agree to
+// 1e-6 relative (norm-wise; float32 sums of 4 tasks differ in the last bits), and the same N
+// twice gives the same bits.
+TEST_F(Distributed, OneTwoAndFourRanksTrainTheSameParameters) {
+  // UFOM with q and q_min large enough that exact tasks occur in 4 steps of 8 tasks.
+  const std::vector<std::string> algos = {"algo=fomaml", "algo=maml inner.steps=2",
+                                          "algo=ufom ufom.q=0.5 meta_batch=8",
+                                          "algo=ufom ufom.q=adaptive ufom.q_min=0.5 meta_batch=8"};
+  for (size_t a = 0; a < algos.size(); ++a) {
+    std::vector<float> one;
+    for (int n : {1, 2, 4}) {
+      const std::string dir =
+          testing::temp_dir("dist_n" + std::to_string(n) + "_" + std::to_string(a));
+      const ProgramResult r = mpirun(n, job(dir, "steps=4 " + algos[a]));
+      ASSERT_EQ(r.exit_code, 0) << algos[a] << " n=" << n << "\n" << r.output;
+      const std::vector<float> p = params_of(dir + "/latest.h5");
+      if (a >= 2)  // the UFOM runs took the exact path at least once
+        EXPECT_TRUE(std::regex_search(read_text(dir + "/metrics.jsonl"),
+                                      std::regex("\"exact_tasks\": [1-9]")))
+            << "no exact tasks";
+      if (n == 1) {
+        one = p;
+        continue;
+      }
+      EXPECT_LE(rel_diff(p, one), 1e-6) << algos[a] << " on " << n << " ranks";
+    }
+    // The same N twice: bit-identical.
+    const std::string again = testing::temp_dir("dist_again_" + std::to_string(a));
+    ASSERT_EQ(mpirun(2, job(again, "steps=4 " + algos[a])).exit_code, 0);
+    const std::string first = testing::temp_dir("dist_first_" + std::to_string(a));
+    ASSERT_EQ(mpirun(2, job(first, "steps=4 " + algos[a])).exit_code, 0);
+    EXPECT_TRUE(params_of(again + "/latest.h5") == params_of(first + "/latest.h5")) << algos[a];
+  }
+}
+
+TEST_F(Distributed, BalancedUfomAssignmentTrainsTheSameParameters) {
+  const std::string mod = testing::temp_dir("dist_mod"), bal = testing::temp_dir("dist_bal");
+  const std::string ufom = "steps=4 meta_batch=8 algo=ufom ufom.q=0.3";
+  ASSERT_EQ(mpirun(2, job(mod, ufom)).exit_code, 0);
+  const ProgramResult r = mpirun(2, job(bal, ufom + " dist.assign=balanced"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_LE(rel_diff(params_of(bal + "/latest.h5"), params_of(mod + "/latest.h5")), 1e-6);
+}
+
+// 2K steps straight == K steps, checkpoint, resume, K steps: bit-identical on the same N (the
+// whole state is restored: θ, Adam moments and step, adaptive-UFOM EMAs); from 2 to 4 ranks
+// within 1e-6.
+TEST_F(Distributed, ResumeContinuesTheRun) {
+  const std::string algo = "algo=ufom ufom.q=adaptive ufom.q_min=0.5 meta_batch=8 ";
+  const std::string straight = testing::temp_dir("dist_straight");
+  ASSERT_EQ(mpirun(2, job(straight, algo + "steps=6")).exit_code, 0);
+
+  const std::string split = testing::temp_dir("dist_split");
+  ASSERT_EQ(mpirun(2, job(split, algo + "steps=3")).exit_code, 0);
+  const ProgramResult r = mpirun(2, job(split, algo + "steps=6 resume=latest"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resuming from " + split + "/latest.h5 at step 3"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("config changed on resume: 'steps: 3' -> 'steps: 6'"), std::string::npos)
+      << r.output;
+  EXPECT_TRUE(params_of(split + "/latest.h5") == params_of(straight + "/latest.h5"))
+      << "resumed run differs from the straight run";
+
+  const std::string elastic = testing::temp_dir("dist_elastic");
+  ASSERT_EQ(mpirun(2, job(elastic, algo + "steps=3")).exit_code, 0);
+  const ProgramResult e = mpirun(4, job(elastic, algo + "steps=6 resume=latest"));
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  EXPECT_NE(e.output.find("saved by 2 ranks, now 4"), std::string::npos) << e.output;
+  EXPECT_LE(rel_diff(params_of(elastic + "/latest.h5"), params_of(straight + "/latest.h5")), 1e-6);
+}
+
+// Starts `cmd` in the background; returns its pid (of the shell's exec'd program).
+pid_t spawn(const std::string& cmd, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd + " > " + log + " 2>&1").c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+// Waits up to `seconds` for the process to end; returns its wait status or -1 on timeout.
+int wait_for(pid_t pid, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  int status = 0;
+  while (std::chrono::steady_clock::now() < end) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return status;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  return -1;
+}
+
+bool wait_until(const std::function<bool()>& ready, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (ready()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+int64_t step_of(const std::string& ckpt) {
+  return h5::File::open_read(ckpt).read_scalar<int64_t>("/state/step");
+}
+
+TEST_F(Distributed, SigtermWritesACheckpointAndExitsZero) {
+  const std::string dir = testing::temp_dir("dist_sigterm");
+  const pid_t pid =
+      spawn(metatrain_bin() + " " + job(dir, "steps=100000 eval.every=0 checkpoint.every=0"),
+            dir + "/out.txt");
+  ASSERT_TRUE(wait_until([&] { return read_text(dir + "/metrics.jsonl").size() > 0; }, 60));
+  kill(pid, SIGTERM);
+  const int status = wait_for(pid, 60);
+  ASSERT_NE(status, -1) << "no exit within 60 s after SIGTERM";
+  const std::string out = read_text(dir + "/out.txt");
+  ASSERT_TRUE(WIFEXITED(status)) << out;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  EXPECT_NE(out.find("resume with the same command plus: resume=latest"), std::string::npos) << out;
+  const int64_t stopped = step_of(dir + "/latest.h5");
+  EXPECT_GE(stopped, 1);
+  // The run resumes from there.
+  const ProgramResult r = shell(metatrain_bin() + " " +
+                                job(dir, "steps=" + std::to_string(stopped + 2) +
+                                             " eval.every=0 checkpoint.every=0 resume=latest"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(step_of(dir + "/latest.h5"), stopped + 2);
+}
+
+// A kill while a checkpoint is being written (held open by the test hook between fsync and
+// rename) leaves the previous checkpoint and latest.h5 loadable.
+TEST_F(Distributed, SigkillDuringACheckpointWriteLeavesThePreviousOne) {
+  const std::string dir = testing::temp_dir("dist_sigkill");
+  ASSERT_EQ(shell(metatrain_bin() + " " + job(dir, "steps=2")).exit_code, 0);
+  const pid_t pid = spawn("env MT_TEST_WRITE_DELAY_MS=60000 " + metatrain_bin() + " " +
+                              job(dir, "steps=4 resume=latest checkpoint.every=1 eval.every=0"),
+                          dir + "/out.txt");
+  const std::string tmp = dir + "/ckpt_00000003.h5.tmp." + std::to_string(pid);
+  ASSERT_TRUE(wait_until([&] { return fs::exists(tmp); }, 60)) << read_text(dir + "/out.txt");
+  kill(pid, SIGKILL);
+  wait_for(pid, 30);
+  EXPECT_EQ(step_of(dir + "/latest.h5"), 2);
+  EXPECT_EQ(step_of(dir + "/ckpt_00000002.h5"), 2);
+  EXPECT_FALSE(fs::exists(dir + "/ckpt_00000003.h5"));
+  const ProgramResult r = shell(metatrain_bin() + " " + job(dir, "steps=3 resume=latest"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+// A rank that fails (here: rank 1 given a data file that does not exist, through mpiexec's
+// multi-program syntax) ends the whole job with a non-zero status, while rank 0 would otherwise
+// wait for it in a collective; and a rank killed outright ends the job too.
+TEST_F(Distributed, AFailingRankEndsTheJob) {
+  const std::string dir = testing::temp_dir("dist_crash");
+  const std::string args = job(dir, "steps=1000");
+  const auto t0 = std::chrono::steady_clock::now();
+  const ProgramResult r =
+      shell(std::string(kMpiEnv) + "timeout 120 mpiexec --oversubscribe -n 1 " + metatrain_bin() +
+            " " + args + " : -n 1 " + metatrain_bin() + " " + args + " data.path=/nope.h5");
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.exit_code, 124) << "the job hung until the timeout";
+  EXPECT_LT(sec, 60);
+  EXPECT_NE(r.output.find("rank 1 of 2: error: /nope.h5: cannot open"), std::string::npos)
+      << r.output;
+
+  const std::string dir2 = testing::temp_dir("dist_kill");
+  const pid_t pid =
+      spawn(std::string("env ") + kMpiEnv + "mpiexec --oversubscribe -n 2 " + metatrain_bin() +
+                " " + job(dir2, "steps=100000 eval.every=0 checkpoint.every=0"),
+            dir2 + "/out.txt");
+  ASSERT_TRUE(wait_until([&] { return read_text(dir2 + "/metrics.jsonl").size() > 0; }, 60));
+  const ProgramResult ranks = shell("pgrep -P " + std::to_string(pid) + " metatrain");
+  ASSERT_EQ(ranks.exit_code, 0) << "no rank processes found";
+  const pid_t victim = std::stoi(ranks.output);
+  kill(victim, SIGKILL);
+  const int status = wait_for(pid, 60);
+  ASSERT_NE(status, -1) << "the job did not end within 60 s of a rank's death";
+  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST_F(Distributed, BadCheckpointsExitWithCode2) {
+  const std::string dir = testing::temp_dir("dist_badckpt");
+  ASSERT_EQ(shell(metatrain_bin() + " " + job(dir + "/a", "steps=1")).exit_code, 0);
+  {
+    std::ifstream in(dir + "/a/latest.h5", std::ios::binary);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::ofstream(dir + "/cut.h5", std::ios::binary).write(bytes.data(), bytes.size() / 2);
+  }
+  struct Case {
+    std::string args, message;
+  };
+  const std::vector<Case> cases = {
+      {"resume=" + dir + "/cut.h5", dir + "/cut.h5"},
+      {"resume=" + dir + "/a/latest.h5 model.filters=16", "checkpoint " + dir + "/a/latest.h5"},
+      {"resume=" + dir + "/a/latest.h5 seed=5", "seed was 0 and is now 5"},
+      {"resume=latest checkpoint.dir=" + dir + "/none", "resume = latest: no checkpoint"},
+      {"resume=" + dir + "/missing.h5", dir + "/missing.h5: cannot open"},
+  };
+  for (const Case& c : cases) {
+    const ProgramResult r = shell(metatrain_bin() + " " + job(dir + "/b", "steps=2 " + c.args));
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << "\n" << r.output;
+  }
+  // The same under two ranks: every rank exits, with code 2.
+  const ProgramResult r2 = mpirun(2, job(dir + "/c", "steps=2 resume=" + dir + "/cut.h5"));
+  EXPECT_EQ(r2.exit_code, 2) << r2.output;
+}
+
+}  // namespace
+}  // namespace mt
