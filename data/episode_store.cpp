@@ -2,6 +2,8 @@
 // (data/episode_store.h).
 #include "data/episode_store.h"
 
+#include <climits>
+#include <filesystem>
 #include <set>
 
 #include "core/atomic_file.h"
@@ -16,6 +18,7 @@ namespace {
 using detail::concat;
 
 const char* const kSplitNames[] = {"train", "val", "test"};
+constexpr int64_t kMaxImageBytes = int64_t{1} << 26;  // 64 MiB per image
 
 std::string problem_of_fixed(const FixedEpisodes& f, int64_t n_images) {
   if (f.support.empty() && f.query.empty()) return "";
@@ -141,6 +144,9 @@ StoreContents read_metadata(const h5::File& f) {
   if (shape.size() != 3) throw fail("attribute image_shape must hold [H, W, C]");
   for (int64_t d : shape)
     if (d < 1 || d > 4096) throw fail(concat("attribute image_shape has dimension ", d));
+  if (shape[0] * shape[1] * shape[2] > kMaxImageBytes)
+    throw fail(concat("attribute image_shape [", shape[0], ", ", shape[1], ", ", shape[2],
+                      "] makes images larger than ", kMaxImageBytes, " bytes"));
   c.height = static_cast<int>(shape[0]);
   c.width = static_cast<int>(shape[1]);
   c.channels = static_cast<int>(shape[2]);
@@ -153,18 +159,46 @@ StoreContents read_metadata(const h5::File& f) {
     throw fail(concat("/images has shape ", ishape.size() == 4 ? "[n, H, W, C] = [" : "[",
                       ishape.empty() ? 0 : ishape[0], ", ...] not matching image_shape [", c.height,
                       ", ", c.width, ", ", c.channels, "]"));
+  // Sizes are checked before anything is read: a small file can declare datasets of any size
+  // without storing them. Every image and index needs at least a byte of the file, so the
+  // file's size bounds them all.
+  const int64_t n = ishape[0];
+  const auto file_bytes = static_cast<int64_t>(std::filesystem::file_size(path));
+  if (n > file_bytes || n > INT32_MAX)
+    throw fail(
+        concat("/images declares ", n, " images, more than a ", file_bytes, "-byte file can hold"));
+  auto count = [&](const std::string& name, int64_t most) {
+    int64_t elements = 1;
+    for (int64_t d : f.shape(name)) elements *= d;
+    if (elements > most)
+      throw fail(concat(name, " holds ", elements, " entries, more than the ", most,
+                        " this store can have"));
+  };
+  count("/labels", n);
   c.labels = f.read<int32_t>("/labels");
-  if (static_cast<int64_t>(c.labels.size()) != ishape[0])
-    throw fail(concat("/labels has ", c.labels.size(), " entries for ", ishape[0], " images"));
+  if (static_cast<int64_t>(c.labels.size()) != n)
+    throw fail(concat("/labels has ", c.labels.size(), " entries for ", n, " images"));
+  count("/class_offsets", n + 1);
   c.class_offsets = f.read<int64_t>("/class_offsets");
-  c.class_names = f.read_strings("/class_names");
   if (c.class_offsets.empty()) throw fail("/class_offsets is empty");
-  for (const char* s : kSplitNames) c.splits[s] = f.read<int32_t>(concat("/splits/", s));
+  const int64_t classes = static_cast<int64_t>(c.class_offsets.size()) - 1;
+  count("/class_names", classes);
+  c.class_names = f.read_strings("/class_names");
+  for (const char* s : kSplitNames) {
+    count(concat("/splits/", s), classes);
+    c.splits[s] = f.read<int32_t>(concat("/splits/", s));
+  }
   if (f.exists("/episodes")) {
     FixedEpisodes& e = c.episodes;
-    e.ways = static_cast<int>(f.get_attr_int("/episodes", "ways"));
-    e.shots = static_cast<int>(f.get_attr_int("/episodes", "shots"));
-    e.queries = static_cast<int>(f.get_attr_int("/episodes", "queries"));
+    int* sizes[] = {&e.ways, &e.shots, &e.queries};
+    const char* names[] = {"ways", "shots", "queries"};
+    for (int i = 0; i < 3; ++i) {
+      const int64_t v = f.get_attr_int("/episodes", names[i]);
+      if (v < 1 || v > n) throw fail(concat("/episodes attribute ", names[i], " = ", v));
+      *sizes[i] = static_cast<int>(v);
+    }
+    count("/episodes/support", file_bytes);
+    count("/episodes/query", file_bytes);
     e.support = f.read<int64_t>("/episodes/support");
     e.query = f.read<int64_t>("/episodes/query");
     if (e.support.empty()) throw fail("/episodes holds no episodes");
