@@ -4,7 +4,7 @@
 # /usr/local/cuda the build picks CUDA up, otherwise it builds the CPU backend only.
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config libopenblas-dev libhdf5-dev libyaml-cpp-dev
-          libgtest-dev openmpi-bin libopenmpi-dev libpng-dev zlib1g-dev libjpeg-dev)
+          libgtest-dev openmpi-bin libopenmpi-dev libpng-dev zlib1g-dev libjpeg-dev clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
