@@ -4,6 +4,7 @@
 #include "launch/config.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cstdio>
@@ -40,8 +41,10 @@ std::string overrides_error(const std::vector<std::string>& overrides) {
 class TempFile {
  public:
   explicit TempFile(const std::string& content) {
+    // CTest runs each test as its own process, side by side: the pid keeps their files apart.
     static int counter = 0;
-    path_ = ::testing::TempDir() + "mt_config_test_" + std::to_string(counter++) + ".yaml";
+    path_ = ::testing::TempDir() + "mt_config_test_" + std::to_string(getpid()) + "_" +
+            std::to_string(counter++) + ".yaml";
     std::ofstream(path_) << content;
   }
   ~TempFile() { std::remove(path_.c_str()); }
