@@ -16,28 +16,32 @@ void MetaStepSums<T>::reset(int64_t d) {
 }
 
 template <typename T>
-std::vector<T> MetaStepSums<T>::pack() const {
+std::vector<T> MetaStepSums<T>::pack(bool with_fo_gap) const {
   std::vector<T> buf(grad);
-  buf.insert(buf.end(), fo_gap.begin(), fo_gap.end());
+  if (with_fo_gap) buf.insert(buf.end(), fo_gap.begin(), fo_gap.end());
   for (double s : {loss, acc, tasks, exact_tasks, v2, d2, grad_evals})
     buf.push_back(static_cast<T>(s));
   return buf;
 }
 
 template <typename T>
-void MetaStepSums<T>::unpack(const std::vector<T>& buf) {
-  const size_t d = grad.size();
-  MT_CHECK(buf.size() == 2 * d + 7, "packed sums have the wrong size");
+void MetaStepSums<T>::unpack(const std::vector<T>& buf, bool with_fo_gap) {
+  const size_t d = grad.size(), vectors = with_fo_gap ? 2 : 1;
+  MT_CHECK(buf.size() == vectors * d + 7, "packed sums have the wrong size");
   std::copy(buf.begin(), buf.begin() + d, grad.begin());
-  std::copy(buf.begin() + d, buf.begin() + 2 * d, fo_gap.begin());
+  if (with_fo_gap) std::copy(buf.begin() + d, buf.begin() + 2 * d, fo_gap.begin());
   double* scalars[] = {&loss, &acc, &tasks, &exact_tasks, &v2, &d2, &grad_evals};
-  for (int i = 0; i < 7; ++i) *scalars[i] = buf[2 * d + i];
+  for (int i = 0; i < 7; ++i) *scalars[i] = buf[vectors * d + i];
 }
 
 template <typename T>
 MetaStep<T>::MetaStep(const MetaGradient<T>& mg, MetaStepSettings settings)
     : mg_(mg), settings_(settings), dim_(mg.model().layout().total()) {
   MT_CHECK(settings_.threads >= 1, "threads must be >= 1");
+  if (settings_.algo == Algo::kSlbamm)
+    throw UsageError(
+        "algo = slbamm is a bilevel solver, not a meta-gradient; "
+        "run it through metatrain (launch/bilevel_trainer.h)");
   for (int i = 0; i < settings_.threads; ++i) scratch_.push_back(mg_.make_scratch());
 }
 
@@ -61,6 +65,10 @@ void MetaStep<T>::run(const T* theta, uint64_t step, const std::vector<int64_t>&
       case Algo::kUfom:
         exact_[i] = ufom_takes_exact(settings_.seed, step, tasks[i], q);
         break;
+      case Algo::kSlbamm:
+        throw UsageError(
+            "algo = slbamm is a bilevel solver, not a meta-gradient; "
+            "run it through metatrain (launch/bilevel_trainer.h)");
     }
   }
 

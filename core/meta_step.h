@@ -30,8 +30,10 @@ struct MetaStepSums {
   double grad_evals = 0;
 
   void reset(int64_t d);
-  std::vector<T> pack() const;
-  void unpack(const std::vector<T>& buf);
+  // grad, then fo_gap when with_fo_gap (only needed where the FO bias is logged: it doubles the
+  // allreduce), then the scalars.
+  std::vector<T> pack(bool with_fo_gap) const;
+  void unpack(const std::vector<T>& buf, bool with_fo_gap);
 };
 
 template <typename T>

@@ -21,6 +21,7 @@
 #include "data/glyphs.h"
 #include "dist/comm.h"
 #include "dist/task_assignment.h"
+#include "launch/bilevel_trainer.h"
 #include "launch/evaluation.h"
 #include "launch/metrics_log.h"
 #include "launch/progress.h"
@@ -342,9 +343,10 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
     sums.reset(d);
     const std::vector<int64_t> my_tasks = tasks_of_step(cfg, comm, step, q, cost_fo, cost_exact);
     meta_step.run(theta.data(), static_cast<uint64_t>(step), my_tasks, episode_fn(step), q, sums);
-    std::vector<float> packed = sums.pack();
+    const bool logs = (step + 1) % cfg.log.every == 0 || step + 1 == cfg.steps;
+    std::vector<float> packed = sums.pack(logs);
     comm.allreduce_sum(packed.data(), packed.size());
-    sums.unpack(packed);
+    sums.unpack(packed, logs);
 
     const float inv_b = 1.0f / cfg.meta_batch;
     for (float& g : sums.grad) g *= inv_b;
@@ -362,7 +364,7 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
     const int64_t done = step + 1;
     const double sec = seconds_since(t0);
     const double loss = sums.loss / cfg.meta_batch, acc = sums.acc / cfg.meta_batch;
-    if (done % cfg.log.every == 0 || done == cfg.steps) {
+    if (logs) {
       JsonObject line;
       line.add("step", static_cast<double>(done)).add("loss", loss).add("acc", acc);
       if (cfg.algo == Algo::kUfom) line.add("q", q);
@@ -453,6 +455,7 @@ namespace {
 }  // namespace
 
 EvalResult train(const Config& cfg) {
+  if (cfg.algo == Algo::kSlbamm) return train_bilevel(cfg);
   check_supported(cfg);
   blas_use_single_thread();
   auto comm = dist::make_comm(cfg.dist.backend);
