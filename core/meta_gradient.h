@@ -16,7 +16,9 @@
 
 namespace mt {
 
-enum class Algo { kMaml, kFomaml, kUfom };
+// kSlbamm is the bilevel solver (core/slbamm.h), run by launch/bilevel_trainer; the
+// meta-gradient code paths reject it.
+enum class Algo { kMaml, kFomaml, kUfom, kSlbamm };
 
 struct TrajectoryMode {
   enum Kind { kStore, kRecompute, kCheckpoint } kind = kStore;

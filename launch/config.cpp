@@ -130,8 +130,10 @@ struct Choice {
   E value;
 };
 
-constexpr Choice<Algo> kAlgos[] = {
-    {"maml", Algo::kMaml}, {"fomaml", Algo::kFomaml}, {"ufom", Algo::kUfom}};
+constexpr Choice<Algo> kAlgos[] = {{"maml", Algo::kMaml},
+                                   {"fomaml", Algo::kFomaml},
+                                   {"ufom", Algo::kUfom},
+                                   {"slbamm", Algo::kSlbamm}};
 constexpr Choice<Config::Outer::Optimizer> kOptimizers[] = {
     {"adam", Config::Outer::Optimizer::kAdam}, {"sgd", Config::Outer::Optimizer::kSgd}};
 constexpr Choice<Config::Model::Pool> kPools[] = {{"max", Config::Model::Pool::kMax},
@@ -141,6 +143,11 @@ constexpr Choice<Config::Device> kDevices[] = {{"cpu", Config::Device::kCpu},
 constexpr Choice<const char*> kModels[] = {{"conv4", "conv4"}};
 constexpr Choice<const char*> kBackends[] = {
     {"auto", "auto"}, {"single", "single"}, {"mpi", "mpi"}, {"nccl", "nccl"}};
+constexpr Choice<const char*> kBilevelProblems[] = {{"toy", "toy"}, {"hyperclean", "hyperclean"}};
+constexpr Choice<const char*> kBilevelVariants[] = {
+    {"averaged", "averaged"}, {"plain", "plain"}, {"regularised", "regularised"}};
+constexpr Choice<const char*> kZSteps[] = {{"line_search", "line_search"},
+                                           {"scheduled", "scheduled"}};
 constexpr Choice<const char*> kAssignments[] = {{"modulo", "modulo"}, {"balanced", "balanced"}};
 
 template <typename E, size_t N>
@@ -271,7 +278,7 @@ Field inner_trajectory() {
   [](auto& c) -> auto& { return c.member; }
 const std::vector<Field>& schema() {
   static const std::vector<Field> fields = {
-      choice("algo", REF(algo), kAlgos, "meta-gradient algorithm"),
+      choice("algo", REF(algo), kAlgos, "training algorithm"),
       integer("seed", REF(seed), 0, "random seed"),
       integer("steps", REF(steps), 0, "number of outer steps"),
       integer("meta_batch", REF(meta_batch), 1, "tasks per outer step"),
@@ -318,6 +325,26 @@ const std::vector<Field>& schema() {
       text("log.jsonl", REF(log.jsonl), true, "metrics log file"),
       integer("log.every", REF(log.every), 1, "outer steps between metrics lines"),
       text("debug.dump", REF(debug.dump), true, "HDF5 dump file of the first outer step"),
+      choice("slbamm.problem", REF(slbamm.problem), kBilevelProblems, "bilevel problem"),
+      choice("slbamm.variant", REF(slbamm.variant), kBilevelVariants,
+             "averaging, none, or a lower-level regulariser"),
+      real("slbamm.mu0", REF(slbamm.mu0), {0, true, 1, false}, "first averaging weight mu_0"),
+      real("slbamm.p", REF(slbamm.p), {0, true}, "mu_k = mu_0 / (k+1)^(1/p)"),
+      real("slbamm.tau", REF(slbamm.tau), {0, false}, "step-size decay exponent"),
+      real("slbamm.y_lr", REF(slbamm.y_lr), {0, true}, "first y step"),
+      real("slbamm.x_lr", REF(slbamm.x_lr), {0, true}, "first x step"),
+      choice("slbamm.z_step", REF(slbamm.z_step), kZSteps, "z step rule"),
+      real("slbamm.z_lr", REF(slbamm.z_lr), {0, true}, "first scheduled z step"),
+      real("slbamm.z_lr_max", REF(slbamm.z_lr_max), {0, true}, "cap of the line-search z step"),
+      real("slbamm.reg", REF(slbamm.reg), {0, true}, "lower-level regulariser epsilon"),
+      integer("slbamm.toy_dim", REF(slbamm.toy_dim), 1, "dimension n of the toy"),
+      integer("slbamm.classes", REF(slbamm.classes), 2, "hyper-cleaning classes"),
+      integer("slbamm.train_per_class", REF(slbamm.train_per_class), 1,
+              "training images per class"),
+      integer("slbamm.val_per_class", REF(slbamm.val_per_class), 1, "validation images per class"),
+      integer("slbamm.test_per_class", REF(slbamm.test_per_class), 1, "test images per class"),
+      real("slbamm.noise", REF(slbamm.noise), {0, false, 1, false},
+           "fraction of corrupted training labels"),
   };
   return fields;
 }
@@ -548,7 +575,7 @@ std::string metrics_jsonl_path(const Config& cfg) {
 }
 
 Algo parse_algo(const std::string& s) {
-  return parse_choice("algo", s, kAlgos, "meta-gradient algorithm");
+  return parse_choice("algo", s, kAlgos, "training algorithm");
 }
 std::string to_string(Algo algo) { return choice_name(algo, kAlgos); }
 

@@ -71,6 +71,21 @@ struct Config {
     std::string assign;       // modulo | balanced (UFOM: even out predicted cost)
     int64_t check_every = 0;  // 0 = never
   };
+  // sl-BAMM (algo: slbamm; DESIGN §3.7, core/slbamm.h). Steps, seed, data.path, log.* and
+  // dist.backend come from the top-level keys.
+  struct Slbamm {
+    std::string problem;  // toy | hyperclean
+    std::string variant;  // averaged | plain (μ ≡ 0) | regularised (μ ≡ 0, f + ε/2 ‖y‖²)
+    double mu0 = 0, p = 0, tau = 0;
+    double y_lr = 0, x_lr = 0;
+    std::string z_step;  // line_search | scheduled
+    double z_lr = 0, z_lr_max = 0;
+    double reg = 0;   // ε of the regularised variant
+    int toy_dim = 0;  // n of the toy
+    int classes = 0;  // hyper-cleaning: classes of data.train_split
+    int train_per_class = 0, val_per_class = 0, test_per_class = 0;
+    double noise = 0;  // fraction of corrupted training labels
+  };
   enum class Device { kCpu, kCuda };
 
   Algo algo = Algo::kMaml;
@@ -91,6 +106,7 @@ struct Config {
   Dist dist;
   Log log;
   Debug debug;
+  Slbamm slbamm;
 
   std::string effective_yaml;  // to_yaml(*this), set by the loaders
 };

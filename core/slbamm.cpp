@@ -1,0 +1,123 @@
+// The sl-BAMM iteration and its schedules (core/slbamm.h).
+#include "core/slbamm.h"
+
+#include <cmath>
+
+#include "core/check.h"
+
+namespace mt {
+
+SlBamm::SlBamm(const BilevelProblem& problem, SlBammOptions opt, SumRanks sum_ranks)
+    : problem_(problem), opt_(opt), sum_ranks_(std::move(sum_ranks)) {
+  MT_CHECK(opt_.mu0 > 0 && opt_.mu0 <= 1, "mu0 must be in (0, 1]");
+  MT_CHECK(opt_.p > 0 && opt_.tau >= 0, "p must be > 0 and tau >= 0");
+  const int64_t dx = problem.dim_x(), dy = problem.dim_y();
+  x_.resize(dx);
+  y_.resize(dy);
+  z_.assign(dy, 0.0);
+  problem.init(x_.data(), y_.data());
+  x_star_ = problem.x_star();
+  MT_CHECK(x_star_.empty() || static_cast<int64_t>(x_star_.size()) == dx, "x* has the wrong size");
+  for (auto* v : {&gy_, &gF_, &Hz_, &r_, &Hr_}) v->resize(dy);
+  gx_.resize(dx);
+  mixed_.resize(dx);
+}
+
+double SlBamm::mu(int64_t k) const {
+  return opt_.mu0 / std::pow(static_cast<double>(k + 1), 1.0 / opt_.p);
+}
+double SlBamm::beta_y(int64_t k) const {
+  return opt_.y_lr * std::pow(static_cast<double>(k + 1), -opt_.tau / 2);
+}
+double SlBamm::beta_x(int64_t k) const {
+  const double ratio = mu(k) / opt_.mu0;
+  return opt_.x_lr * ratio * ratio * ratio * std::pow(static_cast<double>(k + 1), -1.5 * opt_.tau);
+}
+
+Blend SlBamm::blend(int64_t k) const {
+  if (opt_.variant != SlBammOptions::Variant::kAveraged) return {0.0, 1.0};
+  const double m = mu(k);
+  return {m, 1.0 - m};
+}
+
+double SlBamm::reg() const {
+  return opt_.variant == SlBammOptions::Variant::kRegularised ? opt_.reg : 0.0;
+}
+
+void SlBamm::sum(std::vector<double>& buf) const {
+  if (sum_ranks_) sum_ranks_(buf.data(), buf.size());
+}
+
+void SlBamm::hvp(Blend w, const double* v, std::vector<double>& Hv) const {
+  problem_.hvp_yy(w, x_.data(), y_.data(), v, Hv.data());
+  sum(Hv);
+  const double eps = w.b * reg();
+  if (eps != 0)
+    for (size_t i = 0; i < Hv.size(); ++i) Hv[i] += eps * v[i];
+}
+
+double SlBamm::x_err() const {
+  if (x_star_.empty()) return -1;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x_.size(); ++i) {
+    num += (x_[i] - x_star_[i]) * (x_[i] - x_star_[i]);
+    den += x_star_[i] * x_star_[i];
+  }
+  return std::sqrt(num / den);
+}
+
+SlBammStats SlBamm::step(bool evaluate) {
+  const int64_t k = k_;
+  const int64_t dy = problem_.dim_y();
+  const Blend w = blend(k);
+  const double eps = w.b * reg();
+  SlBammStats st;
+  st.mu = w.a;
+  st.beta_y = beta_y(k);
+  st.beta_x = beta_x(k);
+
+  // y-step on φ_μ (plus the regulariser's ε y).
+  problem_.grad_y(w, x_.data(), y_.data(), gy_.data());
+  sum(gy_);
+  for (int64_t i = 0; i < dy; ++i) y_[i] -= st.beta_y * (gy_[i] + eps * y_[i]);
+
+  // z-step at the new y: r = ∇²_yy φ z − ∇_y F.
+  problem_.grad_y({1.0, 0.0}, x_.data(), y_.data(), gF_.data());
+  sum(gF_);
+  hvp(w, z_.data(), Hz_);
+  for (int64_t i = 0; i < dy; ++i) r_[i] = Hz_[i] - gF_[i];
+  const double rr = dot(dy, r_.data(), r_.data());
+  st.z_res = std::sqrt(rr);
+  if (opt_.z_step == SlBammOptions::ZStep::kLineSearch) {
+    hvp(w, r_.data(), Hr_);
+    const double rHr = dot(dy, r_.data(), Hr_.data());
+    st.eta = rHr > 0 && rr < opt_.z_lr_max * rHr ? rr / rHr : opt_.z_lr_max;
+  } else {
+    st.eta = opt_.z_lr * std::pow(static_cast<double>(k + 1), -opt_.tau / 2);
+  }
+  if (rr == 0) st.eta = 0;
+  for (int64_t i = 0; i < dy; ++i) z_[i] -= st.eta * r_[i];
+
+  // x-step with the new y and z (the regulariser does not depend on x).
+  problem_.grad_x({1.0, 0.0}, x_.data(), y_.data(), gx_.data());
+  problem_.mixed_xy(w, x_.data(), y_.data(), z_.data(), mixed_.data());
+  for (size_t i = 0; i < gx_.size(); ++i) gx_[i] -= mixed_[i];
+  sum(gx_);
+  st.x_grad = norm2(static_cast<int64_t>(gx_.size()), gx_.data());
+  for (size_t i = 0; i < x_.size(); ++i) x_[i] -= st.beta_x * gx_[i];
+
+  k_ = k + 1;
+  st.step = k_;
+  st.x_err = x_err();
+  if (evaluate) {
+    const BilevelValues v = problem_.values(x_.data(), y_.data());
+    std::vector<double> buf = {v.F, v.f};
+    sum(buf);
+    st.has_values = true;
+    st.F = buf[0];
+    st.f = buf[1];
+  }
+  return st;
+}
+
+}  // namespace mt

@@ -1,0 +1,94 @@
+// sl-BAMM, the single-loop Bi-level Averaged Method of Multipliers (Liu et al., ICML 2023;
+// DESIGN §3.7). With φ_μ = μF + (1 − μ)f and μ_k ↓ 0, iteration k does, in this order,
+//   y ← y − β_y,k ∇_y φ_μk(x, y)
+//   z ← z − η_k r,   r = ∇²_yy φ_μk(x, y) z − ∇_y F(x, y)          (at the new y)
+//   x ← x − β_x,k (∇_x F(x, y) − ∇²_xy φ_μk(x, y) z)               (new y, new z)
+// Schedules (constants chosen as in the authors' merely-convex script, strategy "thelr"):
+//   μ_k    = μ_0 / (k+1)^{1/p}
+//   β_y,k  = y_lr · (k+1)^{−τ/2}
+//   β_x,k  = x_lr · (μ_k/μ_0)³ · (k+1)^{−3τ/2}   (∝ μ_k³ (k+1)^{−3τ/2}; x_lr is the first step)
+//   η_k    = line search: min(‖r‖² / (rᵀ ∇²_yy φ_μk r), z_lr_max)  (the exact minimiser of the
+//            z-quadratic along −r, capped: with μ = 0 the quadratic may be unbounded along r)
+//            scheduled:   z_lr · (k+1)^{−τ/2}
+// Comparison variants share every step size and differ only in the lower-level objective:
+//   kNoAveraging:  μ ≡ 0 (φ = f);  kRegularised: μ ≡ 0 and f + (ε/2)‖y‖².
+// Distributed: after each local computation of a y-gradient, of the z-residual parts
+// (∇_y F, ∇²_yy φ z, ∇²_yy φ r) and of the x-gradient, the solver calls `sum_ranks` on the flat
+// buffer (Comm::allreduce_sum in metatrain; identity when empty). x, y, z stay replicated.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "core/bilevel.h"
+
+namespace mt {
+
+struct SlBammOptions {
+  enum class Variant { kAveraged, kNoAveraging, kRegularised };
+  enum class ZStep { kLineSearch, kScheduled };
+  Variant variant = Variant::kAveraged;
+  double mu0 = 0.9;       // μ_0 in (0, 1]
+  double p = 10;          // μ_k = μ_0 / (k+1)^{1/p}
+  double tau = 1.0 / 40;  // step-size decay exponent τ
+  double y_lr = 0.1;      // β_y,0
+  double x_lr = 0.1;      // β_x,0
+  ZStep z_step = ZStep::kLineSearch;
+  double z_lr = 0.5;       // η_0 of the scheduled z-step
+  double z_lr_max = 1000;  // cap of the line-search step
+  double reg = 0.1;        // ε of kRegularised
+};
+
+// Sums a flat buffer over ranks in place (all ranks call it in the same order).
+using SumRanks = std::function<void(double* buf, size_t n)>;
+
+struct SlBammStats {
+  int64_t step = 0;  // iterations done
+  double mu = 0;     // averaging weight used in this iteration
+  double beta_y = 0, beta_x = 0, eta = 0;
+  double z_res = 0;   // ‖∇²_yy φ z − ∇_y F‖ before the z-update (at the new y)
+  double x_grad = 0;  // ‖∇_x F − ∇²_xy φ z‖
+  bool has_values = false;
+  double F = 0, f = 0;  // at the new (x, y), summed over ranks; when has_values
+  double x_err = -1;    // ‖x − x*‖ / ‖x*‖ when x* is known, else −1
+};
+
+class SlBamm {
+ public:
+  // The problem must outlive the solver. Starts at problem.init() with z = 0.
+  SlBamm(const BilevelProblem& problem, SlBammOptions opt, SumRanks sum_ranks = {});
+
+  // One iteration; with `evaluate`, also F and f at the new iterate (one more pass).
+  SlBammStats step(bool evaluate = true);
+
+  // μ_k and step sizes of iteration k (0-based).
+  double mu(int64_t k) const;
+  double beta_y(int64_t k) const;
+  double beta_x(int64_t k) const;
+
+  int64_t iterations() const { return k_; }
+  const std::vector<double>& x() const { return x_; }
+  const std::vector<double>& y() const { return y_; }
+  const std::vector<double>& z() const { return z_; }
+  std::vector<double>& mutable_x() { return x_; }
+  std::vector<double>& mutable_y() { return y_; }
+  double x_err() const;  // −1 when x* is unknown
+
+ private:
+  // The lower-level blend of this iteration: {μ, 1 − μ} (or {0, 1}) plus the regulariser.
+  Blend blend(int64_t k) const;
+  double reg() const;
+  void sum(std::vector<double>& buf) const;
+  // Hv ← ∇²_yy φ v summed over ranks, regulariser included.
+  void hvp(Blend w, const double* v, std::vector<double>& Hv) const;
+
+  const BilevelProblem& problem_;
+  SlBammOptions opt_;
+  SumRanks sum_ranks_;
+  int64_t k_ = 0;
+  std::vector<double> x_, y_, z_, x_star_;
+  std::vector<double> gy_, gF_, Hz_, r_, Hr_, gx_, mixed_;  // scratch
+};
+
+}  // namespace mt
