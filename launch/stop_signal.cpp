@@ -36,6 +36,7 @@ void install_stop_handlers() {
   sa.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGUSR1, &sa, nullptr);  // Open MPI's mpirun forwards SIGUSR1 to every rank
 }
 
 bool stop_requested() { return g_signal.load() != 0; }

@@ -1,4 +1,5 @@
-// Graceful stop on SIGTERM / SIGINT (Slurm preemption, Ctrl-C): the first signal only raises a
+// Graceful stop on SIGTERM / SIGINT / SIGUSR1 (Slurm preemption, Ctrl-C, `kill -USR1` of
+// mpirun, which forwards SIGUSR1 to the ranks but kills them on SIGTERM): the first signal raises a
 // flag, which the training loop reads after each outer step to write a checkpoint and exit 0;
 // a second signal ends the process at once (the last good checkpoint is never being written
 // in place: checkpoints are renamed into place, so it stays valid).

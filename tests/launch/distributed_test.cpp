@@ -223,6 +223,44 @@ TEST_F(Distributed, SigtermWritesACheckpointAndExitsZero) {
   EXPECT_EQ(step_of(dir + "/latest.h5"), stopped + 2);
 }
 
+// A second signal exits at once (128 + signal), without writing: the checkpoint already on disk
+// stays loadable. SIGUSR1 to mpirun, which forwards it, stops a multi-rank job gracefully.
+TEST_F(Distributed, SecondSignalExitsAtOnceAndUsr1StopsAnMpirunJob) {
+  const std::string dir = testing::temp_dir("dist_twice");
+  // A full-size model: a step takes long enough (about a second) to signal twice within one.
+  const std::string big = "model.filters=64 meta_batch=8 eval.every=0 checkpoint.every=0 ";
+  ASSERT_EQ(shell(metatrain_bin() + " " + job(dir, big + "steps=1")).exit_code, 0);
+  const pid_t pid =
+      spawn(metatrain_bin() + " " + job(dir, big + "steps=100000 resume=latest"), dir + "/out.txt");
+  // The resumed run's first training line (step 2) shows it is stepping, handlers installed.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return read_text(dir + "/metrics.jsonl").find("\"step\": 2, \"loss\"") != std::string::npos;
+      },
+      60));
+  kill(pid, SIGTERM);
+  ASSERT_TRUE(wait_until(
+      [&] { return read_text(dir + "/out.txt").find("stop requested") != std::string::npos; }, 30));
+  kill(pid, SIGTERM);
+  const int status = wait_for(pid, 30);
+  ASSERT_TRUE(WIFEXITED(status)) << read_text(dir + "/out.txt");
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM) << read_text(dir + "/out.txt");
+  EXPECT_EQ(step_of(dir + "/latest.h5"), 1);
+
+  const std::string dir2 = testing::temp_dir("dist_usr1");
+  const pid_t job_pid =
+      spawn(std::string("env ") + kMpiEnv + "mpiexec --oversubscribe -n 2 " + metatrain_bin() +
+                " " + job(dir2, "steps=100000 eval.every=0 checkpoint.every=0"),
+            dir2 + "/out.txt");
+  ASSERT_TRUE(wait_until([&] { return read_text(dir2 + "/metrics.jsonl").size() > 0; }, 60));
+  kill(job_pid, SIGUSR1);
+  const int job_status = wait_for(job_pid, 60);
+  ASSERT_NE(job_status, -1) << "no exit within 60 s of SIGUSR1";
+  EXPECT_TRUE(WIFEXITED(job_status) && WEXITSTATUS(job_status) == 0)
+      << read_text(dir2 + "/out.txt");
+  EXPECT_GE(step_of(dir2 + "/latest.h5"), 1);
+}
+
 // A kill while a checkpoint is being written (held open by the test hook between fsync and
 // rename) leaves the previous checkpoint and latest.h5 loadable.
 TEST_F(Distributed, SigkillDuringACheckpointWriteLeavesThePreviousOne) {
