@@ -16,6 +16,7 @@
 #include "launch/config.h"
 #include "launch/evaluation.h"
 #include "launch/metrics_log.h"
+#include "launch/exit_codes.h"
 #include "launch/trainer.h"
 
 namespace {
@@ -70,7 +71,7 @@ Args parse(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return mt::guarded_main("metaeval", nullptr, [&] {
     if (mt::has_help_flag(argc, argv)) {
       usage();
       return 0;
@@ -135,14 +136,5 @@ int main(int argc, char** argv) {
                   100 * r.acc_ci95, r.loss_mean);
     }
     return 0;
-  } catch (const mt::UsageError& e) {
-    std::fprintf(stderr, "metaeval: error: %s\n", e.what());
-    return 2;
-  } catch (const mt::Error& e) {
-    std::fprintf(stderr, "metaeval: fatal: %s\n", e.what());
-    return static_cast<int>(e.code());
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "metaeval: fatal: %s\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -12,6 +12,7 @@
 #include "data/episode_store.h"
 #include "data/miniimagenet_packer.h"
 #include "data/omniglot_packer.h"
+#include "launch/exit_codes.h"
 #include "launch/progress.h"
 
 namespace {
@@ -79,7 +80,7 @@ Args parse(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return mt::guarded_main("metapack", nullptr, [&] {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       if (a == "-h" || a == "--help") {
@@ -127,14 +128,5 @@ int main(int argc, char** argv) {
     std::printf("  split: %s\n  bytes %lld, %.1f s\n", store.string_attrs["split_method"].c_str(),
                 static_cast<long long>(std::filesystem::file_size(args.out)), sec);
     return 0;
-  } catch (const mt::UsageError& e) {
-    std::fprintf(stderr, "\nmetapack: error: %s\n", e.what());
-    return 2;
-  } catch (const mt::Error& e) {
-    std::fprintf(stderr, "\nmetapack: fatal: %s\n", e.what());
-    return static_cast<int>(e.code());
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "\nmetapack: fatal: %s\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -6,6 +6,7 @@
 
 #include "core/check.h"
 #include "launch/config.h"
+#include "launch/exit_codes.h"
 #include "launch/trainer.h"
 
 namespace {
@@ -21,7 +22,7 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return mt::guarded_main("metatrain", "(run metatrain --help for the keys)", [&] {
     if (mt::has_help_flag(argc, argv)) {
       usage();
       return 0;
@@ -29,14 +30,5 @@ int main(int argc, char** argv) {
     const mt::Config cfg = mt::config_from_args(argc, argv);
     mt::train(cfg);
     return 0;
-  } catch (const mt::UsageError& e) {
-    std::fprintf(stderr, "metatrain: error: %s\n(run metatrain --help for the keys)\n", e.what());
-    return 2;
-  } catch (const mt::Error& e) {
-    std::fprintf(stderr, "metatrain: fatal: %s\n", e.what());
-    return static_cast<int>(e.code());
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "metatrain: fatal: %s\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -13,6 +13,9 @@ class Progress {
   // `total` steps; a plain line is printed every `every` steps when not on a terminal. `unit`
   // names what is counted in plain lines ("step 40/300 ...").
   Progress(int64_t total, int64_t every, bool enabled, std::string unit = "step");
+  ~Progress() { finish_line(); }  // also when an error unwinds past the bar
+  Progress(const Progress&) = default;
+  Progress& operator=(const Progress&) = default;
   // Reports that `done` steps are finished, with a short status text.
   void update(int64_t done, const std::string& status);
   // Ends the bar's line (before other output, and at the end).

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "tests/support/errors.h"
 #include "core/checkpoint.h"
 #include "core/hdf5.h"
 #include "tests/support/programs.h"
@@ -57,14 +58,7 @@ int64_t index_of(const float* img) {
   return std::lround(img[0] * 255) + 256 * std::lround(img[1] * 255);
 }
 
-std::string usage_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UsageError& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::usage_error;
 
 std::vector<char> bytes_of(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "tests/support/errors.h"
 #include "data/image_resize.h"
 #include "data/jpeg_decode.h"
 #include "data/zip_reader.h"
@@ -33,15 +34,7 @@ namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;
 constexpr int kS = kMiniImageNetSize;
 
-// The message of the UsageError thrown by f, or "" if none is thrown.
-std::string usage_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UsageError& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::usage_error;
 
 void write_file(const fs::path& path, const Bytes& bytes) {
   fs::create_directories(path.parent_path());

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "tests/support/errors.h"
 #include "core/rng.h"
 #include "data/image_resize.h"
 #include "data/png_decode.h"
@@ -45,15 +46,7 @@ std::string omniglot_dir() {
 }
 std::string data_file(const char* name) { return omniglot_dir() + "/" + name; }
 
-// The message of the UsageError thrown by f, or "" if none is thrown.
-std::string usage_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UsageError& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::usage_error;
 
 Bytes read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
