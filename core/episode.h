@@ -20,12 +20,17 @@ struct Batch {
   int n = 0;               // number of examples
   std::vector<T> x;        // [n, item.c, item.h, item.w]
   std::vector<int32_t> y;  // [n], class index within the episode
+  // [n] per-example loss weights w_i: the loss is Σ_i w_i ℓ_i / n. Empty means every w_i = 1
+  // (what episodes use); the bilevel hyper-cleaning problem weights its training examples.
+  std::vector<T> weight;
 
+  // Sizes x and y for `count` examples of shape s; clears weight (all examples weight 1).
   void resize(Shape s, int count) {
     item = s;
     n = count;
     x.resize(static_cast<size_t>(count) * s.size());
     y.resize(count);
+    weight.clear();
   }
   template <typename U>
   Batch<U> cast() const {
@@ -34,6 +39,7 @@ struct Batch {
     b.n = n;
     b.x.assign(x.begin(), x.end());
     b.y = y;
+    b.weight.assign(weight.begin(), weight.end());
     return b;
   }
 };

@@ -1,6 +1,10 @@
 // What the meta-learning algorithms need from a model: the loss of a labelled batch, its
-// gradient, and Hessian-vector products, all at a parameter vector θ given as a flat buffer.
+// gradient, and Hessian-vector products, all at a parameter vector θ given as a flat buffer;
+// for the bilevel problems also per-example losses and their directional derivatives.
 // The model itself is immutable and shared by threads; each thread brings its own Workspace.
+// The loss of a batch is L = Σ_i w_i ℓ_i / n with the batch's weights (all 1 when b.weight is
+// empty); ℓ_i is the cross-entropy of example i in the batch's forward pass (with batch norm,
+// the statistics of the whole batch).
 #pragma once
 
 #include <memory>
@@ -16,7 +20,7 @@ struct Workspace {
 };
 
 struct LossStats {
-  double loss = 0;  // mean cross-entropy over the batch
+  double loss = 0;  // L: the (weighted) mean cross-entropy over the batch
   double acc = 0;   // fraction of correct argmax predictions
 };
 
@@ -34,6 +38,11 @@ class Model {
   // Overwrites Hv with ∇²L(θ) v, and grad with ∇L(θ) when grad is non-null.
   virtual LossStats hvp(const T* theta, const Batch<T>& b, const T* v, T* grad, T* Hv,
                         Workspace& ws) const = 0;
+  // Overwrites l [b.n] with the unweighted per-example losses ℓ_i(θ).
+  virtual void example_losses(const T* theta, const Batch<T>& b, T* l, Workspace& ws) const = 0;
+  // Overwrites dl [b.n] with ⟨∇_θ ℓ_i(θ), v⟩ (forward + r_forward; unweighted).
+  virtual void loss_directional(const T* theta, const Batch<T>& b, const T* v, T* dl,
+                                Workspace& ws) const = 0;
 };
 
 }  // namespace mt

@@ -55,6 +55,14 @@ HypercleanSpec hyperclean_spec(const Config& cfg) {
   return h;
 }
 
+HypercleanModel hyperclean_model(const Config& cfg) {
+  HypercleanModel m;
+  m.name = cfg.slbamm.model;
+  m.filters = cfg.slbamm.filters;
+  m.seed = static_cast<uint64_t>(cfg.seed);
+  return m;
+}
+
 }  // namespace
 
 BilevelOutcome run_bilevel(const Config& cfg, dist::Comm& comm) {
@@ -71,12 +79,15 @@ BilevelOutcome run_bilevel(const Config& cfg, dist::Comm& comm) {
                "slbamm.problem = hyperclean needs data.path = an HDF5 store packed by metapack "
                "(e.g. metapack omniglot -o omniglot.h5 images_background*.zip), not glyphs");
     data = make_hyperclean_data(read_store(cfg.data.path), hyperclean_spec(cfg));
-    problem = std::make_unique<HypercleanProblem>(data, comm.rank(), comm.size());
-    what = detail::concat("hyperclean on ", cfg.data.path, " (", cfg.data.train_split,
-                          "): ", data.classes, " classes, ", data.train.n, " train (",
-                          static_cast<int>(cfg.slbamm.noise * 100 + 0.5), "% corrupted), ",
-                          data.val.n, " val, ", data.test.n, " test; linear classifier, ",
-                          problem->dim_y(), " parameters");
+    problem =
+        std::make_unique<HypercleanProblem>(data, hyperclean_model(cfg), comm.rank(), comm.size());
+    what = detail::concat(
+        "hyperclean on ", cfg.data.path, " (", cfg.data.train_split, "): ", data.classes,
+        " classes, ", data.train.n, " train (", static_cast<int>(cfg.slbamm.noise * 100 + 0.5),
+        "% corrupted), ", data.val.n, " val, ", data.test.n, " test; ",
+        cfg.slbamm.model == "conv4" ? detail::concat("Conv-4 (", cfg.slbamm.filters, " filters)")
+                                    : std::string("linear"),
+        " classifier, ", problem->dim_y(), " parameters");
   } else {
     // Only rank 0 holds the toy; the other ranks add zeros to every sum.
     problem = std::make_unique<BilevelToy>(cfg.slbamm.toy_dim, lead);
@@ -130,14 +141,16 @@ BilevelOutcome run_bilevel(const Config& cfg, dist::Comm& comm) {
 
   if (hyperclean && lead) {
     out.hyperclean = true;
-    out.test_acc = classifier_accuracy(data, data.test, solver.y().data());
+    // A single-process problem holding every example: the baselines train on all of them.
+    const HypercleanProblem whole(data, hyperclean_model(cfg));
+    out.test_acc = classifier_accuracy(whole, data.test, solver.y().data());
     std::vector<double> ones(data.train.n, 1.0), clean(data.train.n);
     for (int64_t i = 0; i < data.train.n; ++i) clean[i] = data.corrupted[i] ? 0.0 : 1.0;
     const double lr = cfg.slbamm.y_lr, tau = cfg.slbamm.tau;
-    out.noisy_acc =
-        classifier_accuracy(data, data.test, train_weighted(data, ones, cfg.steps, lr, tau).data());
-    out.clean_acc = classifier_accuracy(data, data.test,
-                                        train_weighted(data, clean, cfg.steps, lr, tau).data());
+    out.noisy_acc = classifier_accuracy(whole, data.test,
+                                        train_weighted(whole, ones, cfg.steps, lr, tau).data());
+    out.clean_acc = classifier_accuracy(whole, data.test,
+                                        train_weighted(whole, clean, cfg.steps, lr, tau).data());
     out.detection = detect_corrupted(data, solver.x());
     JsonObject h;
     h.add("test_acc", out.test_acc).add("noisy_acc", out.noisy_acc);

@@ -146,6 +146,7 @@ constexpr Choice<const char*> kBackends[] = {
 constexpr Choice<const char*> kBilevelProblems[] = {{"toy", "toy"}, {"hyperclean", "hyperclean"}};
 constexpr Choice<const char*> kBilevelVariants[] = {
     {"averaged", "averaged"}, {"plain", "plain"}, {"regularised", "regularised"}};
+constexpr Choice<const char*> kHypercleanModels[] = {{"linear", "linear"}, {"conv4", "conv4"}};
 constexpr Choice<const char*> kZSteps[] = {{"line_search", "line_search"},
                                            {"scheduled", "scheduled"}};
 constexpr Choice<const char*> kAssignments[] = {{"modulo", "modulo"}, {"balanced", "balanced"}};
@@ -345,6 +346,8 @@ const std::vector<Field>& schema() {
       integer("slbamm.test_per_class", REF(slbamm.test_per_class), 1, "test images per class"),
       real("slbamm.noise", REF(slbamm.noise), {0, false, 1, false},
            "fraction of corrupted training labels"),
+      choice("slbamm.model", REF(slbamm.model), kHypercleanModels, "hyper-cleaning classifier"),
+      integer("slbamm.filters", REF(slbamm.filters), 1, "channels of the conv4 classifier"),
   };
   return fields;
 }

@@ -84,7 +84,9 @@ struct Config {
     int toy_dim = 0;  // n of the toy
     int classes = 0;  // hyper-cleaning: classes of data.train_split
     int train_per_class = 0, val_per_class = 0, test_per_class = 0;
-    double noise = 0;  // fraction of corrupted training labels
+    double noise = 0;   // fraction of corrupted training labels
+    std::string model;  // hyper-cleaning classifier: linear | conv4
+    int filters = 0;    // channels of the conv4 classifier
   };
   enum class Device { kCpu, kCuda };
 

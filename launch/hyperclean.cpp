@@ -1,14 +1,15 @@
 // Data hyper-cleaning (launch/hyperclean.h): the data set built from an episode store, the
-// bilevel problem's exact derivatives for the linear softmax classifier, and the baselines.
+// bilevel problem on a Sequential model (derivatives from its layer passes), and the baselines.
 #include "launch/hyperclean.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "core/blas.h"
 #include "core/check.h"
 #include "core/rng.h"
 #include "data/episode_sampler.h"
+#include "models/conv4.h"
+#include "models/linear.h"
 
 namespace mt {
 
@@ -39,11 +40,13 @@ HypercleanData make_hyperclean_data(const StoreContents& store, const Hyperclean
 
   HypercleanData d;
   d.classes = spec.classes;
-  const int64_t px = store.image_bytes();
+  d.item = {store.channels, store.height, store.width};
+  const int64_t px = store.image_bytes(), plane = static_cast<int64_t>(store.height) * store.width;
   d.dim = static_cast<int>(px);
   auto add = [&](LabelledSet& set, int64_t image, int label) {
-    const uint8_t* src = store.images.data() + image * px;
-    for (int64_t j = 0; j < px; ++j) set.features.push_back(src[j] / 255.0);
+    const uint8_t* src = store.images.data() + image * px;  // [h, w, c]
+    for (int c = 0; c < store.channels; ++c)
+      for (int64_t q = 0; q < plane; ++q) set.pixels.push_back(src[q * store.channels + c] / 255.0);
     set.labels.push_back(label);
     set.n += 1;
   };
@@ -64,18 +67,20 @@ HypercleanData make_hyperclean_data(const StoreContents& store, const Hyperclean
   // Standardise with training statistics: subtract the mean image, scale to mean ‖a‖² = 1.
   std::vector<double> mean(px, 0.0);
   for (int64_t i = 0; i < d.train.n; ++i)
-    for (int64_t j = 0; j < px; ++j) mean[j] += d.train.features[i * px + j] / d.train.n;
+    for (int64_t j = 0; j < px; ++j) mean[j] += d.train.pixels[i * px + j] / d.train.n;
   double sq = 0;
   for (int64_t i = 0; i < d.train.n; ++i)
     for (int64_t j = 0; j < px; ++j) {
-      const double v = d.train.features[i * px + j] - mean[j];
+      const double v = d.train.pixels[i * px + j] - mean[j];
       sq += v * v / d.train.n;
     }
   const double scale = sq > 0 ? 1.0 / std::sqrt(sq) : 1.0;
-  for (LabelledSet* s : {&d.train, &d.val, &d.test})
+  for (LabelledSet* s : {&d.train, &d.val, &d.test}) {
+    s->features.resize(s->pixels.size());
     for (int64_t i = 0; i < s->n; ++i)
       for (int64_t j = 0; j < px; ++j)
-        s->features[i * px + j] = (s->features[i * px + j] - mean[j]) * scale;
+        s->features[i * px + j] = (s->pixels[i * px + j] - mean[j]) * scale;
+  }
 
   // Corrupt a random subset of round(noise · n) training labels.
   d.clean_labels = d.train.labels;
@@ -93,190 +98,149 @@ HypercleanData make_hyperclean_data(const StoreContents& store, const Hyperclean
 
 // ---- the bilevel problem -----------------------------------------------------------------
 
-HypercleanProblem::HypercleanProblem(const HypercleanData& data, int rank, int ranks)
-    : data_(data), k_(data.classes), d_(data.dim) {
+HypercleanProblem::HypercleanProblem(const HypercleanData& data, const HypercleanModel& model,
+                                     int rank, int ranks)
+    : data_(data), pixels_(model.name == "conv4"), seed_(model.seed) {
   MT_CHECK(ranks >= 1 && rank >= 0 && rank < ranks, "bad rank ", rank, " of ", ranks);
-  train_ = gather(data.train, rank, ranks);
-  val_ = gather(data.val, rank, ranks);
+  MT_REQUIRE(model.name == "linear" || model.name == "conv4", "slbamm.model = ", model.name,
+             ": choose linear or conv4");
+  if (pixels_) {
+    MT_REQUIRE(model.filters >= 1, "slbamm.filters must be >= 1");
+    model_ = make_conv4<double>({data.item, model.filters, data.classes, Conv4Pool::kMax});
+  } else {
+    model_ = std::make_unique<Sequential<double>>(data.item, data.classes);
+    model_->add("head", std::make_unique<Linear<double>>(data.item, data.classes));
+  }
+  ws_ = model_->make_workspace();
+  scratch_.resize(model_->layout().total());
+  for (int64_t i = rank; i < data.train.n; i += ranks) train_index_.push_back(i);
+  train_ = batch(data.train, rank, ranks);
+  val_ = batch(data.val, rank, ranks);
 }
 
-HypercleanProblem::Shard HypercleanProblem::gather(const LabelledSet& s, int rank,
-                                                   int ranks) const {
-  Shard sh;
-  for (int64_t i = rank; i < s.n; i += ranks) {
-    sh.index.push_back(i);
-    sh.a.insert(sh.a.end(), s.features.begin() + i * d_, s.features.begin() + (i + 1) * d_);
-    sh.label.push_back(s.labels[i]);
+Batch<double> HypercleanProblem::batch(const LabelledSet& set, int rank, int ranks) const {
+  const std::vector<double>& in = pixels_ ? set.pixels : set.features;
+  const int64_t d = data_.dim;
+  Batch<double> b;
+  b.item = data_.item;
+  for (int64_t i = rank; i < set.n; i += ranks) {
+    b.x.insert(b.x.end(), in.begin() + i * d, in.begin() + (i + 1) * d);
+    b.y.push_back(set.labels[i]);
+    b.n += 1;
   }
-  sh.m = static_cast<int64_t>(sh.index.size());
-  return sh;
+  return b;
 }
 
 void HypercleanProblem::init(double* x, double* y) const {
   std::fill(x, x + dim_x(), 0.0);
-  std::fill(y, y + dim_y(), 0.0);
+  model_->init(y, seed_);
 }
 
-void HypercleanProblem::probs(const Shard& s, const double* y, std::vector<double>& P,
-                              std::vector<double>* loss) const {
-  const double* W = y;
-  const double* bias = y + static_cast<int64_t>(k_) * d_;
-  P.resize(s.m * k_);
-  if (s.m == 0) return;
-  gemm<double>(false, true, static_cast<int>(s.m), k_, d_, 1.0, s.a.data(), d_, W, d_, 0.0,
-               P.data(), k_);
-  if (loss) loss->resize(s.m);
-  for (int64_t i = 0; i < s.m; ++i) {
-    double* p = P.data() + i * k_;
-    double mx = -INFINITY;
-    for (int c = 0; c < k_; ++c) mx = std::max(mx, p[c] += bias[c]);
-    double z = 0;
-    for (int c = 0; c < k_; ++c) z += std::exp(p[c] - mx);
-    const double logz = mx + std::log(z);
-    if (loss) (*loss)[i] = logz - p[s.label[i]];
-    for (int c = 0; c < k_; ++c) p[c] = std::exp(p[c] - logz);
-  }
+void HypercleanProblem::weigh_train(double b, const double* x) const {
+  train_.weight.resize(train_.n);
+  for (int i = 0; i < train_.n; ++i)
+    train_.weight[i] = b * sigmoid(x[train_index_[i]]) * train_.n / data_.train.n;
 }
 
-void HypercleanProblem::directional(const Shard& s, const double* v, std::vector<double>& S) const {
-  S.resize(s.m * k_);
-  if (s.m == 0) return;
-  gemm<double>(false, true, static_cast<int>(s.m), k_, d_, 1.0, s.a.data(), d_, v, d_, 0.0,
-               S.data(), k_);
-  const double* vb = v + static_cast<int64_t>(k_) * d_;
-  for (int64_t i = 0; i < s.m; ++i)
-    for (int c = 0; c < k_; ++c) S[i * k_ + c] += vb[c];
+void HypercleanProblem::weigh_val(double a) const {
+  val_.weight.assign(val_.n, a * val_.n / data_.val.n);
 }
 
-void HypercleanProblem::accumulate(const Shard& s, const std::vector<double>& G, double* g) const {
-  if (s.m == 0) return;
-  gemm<double>(true, false, k_, d_, static_cast<int>(s.m), 1.0, G.data(), k_, s.a.data(), d_, 1.0,
-               g, d_);
-  double* gb = g + static_cast<int64_t>(k_) * d_;
-  for (int64_t i = 0; i < s.m; ++i)
-    for (int c = 0; c < k_; ++c) gb[c] += G[i * k_ + c];
-}
-
-std::vector<double> HypercleanProblem::train_coef(double b, const double* x) const {
-  std::vector<double> c(train_.m);
-  for (int64_t i = 0; i < train_.m; ++i)
-    c[i] = b * sigmoid(x[train_.index[i]]) / static_cast<double>(data_.train.n);
-  return c;
+double HypercleanProblem::dsigma(const double* x, int64_t i) const {
+  const double s = sigmoid(x[train_index_[i]]);
+  return s * (1 - s) / static_cast<double>(data_.train.n);
 }
 
 BilevelValues HypercleanProblem::values(const double* x, const double* y) const {
-  std::vector<double> P, loss;
   BilevelValues v;
-  probs(train_, y, P, &loss);
-  const std::vector<double> c = train_coef(1.0, x);
-  for (int64_t i = 0; i < train_.m; ++i) v.f += c[i] * loss[i];
-  probs(val_, y, P, &loss);
-  for (int64_t j = 0; j < val_.m; ++j) v.F += loss[j] / static_cast<double>(data_.val.n);
+  std::vector<double> loss(std::max(train_.n, val_.n));
+  if (train_.n > 0) {
+    model_->example_losses(y, train_, loss.data(), *ws_);
+    for (int i = 0; i < train_.n; ++i)
+      v.f += sigmoid(x[train_index_[i]]) * loss[i] / static_cast<double>(data_.train.n);
+  }
+  if (val_.n > 0) {
+    model_->example_losses(y, val_, loss.data(), *ws_);
+    for (int j = 0; j < val_.n; ++j) v.F += loss[j] / static_cast<double>(data_.val.n);
+  }
   return v;
 }
 
 void HypercleanProblem::grad_y(Blend w, const double* x, const double* y, double* g) const {
   std::fill(g, g + dim_y(), 0.0);
-  std::vector<double> P;
-  auto add_set = [&](const Shard& s, const std::vector<double>& c) {
-    probs(s, y, P, nullptr);
-    for (int64_t i = 0; i < s.m; ++i) {
-      P[i * k_ + s.label[i]] -= 1.0;
-      for (int q = 0; q < k_; ++q) P[i * k_ + q] *= c[i];
-    }
-    accumulate(s, P, g);
+  auto add = [&](const Batch<double>& b) {
+    model_->loss_grad(y, b, scratch_.data(), *ws_);
+    for (int64_t k = 0; k < dim_y(); ++k) g[k] += scratch_[k];
   };
-  if (w.b != 0) add_set(train_, train_coef(w.b, x));
-  if (w.a != 0) add_set(val_, std::vector<double>(val_.m, w.a / data_.val.n));
-}
-
-void HypercleanProblem::weighted_train_grad(const double* c, const double* y, double* g) const {
-  std::fill(g, g + dim_y(), 0.0);
-  std::vector<double> P;
-  probs(train_, y, P, nullptr);
-  for (int64_t i = 0; i < train_.m; ++i) {
-    P[i * k_ + train_.label[i]] -= 1.0;
-    for (int q = 0; q < k_; ++q) P[i * k_ + q] *= c[train_.index[i]];
+  if (w.b != 0 && train_.n > 0) {
+    weigh_train(w.b, x);
+    add(train_);
   }
-  accumulate(train_, P, g);
+  if (w.a != 0 && val_.n > 0) {
+    weigh_val(w.a);
+    add(val_);
+  }
 }
 
 void HypercleanProblem::grad_x(Blend w, const double* x, const double* y, double* g) const {
   std::fill(g, g + dim_x(), 0.0);
-  if (w.b == 0) return;  // F does not depend on x
-  std::vector<double> P, loss;
-  probs(train_, y, P, &loss);
-  for (int64_t i = 0; i < train_.m; ++i) {
-    const double s = sigmoid(x[train_.index[i]]);
-    g[train_.index[i]] = w.b * s * (1 - s) * loss[i] / static_cast<double>(data_.train.n);
-  }
+  if (w.b == 0 || train_.n == 0) return;  // F does not depend on x
+  std::vector<double> loss(train_.n);
+  model_->example_losses(y, train_, loss.data(), *ws_);
+  for (int i = 0; i < train_.n; ++i) g[train_index_[i]] = w.b * dsigma(x, i) * loss[i];
 }
 
 void HypercleanProblem::hvp_yy(Blend w, const double* x, const double* y, const double* v,
                                double* Hv) const {
   std::fill(Hv, Hv + dim_y(), 0.0);
-  std::vector<double> P, S;
-  auto add_set = [&](const Shard& s, const std::vector<double>& c) {
-    probs(s, y, P, nullptr);
-    directional(s, v, S);
-    for (int64_t i = 0; i < s.m; ++i) {
-      const double* p = P.data() + i * k_;
-      double* r = S.data() + i * k_;
-      double ps = 0;
-      for (int q = 0; q < k_; ++q) ps += p[q] * r[q];
-      for (int q = 0; q < k_; ++q) r[q] = c[i] * p[q] * (r[q] - ps);
-    }
-    accumulate(s, S, Hv);
+  std::vector<double> part(dim_y());
+  auto add = [&](const Batch<double>& b) {
+    model_->hvp(y, b, v, scratch_.data(), part.data(), *ws_);
+    for (int64_t k = 0; k < dim_y(); ++k) Hv[k] += part[k];
   };
-  if (w.b != 0) add_set(train_, train_coef(w.b, x));
-  if (w.a != 0) add_set(val_, std::vector<double>(val_.m, w.a / data_.val.n));
+  if (w.b != 0 && train_.n > 0) {
+    weigh_train(w.b, x);
+    add(train_);
+  }
+  if (w.a != 0 && val_.n > 0) {
+    weigh_val(w.a);
+    add(val_);
+  }
 }
 
 void HypercleanProblem::mixed_xy(Blend w, const double* x, const double* y, const double* z,
                                  double* out) const {
   std::fill(out, out + dim_x(), 0.0);
-  if (w.b == 0) return;
-  std::vector<double> P, S;
-  probs(train_, y, P, nullptr);
-  directional(train_, z, S);
-  for (int64_t i = 0; i < train_.m; ++i) {
-    double inner = -S[i * k_ + train_.label[i]];
-    for (int q = 0; q < k_; ++q) inner += P[i * k_ + q] * S[i * k_ + q];
-    const double s = sigmoid(x[train_.index[i]]);
-    out[train_.index[i]] = w.b * s * (1 - s) * inner / static_cast<double>(data_.train.n);
-  }
+  if (w.b == 0 || train_.n == 0) return;
+  std::vector<double> dl(train_.n);
+  model_->loss_directional(y, train_, z, dl.data(), *ws_);
+  for (int i = 0; i < train_.n; ++i) out[train_index_[i]] = w.b * dsigma(x, i) * dl[i];
 }
 
 // ---- evaluation and baselines ------------------------------------------------------------
 
-double classifier_accuracy(const HypercleanData& data, const LabelledSet& set, const double* y) {
-  const int k = data.classes, d = data.dim;
+double classifier_accuracy(const HypercleanProblem& problem, const LabelledSet& set,
+                           const double* y) {
   if (set.n == 0) return 0;
-  std::vector<double> S(set.n * k);
-  gemm<double>(false, true, static_cast<int>(set.n), k, d, 1.0, set.features.data(), d, y, d, 0.0,
-               S.data(), k);
-  const double* bias = y + static_cast<int64_t>(k) * d;
-  int64_t right = 0;
-  for (int64_t i = 0; i < set.n; ++i) {
-    int best = 0;
-    for (int c = 1; c < k; ++c)
-      if (S[i * k + c] + bias[c] > S[i * k + best] + bias[best]) best = c;
-    right += best == set.labels[i];
-  }
-  return static_cast<double>(right) / set.n;
+  auto ws = problem.model().make_workspace();
+  return problem.model().loss_grad(y, problem.batch(set), nullptr, *ws).acc;
 }
 
-std::vector<double> train_weighted(const HypercleanData& data, const std::vector<double>& c,
+std::vector<double> train_weighted(const HypercleanProblem& problem, const std::vector<double>& c,
                                    int64_t steps, double lr, double tau) {
-  HypercleanProblem problem(data);
+  const Model<double>& model = problem.model();
+  Batch<double> train = problem.batch(problem.data().train);
   double total = 0;
   for (double v : c) total += v;
   MT_CHECK(total > 0, "train_weighted: all weights are zero");
-  std::vector<double> cn(c.size());
-  for (size_t i = 0; i < c.size(); ++i) cn[i] = c[i] / total;
-  std::vector<double> y(problem.dim_y(), 0.0), g(problem.dim_y());
+  // The model's loss Σ w_i ℓ_i / n equals Σ c_i ℓ_i / Σ c for w_i = n c_i / Σ c.
+  train.weight.resize(train.n);
+  for (int i = 0; i < train.n; ++i) train.weight[i] = train.n * c[i] / total;
+  std::vector<double> x(problem.dim_x()), y(problem.dim_y()), g(problem.dim_y());
+  problem.init(x.data(), y.data());
+  auto ws = model.make_workspace();
   for (int64_t k = 0; k < steps; ++k) {
-    problem.weighted_train_grad(cn.data(), y.data(), g.data());
+    model.loss_grad(y.data(), train, g.data(), *ws);
     const double beta = lr * std::pow(static_cast<double>(k + 1), -tau / 2);
     for (size_t i = 0; i < y.size(); ++i) y[i] -= beta * g[i];
   }

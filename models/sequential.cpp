@@ -6,6 +6,14 @@
 
 namespace mt {
 
+namespace {
+// The batch's per-example loss weights, or null when they are all 1.
+template <typename T>
+const T* weights(const Batch<T>& b) {
+  return b.weight.empty() ? nullptr : b.weight.data();
+}
+}  // namespace
+
 // act[l]: output of layer l; d_act[l]: dL/d act[l]; R_act, R_d_act: their R{·} tangents.
 // Buffers only grow (ensure_size), so their sizes may exceed the current batch's needs.
 template <typename T>
@@ -53,6 +61,8 @@ LossStats Sequential<T>::forward(const T* theta, const Batch<T>& b, Buffers& w) 
   MT_CHECK(!layers_.empty() && layers_.back()->out_shape().size() == classes_,
            "last layer must output one logit per class");
   const int m = b.n;
+  MT_CHECK(b.weight.empty() || b.weight.size() == static_cast<size_t>(m),
+           "batch weights: ", b.weight.size(), " for ", m, " examples");
   const T* in = b.x.data();
   for (size_t l = 0; l < layers_.size(); ++l) {
     ensure_size(w.act[l], static_cast<size_t>(m) * layers_[l]->out_shape().size());
@@ -63,7 +73,8 @@ LossStats Sequential<T>::forward(const T* theta, const Batch<T>& b, Buffers& w) 
   ensure_size(w.prob, static_cast<size_t>(m) * classes_);
   int correct = 0;
   LossStats s;
-  s.loss = SoftmaxCrossEntropy<T>::forward(m, classes_, in, b.y.data(), w.prob.data(), &correct);
+  s.loss = SoftmaxCrossEntropy<T>::forward(m, classes_, in, b.y.data(), w.prob.data(), &correct,
+                                           weights(b));
   s.acc = m > 0 ? static_cast<double>(correct) / m : 0.0;
   return s;
 }
@@ -73,7 +84,8 @@ void Sequential<T>::backward(const T* theta, const Batch<T>& b, Buffers& w, T* g
   const int m = b.n;
   const size_t L = layers_.size();
   ensure_size(w.d_act[L - 1], w.act[L - 1].size());
-  SoftmaxCrossEntropy<T>::backward(m, classes_, w.prob.data(), b.y.data(), w.d_act[L - 1].data());
+  SoftmaxCrossEntropy<T>::backward(m, classes_, w.prob.data(), b.y.data(), w.d_act[L - 1].data(),
+                                   weights(b));
   for (size_t l = L; l-- > 0;) {
     const T* x = l == 0 ? b.x.data() : w.act[l - 1].data();
     T* dx = nullptr;
@@ -84,6 +96,19 @@ void Sequential<T>::backward(const T* theta, const Batch<T>& b, Buffers& w, T* g
     const bool has_w = offset_[l] >= 0;
     layers_[l]->backward(m, has_w ? theta + offset_[l] : nullptr, x, w.ctx[l], w.d_act[l].data(),
                          dx, has_w ? grad + offset_[l] : nullptr);
+  }
+}
+
+template <typename T>
+void Sequential<T>::r_forward(const T* theta, const Batch<T>& b, const T* v, Buffers& w) const {
+  const T* R_in = nullptr;  // the direction has no component in the input images
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const T* x = l == 0 ? b.x.data() : w.act[l - 1].data();
+    const bool has_w = offset_[l] >= 0;
+    ensure_size(w.R_act[l], w.act[l].size());
+    layers_[l]->r_forward(b.n, has_w ? theta + offset_[l] : nullptr,
+                          has_w ? v + offset_[l] : nullptr, x, R_in, w.ctx[l], w.R_act[l].data());
+    R_in = w.R_act[l].data();
   }
 }
 
@@ -108,19 +133,10 @@ LossStats Sequential<T>::hvp(const T* theta, const Batch<T>& b, const T* v, T* g
     grad = w.grad_scratch.data();
   }
   backward(theta, b, w, grad);
-
-  const T* R_in = nullptr;  // the direction has no component in the input images
-  for (size_t l = 0; l < L; ++l) {
-    const T* x = l == 0 ? b.x.data() : w.act[l - 1].data();
-    const bool has_w = offset_[l] >= 0;
-    ensure_size(w.R_act[l], w.act[l].size());
-    layers_[l]->r_forward(m, has_w ? theta + offset_[l] : nullptr, has_w ? v + offset_[l] : nullptr,
-                          x, R_in, w.ctx[l], w.R_act[l].data());
-    R_in = w.R_act[l].data();
-  }
+  r_forward(theta, b, v, w);
   ensure_size(w.R_d_act[L - 1], w.act[L - 1].size());
   SoftmaxCrossEntropy<T>::r_backward(m, classes_, w.prob.data(), w.R_act[L - 1].data(),
-                                     w.R_d_act[L - 1].data());
+                                     w.R_d_act[L - 1].data(), weights(b));
   for (size_t l = L; l-- > 0;) {
     const T* x = l == 0 ? b.x.data() : w.act[l - 1].data();
     const T* R_x = l == 0 ? nullptr : w.R_act[l - 1].data();
@@ -135,6 +151,23 @@ LossStats Sequential<T>::hvp(const T* theta, const Batch<T>& b, const T* v, T* g
                            w.R_d_act[l].data(), R_dx, has_w ? Hv + offset_[l] : nullptr);
   }
   return s;
+}
+
+template <typename T>
+void Sequential<T>::example_losses(const T* theta, const Batch<T>& b, T* l, Workspace& ws) const {
+  Buffers& w = static_cast<Buffers&>(ws);
+  forward(theta, b, w);
+  SoftmaxCrossEntropy<T>::example_losses(b.n, classes_, w.act.back().data(), b.y.data(), l);
+}
+
+template <typename T>
+void Sequential<T>::loss_directional(const T* theta, const Batch<T>& b, const T* v, T* dl,
+                                     Workspace& ws) const {
+  Buffers& w = static_cast<Buffers&>(ws);
+  forward(theta, b, w);
+  r_forward(theta, b, v, w);
+  SoftmaxCrossEntropy<T>::r_example_losses(b.n, classes_, w.prob.data(), b.y.data(),
+                                           w.R_act.back().data(), dl);
 }
 
 template class Sequential<float>;

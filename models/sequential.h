@@ -1,7 +1,8 @@
 // A chain of layers ending in softmax cross-entropy, implementing the Model interface of
-// core/model.h: loss + gradient (forward, backward) and Hessian-vector products (forward,
-// backward, r_forward, r_backward). Parameters of layer l live at offset_[l] of the flat buffer
-// and are named "<layer name>.<param name>".
+// core/model.h: loss + gradient (forward, backward), Hessian-vector products (forward,
+// backward, r_forward, r_backward) and per-example loss directional derivatives (forward,
+// r_forward). Per-example weights of the batch enter only the softmax cross-entropy. Parameters of
+// layer l live at offset_[l] of the flat buffer and are named "<layer name>.<param name>".
 #pragma once
 
 #include <memory>
@@ -27,6 +28,9 @@ class Sequential : public Model<T> {
   LossStats loss_grad(const T* theta, const Batch<T>& b, T* grad, Workspace& ws) const override;
   LossStats hvp(const T* theta, const Batch<T>& b, const T* v, T* grad, T* Hv,
                 Workspace& ws) const override;
+  void example_losses(const T* theta, const Batch<T>& b, T* l, Workspace& ws) const override;
+  void loss_directional(const T* theta, const Batch<T>& b, const T* v, T* dl,
+                        Workspace& ws) const override;
 
   Shape input_shape() const { return input_; }
   int classes() const { return classes_; }
@@ -36,6 +40,8 @@ class Sequential : public Model<T> {
   struct Buffers;
   LossStats forward(const T* theta, const Batch<T>& b, Buffers& w) const;
   void backward(const T* theta, const Batch<T>& b, Buffers& w, T* grad) const;
+  // R_act[l] of every layer along v (after forward).
+  void r_forward(const T* theta, const Batch<T>& b, const T* v, Buffers& w) const;
 
   Shape input_;
   int classes_;
