@@ -79,7 +79,7 @@ int64_t checksum(const std::vector<float>& theta) {
   return static_cast<int64_t>(h);
 }
 
-// True when every rank passed the same value (max of v equals max of its complement's inverse).
+// True when every rank passed the same value: max(v) == min(v), with min(v) = ~max(~v).
 bool all_equal(dist::Comm& comm, int64_t v) {
   int64_t buf[2] = {v, ~v};
   comm.allreduce_max(buf, 2);
@@ -96,7 +96,8 @@ std::string resume_path(const Config& cfg, const CheckpointManager& checkpoints)
   return p;
 }
 
-// The lines of the stored and current effective configs that differ, "key: old -> new".
+// The lines of the stored and current effective configs that differ, "'old' -> 'new'" (both
+// come from to_yaml of the same schema, so their lines correspond one to one).
 std::vector<std::string> config_changes(const std::string& before, const std::string& after) {
   auto lines = [](const std::string& text) {
     std::vector<std::string> out;
@@ -127,7 +128,7 @@ void check_resume_compatible(const Config& now, const Config& then, const std::s
   if (now.outer.optimizer != then.outer.optimizer)
     throw refuse("outer.optimizer", optimizer(then), optimizer(now));
   if (now.algo != then.algo) throw refuse("algo", to_string(then.algo), to_string(now.algo));
-  if (now.data.path != then.data.path) throw refuse("data.path", then.data.path, now.data.path);
+  // data.path may change (the same store moved, or another cluster's copy); it is logged.
 }
 
 CheckpointState checkpoint_state(const Config& cfg, const ParamLayout& layout,
