@@ -122,6 +122,13 @@ CheckpointState read_validated(const std::string& path, const ParamLayout& layou
   s.ufom.d2_ema = f.read_scalar<double>("/state/ufom/d2_ema");
   s.ufom.count = f.read_scalar<int64_t>("/state/ufom/count");
   s.ufom.q = f.read_scalar<double>("/state/ufom/q");
+  // Added within format version 1; older checkpoints lack it.
+  if (f.exists("/state/grad_evals")) {
+    s.grad_evals = f.read_scalar<int64_t>("/state/grad_evals");
+    if (s.grad_evals < 0)
+      throw CheckpointError(path, detail::concat("/state/grad_evals is ", s.grad_evals),
+                            "the file is damaged; resume from another checkpoint");
+  }
   s.config_yaml = f.read_string("/config");
   return s;
 }
@@ -151,6 +158,7 @@ void write_checkpoint(const std::string& path, const CheckpointState& s) {
     f.write_scalar<uint64_t>("/state/seed", s.seed);
     f.write_scalar<int64_t>("/state/data_cursor", s.data_cursor);
     f.write_scalar<int64_t>("/state/world_size", s.world_size);
+    f.write_scalar<int64_t>("/state/grad_evals", s.grad_evals);
     f.write_scalar<double>("/state/ufom/v2_ema", s.ufom.v2_ema);
     f.write_scalar<double>("/state/ufom/d2_ema", s.ufom.d2_ema);
     f.write_scalar<int64_t>("/state/ufom/count", s.ufom.count);

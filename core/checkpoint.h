@@ -38,15 +38,17 @@ struct CheckpointState {
   int64_t data_cursor = 0;
   std::string config_yaml;  // the full effective config
   int world_size = 1;       // ranks at save time
+  int64_t grad_evals = 0;   // gradient evaluations spent so far, all ranks (0 in older files)
 };
 
 constexpr int kCheckpointFormatVersion = 1;
 
 // File layout: /params/<tensor> float32 of the tensor's shape; /optimizer (attrs name, step,
 // buffers = comma-separated buffer names in order) with /optimizer/<buffer>/<tensor>;
-// /state/{step,seed,data_cursor,world_size}; /state/ufom/{v2_ema,d2_ema,count,q}; /config (the
-// YAML text); root attributes format_version and created_by = "metatrain".
-// Creates the parent directory when missing; an unusable directory throws UsageError.
+// /state/{step,seed,data_cursor,world_size,grad_evals}; /state/ufom/{v2_ema,d2_ema,count,q};
+// /config (the YAML text); root attributes format_version and created_by = "metatrain".
+// /state/grad_evals was added within format version 1: a file without it reads as 0. Creates the
+// parent directory when missing; an unusable directory throws UsageError.
 void write_checkpoint(const std::string& path, const CheckpointState& s);
 
 // Reads and validates (format version; every tensor of the layout present with its shape, and

@@ -282,6 +282,8 @@ const std::vector<Field>& schema() {
       choice("algo", REF(algo), kAlgos, "training algorithm"),
       integer("seed", REF(seed), 0, "random seed"),
       integer("steps", REF(steps), 0, "number of outer steps"),
+      integer("budget.grad_evals", REF(budget.grad_evals), 0,
+              "gradient evaluations to spend, 0 = no budget"),
       integer("meta_batch", REF(meta_batch), 1, "tasks per outer step"),
       integer("threads", REF(threads), 0, "CPU worker threads, 0 = all cores"),
       integer("task.ways", REF(task.ways), 2, "classes per episode"),

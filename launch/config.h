@@ -50,6 +50,9 @@ struct Config {
     std::string eval_split;
     int prefetch = 0;  // producer threads of the episode stream; 0 = draw inline
   };
+  struct Budget {
+    int64_t grad_evals = 0;  // stop once this many gradient evaluations are spent; 0 = off
+  };
   struct Eval {
     int64_t every = 0;  // 0 = only at the end
     int episodes = 0;
@@ -93,6 +96,7 @@ struct Config {
   Algo algo = Algo::kMaml;
   int64_t seed = 0;
   int64_t steps = 0;
+  Budget budget;
   int meta_batch = 0;
   int threads = 0;  // 0 = all cores
   Task task;

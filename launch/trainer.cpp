@@ -133,7 +133,8 @@ void check_resume_compatible(const Config& now, const Config& then, const std::s
 
 CheckpointState checkpoint_state(const Config& cfg, const ParamLayout& layout,
                                  const std::vector<float>& theta, Optimizer<float>& opt,
-                                 int64_t step, const AdaptiveQ& aq, double q, int world) {
+                                 int64_t step, int64_t grad_evals, const AdaptiveQ& aq, double q,
+                                 int world) {
   CheckpointState s;
   s.layout = layout;
   s.params = theta;
@@ -146,6 +147,7 @@ CheckpointState checkpoint_state(const Config& cfg, const ParamLayout& layout,
   s.data_cursor = step;  // episodes are keyed by (seed, step, task): the step is the cursor
   s.config_yaml = cfg.effective_yaml;
   s.world_size = world;
+  s.grad_evals = grad_evals;
   return s;
 }
 
@@ -180,6 +182,7 @@ namespace {
 struct RunState {
   std::vector<float> theta;
   int64_t step = 0;
+  int64_t grad_evals = 0;  // cumulative over all steps and ranks, for budget.grad_evals
 };
 
 // Resume: rank 0 reads and validates the checkpoint; every rank learns whether that worked
@@ -212,8 +215,9 @@ void resume_from(const Config& cfg, const CheckpointManager& checkpoints, const 
   comm.allreduce_max(&failed, 1);
   if (failed) throw UsageError(lead ? problem : "resume failed on rank 0 (see its message)");
 
-  // Broadcast: step, optimizer step count, adaptive-UFOM state, θ, optimizer buffers.
-  int64_t counts[3] = {st.step, st.optimizer.step, st.ufom.count};
+  // Broadcast: step, optimizer step count, adaptive-UFOM state, gradient evaluations spent, θ,
+  // optimizer buffers.
+  int64_t counts[4] = {st.step, st.optimizer.step, st.ufom.count, st.grad_evals};
   double ema[2] = {st.ufom.v2_ema, st.ufom.d2_ema};
   comm.broadcast(counts, sizeof counts, 0);
   comm.broadcast(ema, sizeof ema, 0);
@@ -228,6 +232,7 @@ void resume_from(const Config& cfg, const CheckpointManager& checkpoints, const 
   run.step = counts[0];
   opt.set_steps(counts[1]);
   adaptive.count = counts[2];
+  run.grad_evals = counts[3];
   adaptive.v2_ema = ema[0];
   adaptive.d2_ema = ema[1];
 }
@@ -327,8 +332,8 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
                                                         : cfg.ufom.q;
   };
   auto save = [&](int64_t step) {
-    return lead ? checkpoints.save(checkpoint_state(cfg, layout, theta, *opt, step, adaptive,
-                                                    current_q(), comm.size()))
+    return lead ? checkpoints.save(checkpoint_state(cfg, layout, theta, *opt, step, run.grad_evals,
+                                                    adaptive, current_q(), comm.size()))
                 : std::string();
   };
 
@@ -336,7 +341,12 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
   Progress progress(cfg.steps, cfg.log.every, lead);
   MetaStepSums<float> sums;
   const auto t_start = std::chrono::steady_clock::now();
-  for (int64_t step = first_step; step < cfg.steps; ++step) {
+  // budget.grad_evals: stop after the step at which the cumulative count reaches the budget.
+  auto budget_spent = [&] {
+    return cfg.budget.grad_evals > 0 && run.grad_evals >= cfg.budget.grad_evals;
+  };
+  int64_t last = first_step;  // outer steps completed when the loop ends
+  for (int64_t step = first_step; step < cfg.steps && !budget_spent(); ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     double q = cfg.algo == Algo::kMaml ? 1.0 : 0.0;
     if (cfg.algo == Algo::kUfom) q = current_q();
@@ -363,20 +373,26 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
     opt->step(theta.data(), sums.grad.data());
 
     const int64_t done = step + 1;
+    last = done;
+    run.grad_evals += std::llround(sums.grad_evals);        // global: summed over ranks above
+    const bool ends = done == cfg.steps || budget_spent();  // the final eval and save follow
     const double sec = seconds_since(t0);
     const double loss = sums.loss / cfg.meta_batch, acc = sums.acc / cfg.meta_batch;
-    if (logs) {
+    if (logs || ends) {
       JsonObject line;
       line.add("step", static_cast<double>(done)).add("loss", loss).add("acc", acc);
       if (cfg.algo == Algo::kUfom) line.add("q", q);
       if (sums.exact_tasks > 0) {
-        double gap = 0;
-        for (float g : sums.fo_gap)
-          gap += static_cast<double>(g / sums.exact_tasks) * (g / sums.exact_tasks);
-        line.add("fo_bias", std::sqrt(gap));
+        if (logs) {  // fo_gap is summed over ranks on logging steps only
+          double gap = 0;
+          for (float g : sums.fo_gap)
+            gap += static_cast<double>(g / sums.exact_tasks) * (g / sums.exact_tasks);
+          line.add("fo_bias", std::sqrt(gap));
+        }
         line.add("v2", sums.v2 / sums.exact_tasks).add("d2", sums.d2 / sums.exact_tasks);
       }
       line.add("exact_tasks", sums.exact_tasks).add("grad_evals", sums.grad_evals);
+      line.add("grad_evals_total", static_cast<double>(run.grad_evals));
       line.add("sec", sec).add("tasks_per_s", cfg.meta_batch / sec);
       line.add("elapsed", seconds_since(t_start)).add("ranks", comm.size());
       log.write(line);
@@ -393,20 +409,19 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
                                  " (checksums differ): a rank computed differently; stopping. "
                                  "Checkpoints in ",
                                  cfg.checkpoint.dir, " are intact."));
-    if (cfg.eval.every > 0 && done % cfg.eval.every == 0 && done != cfg.steps) {
+    if (cfg.eval.every > 0 && done % cfg.eval.every == 0 && !ends) {
       const EvalResult r = run_eval(done);
       progress.finish_line();
       if (lead)
         std::printf("eval @ step %lld: %s acc %.2f%% ± %.2f%%\n", static_cast<long long>(done),
                     r.split.c_str(), 100 * r.acc_mean, 100 * r.acc_ci95);
     }
-    if (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0 && done != cfg.steps)
-      save(done);
+    if (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0 && !ends) save(done);
 
     // A stop requested on any rank stops every rank after the same step.
     int64_t stop = stop_requested() ? 1 : 0;
     comm.allreduce_max(&stop, 1);
-    if (stop && done != cfg.steps) {
+    if (stop && !ends) {
       progress.finish_line();
       const std::string ckpt = save(done);
       if (lead) {
@@ -424,9 +439,27 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
     }
   }
   progress.finish_line();
+  if (lead) {
+    if (budget_spent())
+      std::printf(
+          "stopped after step %lld of %lld: gradient-evaluation budget spent (%lld >= "
+          "budget.grad_evals = %lld)\n",
+          static_cast<long long>(last), static_cast<long long>(cfg.steps),
+          static_cast<long long>(run.grad_evals), static_cast<long long>(cfg.budget.grad_evals));
+    else if (cfg.budget.grad_evals > 0)
+      std::printf(
+          "stopped after step %lld: all steps = %lld done before the budget (%lld of "
+          "budget.grad_evals = %lld gradient evaluations spent)\n",
+          static_cast<long long>(last), static_cast<long long>(cfg.steps),
+          static_cast<long long>(run.grad_evals), static_cast<long long>(cfg.budget.grad_evals));
+    else
+      std::printf("stopped after step %lld: all steps = %lld done (%lld gradient evaluations)\n",
+                  static_cast<long long>(last), static_cast<long long>(cfg.steps),
+                  static_cast<long long>(run.grad_evals));
+  }
 
-  const EvalResult final_eval = run_eval(cfg.steps);
-  const std::string ckpt = save(cfg.steps);
+  const EvalResult final_eval = run_eval(last);
+  const std::string ckpt = save(last);
   if (lead) {
     std::printf(
         "final eval (%s, %d episodes, %d-way %d-shot, %d inner steps): accuracy %.2f%% ± %.2f%% "

@@ -91,6 +91,11 @@ TEST(Config, DefaultsComeFromTheEmbeddedDefaultYaml) {
   EXPECT_EQ(cfg.data.path, d["data"]["path"].as<std::string>());
   EXPECT_EQ(cfg.data.train_split, d["data"]["train_split"].as<std::string>());
   EXPECT_EQ(cfg.data.eval_split, d["data"]["eval_split"].as<std::string>());
+  EXPECT_EQ(cfg.data.prefetch, d["data"]["prefetch"].as<int>());
+  EXPECT_EQ(cfg.budget.grad_evals, d["budget"]["grad_evals"].as<int64_t>());
+  EXPECT_EQ(cfg.dist.backend, d["dist"]["backend"].as<std::string>());
+  EXPECT_EQ(cfg.dist.assign, d["dist"]["assign"].as<std::string>());
+  EXPECT_EQ(cfg.dist.check_every, d["dist"]["check_every"].as<int64_t>());
   EXPECT_EQ(cfg.eval.every, d["eval"]["every"].as<int64_t>());
   EXPECT_EQ(cfg.eval.episodes, d["eval"]["episodes"].as<int>());
   EXPECT_EQ(cfg.checkpoint.dir, d["checkpoint"]["dir"].as<std::string>());

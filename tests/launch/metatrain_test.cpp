@@ -6,10 +6,13 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/hdf5.h"
 #include "tests/support/programs.h"
@@ -119,6 +122,54 @@ TEST(Metatrain, PrefetchDoesNotChangeABit) {
   }
   ASSERT_FALSE(params[0].empty());
   EXPECT_TRUE(params[0] == params[1]) << "prefetching changed the trained parameters";
+}
+
+// The number after "key": in a metrics line, or -1 when the key is absent.
+double json_number(const std::string& line, const std::string& key) {
+  const size_t at = line.find("\"" + key + "\": ");
+  return at == std::string::npos ? -1 : std::strtod(line.c_str() + at + key.size() + 4, nullptr);
+}
+
+// budget.grad_evals stops training after the step at which the cumulative count reaches it; the
+// count goes into the checkpoint, so a resumed run continues it.
+TEST(Metatrain, GradEvalBudgetStopsEarlyAndSurvivesResume) {
+  const std::string dir = temp_dir("budget");
+  // FOMAML, r = 1: C_F = r + 1 = 2 per task, 2 tasks, so 4 per step; 10 is reached at step 3.
+  const std::string args = tiny(dir) + " algo=fomaml steps=10";
+  Result r = metatrain(args + " budget.grad_evals=10");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("gradient-evaluation budget spent"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("final eval"), std::string::npos) << r.output;
+
+  auto train_lines = [&] {
+    std::vector<std::pair<int64_t, double>> steps;  // step, grad_evals_total
+    std::ifstream log(dir + "/metrics.jsonl");
+    for (std::string line; std::getline(log, line);)
+      if (line.find("\"eval\"") == std::string::npos)
+        steps.emplace_back(static_cast<int64_t>(json_number(line, "step")),
+                           json_number(line, "grad_evals_total"));
+    return steps;
+  };
+  auto steps = train_lines();
+  ASSERT_EQ(steps.size(), 3u);
+  EXPECT_EQ(steps.back().first, 3);
+  EXPECT_GE(steps.back().second, 10);
+  EXPECT_LT(steps[steps.size() - 2].second, 10);
+  EXPECT_EQ(steps.back().second, 12);
+  {
+    const auto latest = h5::File::open_read(dir + "/latest.h5");
+    EXPECT_EQ(latest.read_scalar<int64_t>("/state/step"), 3);
+    EXPECT_EQ(latest.read_scalar<int64_t>("/state/grad_evals"), 12);
+  }
+
+  // Resumed with a larger budget, the count continues from 12: 16 < 20 <= 20 at step 5.
+  r = metatrain(args + " budget.grad_evals=20 resume=latest");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  steps = train_lines();
+  ASSERT_EQ(steps.size(), 5u);
+  EXPECT_EQ(steps.back().first, 5);
+  EXPECT_EQ(steps.back().second, 20);
+  EXPECT_EQ(steps[3].second, 16);
 }
 
 TEST(Metatrain, HelpListsTheKeys) {

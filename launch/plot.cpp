@@ -1,0 +1,432 @@
+// Metrics JSONL reading and SVG line charts for metaplot (launch/plot.h): a small JSON reader
+// for metatrain's flat lines, the reduction of a log to training and evaluation points, and an
+// SVG writer with "nice" axis ticks, shaded bands and a legend.
+#include "launch/plot.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <map>
+
+#include "core/check.h"
+
+namespace mt {
+namespace {
+
+using detail::concat;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// ---- JSON lines ----------------------------------------------------------------------------
+
+// Reads one JSON object into dotted keys: numbers into `numbers` ("eval.acc_mean"), everything
+// else (strings, booleans, null) is checked and skipped. Throws std::string on malformed input.
+class LineParser {
+ public:
+  explicit LineParser(const std::string& text) : s_(text) {}
+
+  std::map<std::string, double> parse() {
+    std::map<std::string, double> numbers;
+    skip_space();
+    object("", numbers, 0);
+    skip_space();
+    if (i_ != s_.size()) fail("text after the closing '}'");
+    return numbers;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const {
+    throw concat("malformed JSON at column ", i_ + 1, ": ", what);
+  }
+  void skip_space() {
+    while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
+  }
+  void expect(char c) {
+    skip_space();
+    if (i_ >= s_.size() || s_[i_] != c) fail(concat("expected '", c, "'"));
+    ++i_;
+  }
+  std::string string() {
+    expect('"');
+    std::string out;
+    while (true) {
+      if (i_ >= s_.size()) fail("unterminated string");
+      const char c = s_[i_++];
+      if (c == '"') return out;
+      if (c == '\\') {
+        if (i_ >= s_.size()) fail("unterminated string");
+        const char e = s_[i_++];
+        if (e == 'u') {
+          if (i_ + 4 > s_.size()) fail("bad \\u escape");
+          i_ += 4;
+          out += '?';
+        } else {
+          out += e;
+        }
+      } else {
+        out += c;
+      }
+    }
+  }
+  void object(const std::string& prefix, std::map<std::string, double>& out, int depth) {
+    if (depth > 4) fail("objects nested too deeply");
+    expect('{');
+    skip_space();
+    if (i_ < s_.size() && s_[i_] == '}') {
+      ++i_;
+      return;
+    }
+    while (true) {
+      skip_space();
+      const std::string key = prefix + string();
+      expect(':');
+      value(key, out, depth);
+      skip_space();
+      if (i_ < s_.size() && s_[i_] == ',') {
+        ++i_;
+        continue;
+      }
+      expect('}');
+      return;
+    }
+  }
+  void value(const std::string& key, std::map<std::string, double>& out, int depth) {
+    skip_space();
+    if (i_ >= s_.size()) fail(concat("no value for \"", key, "\""));
+    const char c = s_[i_];
+    if (c == '{') return object(key + ".", out, depth + 1);
+    if (c == '"') return static_cast<void>(string());
+    if (c == '[') fail(concat("\"", key, "\": lists are not supported"));
+    for (const char* word : {"null", "true", "false"}) {
+      const size_t n = std::char_traits<char>::length(word);
+      if (s_.compare(i_, n, word) == 0) {
+        i_ += n;
+        if (word[0] == 'n') out[key] = kNaN;  // metatrain writes null for NaN / Inf
+        return;
+      }
+    }
+    const char* begin = s_.c_str() + i_;
+    char* end = nullptr;
+    const double x = std::strtod(begin, &end);
+    if (end == begin) fail(concat("bad value for \"", key, "\""));
+    i_ += static_cast<size_t>(end - begin);
+    out[key] = x;
+  }
+
+  const std::string& s_;
+  size_t i_ = 0;
+};
+
+double get(const std::map<std::string, double>& m, const char* key) {
+  const auto it = m.find(key);
+  return it == m.end() ? kNaN : it->second;
+}
+
+// y at `x` by linear interpolation in (xs, ys), xs increasing; clamped at the ends.
+double interpolate(const std::vector<double>& xs, const std::vector<double>& ys, double x) {
+  if (xs.empty()) return kNaN;
+  const auto it = std::lower_bound(xs.begin(), xs.end(), x);
+  if (it == xs.begin()) return ys.front();
+  if (it == xs.end()) return ys.back();
+  const size_t k = static_cast<size_t>(it - xs.begin());
+  const double t = (x - xs[k - 1]) / (xs[k] - xs[k - 1]);
+  return ys[k - 1] + t * (ys[k] - ys[k - 1]);
+}
+
+// ---- SVG -----------------------------------------------------------------------------------
+
+std::string escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+std::string num(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", x);
+  return buf;
+}
+
+// Tick positions covering [lo, hi] at a 1, 2 or 5 times a power of ten step, about 5 of them.
+struct Axis {
+  double lo = 0, hi = 1, step = 0.2;
+};
+Axis nice_axis(double lo, double hi) {
+  if (!(std::isfinite(lo) && std::isfinite(hi))) lo = 0, hi = 1;
+  if (hi - lo <= 0) {
+    const double pad = lo == 0 ? 1 : std::abs(lo) * 0.1;
+    lo -= pad;
+    hi += pad;
+  }
+  const double raw = (hi - lo) / 5;
+  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = mag;
+  for (double m : {1.0, 2.0, 5.0, 10.0})
+    if (m * mag >= raw) {
+      step = m * mag;
+      break;
+    }
+  Axis a;
+  a.step = step;
+  a.lo = std::floor(lo / step + 1e-9) * step;
+  a.hi = std::ceil(hi / step - 1e-9) * step;
+  return a;
+}
+
+std::string tick_label(double v, double step) {
+  if (std::abs(v) < step * 1e-6) v = 0;
+  char buf[32];
+  const double a = std::abs(v);
+  if (a != 0 && (a >= 1e6 || a < 1e-3))
+    std::snprintf(buf, sizeof buf, "%.3g", v);
+  else
+    std::snprintf(buf, sizeof buf, "%.*f",
+                  step >= 1 ? 0 : static_cast<int>(-std::floor(std::log10(step) + 1e-9)), v);
+  return buf;
+}
+
+const char* const kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
+                               "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+
+}  // namespace
+
+MetricsRun read_metrics_jsonl(const std::string& path, const std::string& label) {
+  std::ifstream in(path, std::ios::binary);
+  MT_REQUIRE(in, "cannot open metrics file '", path,
+             "'; give the metrics.jsonl of a metatrain run");
+  MetricsRun run;
+  run.label = label;
+  double evals_sum = 0, prev_step = 0;          // for the running sum of grad_evals
+  double elapsed_offset = 0, prev_elapsed = 0;  // elapsed restarts on resume
+  int line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    std::map<std::string, double> m;
+    try {
+      m = LineParser(line).parse();
+    } catch (const std::string& what) {
+      throw UsageError(concat(path, ":", line_no, ": ", what));
+    }
+    const double step = get(m, "step");
+    MT_REQUIRE(std::isfinite(step), path, ":", line_no, ": no numeric \"step\"; not a metatrain ",
+               "metrics line");
+    const bool is_eval = std::isfinite(get(m, "eval.acc_mean"));
+    const bool is_train = std::isfinite(get(m, "loss")) && !m.count("eval.split");
+    if (!is_eval && !is_train) continue;  // e.g. another program's lines
+
+    if (is_train) {
+      // A resume from an earlier checkpoint repeats steps: drop what it superseded.
+      while (!run.train.empty() && run.train.back().step >= step) run.train.pop_back();
+      while (!run.evals.empty() && run.evals.back().step >= step) run.evals.pop_back();
+      prev_step = run.train.empty() ? 0 : run.train.back().step;
+      evals_sum = run.train.empty() ? 0 : run.train.back().grad_evals_total;
+      MetricsRun::Train t;
+      t.step = step;
+      t.loss = get(m, "loss");
+      t.q = get(m, "q");
+      t.fo_bias = get(m, "fo_bias");
+      double total = get(m, "grad_evals_total");
+      if (!std::isfinite(total)) {
+        const double per_step = get(m, "grad_evals");
+        total = std::isfinite(per_step) ? evals_sum + per_step * (step - prev_step) : kNaN;
+      }
+      t.grad_evals_total = total;
+      double elapsed = get(m, "elapsed");
+      if (std::isfinite(elapsed)) {
+        if (elapsed < prev_elapsed) elapsed_offset += prev_elapsed;  // a new process
+        prev_elapsed = elapsed;
+        elapsed += elapsed_offset;
+      }
+      t.elapsed = elapsed;
+      run.train.push_back(t);
+    } else {
+      while (!run.evals.empty() && run.evals.back().step >= step) run.evals.pop_back();
+      MetricsRun::Eval e;
+      e.step = step;
+      e.acc_mean = get(m, "eval.acc_mean");
+      const double ci = get(m, "eval.acc_ci95");
+      e.acc_ci95 = std::isfinite(ci) ? ci : 0;
+      run.evals.push_back(e);
+    }
+  }
+  MT_REQUIRE(!in.bad(), "cannot read metrics file '", path, "'");
+  MT_REQUIRE(!run.train.empty() || !run.evals.empty(), path,
+             ": no training lines (step, loss) or evaluation lines (step, eval.acc_mean)");
+
+  std::vector<double> steps, totals, seconds;
+  for (const auto& t : run.train) {
+    steps.push_back(t.step);
+    totals.push_back(t.grad_evals_total);
+    seconds.push_back(t.elapsed);
+  }
+  for (auto& e : run.evals) {
+    e.grad_evals_total = interpolate(steps, totals, e.step);
+    e.elapsed = interpolate(steps, seconds, e.step);
+  }
+  return run;
+}
+
+std::string render_svg(const Figure& fig) {
+  const double width = 760, height = 460;
+  const double left = 80, right = 190, top = 45, bottom = 60;
+  const double pw = width - left - right, ph = height - top - bottom;
+
+  double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
+  for (const Curve& c : fig.curves)
+    for (size_t i = 0; i < c.x.size(); ++i) {
+      xlo = std::min(xlo, c.x[i]);
+      xhi = std::max(xhi, c.x[i]);
+      const double lo = c.band_lo.empty() ? c.y[i] : std::min(c.y[i], c.band_lo[i]);
+      const double hi = c.band_hi.empty() ? c.y[i] : std::max(c.y[i], c.band_hi[i]);
+      ylo = std::min(ylo, lo);
+      yhi = std::max(yhi, hi);
+    }
+  const Axis ax = nice_axis(xlo, xhi), ay = nice_axis(ylo, yhi);
+  auto px = [&](double x) { return left + (x - ax.lo) / (ax.hi - ax.lo) * pw; };
+  auto py = [&](double y) { return top + ph - (y - ay.lo) / (ay.hi - ay.lo) * ph; };
+
+  std::string s;
+  s += concat("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
+              "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", width, "\" height=\"", height,
+              "\" viewBox=\"0 0 ", width, " ", height,
+              "\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"12\">\n");
+  s += concat("<rect x=\"0\" y=\"0\" width=\"", width, "\" height=\"", height,
+              "\" fill=\"white\"/>\n");
+  s += concat("<text x=\"", num(left + pw / 2), "\" y=\"25\" text-anchor=\"middle\" ",
+              "font-size=\"15\" font-weight=\"bold\">", escape(fig.title), "</text>\n");
+
+  // Grid, ticks and tick labels.
+  s += "<g stroke=\"#e0e0e0\" stroke-width=\"1\">\n";
+  for (double v = ax.lo; v <= ax.hi + ax.step * 1e-6; v += ax.step)
+    s += concat("<line x1=\"", num(px(v)), "\" y1=\"", num(top), "\" x2=\"", num(px(v)), "\" y2=\"",
+                num(top + ph), "\"/>\n");
+  for (double v = ay.lo; v <= ay.hi + ay.step * 1e-6; v += ay.step)
+    s += concat("<line x1=\"", num(left), "\" y1=\"", num(py(v)), "\" x2=\"", num(left + pw),
+                "\" y2=\"", num(py(v)), "\"/>\n");
+  s += "</g>\n<g fill=\"#333333\">\n";
+  for (double v = ax.lo; v <= ax.hi + ax.step * 1e-6; v += ax.step)
+    s += concat("<text x=\"", num(px(v)), "\" y=\"", num(top + ph + 18),
+                "\" text-anchor=\"middle\">", tick_label(v, ax.step), "</text>\n");
+  for (double v = ay.lo; v <= ay.hi + ay.step * 1e-6; v += ay.step)
+    s += concat("<text x=\"", num(left - 8), "\" y=\"", num(py(v) + 4), "\" text-anchor=\"end\">",
+                tick_label(v, ay.step), "</text>\n");
+  s += "</g>\n";
+  s += concat("<rect x=\"", num(left), "\" y=\"", num(top), "\" width=\"", num(pw), "\" height=\"",
+              num(ph), "\" fill=\"none\" stroke=\"#333333\"/>\n");
+  s += concat("<text x=\"", num(left + pw / 2), "\" y=\"", num(height - 15),
+              "\" text-anchor=\"middle\" font-size=\"13\">", escape(fig.x_label), "</text>\n");
+  s += concat("<text x=\"18\" y=\"", num(top + ph / 2), "\" text-anchor=\"middle\" ",
+              "font-size=\"13\" transform=\"rotate(-90 18 ", num(top + ph / 2), ")\">",
+              escape(fig.y_label), "</text>\n");
+
+  // Bands under the lines, then one polyline per curve, then the legend.
+  for (size_t k = 0; k < fig.curves.size(); ++k) {
+    const Curve& c = fig.curves[k];
+    if (c.band_lo.empty() || c.x.empty()) continue;
+    std::string pts;
+    for (size_t i = 0; i < c.x.size(); ++i)
+      pts += num(px(c.x[i])) + "," + num(py(c.band_hi[i])) + " ";
+    for (size_t i = c.x.size(); i-- > 0;)
+      pts += num(px(c.x[i])) + "," + num(py(c.band_lo[i])) + " ";
+    pts.pop_back();
+    s += concat("<polygon points=\"", pts, "\" fill=\"", kColors[k % 8],
+                "\" fill-opacity=\"0.15\" stroke=\"none\"/>\n");
+  }
+  for (size_t k = 0; k < fig.curves.size(); ++k) {
+    const Curve& c = fig.curves[k];
+    std::string pts;
+    for (size_t i = 0; i < c.x.size(); ++i)
+      pts += (i ? " " : "") + num(px(c.x[i])) + "," + num(py(c.y[i]));
+    s += concat("<polyline points=\"", pts, "\" fill=\"none\" stroke=\"", kColors[k % 8],
+                "\" stroke-width=\"1.8\" stroke-linejoin=\"round\"/>\n");
+  }
+  for (size_t k = 0; k < fig.curves.size(); ++k) {
+    const double y = top + 10 + 20 * static_cast<double>(k);
+    const double x = left + pw + 15;
+    s += concat("<line x1=\"", num(x), "\" y1=\"", num(y), "\" x2=\"", num(x + 24), "\" y2=\"",
+                num(y), "\" stroke=\"", kColors[k % 8], "\" stroke-width=\"2.5\"/>\n");
+    s += concat("<text x=\"", num(x + 30), "\" y=\"", num(y + 4), "\">",
+                escape(fig.curves[k].label), "</text>\n");
+  }
+  s += "</svg>\n";
+  return s;
+}
+
+std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<MetricsRun>& runs) {
+  struct XAxis {
+    const char* suffix;
+    const char* label;
+  };
+  const XAxis xs[] = {{"step", "outer step"},
+                      {"grad_evals", "gradient evaluations (cumulative)"},
+                      {"seconds", "seconds (elapsed)"}};
+  auto pick = [](int axis, double step, double evals, double sec) {
+    return axis == 0 ? step : axis == 1 ? evals : sec;
+  };
+  // Adds (x, y[, band]) keeping only finite, x-increasing points.
+  auto push = [](Curve& c, double x, double y, double lo, double hi, bool band) {
+    if (!std::isfinite(x) || !std::isfinite(y) || (!c.x.empty() && x <= c.x.back())) return;
+    c.x.push_back(x);
+    c.y.push_back(y);
+    if (band) {
+      c.band_lo.push_back(lo);
+      c.band_hi.push_back(hi);
+    }
+  };
+
+  std::vector<std::pair<std::string, Figure>> out;
+  for (int a = 0; a < 3; ++a) {
+    Figure acc{"Validation accuracy (mean, shaded: 95% CI)", xs[a].label, "accuracy", {}};
+    Figure loss{"Training loss (meta-batch mean)", xs[a].label, "query loss", {}};
+    for (const MetricsRun& r : runs) {
+      Curve ca{r.label, {}, {}, {}, {}}, cl{r.label, {}, {}, {}, {}};
+      for (const auto& e : r.evals)
+        push(ca, pick(a, e.step, e.grad_evals_total, e.elapsed), e.acc_mean,
+             e.acc_mean - e.acc_ci95, e.acc_mean + e.acc_ci95, true);
+      for (const auto& t : r.train)
+        push(cl, pick(a, t.step, t.grad_evals_total, t.elapsed), t.loss, 0, 0, false);
+      acc.curves.push_back(ca);
+      loss.curves.push_back(cl);
+    }
+    out.emplace_back(concat("accuracy_vs_", xs[a].suffix, ".svg"), acc);
+    out.emplace_back(concat("loss_vs_", xs[a].suffix, ".svg"), loss);
+  }
+  Figure q{"UFOM: probability q of the exact path", "outer step", "q", {}};
+  Figure bias{"Measured first-order bias |mean(g_E - g_F)|", "outer step", "fo_bias", {}};
+  for (const MetricsRun& r : runs) {
+    Curve cq{r.label, {}, {}, {}, {}}, cb{r.label, {}, {}, {}, {}};
+    for (const auto& t : r.train) {
+      push(cq, t.step, t.q, 0, 0, false);
+      push(cb, t.step, t.fo_bias, 0, 0, false);
+    }
+    if (!cq.x.empty()) q.curves.push_back(cq);
+    if (!cb.x.empty()) bias.curves.push_back(cb);
+  }
+  if (!q.curves.empty()) out.emplace_back("ufom_q_vs_step.svg", q);
+  if (!bias.curves.empty()) out.emplace_back("fo_bias_vs_step.svg", bias);
+  return out;
+}
+
+}  // namespace mt

@@ -1,0 +1,54 @@
+// Figures of training runs for metaplot (DESIGN §9, issue 7): reads metatrain's metrics JSONL
+// files and draws line charts as standalone SVG, written here in C++ (no Python, no external
+// tools): one polyline per run, an optional shaded band (e.g. a 95% CI), axes, ticks, legend.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mt {
+
+// One run's metrics log, reduced to what the figures need. Absent numbers are NaN.
+struct MetricsRun {
+  struct Train {
+    double step = 0, loss = 0, grad_evals_total = 0, elapsed = 0, q = 0, fo_bias = 0;
+  };
+  struct Eval {
+    double step = 0, acc_mean = 0, acc_ci95 = 0, grad_evals_total = 0, elapsed = 0;
+  };
+  std::string label;
+  std::vector<Train> train;  // by increasing step
+  std::vector<Eval> evals;   // by increasing step
+};
+
+// Reads a metrics JSONL file: one flat JSON object per line (numbers, strings, booleans, null)
+// with at most nested objects such as "eval". Training lines carry step and loss; evaluation
+// lines step and eval.acc_mean (eval.acc_ci95 optional). grad_evals_total, when absent, is the
+// running sum of grad_evals (each line's count times the steps since the previous line).
+// elapsed restarts at 0 in a resumed run; it is made cumulative. A resume from an earlier
+// checkpoint (a step at or below one already read) drops the lines it superseded. Evaluation
+// points take grad_evals_total and elapsed interpolated from the training lines by step.
+// A malformed line throws UsageError "<path>:<line>: ...".
+MetricsRun read_metrics_jsonl(const std::string& path, const std::string& label);
+
+// One curve of a figure; band_lo/band_hi are empty or as long as x.
+struct Curve {
+  std::string label;
+  std::vector<double> x, y, band_lo, band_hi;
+};
+
+struct Figure {
+  std::string title, x_label, y_label;
+  std::vector<Curve> curves;
+};
+
+// The figure as a standalone SVG document. Curves with no points keep their legend entry.
+std::string render_svg(const Figure& fig);
+
+// The standard figures of a comparison, as (file name, figure): validation accuracy and training
+// loss against outer step, gradient evaluations and seconds; for runs that log q (UFOM), q and
+// fo_bias against step.
+std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<MetricsRun>& runs);
+
+}  // namespace mt

@@ -1,0 +1,166 @@
+// The metaplot program as a user runs it: hand-written metrics logs of two runs become SVG
+// figures that parse as balanced XML, with one polyline per run holding one point per logged
+// value, x increasing; a malformed log exits with code 2 naming the file and line.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/support/programs.h"
+
+namespace mt {
+namespace {
+
+using testing::temp_dir;
+using Result = testing::ProgramResult;
+
+Result metaplot(const std::string& args) { return testing::run_program("metaplot", args); }
+
+void write_file(const std::string& path, const std::string& text) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream(path) << text;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Checks that every element is closed in order (a rough XML well-formedness test); returns the
+// names of the elements opened, in document order.
+std::vector<std::string> check_balanced(const std::string& svg) {
+  std::vector<std::string> stack, names;
+  size_t i = 0;
+  while ((i = svg.find('<', i)) != std::string::npos) {
+    const size_t end = svg.find('>', i);
+    EXPECT_NE(end, std::string::npos) << "unterminated tag";
+    if (end == std::string::npos) break;
+    const std::string tag = svg.substr(i + 1, end - i - 1);
+    i = end + 1;
+    if (tag.empty() || tag[0] == '?' || tag[0] == '!') continue;
+    if (tag[0] == '/') {
+      EXPECT_FALSE(stack.empty()) << "closing </" << tag << "> without an opening tag";
+      if (stack.empty()) continue;
+      EXPECT_EQ(stack.back(), tag.substr(1));
+      stack.pop_back();
+      continue;
+    }
+    const std::string name = tag.substr(0, tag.find_first_of(" \t\n/"));
+    names.push_back(name);
+    if (tag.back() != '/') stack.push_back(name);
+  }
+  EXPECT_TRUE(stack.empty()) << "unclosed <" << (stack.empty() ? "" : stack.back()) << ">";
+  return names;
+}
+
+// The points of every <polyline>, as lists of (x, y).
+std::vector<std::vector<std::pair<double, double>>> polylines(const std::string& svg) {
+  std::vector<std::vector<std::pair<double, double>>> out;
+  size_t i = 0;
+  while ((i = svg.find("<polyline points=\"", i)) != std::string::npos) {
+    i += 18;
+    const std::string pts = svg.substr(i, svg.find('"', i) - i);
+    std::vector<std::pair<double, double>> line;
+    std::istringstream in(pts);
+    for (std::string p; in >> p;) {
+      const size_t comma = p.find(',');
+      line.emplace_back(std::atof(p.substr(0, comma).c_str()),
+                        std::atof(p.substr(comma + 1).c_str()));
+    }
+    out.push_back(line);
+  }
+  return out;
+}
+
+TEST(Metaplot, WritesOneWellFormedSvgPerFigureWithOnePolylinePerRun) {
+  const std::string dir = temp_dir("metaplot");
+  // Run A (FOMAML-like): no grad_evals_total (running sum of grad_evals instead), resumed after
+  // step 2 (elapsed restarts), evaluations at steps 2 and 4.
+  write_file(dir + "/fomaml/metrics.jsonl",
+             "{\"step\": 1, \"loss\": 1.6, \"acc\": 0.3, \"grad_evals\": 4, \"elapsed\": 0.1}\n"
+             "{\"step\": 2, \"loss\": 1.5, \"acc\": 0.4, \"grad_evals\": 4, \"elapsed\": 0.2}\n"
+             "{\"step\": 2, \"eval\": {\"split\": \"test\", \"episodes\": 20, \"acc_mean\": 0.4, "
+             "\"acc_ci95\": 0.05, \"loss_mean\": 1.4}}\n"
+             "\n"
+             "{\"step\": 3, \"loss\": 1.4, \"acc\": 0.5, \"grad_evals\": 4, \"elapsed\": 0.05}\n"
+             "{\"step\": 4, \"loss\": 1.2, \"acc\": 0.6, \"grad_evals\": 4, \"elapsed\": 0.1}\n"
+             "{\"step\": 4, \"eval\": {\"split\": \"test\", \"episodes\": 20, \"acc_mean\": 0.5, "
+             "\"acc_ci95\": 0.04, \"loss_mean\": 1.3}}\n");
+  // Run B (UFOM): q and fo_bias, grad_evals_total, evaluations at steps 1, 2 and 3.
+  std::string b;
+  for (int s = 1; s <= 3; ++s) {
+    b += "{\"step\": " + std::to_string(s) + ", \"loss\": 1." + std::to_string(7 - s) +
+         ", \"q\": 0.2, \"fo_bias\": 0.0" + std::to_string(s) +
+         ", \"grad_evals\": 6, \"grad_evals_total\": " + std::to_string(6 * s) +
+         ", \"elapsed\": 0." + std::to_string(s) + ", \"flag\": true, \"none\": null}\n";
+    b += "{\"step\": " + std::to_string(s) + ", \"eval\": {\"split\": \"test\", \"acc_mean\": 0." +
+         std::to_string(3 + s) + ", \"acc_ci95\": 0.03}}\n";
+  }
+  write_file(dir + "/ufom/metrics.jsonl", b);
+
+  const Result r = metaplot("-o " + dir + "/figs " + dir + "/fomaml/metrics.jsonl " + dir +
+                            "/ufom/metrics.jsonl --label FOMAML --label \"UFOM q=0.2\"");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  struct Expect {
+    const char* file;
+    std::vector<size_t> points;  // per polyline, in run order
+  };
+  const Expect expected[] = {
+      {"accuracy_vs_step.svg", {2, 3}},    {"accuracy_vs_grad_evals.svg", {2, 3}},
+      {"accuracy_vs_seconds.svg", {2, 3}}, {"loss_vs_step.svg", {4, 3}},
+      {"loss_vs_grad_evals.svg", {4, 3}},  {"loss_vs_seconds.svg", {4, 3}},
+      {"ufom_q_vs_step.svg", {3}},         {"fo_bias_vs_step.svg", {3}},
+  };
+  for (const Expect& e : expected) {
+    SCOPED_TRACE(e.file);
+    const std::string path = dir + "/figs/" + e.file;
+    ASSERT_TRUE(std::filesystem::exists(path)) << r.output;
+    const std::string svg = read_file(path);
+    const std::vector<std::string> names = check_balanced(svg);
+    ASSERT_FALSE(names.empty());
+    EXPECT_EQ(names.front(), "svg");
+    const auto lines = polylines(svg);
+    ASSERT_EQ(lines.size(), e.points.size());
+    for (size_t k = 0; k < lines.size(); ++k) {
+      EXPECT_EQ(lines[k].size(), e.points[k]) << "polyline " << k;
+      for (size_t i = 1; i < lines[k].size(); ++i)
+        EXPECT_GT(lines[k][i].first, lines[k][i - 1].first) << "polyline " << k << " point " << i;
+    }
+    EXPECT_NE(svg.find("<text"), std::string::npos);  // ticks, labels, legend
+  }
+  const std::string acc = read_file(dir + "/figs/accuracy_vs_step.svg");
+  EXPECT_NE(acc.find(">FOMAML<"), std::string::npos);
+  EXPECT_NE(acc.find(">UFOM q=0.2<"), std::string::npos);
+  EXPECT_NE(acc.find("<polygon"), std::string::npos);  // the 95% CI band
+}
+
+TEST(Metaplot, MalformedLogExitsWithCode2NamingFileAndLine) {
+  const std::string dir = temp_dir("metaplot_bad");
+  write_file(dir + "/bad.jsonl",
+             "{\"step\": 1, \"loss\": 1.6}\n"
+             "{\"step\": 2, \"loss\": 1.5}\n"
+             "{\"step\": 3, \"loss\": }\n");
+  Result r = metaplot("-o " + dir + "/figs " + dir + "/bad.jsonl");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("bad.jsonl:3"), std::string::npos) << r.output;
+
+  write_file(dir + "/nostep.jsonl", "{\"loss\": 1.6}\n");
+  r = metaplot("-o " + dir + "/figs " + dir + "/nostep.jsonl");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("nostep.jsonl:1"), std::string::npos) << r.output;
+
+  r = metaplot("-o " + dir + "/figs " + dir + "/missing.jsonl");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = metaplot(dir + "/bad.jsonl");  // no -o
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+}
+
+}  // namespace
+}  // namespace mt
