@@ -227,11 +227,13 @@ TEST_F(Distributed, SigtermWritesACheckpointAndExitsZero) {
 // stays loadable. SIGUSR1 to mpirun, which forwards it, stops a multi-rank job gracefully.
 TEST_F(Distributed, SecondSignalExitsAtOnceAndUsr1StopsAnMpirunJob) {
   const std::string dir = testing::temp_dir("dist_twice");
-  // A full-size model: a step takes long enough (about a second) to signal twice within one.
-  const std::string big = "model.filters=64 meta_batch=8 eval.every=0 checkpoint.every=0 ";
-  ASSERT_EQ(shell(metatrain_bin() + " " + job(dir, big + "steps=1")).exit_code, 0);
-  const pid_t pid =
-      spawn(metatrain_bin() + " " + job(dir, big + "steps=100000 resume=latest"), dir + "/out.txt");
+  const std::string args = "eval.every=0 checkpoint.every=0 ";
+  ASSERT_EQ(shell(metatrain_bin() + " " + job(dir, args + "steps=1")).exit_code, 0);
+  // The test hook holds the stop checkpoint's write open, so the second signal surely arrives
+  // while that checkpoint is being written: the previous one (step 1) must stay the latest.
+  const pid_t pid = spawn("env MT_TEST_WRITE_DELAY_MS=60000 " + metatrain_bin() + " " +
+                              job(dir, args + "steps=100000 resume=latest"),
+                          dir + "/out.txt");
   // The resumed run's first training line (step 2) shows it is stepping, handlers installed.
   ASSERT_TRUE(wait_until(
       [&] {
