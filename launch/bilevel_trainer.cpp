@@ -21,10 +21,6 @@ namespace mt {
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 SlBammOptions solver_options(const Config::Slbamm& s) {
   SlBammOptions o;
   o.variant = s.variant == "averaged" ? SlBammOptions::Variant::kAveraged

@@ -1,8 +1,6 @@
 // metaeval: accuracy of a metatrain checkpoint on held-out classes, mean ± 95% CI over E
 // episodes (the standard protocol, 600 by default), or over Lake's 20 one-shot runs when the
 // store holds fixed episodes. A table for people, or one JSON object with --json.
-#include <omp.h>
-
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -15,8 +13,8 @@
 #include "data/episode_store.h"
 #include "launch/config.h"
 #include "launch/evaluation.h"
-#include "launch/metrics_log.h"
 #include "launch/exit_codes.h"
+#include "launch/metrics_log.h"
 #include "launch/trainer.h"
 
 namespace {
@@ -91,7 +89,7 @@ int main(int argc, char** argv) {
     const auto model = mt::make_model(cfg, source->image_shape());
     const mt::CheckpointState state = mt::read_checkpoint(args.checkpoint, model->layout());
     const mt::MetaGradient<float> mg(*model, mt::inner_loop(cfg));
-    const int threads = cfg.threads > 0 ? cfg.threads : omp_get_num_procs();
+    const int threads = mt::worker_threads(cfg);
 
     const auto* store = dynamic_cast<const mt::EpisodeStore*>(source.get());
     const bool lake = store != nullptr && store->num_fixed_episodes() > 0;

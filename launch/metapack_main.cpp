@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
     }
     bar.finish_line();
     mt::write_store(args.out, store);
-    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double sec = mt::seconds_since(t0);
     std::printf("metapack %s: wrote %s\n", args.kind.c_str(), args.out.c_str());
     std::printf("  classes %zu (train %zu, val %zu, test %zu), images %lld of %dx%dx%d\n",
                 store.class_names.size(), store.splits["train"].size(), store.splits["val"].size(),

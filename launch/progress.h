@@ -8,6 +8,11 @@
 
 namespace mt {
 
+// Wall-clock seconds since t0.
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 class Progress {
  public:
   // `total` steps; a plain line is printed every `every` steps when not on a terminal. `unit`

@@ -30,15 +30,9 @@
 
 namespace mt {
 
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+int worker_threads(const Config& cfg) {
+  return cfg.threads > 0 ? cfg.threads : omp_get_num_procs();
 }
-
-int resolve_threads(int requested) { return requested > 0 ? requested : omp_get_num_procs(); }
-
-}  // namespace
 
 InnerLoop inner_loop(const Config& cfg) {
   InnerLoop in;
@@ -253,7 +247,7 @@ std::vector<int64_t> tasks_of_step(const Config& cfg, const dist::Comm& comm, in
 
 EvalResult train_on(const Config& cfg, dist::Comm& comm) {
   const bool lead = comm.rank() == 0;
-  const int threads = resolve_threads(cfg.threads);
+  const int threads = worker_threads(cfg);
 
   auto source = make_episode_source(cfg);
   const EpisodeSpec train_spec{cfg.data.train_split, cfg.task.ways, cfg.task.shots,

@@ -21,6 +21,9 @@ std::unique_ptr<EpisodeSource> make_episode_source(const Config& cfg);
 // The model of cfg.model for inputs of shape `input`, with cfg.task.ways outputs.
 std::unique_ptr<Model<float>> make_model(const Config& cfg, Shape input);
 
+// CPU worker threads of this rank: cfg.threads, or every core when it is 0.
+int worker_threads(const Config& cfg);
+
 // The inner loop of cfg.inner (and ufom.adjoint_clip).
 InnerLoop inner_loop(const Config& cfg);
 
