@@ -65,6 +65,8 @@ struct Config {
   struct Log {
     std::string jsonl;  // "" = <checkpoint.dir>/metrics.jsonl, see metrics_jsonl_path
     int every = 0;
+    int64_t bias_every = 0;  // probe the first-order bias every this many steps; 0 = off
+    int bias_tasks = 0;      // fresh training-split tasks per probe (>= 2)
   };
   struct Debug {
     std::string dump;  // "" = off

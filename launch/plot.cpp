@@ -234,6 +234,12 @@ MetricsRun read_metrics_jsonl(const std::string& path, const std::string& label)
                "metrics line");
     const bool is_eval = std::isfinite(get(m, "eval.acc_mean"));
     const bool is_train = std::isfinite(get(m, "loss")) && !m.count("eval.split");
+    if (std::isfinite(get(m, "bias.fo"))) {
+      while (!run.biases.empty() && run.biases.back().step >= step) run.biases.pop_back();
+      run.biases.push_back({step, get(m, "bias.fo"), get(m, "bias.fo_noise"), get(m, "bias.ufom"),
+                            get(m, "bias.ufom_noise")});
+      continue;
+    }
     if (!is_eval && !is_train) continue;  // e.g. another program's lines
 
     if (is_train) {
@@ -253,7 +259,8 @@ MetricsRun read_metrics_jsonl(const std::string& path, const std::string& label)
         total = std::isfinite(per_step) ? evals_sum + per_step * (step - prev_step) : kNaN;
       }
       t.grad_evals_total = total;
-      double elapsed = get(m, "elapsed");
+      double elapsed = get(m, "train_elapsed");
+      if (!std::isfinite(elapsed)) elapsed = get(m, "elapsed");
       if (std::isfinite(elapsed)) {
         if (elapsed < prev_elapsed) elapsed_offset += prev_elapsed;  // a new process
         prev_elapsed = elapsed;
@@ -272,7 +279,7 @@ MetricsRun read_metrics_jsonl(const std::string& path, const std::string& label)
     }
   }
   MT_REQUIRE(!in.bad(), "cannot read metrics file '", path, "'");
-  MT_REQUIRE(!run.train.empty() || !run.evals.empty(), path,
+  MT_REQUIRE(!run.train.empty() || !run.evals.empty() || !run.biases.empty(), path,
              ": no training lines (step, loss) or evaluation lines (step, eval.acc_mean)");
 
   std::vector<double> steps, totals, seconds;
@@ -381,7 +388,7 @@ std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<M
   };
   const XAxis xs[] = {{"step", "outer step"},
                       {"grad_evals", "gradient evaluations (cumulative)"},
-                      {"seconds", "seconds (elapsed)"}};
+                      {"seconds", "seconds of training (without evaluation)"}};
   auto pick = [](int axis, double step, double evals, double sec) {
     return axis == 0 ? step : axis == 1 ? evals : sec;
   };
@@ -425,6 +432,20 @@ std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<M
     if (!cb.x.empty()) bias.curves.push_back(cb);
   }
   if (!q.curves.empty()) out.emplace_back("ufom_q_vs_step.svg", q);
+  // The probes: FOMAML's error g_F − g_E for every run, UFOM's g_U − g_E for UFOM runs; the
+  // band up to the noise level is what a zero-mean error would show.
+  Figure probe{"Measured bias |mean(g - g_E)| on fresh tasks (shaded: zero-mean noise level)",
+               "outer step", "bias", {}};
+  for (const MetricsRun& r : runs) {
+    Curve fo{r.label + " FO", {}, {}, {}, {}}, uf{r.label + " UFOM", {}, {}, {}, {}};
+    for (const auto& b : r.biases) {
+      push(fo, b.step, b.fo, 0, b.fo_noise, true);
+      push(uf, b.step, b.ufom, 0, b.ufom_noise, true);
+    }
+    if (!fo.x.empty()) probe.curves.push_back(fo);
+    if (!uf.x.empty()) probe.curves.push_back(uf);
+  }
+  if (!probe.curves.empty()) out.emplace_back("bias_vs_step.svg", probe);
   if (!bias.curves.empty()) out.emplace_back("fo_bias_vs_step.svg", bias);
   return out;
 }

@@ -17,14 +17,20 @@ struct MetricsRun {
   struct Eval {
     double step = 0, acc_mean = 0, acc_ci95 = 0, grad_evals_total = 0, elapsed = 0;
   };
+  struct Bias {  // a log.bias_every probe (core/bias_probe.h); ufom* NaN unless a UFOM run
+    double step = 0, fo = 0, fo_noise = 0, ufom = 0, ufom_noise = 0;
+  };
   std::string label;
   std::vector<Train> train;  // by increasing step
   std::vector<Eval> evals;   // by increasing step
+  std::vector<Bias> biases;  // by increasing step
 };
 
 // Reads a metrics JSONL file: one flat JSON object per line (numbers, strings, booleans, null)
 // with at most nested objects such as "eval". Training lines carry step and loss; evaluation
-// lines step and eval.acc_mean (eval.acc_ci95 optional). grad_evals_total, when absent, is the
+// lines step and eval.acc_mean (eval.acc_ci95 optional); bias-probe lines step and bias.fo
+// (bias.fo_noise, bias.ufom, bias.ufom_noise optional). elapsed is train_elapsed (training
+// seconds without evaluation, probes and checkpoints) where logged. grad_evals_total, when absent, is the
 // running sum of grad_evals (each line's count times the steps since the previous line).
 // elapsed restarts at 0 in a resumed run; it is made cumulative. A resume from an earlier
 // checkpoint (a step at or below one already read) drops the lines it superseded. Evaluation
@@ -48,7 +54,8 @@ std::string render_svg(const Figure& fig);
 
 // The standard figures of a comparison, as (file name, figure): validation accuracy and training
 // loss against outer step, gradient evaluations and seconds; for runs that log q (UFOM), q and
-// fo_bias against step.
+// fo_bias against step; for runs with bias probes, each estimator's measured bias against step
+// with its zero-mean noise level shaded.
 std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<MetricsRun>& runs);
 
 }  // namespace mt

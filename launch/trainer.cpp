@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "core/bias_probe.h"
 #include "core/blas.h"
 #include "core/check.h"
 #include "core/checkpoint.h"
@@ -267,6 +268,9 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
   const InnerLoop inner = inner_loop(cfg);
   MetaGradient<float> mg(*model, inner);
   MetaStep<float> meta_step(mg, {cfg.algo, static_cast<uint64_t>(cfg.seed), threads});
+  std::unique_ptr<BiasProbe<float>> probe;
+  if (cfg.log.bias_every > 0)
+    probe = std::make_unique<BiasProbe<float>>(mg, static_cast<uint64_t>(cfg.seed), threads);
   const std::string opt_name =
       cfg.outer.optimizer == Config::Outer::Optimizer::kAdam ? "adam" : "sgd";
   auto opt = make_optimizer<float>(opt_name, d, cfg.outer.lr, cfg.outer.momentum);
@@ -321,6 +325,32 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
     log.write(JsonObject().add("step", static_cast<double>(step)).add("eval", e));
     return r;
   };
+  // log.bias_every: the first-order bias at the current θ (core/bias_probe.h), on tasks
+  // kProbeTaskBase + k of the training split, indices no meta-batch reaches, so training never
+  // sees them. Spread over the ranks like a meta-batch; logged as a "bias" line by rank 0.
+  auto probe_bias = [&](int64_t step, double q) {
+    constexpr int64_t kProbeTaskBase = int64_t{1} << 40;  // < 2^44, see BiasProbe::run
+    const auto t0 = std::chrono::steady_clock::now();
+    const bool ufom = cfg.algo == Algo::kUfom;
+    std::vector<int64_t> mine;
+    for (int64_t k = comm.rank(); k < cfg.log.bias_tasks; k += comm.size())
+      mine.push_back(kProbeTaskBase + k);
+    BiasSums<float> bs;
+    bs.reset(d);
+    probe->run(
+        theta.data(), static_cast<uint64_t>(step), mine,
+        [&](int64_t t, Episode<float>& ep) { source->sample(train_spec, cfg.seed, step, t, ep); },
+        ufom ? q : 0.0, bs);
+    std::vector<float> packed = bs.pack();
+    comm.allreduce_sum(packed.data(), packed.size());
+    bs.unpack(packed);
+    const BiasReport r = bias_report(bs, ufom);
+    JsonObject b;
+    b.add("tasks", r.tasks).add("fo", r.fo).add("fo_noise", r.fo_noise);
+    if (ufom) b.add("ufom", r.ufom).add("ufom_noise", r.ufom_noise).add("q", q);
+    b.add("exact_norm", r.exact_norm).add("sec", seconds_since(t0));
+    log.write(JsonObject().add("step", static_cast<double>(step)).add("bias", b));
+  };
   auto current_q = [&] {
     return cfg.algo == Algo::kUfom && cfg.ufom.adaptive ? adaptive.q(cost_fo, cost_exact)
                                                         : cfg.ufom.q;
@@ -335,6 +365,12 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
   Progress progress(cfg.steps, cfg.log.every, lead);
   MetaStepSums<float> sums;
   const auto t_start = std::chrono::steady_clock::now();
+  double side_seconds = 0;  // evaluation, bias probes and checkpoints: not training time
+  auto timed = [&side_seconds](auto&& work) {
+    const auto t0 = std::chrono::steady_clock::now();
+    work();
+    side_seconds += seconds_since(t0);
+  };
   // budget.grad_evals: stop after the step at which the cumulative count reaches the budget.
   auto budget_spent = [&] {
     return cfg.budget.grad_evals > 0 && run.grad_evals >= cfg.budget.grad_evals;
@@ -344,6 +380,7 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
     const auto t0 = std::chrono::steady_clock::now();
     double q = cfg.algo == Algo::kMaml ? 1.0 : 0.0;
     if (cfg.algo == Algo::kUfom) q = current_q();
+    if (probe && step % cfg.log.bias_every == 0) timed([&] { probe_bias(step, q); });
 
     sums.reset(d);
     const std::vector<int64_t> my_tasks = tasks_of_step(cfg, comm, step, q, cost_fo, cost_exact);
@@ -388,7 +425,9 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
       line.add("exact_tasks", sums.exact_tasks).add("grad_evals", sums.grad_evals);
       line.add("grad_evals_total", static_cast<double>(run.grad_evals));
       line.add("sec", sec).add("tasks_per_s", cfg.meta_batch / sec);
-      line.add("elapsed", seconds_since(t_start)).add("ranks", comm.size());
+      const double elapsed = seconds_since(t_start);
+      line.add("elapsed", elapsed).add("train_elapsed", elapsed - side_seconds);
+      line.add("ranks", comm.size());
       log.write(line);
     }
     char status[128];
@@ -404,13 +443,15 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
                                  "Checkpoints in ",
                                  cfg.checkpoint.dir, " are intact."));
     if (cfg.eval.every > 0 && done % cfg.eval.every == 0 && !ends) {
-      const EvalResult r = run_eval(done);
+      EvalResult r;
+      timed([&] { r = run_eval(done); });
       progress.finish_line();
       if (lead)
         std::printf("eval @ step %lld: %s acc %.2f%% ± %.2f%%\n", static_cast<long long>(done),
                     r.split.c_str(), 100 * r.acc_mean, 100 * r.acc_ci95);
     }
-    if (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0 && !ends) save(done);
+    if (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0 && !ends)
+      timed([&] { save(done); });
 
     // A stop requested on any rank stops every rank after the same step.
     int64_t stop = stop_requested() ? 1 : 0;

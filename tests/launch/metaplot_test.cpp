@@ -3,6 +3,7 @@
 // value, x increasing; a malformed log exits with code 2 naming the file and line.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -102,6 +103,14 @@ TEST(Metaplot, WritesOneWellFormedSvgPerFigureWithOnePolylinePerRun) {
     b += "{\"step\": " + std::to_string(s) + ", \"eval\": {\"split\": \"test\", \"acc_mean\": 0." +
          std::to_string(3 + s) + ", \"acc_ci95\": 0.03}}\n";
   }
+  // Bias-probe lines: run B's at steps 0 and 2 (FO and UFOM errors), with a resumed run
+  // repeating step 2, which replaces the earlier line.
+  b += "{\"step\": 0, \"bias\": {\"tasks\": 20, \"fo\": 0.5, \"fo_noise\": 0.1, "
+       "\"ufom\": 0.05, \"ufom_noise\": 0.06, \"q\": 0.2}}\n"
+       "{\"step\": 2, \"bias\": {\"tasks\": 20, \"fo\": 0.4, \"fo_noise\": 0.1, "
+       "\"ufom\": 0.9, \"ufom_noise\": 0.06, \"q\": 0.2}}\n"
+       "{\"step\": 2, \"bias\": {\"tasks\": 20, \"fo\": 0.4, \"fo_noise\": 0.1, "
+       "\"ufom\": 0.04, \"ufom_noise\": 0.05, \"q\": 0.2}}\n";
   write_file(dir + "/ufom/metrics.jsonl", b);
 
   const Result r = metaplot("-o " + dir + "/figs " + dir + "/fomaml/metrics.jsonl " + dir +
@@ -117,6 +126,7 @@ TEST(Metaplot, WritesOneWellFormedSvgPerFigureWithOnePolylinePerRun) {
       {"accuracy_vs_seconds.svg", {2, 3}}, {"loss_vs_step.svg", {4, 3}},
       {"loss_vs_grad_evals.svg", {4, 3}},  {"loss_vs_seconds.svg", {4, 3}},
       {"ufom_q_vs_step.svg", {3}},         {"fo_bias_vs_step.svg", {3}},
+      {"bias_vs_step.svg", {2, 2}},  // run B's FO and UFOM errors
   };
   for (const Expect& e : expected) {
     SCOPED_TRACE(e.file);
@@ -139,6 +149,16 @@ TEST(Metaplot, WritesOneWellFormedSvgPerFigureWithOnePolylinePerRun) {
   EXPECT_NE(acc.find(">FOMAML<"), std::string::npos);
   EXPECT_NE(acc.find(">UFOM q=0.2<"), std::string::npos);
   EXPECT_NE(acc.find("<polygon"), std::string::npos);  // the 95% CI band
+  const std::string bias = read_file(dir + "/figs/bias_vs_step.svg");
+  EXPECT_NE(bias.find(">UFOM q=0.2 FO<"), std::string::npos);
+  EXPECT_NE(bias.find(">UFOM q=0.2 UFOM<"), std::string::npos);
+  EXPECT_EQ(bias.find(">FOMAML FO<"), std::string::npos);  // run A has no probes
+  // UFOM's kept errors, 0.05 and 0.04, lie a few pixels apart on the 355-pixel-high plot; the
+  // superseded 0.9 at step 2 would put the second point hundreds of pixels higher.
+  const auto bias_lines = polylines(bias);
+  ASSERT_EQ(bias_lines.size(), 2u);
+  ASSERT_EQ(bias_lines[1].size(), 2u);
+  EXPECT_LT(std::abs(bias_lines[1][1].second - bias_lines[1][0].second), 30);
 }
 
 TEST(Metaplot, MalformedLogExitsWithCode2NamingFileAndLine) {

@@ -172,6 +172,49 @@ TEST(Metatrain, GradEvalBudgetStopsEarlyAndSurvivesResume) {
   EXPECT_EQ(steps[3].second, 16);
 }
 
+// log.bias_every probes the first-order bias on fresh tasks without touching training: the
+// parameters and gradient-evaluation counts are bit-identical with and without the probes, the
+// probe lines come at steps 0, 2, 4, and UFOM with q = 1 shows no error while FOMAML's is > 0.
+TEST(Metatrain, BiasProbeLogsWithoutChangingTraining) {
+  auto params_and_lines = [](const std::string& extra, std::vector<std::string>& bias_lines) {
+    const std::string dir = temp_dir("probe");
+    const Result r = metatrain(tiny(dir) + " steps=5 algo=ufom ufom.q=1 " + extra);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::vector<double> evals;
+    std::ifstream log(dir + "/metrics.jsonl");
+    for (std::string line; std::getline(log, line);) {
+      if (line.find("\"bias\"") != std::string::npos) bias_lines.push_back(line);
+      if (line.find("\"loss\"") != std::string::npos) {
+        evals.push_back(json_number(line, "grad_evals_total"));
+        EXPECT_LE(json_number(line, "train_elapsed"), json_number(line, "elapsed")) << line;
+      }
+    }
+    const auto f = h5::File::open_read(dir + "/latest.h5");
+    std::vector<float> all = f.read<float>("/params/head.weight");
+    all.insert(all.end(), evals.begin(), evals.end());
+    return all;
+  };
+  std::vector<std::string> none, lines;
+  const auto plain = params_and_lines("", none);
+  const auto probed = params_and_lines("log.bias_every=2 log.bias_tasks=3", lines);
+  EXPECT_TRUE(none.empty());
+  ASSERT_FALSE(plain.empty());
+  EXPECT_TRUE(plain == probed) << "the bias probe changed training";
+  ASSERT_EQ(lines.size(), 3u);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    SCOPED_TRACE(lines[i]);
+    EXPECT_EQ(json_number(lines[i], "step"), 2.0 * i);
+    EXPECT_EQ(json_number(lines[i], "tasks"), 3);
+    EXPECT_GT(json_number(lines[i], "fo"), 0);
+    EXPECT_GT(json_number(lines[i], "fo_noise"), 0);
+    EXPECT_EQ(json_number(lines[i], "ufom"), 0);  // q = 1: g_U = g_E exactly
+    EXPECT_EQ(json_number(lines[i], "q"), 1);
+  }
+  const Result bad = metatrain(tiny(temp_dir("probe_bad")) + " log.bias_every=1 log.bias_tasks=1");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("log.bias_tasks"), std::string::npos) << bad.output;
+}
+
 TEST(Metatrain, HelpListsTheKeys) {
   const Result r = metatrain("--help");
   EXPECT_EQ(r.exit_code, 0);

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The UFOM paper's comparison (issue 7) on the packed Omniglot subset: FOMAML (q = 0), UFOM with
+# q = 0.1, adaptive UFOM and MAML (q = 1) at equal compute (budget.grad_evals), 5-way and 20-way
+# 1-shot, several seeds; final accuracy on 600 held-out test episodes; a table and SVG figures.
+#   usage: bash tests/bench/run_ufom_paper.sh [OUT_DIR]        (default runs/ufom_paper)
+#   env:   SEEDS="0 1 2"  JOBS=2 (runs at once, 1 thread each)  BUDGET5=66000  BUDGET20=27500
+#          MT_DATA_DIR (folder holding omniglot/, default ../shared/data)  BUILD_DIR=build
+# Finished runs are kept: running it again only does what is missing. About 80 min on 2 cores
+# with the defaults (tests/bench/RESULTS.md has the measured time).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+out="${1:-runs/ufom_paper}"
+seeds="${SEEDS:-0 1 2}"
+jobs="${JOBS:-2}"
+budget5="${BUDGET5:-66000}"
+budget20="${BUDGET20:-27500}"
+bin="${BUILD_DIR:-build}/bin"
+data="${MT_DATA_DIR:-../shared/data}/omniglot"
+for p in metatrain metaeval metapack metaplot; do
+  [ -x "$bin/$p" ] || { echo "no $bin/$p: build first (bash launch/setup/build.sh)" >&2; exit 2; }
+done
+mkdir -p "$out"
+store="$out/omniglot.h5"
+if [ ! -f "$store" ]; then
+  for z in images_background_small1.zip images_background_small2.zip; do
+    [ -f "$data/$z" ] || { echo "missing $data/$z (set MT_DATA_DIR)" >&2; exit 2; }
+  done
+  "$bin/metapack" omniglot -o "$store.tmp" "$data/images_background_small1.zip" \
+    "$data/images_background_small2.zip" > "$out/metapack.log"
+  mv "$store.tmp" "$store"
+fi
+
+# Deviations from the paper's set-up, the same for every method (see RESULTS.md): 32 filters
+# and 5 query examples per class so that 24 runs fit in the stated time on 2 cores; the
+# validation split (46 classes) is scored during training, the test split (47) at the end.
+common=(data.path="$store" model.filters=32 task.queries=5 data.eval_split=val
+        eval.episodes=200 checkpoint.every=0 steps=1000000 threads=1 data.prefetch=0 log.every=10)
+
+# method name -> metatrain keys; and its outer steps at the 5-way budget, to space probes/evals
+# (~6 evaluations and, in seed 0, ~6 bias probes per run whatever the method's step cost).
+method_keys() {
+  case "$1" in
+    fomaml) echo "algo=fomaml" ;;
+    ufom_q0.1) echo "algo=ufom ufom.q=0.1" ;;
+    ufom_adaptive) echo "algo=ufom ufom.q=adaptive" ;;
+    maml) echo "algo=maml" ;;
+  esac
+}
+step_cost() {  # gradient evaluations per step with meta-batch 5, r = 10, recompute (DESIGN 3.6)
+  case "$1" in fomaml) echo 55 ;; ufom_q0.1) echo 83 ;; ufom_adaptive) echo 110 ;; maml) echo 330 ;; esac
+}
+methods="fomaml ufom_q0.1 ufom_adaptive maml"
+
+# One line per run: the command to train it (skipped when its test score exists).
+plan="$out/plan.txt"
+: > "$plan"
+for ways in 20 5; do  # the long 20-way runs first, so the two job slots finish together
+  budget=$budget5; [ "$ways" = 20 ] && budget=$budget20
+  for seed in $seeds; do
+    for m in $methods; do
+      dir="$out/o${ways}_${m}_s${seed}"
+      [ -f "$dir/test.json" ] && continue
+      steps=$(( budget / $(step_cost "$m") ))
+      every=$(( steps / 6 > 0 ? steps / 6 : 1 ))
+      probe="log.bias_every=0"
+      [ "$seed" = "${seeds%% *}" ] && probe="log.bias_every=$every log.bias_tasks=20"
+      echo "$dir $bin/metatrain --config launch/configs/ufom_paper_omniglot$ways.yaml" \
+        "${common[*]} $(method_keys "$m") seed=$seed budget.grad_evals=$budget eval.every=$every" \
+        "$probe checkpoint.dir=$dir" >> "$plan"
+    done
+  done
+done
+
+run_one() {  # DIR COMMAND...: train, then score the final checkpoint on the test split
+  local dir="$1"; shift
+  rm -rf "$dir" && mkdir -p "$dir"
+  echo "$*" > "$dir/command.txt"
+  local t0=$SECONDS
+  "$@" > "$dir/train.log" 2>&1 || { echo "FAILED: $dir (see $dir/train.log)" >&2; return 1; }
+  echo $(( SECONDS - t0 )) > "$dir/wall_seconds.txt"
+  "${1%/metatrain}/metaeval" "$dir/latest.h5" --json data.eval_split=test eval.episodes=600 threads=1 \
+    > "$dir/test.json.tmp" 2> "$dir/metaeval.log" || { echo "FAILED: metaeval $dir" >&2; return 1; }
+  mv "$dir/test.json.tmp" "$dir/test.json"
+  echo "done $dir: $(grep -o '"acc_mean": [0-9.]*' "$dir/test.json") in $(cat "$dir/wall_seconds.txt") s" >&2
+}
+export -f run_one
+t0=$SECONDS
+if [ -s "$plan" ]; then
+  echo "running $(wc -l < "$plan") runs, $jobs at a time (plan: $plan)" >&2
+  xargs -P "$jobs" -L 1 bash -c 'run_one "$@"' _ < "$plan"
+fi
+echo "$(( SECONDS - t0 ))" > "$out/last_invocation_seconds.txt"
+
+# The table: per run (seed) test accuracy ± its 600-episode 95% CI, outer steps, gradient
+# evaluations, training seconds; per method the mean over seeds ± a 95% t-interval over seeds.
+num() { grep -o "\"$2\": [-0-9.e+]*" "$1" | tail -1 | awk '{print $2}'; }
+table="$out/table.md"
+{
+  echo "| ways | method | seeds | test acc. per seed (± 95% CI, 600 episodes) | mean ± 95% CI over seeds | outer steps | grad. evals | train s | wall s | q (mean) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for ways in 5 20; do
+    for m in $methods; do
+      accs=""; per=""; n=0; steps=""; evals=""; secs=""; walls=""; qs=""
+      for seed in $seeds; do
+        dir="$out/o${ways}_${m}_s${seed}"
+        [ -f "$dir/test.json" ] || continue
+        a=$(num "$dir/test.json" acc_mean); c=$(num "$dir/test.json" acc_ci95)
+        last=$(grep '"loss"' "$dir/metrics.jsonl" | tail -1)
+        accs="$accs $a"; n=$((n + 1))
+        per="$per$(awk -v a="$a" -v c="$c" 'BEGIN{printf "%.1f±%.1f ", 100*a, 100*c}')"
+        steps="$steps$(echo "$last" | grep -o '"step": [0-9]*' | awk '{print $2}') "
+        evals="$(echo "$last" | grep -o '"grad_evals_total": [0-9.e+]*' | awk '{print $2}')"
+        secs="$secs$(echo "$last" | grep -o '"train_elapsed": [0-9.]*' | awk '{printf "%.0f", $2}') "
+        walls="$walls$(cat "$dir/wall_seconds.txt") "
+        qs="$qs$(grep '"loss"' "$dir/metrics.jsonl" | grep -o '"q": [0-9.e-]*' |
+                 awk '{s += $2; k++} END {if (k) printf "%.3f", s / k; else printf "-"}') "
+      done
+      [ "$n" -gt 0 ] || continue
+      summary=$(echo "$accs" | awk '{
+        n = NF; for (i = 1; i <= n; i++) s += $i; m = s / n
+        for (i = 1; i <= n; i++) v += ($i - m)^2
+        t[2] = 12.706; t[3] = 4.303; t[4] = 3.182; t[5] = 2.776; t[6] = 2.571
+        if (n > 1) printf "%.1f ± %.1f", 100 * m, 100 * t[n] * sqrt(v / (n - 1)) / sqrt(n)
+        else printf "%.1f", 100 * m }')
+      echo "| $ways | $m | ${seeds// /,} | $per| $summary | $steps| $evals | $secs| $walls| $qs|"
+    done
+  done
+} > "$table"
+cat "$table"
+
+# Figures of seed 0 (the runs with bias probes), one folder per ways.
+s0="${seeds%% *}"
+for ways in 5 20; do
+  files=(); labels=()
+  for m in $methods; do
+    f="$out/o${ways}_${m}_s${s0}/metrics.jsonl"
+    [ -f "$f" ] && { files+=("$f"); labels+=(--label "$m"); }
+  done
+  [ "${#files[@]}" -gt 0 ] && "$bin/metaplot" -o "$out/figures_${ways}way" "${files[@]}" "${labels[@]}"
+done
+echo "table: $table; figures: $out/figures_5way, $out/figures_20way" >&2
