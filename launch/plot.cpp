@@ -282,7 +282,14 @@ MetricsRun read_metrics_jsonl(const std::string& path, const std::string& label)
   MT_REQUIRE(!run.train.empty() || !run.evals.empty() || !run.biases.empty(), path,
              ": no training lines (step, loss) or evaluation lines (step, eval.acc_mean)");
 
+  // A run starts at step 0 with nothing spent: evaluations before the first training line
+  // (log.every larger than eval.every) interpolate from there.
   std::vector<double> steps, totals, seconds;
+  if (!run.train.empty() && run.train.front().step > 0) {
+    steps.push_back(0);
+    totals.push_back(0);
+    seconds.push_back(0);
+  }
   for (const auto& t : run.train) {
     steps.push_back(t.step);
     totals.push_back(t.grad_evals_total);
@@ -434,8 +441,8 @@ std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<M
   if (!q.curves.empty()) out.emplace_back("ufom_q_vs_step.svg", q);
   // The probes: FOMAML's error g_F − g_E for every run, UFOM's g_U − g_E for UFOM runs; the
   // band up to the noise level is what a zero-mean error would show.
-  Figure probe{"Measured bias |mean(g - g_E)| on fresh tasks (shaded: zero-mean noise level)",
-               "outer step", "bias", {}};
+  Figure probe{"Bias |mean(g - g_E)| on fresh tasks", "outer step",
+               "bias (shaded: zero-mean noise level)", {}};
   for (const MetricsRun& r : runs) {
     Curve fo{r.label + " FO", {}, {}, {}, {}}, uf{r.label + " UFOM", {}, {}, {}, {}};
     for (const auto& b : r.biases) {

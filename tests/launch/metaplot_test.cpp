@@ -161,6 +161,28 @@ TEST(Metaplot, WritesOneWellFormedSvgPerFigureWithOnePolylinePerRun) {
   EXPECT_LT(std::abs(bias_lines[1][1].second - bias_lines[1][0].second), 30);
 }
 
+// Evaluations before the first training line (eval.every < log.every) sit between step 0, where
+// nothing is spent, and that line: here at 5 and 10 of 20 gradient evaluations.
+TEST(Metaplot, EvaluationsBeforeTheFirstTrainingLineStartFromZero) {
+  const std::string dir = temp_dir("metaplot_early");
+  write_file(dir + "/run.jsonl",
+             "{\"step\": 1, \"eval\": {\"acc_mean\": 0.3}}\n"
+             "{\"step\": 2, \"eval\": {\"acc_mean\": 0.4}}\n"
+             "{\"step\": 4, \"loss\": 1.2, \"grad_evals_total\": 20, \"elapsed\": 8}\n"
+             "{\"step\": 4, \"eval\": {\"acc_mean\": 0.5}}\n");
+  const Result r = metaplot("-o " + dir + "/figs " + dir + "/run.jsonl");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* f : {"accuracy_vs_grad_evals.svg", "accuracy_vs_seconds.svg"}) {
+    SCOPED_TRACE(f);
+    const auto lines = polylines(read_file(dir + "/figs/" + f));
+    ASSERT_EQ(lines.size(), 1u);
+    ASSERT_EQ(lines[0].size(), 3u);  // x = 5, 10, 20 (or 2, 4, 8 s): distinct and increasing
+    // (x1 − x0) / (x2 − x0) = (10 − 5) / (20 − 5) = 1/3 (pixels, so 1e-2 for their rounding).
+    EXPECT_NEAR((lines[0][1].first - lines[0][0].first) / (lines[0][2].first - lines[0][0].first),
+                1.0 / 3.0, 1e-2);
+  }
+}
+
 TEST(Metaplot, MalformedLogExitsWithCode2NamingFileAndLine) {
   const std::string dir = temp_dir("metaplot_bad");
   write_file(dir + "/bad.jsonl",
