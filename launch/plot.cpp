@@ -441,8 +441,10 @@ std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<M
   if (!q.curves.empty()) out.emplace_back("ufom_q_vs_step.svg", q);
   // The probes: FOMAML's error g_F − g_E for every run, UFOM's g_U − g_E for UFOM runs; the
   // band up to the noise level is what a zero-mean error would show.
-  Figure probe{"Bias |mean(g - g_E)| on fresh tasks", "outer step",
-               "bias (shaded: zero-mean noise level)", {}};
+  Figure probe{"Bias |mean(g - g_E)| on fresh tasks",
+               "outer step",
+               "bias (shaded: zero-mean noise level)",
+               {}};
   for (const MetricsRun& r : runs) {
     Curve fo{r.label + " FO", {}, {}, {}, {}}, uf{r.label + " UFOM", {}, {}, {}, {}};
     for (const auto& b : r.biases) {

@@ -30,8 +30,8 @@ struct MetricsRun {
 // with at most nested objects such as "eval". Training lines carry step and loss; evaluation
 // lines step and eval.acc_mean (eval.acc_ci95 optional); bias-probe lines step and bias.fo
 // (bias.fo_noise, bias.ufom, bias.ufom_noise optional). elapsed is train_elapsed (training
-// seconds without evaluation, probes and checkpoints) where logged. grad_evals_total, when absent, is the
-// running sum of grad_evals (each line's count times the steps since the previous line).
+// seconds without evaluation, probes and checkpoints) where logged. grad_evals_total, when absent,
+// is the running sum of grad_evals (each line's count times the steps since the previous line).
 // elapsed restarts at 0 in a resumed run; it is made cumulative. A resume from an earlier
 // checkpoint (a step at or below one already read) drops the lines it superseded. Evaluation
 // points take grad_evals_total and elapsed interpolated from the training lines by step.

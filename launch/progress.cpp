@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <utility>
 
@@ -25,11 +26,13 @@ Progress::Progress(int64_t total, int64_t every, bool enabled, std::string unit)
       tty_(isatty(fileno(stderr)) != 0),
       start_(std::chrono::steady_clock::now()) {}
 
-void Progress::update(int64_t done, const std::string& status) {
+void Progress::update(int64_t done, const std::string& status, double fraction) {
   if (!enabled_) return;
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  const double eta = done > 0 ? elapsed / done * (total_ - done) : 0.0;
+  const double eta = fraction > 0 ? elapsed / fraction * (1 - std::min(fraction, 1.0))
+                     : done > 0   ? elapsed / done * (total_ - done)
+                                  : 0.0;
   if (tty_) {
     const int width = 30;
     const int filled = total_ > 0 ? static_cast<int>(width * done / total_) : width;

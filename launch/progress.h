@@ -21,8 +21,10 @@ class Progress {
   ~Progress() { finish_line(); }  // also when an error unwinds past the bar
   Progress(const Progress&) = default;
   Progress& operator=(const Progress&) = default;
-  // Reports that `done` steps are finished, with a short status text.
-  void update(int64_t done, const std::string& status);
+  // Reports that `done` steps are finished, with a short status text. `fraction`, when given
+  // (in (0, 1]), is the share of this process's work done, for jobs that something other than
+  // `total` ends (a gradient-evaluation budget): the remaining time is estimated from it.
+  void update(int64_t done, const std::string& status, double fraction = -1);
   // Ends the bar's line (before other output, and at the end).
   void finish_line();
 

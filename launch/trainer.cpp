@@ -375,6 +375,7 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
   auto budget_spent = [&] {
     return cfg.budget.grad_evals > 0 && run.grad_evals >= cfg.budget.grad_evals;
   };
+  const int64_t evals_at_start = run.grad_evals;
   int64_t last = first_step;  // outer steps completed when the loop ends
   for (int64_t step = first_step; step < cfg.steps && !budget_spent(); ++step) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -433,7 +434,16 @@ EvalResult train_on(const Config& cfg, dist::Comm& comm) {
     char status[128];
     std::snprintf(status, sizeof status, "loss %.3f acc %.3f%s", loss, acc,
                   cfg.algo == Algo::kUfom ? (" q " + std::to_string(q).substr(0, 5)).c_str() : "");
-    progress.update(done, status);
+    // With a budget, the share of it spent by this process drives the time estimate (steps is
+    // then only an upper bound).
+    const int64_t budget_left = cfg.budget.grad_evals - evals_at_start;
+    progress.update(done, status,
+                    budget_left > 0
+                        ? std::max(static_cast<double>(done - first_step) /
+                                       static_cast<double>(cfg.steps - first_step),
+                                   static_cast<double>(run.grad_evals - evals_at_start) /
+                                       static_cast<double>(budget_left))
+                        : -1.0);
 
     if (cfg.dist.check_every > 0 && done % cfg.dist.check_every == 0 &&
         !all_equal(comm, checksum(theta)))

@@ -69,7 +69,7 @@ TEST(BiasProbe, ReportMatchesPerTaskGradientsComputedDirectly) {
   EXPECT_NEAR(r.fo_noise, std::sqrt(trace / k), 1e-12 * std::sqrt(trace / k));
   EXPECT_NEAR(r.exact_norm, std::sqrt(exact2), 1e-12 * std::sqrt(exact2));
   EXPECT_EQ(r.tasks, k);
-  EXPECT_TRUE(std::isnan(r.ufom));  // not measured without a q
+  EXPECT_TRUE(std::isnan(r.ufom));       // not measured without a q
   EXPECT_GT(r.fo, 0.05 * r.exact_norm);  // the problem really has a first-order error
 }
 
@@ -118,8 +118,7 @@ TEST(BiasProbe, UfomErrorAveragesToZeroAndFomamlErrorDoesNot) {
       p.mg.compute(p.theta.data(), ep, gf.data(), ge.data(), scratch);
       sq += (gf[i] - ge[i]) * (gf[i] - ge[i]);
     }
-    const double sd =
-        std::sqrt((1 - q) / (q * BiasProbe<double>::kCoinDraws * probes) * sq) / k;
+    const double sd = std::sqrt((1 - q) / (q * BiasProbe<double>::kCoinDraws * probes) * sq) / k;
     // 4.5 sd per coordinate: with 12 coordinates a false failure has probability < 1e-4.
     EXPECT_LE(std::abs(ufom_sum[i] / probes), 4.5 * sd) << "coordinate " << i;
     fo_norm += fo[i] * fo[i];
