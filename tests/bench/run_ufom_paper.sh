@@ -130,6 +130,29 @@ table="$out/table.md"
       echo "| $ways | $m | ${seeds// /,} | $per| $summary | $steps| $evals | $secs| $walls| $qs|"
     done
   done
+
+  # The bias probes of seed 0: b² − noise² estimates ‖E[error]‖² without the noise's share
+  # (E‖mean‖² = ‖bias‖² + tr Σ/K), so it is positive as often as negative when there is no bias.
+  echo
+  echo "| ways | run (seed ${seeds%% *}) | probes | estimator | mean bias | mean noise level | probes with bias² > noise² | mean(bias² − noise²) | the same / mean(noise²) | ‖mean g_E‖² (mean) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for ways in $ways_list; do
+    for m in $methods; do
+      f="$out/o${ways}_${m}_s${seeds%% *}/metrics.jsonl"
+      [ -f "$f" ] || continue
+      for est in fo ufom; do
+        grep '"bias"' "$f" | awk -v est="$est" -v ways="$ways" -v m="$m" '
+          function val(k,   r) { r = $0; if (!match(r, "\"" k "\": [-0-9.e+]+")) return "";
+                                 r = substr(r, RSTART, RLENGTH); sub(/.*: /, "", r); return r + 0 }
+          { b = val(est); if (b == "") next; z = val(est "_noise"); g = val("exact_norm")
+            n++; sb += b; sz += z; sz2 += z * z; sg2 += g * g; d += b * b - z * z; if (b * b > z * z) pos++ }
+          END { if (!n) exit
+                name = est == "fo" ? "FOMAML g_F" : "UFOM g_U"
+                printf "| %s | %s | %d | %s | %.4f | %.4f | %d of %d | %+.2e | %+.2f | %.2e |\n", ways,
+                  m, n, name, sb / n, sz / n, pos, n, d / n, d / sz2, sg2 / n }'
+      done
+    done
+  done
 } > "$table"
 cat "$table"
 
