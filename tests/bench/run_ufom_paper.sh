@@ -58,7 +58,8 @@ methods="fomaml ufom_q0.1 ufom_adaptive maml"
 
 # One line per run: the command to train it (skipped when its test score exists).
 plan="$out/plan.txt"
-: > "$plan"
+probe_plan="$out/probe_plan.txt"
+: > "$probe_plan"
 for ways in $(echo $ways_list | tr ' ' '\n' | sort -rn); do  # long 20-way runs first
   budget=$budget5; [ "$ways" = 20 ] && budget=$budget20
   for seed in $seeds; do
@@ -94,6 +95,32 @@ if [ -s "$plan" ]; then
   echo "running $(wc -l < "$plan") runs, $jobs at a time (plan: $plan)" >&2
   xargs -P "$jobs" -L 1 bash -c 'run_one "$@"' _ < "$plan"
 fi
+
+# A large probe at the end of the seed-0 FOMAML and UFOM q = 0.1 runs: K = 200 fresh tasks at the
+# final parameters (20 tasks along training leave the noise level close to the bias). Each
+# resumes its run for one step with the budget off; the probe line goes to DIR/probe200.
+s0="${seeds%% *}"
+probe_plan="$out/probe_plan.txt"
+: > "$probe_plan"
+for ways in $ways_list; do
+  for m in fomaml ufom_q0.1; do
+    dir="$out/o${ways}_${m}_s${s0}"
+    [ -f "$dir/test.json" ] && [ ! -f "$dir/probe200/done" ] || continue
+    step=$(grep '"loss"' "$dir/metrics.jsonl" | tail -1 | grep -o '"step": [0-9]*' | awk '{print $2}')
+    echo "$dir/probe200 $(cat "$dir/command.txt") resume=$dir/latest.h5 steps=$((step + 1))" \
+      "budget.grad_evals=0 log.bias_every=1 log.bias_tasks=200 eval.every=0 eval.episodes=1" \
+      "checkpoint.dir=$dir/probe200" >> "$probe_plan"
+  done
+done
+probe_one() {  # DIR COMMAND...
+  local dir="$1"; shift
+  rm -rf "$dir" && mkdir -p "$dir"
+  "$@" > "$dir/train.log" 2>&1 || { echo "FAILED: $dir (see $dir/train.log)" >&2; return 1; }
+  touch "$dir/done"
+  echo "done $dir" >&2
+}
+export -f probe_one
+[ -s "$probe_plan" ] && xargs -P "$jobs" -L 1 bash -c 'probe_one "$@"' _ < "$probe_plan"
 echo "$(( SECONDS - t0 ))" > "$out/last_invocation_seconds.txt"
 
 # The table: per run (seed) test accuracy ± its 600-episode 95% CI, outer steps, gradient
@@ -138,10 +165,11 @@ table="$out/table.md"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for ways in $ways_list; do
     for m in $methods; do
-      f="$out/o${ways}_${m}_s${seeds%% *}/metrics.jsonl"
+      for f in "$out/o${ways}_${m}_s${seeds%% *}"/{metrics.jsonl,probe200/metrics.jsonl}; do
       [ -f "$f" ] || continue
+      what="$m"; [ "${f%/probe200/metrics.jsonl}" != "$f" ] && what="$m, end, K = 200"
       for est in fo ufom; do
-        grep '"bias"' "$f" | awk -v est="$est" -v ways="$ways" -v m="$m" '
+        grep '"bias"' "$f" | awk -v est="$est" -v ways="$ways" -v m="$what" '
           function val(k,   r) { r = $0; if (!match(r, "\"" k "\": [-0-9.e+]+")) return "";
                                  r = substr(r, RSTART, RLENGTH); sub(/.*: /, "", r); return r + 0 }
           { b = val(est); if (b == "") next; z = val(est "_noise"); g = val("exact_norm")
@@ -151,13 +179,13 @@ table="$out/table.md"
                 printf "| %s | %s | %d | %s | %.4f | %.4f | %d of %d | %+.2e | %+.2f | %.2e |\n", ways,
                   m, n, name, sb / n, sz / n, pos, n, d / n, d / sz2, sg2 / n }'
       done
+      done
     done
   done
 } > "$table"
 cat "$table"
 
 # Figures of seed 0 (the runs with bias probes), one folder per ways.
-s0="${seeds%% *}"
 for ways in $ways_list; do
   files=(); labels=()
   for m in $methods; do
