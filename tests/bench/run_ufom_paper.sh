@@ -58,8 +58,7 @@ methods="fomaml ufom_q0.1 ufom_adaptive maml"
 
 # One line per run: the command to train it (skipped when its test score exists).
 plan="$out/plan.txt"
-probe_plan="$out/probe_plan.txt"
-: > "$probe_plan"
+: > "$plan"
 for ways in $(echo $ways_list | tr ' ' '\n' | sort -rn); do  # long 20-way runs first
   budget=$budget5; [ "$ways" = 20 ] && budget=$budget20
   for seed in $seeds; do
