@@ -6,8 +6,8 @@
 #   env:   SEEDS="0 1 2"  WAYS="5 20"  JOBS=2 (runs at once, 1 thread each)
 #          BUDGET5=55000  BUDGET20=22000 (gradient evaluations per run)
 #          MT_DATA_DIR (folder holding omniglot/, default ../shared/data)  BUILD_DIR=build
-# Finished runs are kept: running it again only does what is missing. About 80 min on 2 cores
-# with the defaults (tests/bench/RESULTS.md has the measured time).
+# Finished runs are kept: running it again only does what is missing. Measured: 81 min on
+# 2 idle cores with the defaults (74 min of runs, 7 of large probes; tests/bench/RESULTS.md).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
