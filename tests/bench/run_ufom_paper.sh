@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The UFOM paper's comparison (issue 7) on the packed Omniglot subset: FOMAML (q = 0), UFOM with
-# q = 0.1, adaptive UFOM and MAML (q = 1) at equal compute (budget.grad_evals), 5-way and 20-way
+# q = 0.1, adaptive UFOM (D² scaled by 1 as DESIGN, and by 0.1 as the official code) and MAML
+# (q = 1) at equal compute (budget.grad_evals), 5-way and 20-way
 # 1-shot, several seeds; final accuracy on 600 held-out test episodes; a table and SVG figures.
 #   usage: bash tests/bench/run_ufom_paper.sh [OUT_DIR]        (default runs/ufom_paper)
 #   env:   SEEDS="0 1 2"  WAYS="5 20"  JOBS=2 (runs at once, 1 thread each)
@@ -48,13 +49,17 @@ method_keys() {
     fomaml) echo "algo=fomaml" ;;
     ufom_q0.1) echo "algo=ufom ufom.q=0.1" ;;
     ufom_adaptive) echo "algo=ufom ufom.q=adaptive" ;;
+    ufom_adaptive_d2s0.1) echo "algo=ufom ufom.q=adaptive ufom.d2_scale=0.1" ;;  # official code
     maml) echo "algo=maml" ;;
   esac
 }
-step_cost() {  # gradient evaluations per step with meta-batch 5, r = 10, recompute (DESIGN 3.6)
-  case "$1" in fomaml) echo 55 ;; ufom_q0.1) echo 83 ;; ufom_adaptive) echo 110 ;; maml) echo 330 ;; esac
+step_cost() {  # evaluations per step (DESIGN 3.6; B = 5, r = 10; adaptive: a guess), for spacing only
+  case "$1" in
+    fomaml) echo 55 ;; ufom_q0.1) echo 83 ;; ufom_adaptive) echo 110 ;; ufom_adaptive_d2s0.1) echo 110 ;;
+    maml) echo 330 ;;
+  esac
 }
-methods="fomaml ufom_q0.1 ufom_adaptive maml"
+methods="fomaml ufom_q0.1 ufom_adaptive ufom_adaptive_d2s0.1 maml"
 
 # One line per run: the command to train it (skipped when its test score exists).
 plan="$out/plan.txt"
