@@ -26,6 +26,9 @@ void usage() {
       "  accuracy_vs_{step,grad_evals,seconds}.svg  validation accuracy, shaded 95%% CI\n"
       "  loss_vs_{step,grad_evals,seconds}.svg      training loss\n"
       "  ufom_q_vs_step.svg, fo_bias_vs_step.svg    when a run logs q / fo_bias\n"
+      "  bias_vs_step.svg                           when a run has bias probes (log.bias_every):\n"
+      "                                             FOMAML's error solid, UFOM's dashed\n"
+      "A run has the same colour in every figure.\n"
       "--label NAME names the runs in the legend, in the order of the files (give one per file);\n"
       "by default a run is named after the folder of its file.\n"
       "Exit codes: 0 ok, 2 bad usage or malformed metrics file, 1 runtime failure.\n",

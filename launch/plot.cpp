@@ -356,6 +356,13 @@ std::string render_svg(const Figure& fig) {
               escape(fig.y_label), "</text>\n");
 
   // Bands under the lines, then one polyline per curve, then the legend.
+  auto color = [&](size_t k) {
+    const int c = fig.curves[k].color;
+    return kColors[(c >= 0 ? static_cast<size_t>(c) : k) % 8];
+  };
+  auto dash = [&](size_t k) {
+    return fig.curves[k].dashed ? std::string(" stroke-dasharray=\"6,4\"") : std::string();
+  };
   for (size_t k = 0; k < fig.curves.size(); ++k) {
     const Curve& c = fig.curves[k];
     if (c.band_lo.empty() || c.x.empty()) continue;
@@ -365,7 +372,7 @@ std::string render_svg(const Figure& fig) {
     for (size_t i = c.x.size(); i-- > 0;)
       pts += num(px(c.x[i])) + "," + num(py(c.band_lo[i])) + " ";
     pts.pop_back();
-    s += concat("<polygon points=\"", pts, "\" fill=\"", kColors[k % 8],
+    s += concat("<polygon points=\"", pts, "\" fill=\"", color(k),
                 "\" fill-opacity=\"0.15\" stroke=\"none\"/>\n");
   }
   for (size_t k = 0; k < fig.curves.size(); ++k) {
@@ -373,14 +380,14 @@ std::string render_svg(const Figure& fig) {
     std::string pts;
     for (size_t i = 0; i < c.x.size(); ++i)
       pts += (i ? " " : "") + num(px(c.x[i])) + "," + num(py(c.y[i]));
-    s += concat("<polyline points=\"", pts, "\" fill=\"none\" stroke=\"", kColors[k % 8],
-                "\" stroke-width=\"1.8\" stroke-linejoin=\"round\"/>\n");
+    s += concat("<polyline points=\"", pts, "\" fill=\"none\" stroke=\"", color(k),
+                "\" stroke-width=\"1.8\" stroke-linejoin=\"round\"", dash(k), "/>\n");
   }
   for (size_t k = 0; k < fig.curves.size(); ++k) {
     const double y = top + 10 + 20 * static_cast<double>(k);
     const double x = left + pw + 15;
     s += concat("<line x1=\"", num(x), "\" y1=\"", num(y), "\" x2=\"", num(x + 24), "\" y2=\"",
-                num(y), "\" stroke=\"", kColors[k % 8], "\" stroke-width=\"2.5\"/>\n");
+                num(y), "\" stroke=\"", color(k), "\" stroke-width=\"2.5\"", dash(k), "/>\n");
     s += concat("<text x=\"", num(x + 30), "\" y=\"", num(y + 4), "\">",
                 escape(fig.curves[k].label), "</text>\n");
   }
@@ -414,8 +421,10 @@ std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<M
   for (int a = 0; a < 3; ++a) {
     Figure acc{"Validation accuracy (mean, shaded: 95% CI)", xs[a].label, "accuracy", {}};
     Figure loss{"Training loss (meta-batch mean)", xs[a].label, "query loss", {}};
-    for (const MetricsRun& r : runs) {
-      Curve ca{r.label, {}, {}, {}, {}}, cl{r.label, {}, {}, {}, {}};
+    for (size_t k = 0; k < runs.size(); ++k) {
+      const MetricsRun& r = runs[k];
+      Curve ca{r.label, {}, {}, {}, {}, static_cast<int>(k)};
+      Curve cl{r.label, {}, {}, {}, {}, static_cast<int>(k)};
       for (const auto& e : r.evals)
         push(ca, pick(a, e.step, e.grad_evals_total, e.elapsed), e.acc_mean,
              e.acc_mean - e.acc_ci95, e.acc_mean + e.acc_ci95, true);
@@ -429,8 +438,10 @@ std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<M
   }
   Figure q{"UFOM: probability q of the exact path", "outer step", "q", {}};
   Figure bias{"Measured first-order bias |mean(g_E - g_F)|", "outer step", "fo_bias", {}};
-  for (const MetricsRun& r : runs) {
-    Curve cq{r.label, {}, {}, {}, {}}, cb{r.label, {}, {}, {}, {}};
+  for (size_t k = 0; k < runs.size(); ++k) {
+    const MetricsRun& r = runs[k];
+    Curve cq{r.label, {}, {}, {}, {}, static_cast<int>(k)};
+    Curve cb{r.label, {}, {}, {}, {}, static_cast<int>(k)};
     for (const auto& t : r.train) {
       push(cq, t.step, t.q, 0, 0, false);
       push(cb, t.step, t.fo_bias, 0, 0, false);
@@ -445,8 +456,10 @@ std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<M
                "outer step",
                "bias (shaded: zero-mean noise level)",
                {}};
-  for (const MetricsRun& r : runs) {
-    Curve fo{r.label + " FO", {}, {}, {}, {}}, uf{r.label + " UFOM", {}, {}, {}, {}};
+  for (size_t k = 0; k < runs.size(); ++k) {
+    const MetricsRun& r = runs[k];
+    Curve fo{r.label + " FO", {}, {}, {}, {}, static_cast<int>(k)};
+    Curve uf{r.label + " UFOM", {}, {}, {}, {}, static_cast<int>(k), true};
     for (const auto& b : r.biases) {
       push(fo, b.step, b.fo, 0, b.fo_noise, true);
       push(uf, b.step, b.ufom, 0, b.ufom_noise, true);

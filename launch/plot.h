@@ -38,10 +38,13 @@ struct MetricsRun {
 // A malformed line throws UsageError "<path>:<line>: ...".
 MetricsRun read_metrics_jsonl(const std::string& path, const std::string& label);
 
-// One curve of a figure; band_lo/band_hi are empty or as long as x.
+// One curve of a figure; band_lo/band_hi are empty or as long as x. color indexes the palette
+// (-1: the curve's position in the figure), so one run keeps its colour across figures.
 struct Curve {
   std::string label;
   std::vector<double> x, y, band_lo, band_hi;
+  int color = -1;
+  bool dashed = false;
 };
 
 struct Figure {
@@ -55,7 +58,8 @@ std::string render_svg(const Figure& fig);
 // The standard figures of a comparison, as (file name, figure): validation accuracy and training
 // loss against outer step, gradient evaluations and seconds; for runs that log q (UFOM), q and
 // fo_bias against step; for runs with bias probes, each estimator's measured bias against step
-// with its zero-mean noise level shaded.
+// with its zero-mean noise level shaded (FOMAML's error solid, UFOM's dashed). Run k has colour
+// k in every figure.
 std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<MetricsRun>& runs);
 
 }  // namespace mt

@@ -5,6 +5,7 @@
 # 1-shot, several seeds; final accuracy on 600 held-out test episodes; a table and SVG figures.
 #   usage: bash tests/bench/run_ufom_paper.sh [OUT_DIR]        (default runs/ufom_paper)
 #   env:   SEEDS="0 1 2"  WAYS="5 20"  JOBS=2 (runs at once, 1 thread each)
+#          METHODS (default: all five below; the table and figures cover every finished run)
 #          BUDGET5=55000  BUDGET20=22000 (gradient evaluations per run)
 #          MT_DATA_DIR (folder holding omniglot/, default ../shared/data)  BUILD_DIR=build
 # Finished runs are kept: running it again only does what is missing. Measured: 81 min on
@@ -59,7 +60,11 @@ step_cost() {  # evaluations per step (DESIGN 3.6; B = 5, r = 10; adaptive: a gu
     maml) echo 330 ;;
   esac
 }
-methods="fomaml ufom_q0.1 ufom_adaptive ufom_adaptive_d2s0.1 maml"
+all_methods="fomaml ufom_q0.1 ufom_adaptive ufom_adaptive_d2s0.1 maml"
+methods="${METHODS:-$all_methods}"
+for m in $methods; do
+  [ -n "$(method_keys "$m")" ] || { echo "unknown method '$m' (one of: $all_methods)" >&2; exit 2; }
+done
 
 # One line per run: the command to train it (skipped when its test score exists).
 plan="$out/plan.txt"
@@ -135,7 +140,7 @@ table="$out/table.md"
   echo "| ways | method | seeds | test acc. per seed (± 95% CI, 600 episodes) | mean ± 95% CI over seeds | outer steps | grad. evals | train s | wall s | q (mean) |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for ways in $ways_list; do
-    for m in $methods; do
+    for m in $all_methods; do
       accs=""; per=""; n=0; steps=""; evals=""; secs=""; walls=""; qs=""
       for seed in $seeds; do
         dir="$out/o${ways}_${m}_s${seed}"
@@ -168,7 +173,7 @@ table="$out/table.md"
   echo "| ways | run (seed ${seeds%% *}) | probes | estimator | mean bias | mean noise level | probes with bias² > noise² | mean(bias² − noise²) | the same / mean(noise²) | ‖mean g_E‖² (mean) |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for ways in $ways_list; do
-    for m in $methods; do
+    for m in $all_methods; do
       for f in "$out/o${ways}_${m}_s${seeds%% *}"/{metrics.jsonl,probe200/metrics.jsonl}; do
       [ -f "$f" ] || continue
       what="$m"; [ "${f%/probe200/metrics.jsonl}" != "$f" ] && what="$m, end, K = 200"
@@ -192,7 +197,7 @@ cat "$table"
 # Figures of seed 0 (the runs with bias probes), one folder per ways.
 for ways in $ways_list; do
   files=(); labels=()
-  for m in $methods; do
+  for m in $all_methods; do
     f="$out/o${ways}_${m}_s${s0}/metrics.jsonl"
     [ -f "$f" ] && { files+=("$f"); labels+=(--label "$m"); }
   done

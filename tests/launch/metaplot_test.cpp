@@ -79,6 +79,20 @@ std::vector<std::vector<std::pair<double, double>>> polylines(const std::string&
   return out;
 }
 
+// The stroke colour of every <polyline>, and whether it is dashed, in document order.
+std::vector<std::pair<std::string, bool>> polyline_styles(const std::string& svg) {
+  std::vector<std::pair<std::string, bool>> out;
+  size_t i = 0;
+  while ((i = svg.find("<polyline ", i)) != std::string::npos) {
+    const std::string tag = svg.substr(i, svg.find('>', i) - i);
+    const size_t s = tag.find("stroke=\"") + 8;
+    out.emplace_back(tag.substr(s, tag.find('"', s) - s),
+                     tag.find("stroke-dasharray") != std::string::npos);
+    i += tag.size();
+  }
+  return out;
+}
+
 TEST(Metaplot, WritesOneWellFormedSvgPerFigureWithOnePolylinePerRun) {
   const std::string dir = temp_dir("metaplot");
   // Run A (FOMAML-like): no grad_evals_total (running sum of grad_evals instead), resumed after
@@ -159,6 +173,22 @@ TEST(Metaplot, WritesOneWellFormedSvgPerFigureWithOnePolylinePerRun) {
   ASSERT_EQ(bias_lines.size(), 2u);
   ASSERT_EQ(bias_lines[1].size(), 2u);
   EXPECT_LT(std::abs(bias_lines[1][1].second - bias_lines[1][0].second), 30);
+
+  // A run keeps its colour across figures: run B is the second curve of the accuracy figure but
+  // the only one of the q figure; its FO and UFOM errors share that colour, UFOM's dashed.
+  const auto acc_styles = polyline_styles(acc);
+  const auto q_styles = polyline_styles(read_file(dir + "/figs/ufom_q_vs_step.svg"));
+  const auto bias_styles = polyline_styles(bias);
+  ASSERT_EQ(acc_styles.size(), 2u);
+  ASSERT_EQ(q_styles.size(), 1u);
+  ASSERT_EQ(bias_styles.size(), 2u);
+  EXPECT_NE(acc_styles[0].first, acc_styles[1].first);
+  EXPECT_EQ(q_styles[0].first, acc_styles[1].first);
+  EXPECT_EQ(bias_styles[0].first, acc_styles[1].first);
+  EXPECT_EQ(bias_styles[1].first, acc_styles[1].first);
+  EXPECT_FALSE(bias_styles[0].second);
+  EXPECT_TRUE(bias_styles[1].second);
+  EXPECT_FALSE(acc_styles[1].second);
 }
 
 // Evaluations before the first training line (eval.every < log.every) sit between step 0, where
