@@ -155,6 +155,40 @@ TEST_F(DataPrograms, LakesRunsEvaluateATwentyWayCheckpoint) {
   EXPECT_TRUE(contains(bad.output, "holds 20-way fixed episodes but checkpoint")) << bad.output;
 }
 
+// The UFOM paper's configs (issue 7) run as shipped on the subset, only the network made small:
+// meta-batch 5, r = 10 with the recompute trajectory, so an exact MAML step costs
+// 5 · (C_F + C_E) = 5 · (11 + 55) = 330 gradient evaluations (DESIGN 3.6), and a budget of 331
+// stops after step 2 at 660. 60 ways exceed the 47 classes of the held-out test alphabet.
+TEST_F(DataPrograms, UfomPaperConfigsRunOnTheSubset) {
+  ASSERT_EQ(packed_.exit_code, 0) << packed_.output;
+  for (const int ways : {5, 20}) {
+    SCOPED_TRACE(ways);
+    const std::string run = testing::temp_dir("data_programs_ufom" + std::to_string(ways));
+    const std::string config = std::string(MT_SOURCE_DIR) + "/launch/configs/ufom_paper_omniglot" +
+                               std::to_string(ways) + ".yaml";
+    const std::string small = " model.filters=8 task.queries=1 eval.episodes=4 threads=2 " +
+                              std::string("checkpoint.every=0 log.every=1 checkpoint.dir=") + run;
+    const ProgramResult t = run_program(
+        "metatrain", "--config " + config + " data.path=" + store() + " algo=maml " +
+                         "budget.grad_evals=331" + small);
+    ASSERT_EQ(t.exit_code, 0) << t.output;
+    EXPECT_TRUE(contains(t.output, "gradient-evaluation budget spent")) << t.output;
+    EXPECT_TRUE(contains(t.output, std::to_string(ways) + "-way 1-shot")) << t.output;
+    std::vector<std::string> lines;
+    std::ifstream log(run + "/metrics.jsonl");
+    for (std::string line; std::getline(log, line);)
+      if (contains(line, "\"loss\"")) lines.push_back(line);
+    ASSERT_EQ(lines.size(), 2u);
+    EXPECT_TRUE(contains(lines[0], "\"grad_evals_total\": 330")) << lines[0];
+    EXPECT_TRUE(contains(lines[1], "\"grad_evals_total\": 660")) << lines[1];
+
+    const ProgramResult too_many = run_program(
+        "metatrain", "--config " + config + " data.path=" + store() + " task.ways=60" + small);
+    EXPECT_EQ(too_many.exit_code, 2) << too_many.output;
+    EXPECT_TRUE(contains(too_many.output, "task.ways = 60 exceeds the")) << too_many.output;
+  }
+}
+
 // Impossible or broken data for metatrain and metaeval: exit code 2, the problem named.
 TEST_F(DataPrograms, BadStoresAndSpecsExitWithCode2) {
   ASSERT_EQ(packed_.exit_code, 0) << packed_.output;
