@@ -303,8 +303,12 @@ MetricsRun read_metrics_jsonl(const std::string& path, const std::string& label)
 }
 
 std::string render_svg(const Figure& fig) {
-  const double width = 760, height = 460;
-  const double left = 80, right = 190, top = 45, bottom = 60;
+  // The legend column grows with the longest label (about 7 px a character at 12 px).
+  size_t longest = 0;
+  for (const Curve& c : fig.curves) longest = std::max(longest, c.label.size());
+  const double left = 80, top = 45, bottom = 60;
+  const double right = std::max(190.0, 55.0 + 7.0 * static_cast<double>(longest));
+  const double width = left + 490 + right, height = 460;
   const double pw = width - left - right, ph = height - top - bottom;
 
   double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;

@@ -141,13 +141,13 @@ table="$out/table.md"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for ways in $ways_list; do
     for m in $all_methods; do
-      accs=""; per=""; n=0; steps=""; evals=""; secs=""; walls=""; qs=""
+      accs=""; found=""; per=""; n=0; steps=""; evals=""; secs=""; walls=""; qs=""
       for seed in $seeds; do
         dir="$out/o${ways}_${m}_s${seed}"
         [ -f "$dir/test.json" ] || continue
         a=$(num "$dir/test.json" acc_mean); c=$(num "$dir/test.json" acc_ci95)
         last=$(grep '"loss"' "$dir/metrics.jsonl" | tail -1)
-        accs="$accs $a"; n=$((n + 1))
+        accs="$accs $a"; n=$((n + 1)); found="${found:+$found,}$seed"
         per="$per$(awk -v a="$a" -v c="$c" 'BEGIN{printf "%.1f±%.1f ", 100*a, 100*c}')"
         steps="$steps$(echo "$last" | grep -o '"step": [0-9]*' | awk '{print $2}') "
         evals="$(echo "$last" | grep -o '"grad_evals_total": [0-9.e+]*' | awk '{print $2}')"
@@ -163,7 +163,7 @@ table="$out/table.md"
         t[2] = 12.706; t[3] = 4.303; t[4] = 3.182; t[5] = 2.776; t[6] = 2.571
         if (n > 1) printf "%.1f ± %.1f", 100 * m, 100 * t[n] * sqrt(v / (n - 1)) / sqrt(n)
         else printf "%.1f", 100 * m }')
-      echo "| $ways | $m | ${seeds// /,} | $per| $summary | $steps| $evals | $secs| $walls| $qs|"
+      echo "| $ways | $m | $found | $per| $summary | $steps| $evals | $secs| $walls| $qs|"
     done
   done
 
