@@ -8,8 +8,9 @@
 #          METHODS (default: all five below; the table and figures cover every finished run)
 #          BUDGET5=55000  BUDGET20=22000 (gradient evaluations per run)
 #          MT_DATA_DIR (folder holding omniglot/, default ../shared/data)  BUILD_DIR=build
-# Finished runs are kept: running it again only does what is missing. Measured: 81 min on
-# 2 idle cores with the defaults (74 min of runs, 7 of large probes; tests/bench/RESULTS.md).
+# Finished runs are kept: running it again only does what is missing. Time with the defaults
+# (30 runs): about 1.7 h on 2 Zen 4 cores, 2.4 h on 2 Zen 3 cores (from measured runs,
+# tests/bench/RESULTS.md).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
