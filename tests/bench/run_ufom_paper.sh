@@ -25,25 +25,6 @@ data="${MT_DATA_DIR:-../shared/data}/omniglot"
 for p in metatrain metaeval metapack metaplot; do
   [ -x "$bin/$p" ] || { echo "no $bin/$p: build first (bash launch/setup/build.sh)" >&2; exit 2; }
 done
-mkdir -p "$out"
-store="$out/omniglot.h5"
-if [ ! -f "$store" ]; then
-  for z in images_background_small1.zip images_background_small2.zip; do
-    [ -f "$data/$z" ] || { echo "missing $data/$z (set MT_DATA_DIR)" >&2; exit 2; }
-  done
-  "$bin/metapack" omniglot -o "$store.tmp" "$data/images_background_small1.zip" \
-    "$data/images_background_small2.zip" > "$out/metapack.log" 2>&1
-  mv "$store.tmp" "$store"
-fi
-
-# Deviations from the paper's set-up, the same for every method (see RESULTS.md): 32 filters
-# and 5 query examples per class so that 24 runs fit in the stated time on 2 cores; inner step
-# size 0.1, not 0.005 (at 0.005, 20-way training stays at chance for the few hundred steps
-# affordable here); the validation split (46 classes) is scored during training, the test
-# split (47) at the end.
-common=(data.path="$store" model.filters=32 task.queries=5 inner.lr=0.1 data.eval_split=val
-        eval.episodes=100 checkpoint.every=0 steps=1000000 threads=1 data.prefetch=0 log.every=10)
-
 # method name -> metatrain keys; and its outer steps at the 5-way budget, to space probes/evals
 # (~5 evaluations and, in seed 0, ~5 bias probes per run whatever the method's step cost).
 method_keys() {
@@ -66,6 +47,25 @@ methods="${METHODS:-$all_methods}"
 for m in $methods; do
   [ -n "$(method_keys "$m")" ] || { echo "unknown method '$m' (one of: $all_methods)" >&2; exit 2; }
 done
+
+mkdir -p "$out"
+store="$out/omniglot.h5"
+if [ ! -f "$store" ]; then
+  for z in images_background_small1.zip images_background_small2.zip; do
+    [ -f "$data/$z" ] || { echo "missing $data/$z (set MT_DATA_DIR)" >&2; exit 2; }
+  done
+  "$bin/metapack" omniglot -o "$store.tmp" "$data/images_background_small1.zip" \
+    "$data/images_background_small2.zip" > "$out/metapack.log" 2>&1
+  mv "$store.tmp" "$store"
+fi
+
+# Deviations from the paper's set-up, the same for every method (see RESULTS.md): 32 filters
+# and 5 query examples per class so that 24 runs fit in the stated time on 2 cores; inner step
+# size 0.1, not 0.005 (at 0.005, 20-way training stays at chance for the few hundred steps
+# affordable here); the validation split (46 classes) is scored during training, the test
+# split (47) at the end.
+common=(data.path="$store" model.filters=32 task.queries=5 inner.lr=0.1 data.eval_split=val
+        eval.episodes=100 checkpoint.every=0 steps=1000000 threads=1 data.prefetch=0 log.every=10)
 
 # One line per run: the command to train it (skipped when its test score exists).
 plan="$out/plan.txt"
@@ -142,13 +142,13 @@ table="$out/table.md"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for ways in $ways_list; do
     for m in $all_methods; do
-      accs=""; found=""; per=""; n=0; steps=""; evals=""; secs=""; walls=""; qs=""
+      accs=""; found=""; per=""; steps=""; evals=""; secs=""; walls=""; qs=""
       for seed in $seeds; do
         dir="$out/o${ways}_${m}_s${seed}"
         [ -f "$dir/test.json" ] || continue
         a=$(num "$dir/test.json" acc_mean); c=$(num "$dir/test.json" acc_ci95)
         last=$(grep '"loss"' "$dir/metrics.jsonl" | tail -1)
-        accs="$accs $a"; n=$((n + 1)); found="${found:+$found,}$seed"
+        accs="$accs $a"; found="${found:+$found,}$seed"
         per="$per$(awk -v a="$a" -v c="$c" 'BEGIN{printf "%.1f±%.1f ", 100*a, 100*c}')"
         steps="$steps$(echo "$last" | grep -o '"step": [0-9]*' | awk '{print $2}') "
         evals="$(echo "$last" | grep -o '"grad_evals_total": [0-9.e+]*' | awk '{print $2}')"
@@ -157,7 +157,7 @@ table="$out/table.md"
         qs="$qs$(grep '"loss"' "$dir/metrics.jsonl" | { grep -o '"q": [0-9.e-]*' || true; } |
                  awk '{s += $2; k++} END {if (k) printf "%.3f", s / k; else printf "-"}') "
       done
-      [ "$n" -gt 0 ] || continue
+      [ -n "$found" ] || continue
       summary=$(echo "$accs" | awk '{
         n = NF; for (i = 1; i <= n; i++) s += $i; m = s / n
         for (i = 1; i <= n; i++) v += ($i - m)^2
