@@ -43,12 +43,23 @@ int64_t first_order_cost(const InnerLoop& inner);
 // rebuild states (r(r+1)/2 in total for recompute with k = r, as in the UFOM paper).
 int64_t exact_path_cost(const InnerLoop& inner);
 
-// Per-thread buffers for one task's computation; reused across tasks.
+template <typename T>
+class MetaEngine;
+template <typename T>
+class CpuBatchedModel;
+class TaskBatch;
+
+// One task's engine on the CPU backend (core/meta_engine.h) with its buffers; reused across
+// tasks by one thread.
 template <typename T>
 struct TaskScratch {
-  std::unique_ptr<Workspace> ws;
-  std::vector<std::vector<T>> states;  // stored φ_j, j = 0, C, 2C, … (φ_0 = θ is not copied)
-  std::vector<T> phi, grad, hv;
+  TaskScratch();
+  TaskScratch(TaskScratch&&) noexcept;
+  TaskScratch& operator=(TaskScratch&&) noexcept;
+  ~TaskScratch();
+  std::unique_ptr<CpuBatchedModel<T>> model;
+  std::unique_ptr<MetaEngine<T>> engine;
+  std::unique_ptr<TaskBatch> batch;
 };
 
 struct TaskOutcome {
@@ -56,6 +67,7 @@ struct TaskOutcome {
   int64_t grad_evals = 0;  // gradient evaluations spent (HVPs count as one)
 };
 
+// The engine for a single task on the CPU: what tests, the debug dump and per-episode tools use.
 template <typename T>
 class MetaGradient {
  public:
@@ -75,9 +87,6 @@ class MetaGradient {
                                TaskScratch<T>& s) const;
 
  private:
-  // φ ← φ − α ∇L_S(φ), the one inner update used everywhere.
-  void inner_step(T* phi, const Batch<T>& support, TaskScratch<T>& s) const;
-
   const Model<T>& model_;
   InnerLoop inner_;
 };

@@ -3,8 +3,11 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <exception>
+
+#include "core/batched_model_cpu.h"
 #include "core/check.h"
-#include "core/ufom.h"
 
 namespace mt {
 
@@ -35,51 +38,58 @@ void MetaStepSums<T>::unpack(const std::vector<T>& buf, bool with_fo_gap) {
 }
 
 template <typename T>
-MetaStep<T>::MetaStep(const MetaGradient<T>& mg, MetaStepSettings settings)
-    : mg_(mg), settings_(settings), dim_(mg.model().layout().total()) {
+MetaStep<T>::MetaStep(BatchedModel<T>& model, const InnerLoop& inner, MetaStepSettings settings)
+    : model_(model),
+      settings_(settings),
+      estimator_(make_estimator({settings.algo})),
+      engine_(std::make_unique<MetaEngine<T>>(model, inner)),
+      batch_(model.make_batch()),
+      dim_(model.layout().total()),
+      keep_(settings.keep_task_gradients) {
   MT_CHECK(settings_.threads >= 1, "threads must be >= 1");
-  if (settings_.algo == Algo::kSlbamm)
-    throw UsageError(
-        "algo = slbamm is a bilevel solver, not a meta-gradient; "
-        "run it through metatrain (launch/bilevel_trainer.h)");
-  for (int i = 0; i < settings_.threads; ++i) scratch_.push_back(mg_.make_scratch());
+}
+
+template <typename T>
+MetaStep<T>::MetaStep(const MetaGradient<T>& mg, MetaStepSettings settings)
+    : owned_(std::make_unique<CpuBatchedModel<T>>(mg.model(), std::max(settings.threads, 1),
+                                                  kCpuMaxTasks)),
+      model_(*owned_),
+      settings_(settings),
+      estimator_(make_estimator({settings.algo})),
+      engine_(std::make_unique<MetaEngine<T>>(*owned_, mg.inner())),
+      batch_(owned_->make_batch()),
+      dim_(mg.model().layout().total()),
+      keep_(true) {
+  MT_CHECK(settings_.threads >= 1, "threads must be >= 1");
+}
+
+template <typename T>
+MetaStep<T>::~MetaStep() = default;
+
+template <typename T>
+void MetaStep<T>::reserve(Buffer<T>& buf, int64_t n) const {
+  if (buf.size() < n) buf = model_.ops().alloc(n);
 }
 
 template <typename T>
 void MetaStep<T>::run(const T* theta, uint64_t step, const std::vector<int64_t>& tasks,
                       const EpisodeFn& episode, double q, MetaStepSums<T>& sums) {
   const size_t n = tasks.size();
+  const VecOps<T>& ops = model_.ops();
   episodes_.resize(n);
-  g_fo_.resize(n * dim_);
-  g_exact_.resize(n * dim_);
   exact_.assign(n, 0);
-  outcomes_.assign(n, TaskOutcome{});
-  for (size_t i = 0; i < n; ++i) {
-    switch (settings_.algo) {
-      case Algo::kMaml:
-        exact_[i] = 1;
-        break;
-      case Algo::kFomaml:
-        exact_[i] = 0;
-        break;
-      case Algo::kUfom:
-        exact_[i] = ufom_takes_exact(settings_.seed, step, tasks[i], q);
-        break;
-      case Algo::kSlbamm:
-        throw UsageError(
-            "algo = slbamm is a bilevel solver, not a meta-gradient; "
-            "run it through metatrain (launch/bilevel_trainer.h)");
-    }
+  for (size_t i = 0; i < n; ++i)
+    exact_[i] = estimator_->takes_exact(settings_.seed, step, static_cast<uint64_t>(tasks[i]), q);
+  if (keep_) {
+    host_fo_.resize(n * dim_);
+    host_exact_.resize(n * dim_);
   }
 
   std::exception_ptr failure;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(settings_.threads)
   for (size_t i = 0; i < n; ++i) {
     try {
-      TaskScratch<T>& s = scratch_[omp_get_thread_num()];
       episode(tasks[i], episodes_[i]);
-      outcomes_[i] = mg_.compute(theta, episodes_[i], g_fo_.data() + i * dim_,
-                                 exact_[i] ? g_exact_.data() + i * dim_ : nullptr, s);
     } catch (...) {
 #pragma omp critical
       if (!failure) failure = std::current_exception();
@@ -87,38 +97,84 @@ void MetaStep<T>::run(const T* theta, uint64_t step, const std::vector<int64_t>&
   }
   if (failure) std::rethrow_exception(failure);
 
-  // Sum in task order: the same bits for any thread count.
-  std::vector<T> g(dim_);
-  for (size_t i = 0; i < n; ++i) {
-    const T* gf = g_fo_.data() + i * dim_;
-    const T* ge = g_exact_.data() + i * dim_;
-    const T* gi = gf;
-    if (exact_[i]) {
-      double v2 = 0, d2 = 0;
-      for (int64_t k = 0; k < dim_; ++k) {
-        const double diff = static_cast<double>(ge[k]) - gf[k];
-        v2 += static_cast<double>(ge[k]) * ge[k];
-        d2 += diff * diff;
-        sums.fo_gap[k] += ge[k] - gf[k];
-      }
-      sums.v2 += v2;
-      sums.d2 += d2;
-      sums.exact_tasks += 1;
-      if (settings_.algo == Algo::kMaml) {
-        gi = ge;
-      } else {
-        ufom_combine(dim_, q, gf, ge, g.data());
-        gi = g.data();
-      }
-    }
-    for (int64_t k = 0; k < dim_; ++k) sums.grad[k] += gi[k];
-    sums.loss += outcomes_[i].query.loss;
-    sums.acc += outcomes_[i].query.acc;
-    sums.tasks += 1;
-    sums.grad_evals += outcomes_[i].grad_evals;
-  }
+  reserve(theta_, dim_);
+  reserve(grad_sum_, dim_);
+  reserve(gap_sum_, dim_);
+  ops.upload(dim_, theta, theta_.data());
+  // The sums continue from what `sums` holds, element by element in task order.
+  ops.upload(dim_, sums.grad.data(), grad_sum_.data());
+  ops.upload(dim_, sums.fo_gap.data(), gap_sum_.data());
+  // Chunks in task order, each summed in task order: the same bits for any chunk size.
+  const size_t chunk = static_cast<size_t>(model_.max_tasks());
+  for (size_t first = 0; first < n; first += chunk)
+    run_chunk(first, std::min(chunk, n - first), q, sums);
+  ops.download(dim_, grad_sum_.data(), sums.grad.data());
+  ops.download(dim_, gap_sum_.data(), sums.fo_gap.data());
 }
 
+template <typename T>
+void MetaStep<T>::run_chunk(size_t first, size_t count, double q, MetaStepSums<T>& sums) {
+  const VecOps<T>& ops = model_.ops();
+  const BatchedLayout all(model_.layout(), static_cast<int>(count));
+  std::vector<const Episode<T>*> eps;
+  std::vector<int> exact;
+  for (size_t i = 0; i < count; ++i) {
+    eps.push_back(&episodes_[first + i]);
+    if (exact_[first + i]) exact.push_back(static_cast<int>(i));
+  }
+  model_.load(eps, *batch_);
+  const BatchedLayout sub = all.with_tasks(exact.empty() ? 1 : static_cast<int>(exact.size()));
+  reserve(g_fo_, all.total());
+  reserve(g_exact_, sub.total());
+  reserve(g_mix_, sub.total());
+  std::vector<LossStats> query(count);
+  engine_->run(theta_.data(), *batch_, exact, g_fo_.data(), g_exact_.data(), query.data());
+
+  if (keep_) {
+    for (size_t i = 0; i < count; ++i) {
+      ops.gather(all, g_fo_.data(), {static_cast<int>(i)}, g_mix_.data());
+      ops.download(dim_, g_mix_.data(), host_fo_.data() + (first + i) * dim_);
+    }
+    const BatchedLayout ex = all.with_tasks(static_cast<int>(std::max<size_t>(exact.size(), 1)));
+    for (size_t e = 0; e < exact.size(); ++e) {
+      ops.gather(ex, g_exact_.data(), {static_cast<int>(e)}, g_mix_.data());
+      ops.download(dim_, g_mix_.data(), host_exact_.data() + (first + exact[e]) * dim_);
+    }
+  }
+
+  // Exact tasks: ‖g_E‖², ‖g_E − g_F‖² and Σ (g_E − g_F); their gradient (g_E, or UFOM's mix of
+  // g_E and g_F) then replaces g_F in the batch that is summed.
+  std::vector<double> v2(exact.size()), d2(exact.size());
+  if (!exact.empty()) {
+    T* g_e = g_exact_.data();
+    T* g_f = g_mix_.data();
+    ops.gather(all, g_fo_.data(), exact, g_f);
+    ops.task_sq_norms(sub, g_e, v2.data());
+    ops.task_sq_dists(sub, g_e, g_f, d2.data());
+    ops.sub(sub.total(), g_e, g_f, g_f);
+    ops.sum_tasks(sub, g_f, gap_sum_.data());
+    const Estimator::Mix mix = estimator_->mix(q);
+    if (!mix.plain) {
+      ops.gather(all, g_fo_.data(), exact, g_f);
+      ops.combine(sub.total(), static_cast<T>(mix.a), g_e, static_cast<T>(mix.b), g_f, g_e);
+    }
+    ops.scatter(all, g_e, exact, g_fo_.data());
+  }
+  ops.sum_tasks(all, g_fo_.data(), grad_sum_.data());
+  for (size_t i = 0, e = 0; i < count; ++i) {
+    if (exact_[first + i]) {
+      sums.v2 += v2[e];
+      sums.d2 += d2[e];
+      sums.exact_tasks += 1;
+      ++e;
+    }
+    sums.loss += query[i].loss;
+    sums.acc += query[i].acc;
+    sums.tasks += 1;
+    sums.grad_evals += static_cast<double>(first_order_cost(engine_->inner()) +
+                                           (exact_[first + i] ? exact_path_cost(engine_->inner()) : 0));
+  }
+}
 template struct MetaStepSums<float>;
 template struct MetaStepSums<double>;
 template class MetaStep<float>;

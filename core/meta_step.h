@@ -1,13 +1,16 @@
 // One outer step's gradient work on this rank (DESIGN §2 steps 2–5): for each owned task, get
 // its episode, run the per-task meta-gradient of the chosen algorithm, and sum the task
 // gradients and statistics in task-index order (so results do not depend on thread timing).
-// Tasks run in parallel on CPU threads, each with its own scratch; BLAS stays single-threaded.
-// The caller allreduces the sums across ranks and divides by the global meta-batch.
+// The tasks run as batches of the task-batched model (any backend) through the shared engine;
+// the estimator (FOMAML, MAML, UFOM) decides which take the exact path. The caller allreduces the sums across ranks and divides by the global meta-batch.
 #pragma once
 
 #include <functional>
 #include <vector>
 
+#include "core/batched_model.h"
+#include "core/estimator.h"
+#include "core/meta_engine.h"
 #include "core/meta_gradient.h"
 
 namespace mt {
@@ -15,7 +18,8 @@ namespace mt {
 struct MetaStepSettings {
   Algo algo = Algo::kMaml;
   uint64_t seed = 0;  // keys the UFOM draws
-  int threads = 1;    // CPU worker threads
+  int threads = 1;    // CPU worker threads (the CPU backend's, and episode sampling)
+  bool keep_task_gradients = false;  // host copies of every task's g_F / g_E (debug dumps)
 };
 
 // Sums over this rank's tasks. Everything here is summed, so a sum-allreduce of
@@ -41,28 +45,43 @@ class MetaStep {
  public:
   using EpisodeFn = std::function<void(int64_t task, Episode<T>& ep)>;
 
+  // Runs on `model` (any backend), which must outlive this object. settings.threads samples
+  // episodes in parallel.
+  MetaStep(BatchedModel<T>& model, const InnerLoop& inner, MetaStepSettings settings);
+  // The CPU backend over mg's model with settings.threads worker threads; keeps every task's
+  // gradients (task_fo / task_exact) whatever settings.keep_task_gradients says.
   MetaStep(const MetaGradient<T>& mg, MetaStepSettings settings);
+  ~MetaStep();
 
   // Runs the given global task indices of outer step `step` with UFOM probability q (ignored
-  // unless algo is UFOM). episode(t, ep) must be thread-safe. When keep_task_gradients is set,
-  // per-task g_F / g_E stay readable through task_fo() / task_exact() (for debug dumps).
+  // unless algo is UFOM). θ is host memory. episode(t, ep) must be thread-safe. Per-task g_F /
+  // g_E stay readable through task_fo() / task_exact() until the next run (host copies, made
+  // only when the MetaStep keeps task gradients).
   void run(const T* theta, uint64_t step, const std::vector<int64_t>& tasks,
            const EpisodeFn& episode, double q, MetaStepSums<T>& sums);
 
   const Episode<T>& task_episode(size_t i) const { return episodes_[i]; }
-  const T* task_fo(size_t i) const { return g_fo_.data() + i * dim_; }
-  const T* task_exact(size_t i) const { return g_exact_.data() + i * dim_; }
+  const T* task_fo(size_t i) const { return host_fo_.data() + i * dim_; }
+  const T* task_exact(size_t i) const { return host_exact_.data() + i * dim_; }
   bool task_has_exact(size_t i) const { return exact_[i] != 0; }
 
  private:
-  const MetaGradient<T>& mg_;
+  // One chunk of at most max_tasks() tasks: tasks [first, first + count) of this step.
+  void run_chunk(size_t first, size_t count, double q, MetaStepSums<T>& sums);
+  void reserve(Buffer<T>& buf, int64_t n) const;
+
+  std::unique_ptr<BatchedModel<T>> owned_;  // the CPU backend made by the MetaGradient form
+  BatchedModel<T>& model_;
   MetaStepSettings settings_;
+  std::unique_ptr<Estimator> estimator_;
+  std::unique_ptr<MetaEngine<T>> engine_;
+  std::unique_ptr<TaskBatch> batch_;
   int64_t dim_;
-  std::vector<TaskScratch<T>> scratch_;  // one per thread
-  std::vector<Episode<T>> episodes_;     // one per task of the current step
-  std::vector<T> g_fo_, g_exact_;        // [tasks, d]
+  bool keep_;                         // host copies of per-task gradients
+  std::vector<Episode<T>> episodes_;  // one per task of the current step
   std::vector<char> exact_;
-  std::vector<TaskOutcome> outcomes_;
+  Buffer<T> theta_, g_fo_, g_exact_, g_mix_, grad_sum_, gap_sum_;
+  std::vector<T> host_fo_, host_exact_;  // keep_task_gradients only
 };
 
 }  // namespace mt

@@ -13,14 +13,6 @@ bool ufom_takes_exact(uint64_t seed, uint64_t step, uint64_t task, double q) {
   return rng.uniform() < q;
 }
 
-template <typename T>
-void ufom_combine(int64_t n, double q, const T* g_fo, const T* g_exact, T* g) {
-  const T a = static_cast<T>(1.0 / q), b = static_cast<T>(1.0 - 1.0 / q);
-  for (int64_t i = 0; i < n; ++i) g[i] = a * g_exact[i] + b * g_fo[i];
-}
-template void ufom_combine<float>(int64_t, double, const float*, const float*, float*);
-template void ufom_combine<double>(int64_t, double, const double*, const double*, double*);
-
 double optimal_q(double v2, double d2, double cost_fo, double cost_exact, double q_min) {
   if (d2 >= 0.5 * cost_exact * v2 / (cost_fo + cost_exact)) return 1.0;
   // Here D² < ½ V² C_E/(C_F + C_E) < ½ V², so a > 0 and c ≤ 0: exactly one root is positive,

@@ -13,10 +13,6 @@ namespace mt {
 // ξ_t for task t of outer step s. q = 0 never takes the exact path, q = 1 always does.
 bool ufom_takes_exact(uint64_t seed, uint64_t step, uint64_t task, double q);
 
-// g ← g_F + (ξ/q)(g_E − g_F) for ξ = 1 (g may alias neither input).
-template <typename T>
-void ufom_combine(int64_t n, double q, const T* g_fo, const T* g_exact, T* g);
-
 // The q minimising (C_F + q C_E)(V² + (1/q − 1) D²)²: 1 when D² ≥ ½ C_E V² / (C_F + C_E),
 // else the root in (0, 1] of C_E (V² − D²) q² − C_E D² q − 2 C_F D² = 0, floored at q_min.
 double optimal_q(double v2, double d2, double cost_fo, double cost_exact, double q_min);

@@ -141,6 +141,7 @@ constexpr Choice<Config::Model::Pool> kPools[] = {{"max", Config::Model::Pool::k
 constexpr Choice<Config::Device> kDevices[] = {{"cpu", Config::Device::kCpu},
                                                {"cuda", Config::Device::kCuda}};
 constexpr Choice<const char*> kModels[] = {{"conv4", "conv4"}};
+constexpr Choice<bool> kSwitches[] = {{"true", true}, {"false", false}};
 constexpr Choice<const char*> kBackends[] = {
     {"auto", "auto"}, {"single", "single"}, {"mpi", "mpi"}, {"nccl", "nccl"}};
 constexpr Choice<const char*> kBilevelProblems[] = {{"toy", "toy"}, {"hyperclean", "hyperclean"}};
@@ -325,6 +326,8 @@ const std::vector<Field>& schema() {
       integer("dist.check_every", REF(dist.check_every), 0,
               "steps between parameter checksum comparisons of the ranks, 0 = never"),
       choice("device", REF(device), kDevices, "compute device"),
+      choice("cuda.graphs", REF(cuda.graphs), kSwitches,
+             "replay CUDA Graphs of the inner and adjoint steps (false = eager launches)"),
       text("log.jsonl", REF(log.jsonl), true, "metrics log file"),
       integer("log.every", REF(log.every), 1, "outer steps between metrics lines"),
       integer("log.bias_every", REF(log.bias_every), 0,

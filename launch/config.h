@@ -94,6 +94,9 @@ struct Config {
     int filters = 0;    // channels of the conv4 classifier
   };
   enum class Device { kCpu, kCuda };
+  struct Cuda {
+    bool graphs = true;  // replay captured CUDA Graphs of the inner and adjoint steps
+  };
 
   Algo algo = Algo::kMaml;
   int64_t seed = 0;
@@ -111,6 +114,7 @@ struct Config {
   Checkpoint checkpoint;
   std::string resume;  // "none" | "latest" | path to a checkpoint file
   Device device = Device::kCpu;
+  Cuda cuda;
   Dist dist;
   Log log;
   Debug debug;

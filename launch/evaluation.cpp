@@ -1,25 +1,52 @@
-// Few-shot evaluation: adaptation and scoring in parallel over episodes (launch/evaluation.h).
+// Few-shot evaluation: adaptation and scoring of batches of episodes on the engine's backend
+// (launch/evaluation.h).
 #include "launch/evaluation.h"
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <exception>
 
 namespace mt {
 
-EvalResult evaluate(const MetaGradient<float>& mg, const std::vector<float>& theta, int episodes,
+namespace {
+// Episodes per batch: enough to keep the backend busy, few enough to bound its memory.
+constexpr int kEvalBatch = 32;
+}  // namespace
+
+EvalResult evaluate(MetaEngine<float>& engine, const std::vector<float>& theta, int episodes,
                     int steps, int threads, const EvalEpisodeFn& episode) {
+  BatchedModel<float>& model = engine.model();
+  const VecOps<float>& ops = model.ops();
+  Buffer<float> theta_b = ops.alloc(static_cast<int64_t>(theta.size()));
+  ops.upload(static_cast<int64_t>(theta.size()), theta.data(), theta_b.data());
+  const int chunk = std::min(model.max_tasks(), kEvalBatch);
+  std::vector<Episode<float>> eps(chunk);
+  std::vector<LossStats> stats(chunk);
+  auto batch = model.make_batch();
   std::vector<double> acc(episodes), loss(episodes);
-  std::vector<TaskScratch<float>> scratch;
-  for (int i = 0; i < threads; ++i) scratch.push_back(mg.make_scratch());
-  std::vector<Episode<float>> eps(threads);
-#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
-  for (int e = 0; e < episodes; ++e) {
-    const int tid = omp_get_thread_num();
-    episode(e, eps[tid]);
-    const LossStats s = mg.adapt_and_evaluate(theta.data(), eps[tid], steps, scratch[tid]);
-    acc[e] = s.acc;
-    loss[e] = s.loss;
+  for (int first = 0; first < episodes; first += chunk) {
+    const int count = std::min(chunk, episodes - first);
+    std::exception_ptr failure;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int i = 0; i < count; ++i) {
+      try {
+        episode(first + i, eps[i]);
+      } catch (...) {
+#pragma omp critical
+        if (!failure) failure = std::current_exception();
+      }
+    }
+    if (failure) std::rethrow_exception(failure);
+    std::vector<const Episode<float>*> ptrs;
+    for (int i = 0; i < count; ++i) ptrs.push_back(&eps[i]);
+    model.load(ptrs, *batch);
+    engine.adapt_and_evaluate(theta_b.data(), *batch, steps, stats.data());
+    for (int i = 0; i < count; ++i) {
+      acc[first + i] = stats[i].acc;
+      loss[first + i] = stats[i].loss;
+    }
   }
   EvalResult r;
   r.episodes = episodes;
@@ -36,12 +63,13 @@ EvalResult evaluate(const MetaGradient<float>& mg, const std::vector<float>& the
   return r;
 }
 
-EvalResult evaluate_split(const MetaGradient<float>& mg, const std::vector<float>& theta,
+EvalResult evaluate_split(MetaEngine<float>& engine, const std::vector<float>& theta,
                           const EpisodeSource& source, const EpisodeSpec& spec, uint64_t seed,
                           int episodes, int steps, int threads) {
-  EvalResult r = evaluate(mg, theta, episodes, steps, threads, [&](int64_t e, Episode<float>& ep) {
-    source.sample(spec, seed, kEvalStep, static_cast<uint64_t>(e), ep);
-  });
+  EvalResult r =
+      evaluate(engine, theta, episodes, steps, threads, [&](int64_t e, Episode<float>& ep) {
+        source.sample(spec, seed, kEvalStep, static_cast<uint64_t>(e), ep);
+      });
   r.split = spec.split;
   return r;
 }

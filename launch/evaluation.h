@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "core/episode.h"
-#include "core/meta_gradient.h"
+#include "core/meta_engine.h"
 #include "data/episode_source.h"
 
 namespace mt {
@@ -24,14 +24,15 @@ struct EvalResult {
 // Overwrites `ep` with evaluation episode e (0 <= e < episodes); called from several threads.
 using EvalEpisodeFn = std::function<void(int64_t e, Episode<float>& ep)>;
 
-// Accuracy of `theta` over `episodes` episodes, each adapted with `steps` inner steps, in
-// parallel on `threads` threads. The CI half-width is 1.96 · sd / √episodes.
-EvalResult evaluate(const MetaGradient<float>& mg, const std::vector<float>& theta, int episodes,
+// Accuracy of `theta` (host) over `episodes` episodes, each adapted with `steps` inner steps,
+// in batches of the engine's backend; episodes are drawn on `threads` threads. The CI
+// half-width is 1.96 · sd / √episodes.
+EvalResult evaluate(MetaEngine<float>& engine, const std::vector<float>& theta, int episodes,
                     int steps, int threads, const EvalEpisodeFn& episode);
 
 // The standard protocol: episodes e = 0 .. episodes-1 of `spec` drawn with the keys
 // (seed, kEvalStep, e), so every evaluation of a run, and metaeval later, sees the same ones.
-EvalResult evaluate_split(const MetaGradient<float>& mg, const std::vector<float>& theta,
+EvalResult evaluate_split(MetaEngine<float>& engine, const std::vector<float>& theta,
                           const EpisodeSource& source, const EpisodeSpec& spec, uint64_t seed,
                           int episodes, int steps, int threads);
 

@@ -11,6 +11,7 @@
 #include "core/checkpoint.h"
 #include "core/hdf5.h"
 #include "data/episode_store.h"
+#include "launch/backend.h"
 #include "launch/config.h"
 #include "launch/evaluation.h"
 #include "launch/exit_codes.h"
@@ -88,8 +89,9 @@ int main(int argc, char** argv) {
     const auto source = mt::make_episode_source(cfg);
     const auto model = mt::make_model(cfg, source->image_shape());
     const mt::CheckpointState state = mt::read_checkpoint(args.checkpoint, model->layout());
-    const mt::MetaGradient<float> mg(*model, mt::inner_loop(cfg));
     const int threads = mt::worker_threads(cfg);
+    const auto backend = mt::make_backend(cfg, *model, source->image_shape(), 0, threads);
+    mt::MetaEngine<float> engine(*backend, mt::inner_loop(cfg));
 
     const auto* store = dynamic_cast<const mt::EpisodeStore*>(source.get());
     const bool lake = store != nullptr && store->num_fixed_episodes() > 0;
@@ -102,14 +104,14 @@ int main(int argc, char** argv) {
                  "-way; evaluate a checkpoint trained with task.ways=", fixed.ways);
       shots = fixed.shots;
       queries = fixed.queries;
-      r = mt::evaluate(mg, state.params, static_cast<int>(store->num_fixed_episodes()),
+      r = mt::evaluate(engine, state.params, static_cast<int>(store->num_fixed_episodes()),
                        cfg.inner.eval_steps, threads,
                        [&](int64_t e, mt::Episode<float>& ep) { store->fixed_episode(e, ep); });
       r.split = "lake-runs";
     } else {
       const mt::EpisodeSpec spec{cfg.data.eval_split, cfg.task.ways, shots, queries};
       source->validate(spec);
-      r = mt::evaluate_split(mg, state.params, *source, spec, static_cast<uint64_t>(cfg.seed),
+      r = mt::evaluate_split(engine, state.params, *source, spec, static_cast<uint64_t>(cfg.seed),
                              cfg.eval.episodes, cfg.inner.eval_steps, threads);
     }
 

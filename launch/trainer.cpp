@@ -14,6 +14,7 @@
 #include "core/blas.h"
 #include "core/check.h"
 #include "core/checkpoint.h"
+#include "core/estimator.h"
 #include "core/meta_step.h"
 #include "core/optimizer.h"
 #include "core/ufom.h"
@@ -22,6 +23,7 @@
 #include "data/glyphs.h"
 #include "dist/comm.h"
 #include "dist/task_assignment.h"
+#include "launch/backend.h"
 #include "launch/bilevel_trainer.h"
 #include "launch/evaluation.h"
 #include "launch/metrics_log.h"
@@ -58,12 +60,9 @@ namespace {
 
 // Rejects settings this build cannot run yet, naming the key.
 void check_supported(const Config& cfg) {
-  MT_REQUIRE(cfg.device == Config::Device::kCpu,
-             "device = cuda: training on the GPU is not available in this version (the CUDA "
-             "build has the device query and a cuBLAS linear kernel only); use device=cpu");
-  MT_REQUIRE(cfg.dist.backend != "nccl",
-             "dist.backend = nccl needs device=cuda, which this version cannot train on; use "
-             "dist.backend=mpi (or auto)");
+  MT_REQUIRE(cfg.dist.backend != "nccl" || cfg.device == Config::Device::kCuda,
+             "dist.backend = nccl needs device=cuda (NCCL sums device buffers); use "
+             "dist.backend=mpi (or auto) with device=cpu");
 }
 
 // 64-bit FNV-1a of θ's bytes: ranks compare it to prove they hold the same parameters.
@@ -128,7 +127,7 @@ void check_resume_compatible(const Config& now, const Config& then, const std::s
 
 CheckpointState checkpoint_state(const Config& cfg, const ParamLayout& layout,
                                  const std::vector<float>& theta, Optimizer<float>& opt,
-                                 int64_t step, int64_t grad_evals, const AdaptiveQ& aq, double q,
+                                 int64_t step, int64_t grad_evals, const Estimator& est,
                                  int world) {
   CheckpointState s;
   s.layout = layout;
@@ -138,7 +137,8 @@ CheckpointState checkpoint_state(const Config& cfg, const ParamLayout& layout,
   for (auto& [name, buf] : opt.state()) s.optimizer.buffers.emplace_back(name, *buf);
   s.step = step;
   s.seed = static_cast<uint64_t>(cfg.seed);
-  s.ufom = {aq.v2_ema, aq.d2_ema, aq.count, q};
+  const EstimatorState e = est.state();
+  s.ufom = {e.v2_ema, e.d2_ema, e.count, est.q()};
   s.data_cursor = step;  // episodes are keyed by (seed, step, task): the step is the cursor
   s.config_yaml = cfg.effective_yaml;
   s.world_size = world;
@@ -183,7 +183,7 @@ struct RunState {
 // Resume: rank 0 reads and validates the checkpoint; every rank learns whether that worked
 // (so no rank waits in a collective for a rank that failed), then receives the state.
 void resume_from(const Config& cfg, const CheckpointManager& checkpoints, const ParamLayout& layout,
-                 dist::Comm& comm, RunState& run, Optimizer<float>& opt, AdaptiveQ& adaptive) {
+                 dist::Comm& comm, RunState& run, Optimizer<float>& opt, Estimator& est) {
   std::string problem;
   CheckpointState st;
   const bool lead = comm.rank() == 0;
@@ -226,10 +226,8 @@ void resume_from(const Config& cfg, const CheckpointManager& checkpoints, const 
   }
   run.step = counts[0];
   opt.set_steps(counts[1]);
-  adaptive.count = counts[2];
   run.grad_evals = counts[3];
-  adaptive.v2_ema = ema[0];
-  adaptive.d2_ema = ema[1];
+  est.restore({ema[0], ema[1], counts[2]});
 }
 
 // The tasks of step `step` this rank runs: t mod N, or balanced by UFOM's predicted cost.
@@ -246,277 +244,348 @@ std::vector<int64_t> tasks_of_step(const Config& cfg, const dist::Comm& comm, in
   return dist::balanced_tasks(cost, comm.size())[comm.rank()];
 }
 
-EvalResult train_on(const Config& cfg, dist::Comm& comm) {
-  const bool lead = comm.rank() == 0;
-  const int threads = worker_threads(cfg);
+// One meta-training run, built once from the config: the episode source, the backend's batched
+// model and the engine on it, the estimator, the communicator's sums, the optimizer, and the
+// checkpoint / log / evaluation around them. run() is the outer loop.
+class Trainer {
+ public:
+  Trainer(const Config& cfg, dist::Comm& comm);
+  EvalResult run();
 
-  auto source = make_episode_source(cfg);
-  const EpisodeSpec train_spec{cfg.data.train_split, cfg.task.ways, cfg.task.shots,
-                               cfg.task.queries};
-  const EpisodeSpec eval_spec{cfg.data.eval_split, cfg.task.ways, cfg.task.shots, cfg.task.queries};
-  source->validate(train_spec);
-  source->validate(eval_spec);
-
-  auto model = make_model(cfg, source->image_shape());
-  const ParamLayout& layout = model->layout();
-  const int64_t d = layout.total();
-  RunState run;
-  run.theta.resize(d);
-  model->init(run.theta.data(), static_cast<uint64_t>(cfg.seed));
-  std::vector<float>& theta = run.theta;
-
-  const InnerLoop inner = inner_loop(cfg);
-  MetaGradient<float> mg(*model, inner);
-  MetaStep<float> meta_step(mg, {cfg.algo, static_cast<uint64_t>(cfg.seed), threads});
-  std::unique_ptr<BiasProbe<float>> probe;
-  if (cfg.log.bias_every > 0)
-    probe = std::make_unique<BiasProbe<float>>(mg, static_cast<uint64_t>(cfg.seed), threads);
-  const std::string opt_name =
-      cfg.outer.optimizer == Config::Outer::Optimizer::kAdam ? "adam" : "sgd";
-  auto opt = make_optimizer<float>(opt_name, d, cfg.outer.lr, cfg.outer.momentum);
-  AdaptiveQ adaptive(cfg.ufom.q_min, cfg.ufom.d2_scale);
-  const double cost_fo = static_cast<double>(first_order_cost(inner));
-  const double cost_exact = static_cast<double>(exact_path_cost(inner));
-  CheckpointManager checkpoints(cfg.checkpoint.dir, cfg.checkpoint.keep);
-
-  if (cfg.resume != "none") {
-    resume_from(cfg, checkpoints, layout, comm, run, *opt, adaptive);
-  } else {
-    comm.broadcast(theta.data(), theta.size() * sizeof(float), 0);  // rank 0's θ for everyone
+ private:
+  struct StepResult {
+    double q = 0, sec = 0, loss = 0, acc = 0;
+    bool logs = false;  // a metrics line is written (and fo_gap summed over ranks)
+  };
+  StepResult meta_step(int64_t step);                // episodes → engine → comm → optimizer
+  void reduce(int64_t step, bool with_fo_gap);       // Σ over ranks, mean over the meta-batch
+  void log_step(int64_t done, const StepResult& r);  // metrics line and progress
+  bool after_step(int64_t done);  // checks, evaluation, checkpoint; false: stopped by a signal
+  EvalResult finish();            // final evaluation and checkpoint
+  EvalResult evaluate_now(int64_t step);
+  void probe_bias(int64_t step, double q);
+  std::string save(int64_t step);
+  bool budget_spent() const {
+    return cfg_.budget.grad_evals > 0 && run_.grad_evals >= cfg_.budget.grad_evals;
   }
-  const int64_t first_step = run.step;
-  MetricsLog log(lead ? metrics_jsonl_path(cfg) : "", /*append=*/first_step > 0);
+  bool ends(int64_t done) const { return done == cfg_.steps || budget_spent(); }
+  template <typename F>
+  void off_the_clock(F&& work);  // evaluation, probes and checkpoints: not training time
+  std::vector<int64_t> episode_tasks() const;
 
-  if (lead) {
+  const Config& cfg_;
+  dist::Comm& comm_;
+  const bool lead_;
+  const int threads_;
+  std::unique_ptr<EpisodeSource> source_;
+  const EpisodeSpec train_spec_, eval_spec_;
+  std::unique_ptr<Model<float>> model_;  // the per-task model (CPU layers; the dump and probes)
+  std::unique_ptr<BatchedModel<float>> backend_;
+  const InnerLoop inner_;
+  const double cost_fo_, cost_exact_;
+  std::unique_ptr<Estimator> estimator_;
+  std::unique_ptr<MetaStep<float>> meta_step_;
+  std::unique_ptr<MetaEngine<float>> eval_engine_;
+  std::unique_ptr<MetaGradient<float>> mg_;  // one-task CPU engine: debug dump, bias probe
+  std::unique_ptr<BiasProbe<float>> probe_;
+  std::unique_ptr<Optimizer<float>> opt_;
+  CheckpointManager checkpoints_;
+  RunState run_;
+  int64_t first_step_ = 0, last_ = 0;
+  std::unique_ptr<MetricsLog> log_;
+  std::unique_ptr<EpisodeStream> stream_;
+  MetaStepSums<float> sums_;
+  std::unique_ptr<Progress> progress_;
+  std::chrono::steady_clock::time_point t_start_;
+  double side_seconds_ = 0;
+  int64_t evals_at_start_ = 0;
+};
+
+Trainer::Trainer(const Config& cfg, dist::Comm& comm)
+    : cfg_(cfg),
+      comm_(comm),
+      lead_(comm.rank() == 0),
+      threads_(worker_threads(cfg)),
+      source_(make_episode_source(cfg)),
+      train_spec_{cfg.data.train_split, cfg.task.ways, cfg.task.shots, cfg.task.queries},
+      eval_spec_{cfg.data.eval_split, cfg.task.ways, cfg.task.shots, cfg.task.queries},
+      inner_(inner_loop(cfg)),
+      cost_fo_(static_cast<double>(first_order_cost(inner_))),
+      cost_exact_(static_cast<double>(exact_path_cost(inner_))),
+      checkpoints_(cfg.checkpoint.dir, cfg.checkpoint.keep) {
+  source_->validate(train_spec_);
+  source_->validate(eval_spec_);
+  model_ = make_model(cfg, source_->image_shape());
+  backend_ = make_backend(cfg, *model_, source_->image_shape(), comm.local_rank(), threads_);
+  EstimatorSettings es{cfg.algo, cfg.ufom.q, cfg.ufom.adaptive, cfg.ufom.q_min,
+                       cfg.ufom.d2_scale, cost_fo_, cost_exact_};
+  estimator_ = make_estimator(es);
+  meta_step_ = std::make_unique<MetaStep<float>>(
+      *backend_, inner_, MetaStepSettings{cfg.algo, static_cast<uint64_t>(cfg.seed), threads_});
+  eval_engine_ = std::make_unique<MetaEngine<float>>(*backend_, inner_);
+  mg_ = std::make_unique<MetaGradient<float>>(*model_, inner_);
+  if (cfg.log.bias_every > 0)
+    probe_ = std::make_unique<BiasProbe<float>>(*mg_, static_cast<uint64_t>(cfg.seed), threads_);
+  const int64_t d = model_->layout().total();
+  opt_ = make_optimizer<float>(
+      cfg.outer.optimizer == Config::Outer::Optimizer::kAdam ? "adam" : "sgd", d, cfg.outer.lr,
+      cfg.outer.momentum);
+
+  run_.theta.resize(d);
+  model_->init(run_.theta.data(), static_cast<uint64_t>(cfg.seed));
+  if (cfg.resume != "none")
+    resume_from(cfg, checkpoints_, model_->layout(), comm, run_, *opt_, *estimator_);
+  else
+    comm.broadcast(run_.theta.data(), run_.theta.size() * sizeof(float), 0);  // rank 0's θ
+  first_step_ = last_ = run_.step;
+  evals_at_start_ = run_.grad_evals;
+  log_ = std::make_unique<MetricsLog>(lead_ ? metrics_jsonl_path(cfg) : "", first_step_ > 0);
+
+  if (lead_) {
     std::printf("effective config:\n%s\n", cfg.effective_yaml.c_str());
     std::printf("model conv4: %lld parameters; data %s (%s); %d threads; %s backend, %d rank%s\n",
-                static_cast<long long>(d), source->name().c_str(), cfg.data.path.c_str(), threads,
-                comm.backend().c_str(), comm.size(), comm.size() == 1 ? "" : "s");
+                static_cast<long long>(d), source_->name().c_str(), cfg.data.path.c_str(),
+                threads_, comm.backend().c_str(), comm.size(), comm.size() == 1 ? "" : "s");
+    std::printf("device: %s\n", backend_->describe().c_str());
     std::fflush(stdout);
   }
-  if (!cfg.debug.dump.empty() && lead && first_step == 0)
-    write_dump(cfg, mg, theta, *source, train_spec);
+  if (!cfg.debug.dump.empty() && lead_ && first_step_ == 0)
+    write_dump(cfg, *mg_, run_.theta, *source_, train_spec_);
 
   // Training episodes: drawn ahead by the prefetching stream, or inline (always inline with the
   // balanced assignment, whose task lists change every step). Same episodes either way.
   const bool fixed_tasks = cfg.dist.assign == "modulo" || cfg.algo != Algo::kUfom;
-  std::unique_ptr<EpisodeStream> stream;
   if (cfg.data.prefetch > 0 && fixed_tasks)
-    stream = std::make_unique<EpisodeStream>(
-        *source, train_spec, static_cast<uint64_t>(cfg.seed),
-        dist::modulo_tasks(cfg.meta_batch, comm.rank(), comm.size()), first_step, cfg.steps,
+    stream_ = std::make_unique<EpisodeStream>(
+        *source_, train_spec_, static_cast<uint64_t>(cfg.seed),
+        dist::modulo_tasks(cfg.meta_batch, comm.rank(), comm.size()), first_step_, cfg.steps,
         EpisodeStream::Options{cfg.data.prefetch, 0});
-  auto episode_fn = [&](uint64_t step) {
-    return [&, step](int64_t t, Episode<float>& ep) {
-      if (stream)
-        stream->take(static_cast<int64_t>(step), t, ep);
-      else
-        source->sample(train_spec, cfg.seed, step, t, ep);
-    };
-  };
-  // Evaluation runs on rank 0; the other ranks wait at the next collective.
-  auto run_eval = [&](int64_t step) {
-    if (!lead) return EvalResult{};
-    const EvalResult r = evaluate_split(mg, theta, *source, eval_spec, cfg.seed, cfg.eval.episodes,
-                                        cfg.inner.eval_steps, threads);
-    JsonObject e;
-    e.add("split", r.split).add("episodes", r.episodes).add("acc_mean", r.acc_mean);
-    e.add("acc_ci95", r.acc_ci95).add("loss_mean", r.loss_mean);
-    log.write(JsonObject().add("step", static_cast<double>(step)).add("eval", e));
-    return r;
-  };
-  // log.bias_every: the first-order bias at the current θ (core/bias_probe.h), on tasks
-  // kProbeTaskBase + k of the training split, indices no meta-batch reaches, so training never
-  // sees them. Spread over the ranks like a meta-batch; logged as a "bias" line by rank 0.
-  auto probe_bias = [&](int64_t step, double q) {
-    constexpr int64_t kProbeTaskBase = int64_t{1} << 40;  // < 2^44, see BiasProbe::run
-    const auto t0 = std::chrono::steady_clock::now();
-    const bool ufom = cfg.algo == Algo::kUfom;
-    std::vector<int64_t> mine;
-    for (int64_t k = comm.rank(); k < cfg.log.bias_tasks; k += comm.size())
-      mine.push_back(kProbeTaskBase + k);
-    BiasSums<float> bs;
-    bs.reset(d);
-    probe->run(
-        theta.data(), static_cast<uint64_t>(step), mine,
-        [&](int64_t t, Episode<float>& ep) { source->sample(train_spec, cfg.seed, step, t, ep); },
-        ufom ? q : 0.0, bs);
-    std::vector<float> packed = bs.pack();
-    comm.allreduce_sum(packed.data(), packed.size());
-    bs.unpack(packed);
-    const BiasReport r = bias_report(bs, ufom);
-    JsonObject b;
-    b.add("tasks", r.tasks).add("fo", r.fo).add("fo_noise", r.fo_noise);
-    if (ufom) b.add("ufom", r.ufom).add("ufom_noise", r.ufom_noise).add("q", q);
-    b.add("exact_norm", r.exact_norm).add("sec", seconds_since(t0));
-    log.write(JsonObject().add("step", static_cast<double>(step)).add("bias", b));
-  };
-  auto current_q = [&] {
-    return cfg.algo == Algo::kUfom && cfg.ufom.adaptive ? adaptive.q(cost_fo, cost_exact)
-                                                        : cfg.ufom.q;
-  };
-  auto save = [&](int64_t step) {
-    return lead ? checkpoints.save(checkpoint_state(cfg, layout, theta, *opt, step, run.grad_evals,
-                                                    adaptive, current_q(), comm.size()))
-                : std::string();
-  };
+  progress_ = std::make_unique<Progress>(cfg.steps, cfg.log.every, lead_);
+}
 
+template <typename F>
+void Trainer::off_the_clock(F&& work) {
+  const auto t0 = std::chrono::steady_clock::now();
+  work();
+  side_seconds_ += seconds_since(t0);
+}
+
+EvalResult Trainer::run() {
   install_stop_handlers();
-  Progress progress(cfg.steps, cfg.log.every, lead);
-  MetaStepSums<float> sums;
-  const auto t_start = std::chrono::steady_clock::now();
-  double side_seconds = 0;  // evaluation, bias probes and checkpoints: not training time
-  auto timed = [&side_seconds](auto&& work) {
-    const auto t0 = std::chrono::steady_clock::now();
-    work();
-    side_seconds += seconds_since(t0);
-  };
-  // budget.grad_evals: stop after the step at which the cumulative count reaches the budget.
-  auto budget_spent = [&] {
-    return cfg.budget.grad_evals > 0 && run.grad_evals >= cfg.budget.grad_evals;
-  };
-  const int64_t evals_at_start = run.grad_evals;
-  int64_t last = first_step;  // outer steps completed when the loop ends
-  for (int64_t step = first_step; step < cfg.steps && !budget_spent(); ++step) {
-    const auto t0 = std::chrono::steady_clock::now();
-    double q = cfg.algo == Algo::kMaml ? 1.0 : 0.0;
-    if (cfg.algo == Algo::kUfom) q = current_q();
-    if (probe && step % cfg.log.bias_every == 0) timed([&] { probe_bias(step, q); });
-
-    sums.reset(d);
-    const std::vector<int64_t> my_tasks = tasks_of_step(cfg, comm, step, q, cost_fo, cost_exact);
-    meta_step.run(theta.data(), static_cast<uint64_t>(step), my_tasks, episode_fn(step), q, sums);
-    const bool logs = (step + 1) % cfg.log.every == 0 || step + 1 == cfg.steps;
-    std::vector<float> packed = sums.pack(logs);
-    comm.allreduce_sum(packed.data(), packed.size());
-    sums.unpack(packed, logs);
-
-    const float inv_b = 1.0f / cfg.meta_batch;
-    for (float& g : sums.grad) g *= inv_b;
-    for (int64_t k = 0; k < d; ++k)
-      if (!std::isfinite(sums.grad[k]))
-        throw Error(ExitCode::kRuntime, detail::concat("non-finite meta-gradient at step ",
-                                                       step + 1, " in ", layout.at(k)->name,
-                                                       ": training diverged; lower inner.lr or "
-                                                       "outer.lr. Checkpoints already in ",
-                                                       cfg.checkpoint.dir, " are intact."));
-    if (cfg.algo == Algo::kUfom && cfg.ufom.adaptive && sums.exact_tasks > 0)
-      adaptive.update(sums.v2 / sums.exact_tasks, sums.d2 / sums.exact_tasks);
-    opt->step(theta.data(), sums.grad.data());
-
-    const int64_t done = step + 1;
-    last = done;
-    run.grad_evals += std::llround(sums.grad_evals);        // global: summed over ranks above
-    const bool ends = done == cfg.steps || budget_spent();  // the final eval and save follow
-    const double sec = seconds_since(t0);
-    const double loss = sums.loss / cfg.meta_batch, acc = sums.acc / cfg.meta_batch;
-    if (logs || ends) {
-      JsonObject line;
-      line.add("step", static_cast<double>(done)).add("loss", loss).add("acc", acc);
-      if (cfg.algo == Algo::kUfom) line.add("q", q);
-      if (sums.exact_tasks > 0) {
-        if (logs) {  // fo_gap is summed over ranks on logging steps only
-          double gap = 0;
-          for (float g : sums.fo_gap)
-            gap += static_cast<double>(g / sums.exact_tasks) * (g / sums.exact_tasks);
-          line.add("fo_bias", std::sqrt(gap));
-        }
-        line.add("v2", sums.v2 / sums.exact_tasks).add("d2", sums.d2 / sums.exact_tasks);
-      }
-      line.add("exact_tasks", sums.exact_tasks).add("grad_evals", sums.grad_evals);
-      line.add("grad_evals_total", static_cast<double>(run.grad_evals));
-      line.add("sec", sec).add("tasks_per_s", cfg.meta_batch / sec);
-      const double elapsed = seconds_since(t_start);
-      line.add("elapsed", elapsed).add("train_elapsed", elapsed - side_seconds);
-      line.add("ranks", comm.size());
-      log.write(line);
-    }
-    char status[128];
-    std::snprintf(status, sizeof status, "loss %.3f acc %.3f%s", loss, acc,
-                  cfg.algo == Algo::kUfom ? (" q " + std::to_string(q).substr(0, 5)).c_str() : "");
-    // With a budget, the share of it spent by this process drives the time estimate (steps is
-    // then only an upper bound).
-    const int64_t budget_left = cfg.budget.grad_evals - evals_at_start;
-    progress.update(done, status,
-                    budget_left > 0
-                        ? std::max(static_cast<double>(done - first_step) /
-                                       static_cast<double>(cfg.steps - first_step),
-                                   static_cast<double>(run.grad_evals - evals_at_start) /
-                                       static_cast<double>(budget_left))
-                        : -1.0);
-
-    if (cfg.dist.check_every > 0 && done % cfg.dist.check_every == 0 &&
-        !all_equal(comm, checksum(theta)))
-      throw Error(ExitCode::kRuntime,
-                  detail::concat("ranks hold different parameters after step ", done,
-                                 " (checksums differ): a rank computed differently; stopping. "
-                                 "Checkpoints in ",
-                                 cfg.checkpoint.dir, " are intact."));
-    if (cfg.eval.every > 0 && done % cfg.eval.every == 0 && !ends) {
-      EvalResult r;
-      timed([&] { r = run_eval(done); });
-      progress.finish_line();
-      if (lead)
-        std::printf("eval @ step %lld: %s acc %.2f%% ± %.2f%%\n", static_cast<long long>(done),
-                    r.split.c_str(), 100 * r.acc_mean, 100 * r.acc_ci95);
-    }
-    if (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0 && !ends)
-      timed([&] { save(done); });
-
-    // A stop requested on any rank stops every rank after the same step.
-    int64_t stop = stop_requested() ? 1 : 0;
-    comm.allreduce_max(&stop, 1);
-    if (stop && !ends) {
-      progress.finish_line();
-      const std::string ckpt = save(done);
-      if (lead) {
-        std::printf(
-            "stopped by signal after step %lld of %lld; checkpoint %s\n"
-            "resume with the same command plus: resume=latest (checkpoint.dir=%s)\n",
-            static_cast<long long>(done), static_cast<long long>(cfg.steps), ckpt.c_str(),
-            cfg.checkpoint.dir.c_str());
-        std::fflush(stdout);
-      }
-      comm.barrier();
+  t_start_ = std::chrono::steady_clock::now();
+  for (int64_t step = first_step_; step < cfg_.steps && !budget_spent(); ++step) {
+    const StepResult r = meta_step(step);
+    last_ = step + 1;
+    log_step(last_, r);
+    if (!after_step(last_)) {
       EvalResult stopped;
       stopped.split = "stopped";
       return stopped;
     }
   }
-  progress.finish_line();
-  if (lead) {
+  return finish();
+}
+
+Trainer::StepResult Trainer::meta_step(int64_t step) {
+  const auto t0 = std::chrono::steady_clock::now();
+  StepResult r;
+  r.q = estimator_->q();
+  if (probe_ && step % cfg_.log.bias_every == 0) off_the_clock([&] { probe_bias(step, r.q); });
+
+  sums_.reset(model_->layout().total());
+  const std::vector<int64_t> my_tasks =
+      tasks_of_step(cfg_, comm_, step, r.q, cost_fo_, cost_exact_);
+  meta_step_->run(
+      run_.theta.data(), static_cast<uint64_t>(step), my_tasks,
+      [&](int64_t t, Episode<float>& ep) {
+        if (stream_)
+          stream_->take(step, t, ep);
+        else
+          source_->sample(train_spec_, cfg_.seed, static_cast<uint64_t>(step), t, ep);
+      },
+      r.q, sums_);
+  r.logs = (step + 1) % cfg_.log.every == 0 || step + 1 == cfg_.steps;
+  reduce(step, r.logs);
+  estimator_->update(sums_.exact_tasks, sums_.v2, sums_.d2);
+  opt_->step(run_.theta.data(), sums_.grad.data());
+  run_.grad_evals += std::llround(sums_.grad_evals);  // global: summed over ranks
+  r.sec = seconds_since(t0);
+  r.loss = sums_.loss / cfg_.meta_batch;
+  r.acc = sums_.acc / cfg_.meta_batch;
+  return r;
+}
+
+void Trainer::reduce(int64_t step, bool with_fo_gap) {
+  std::vector<float> packed = sums_.pack(with_fo_gap);
+  comm_.allreduce_sum(packed.data(), packed.size());
+  sums_.unpack(packed, with_fo_gap);
+  const float inv_b = 1.0f / cfg_.meta_batch;
+  for (float& g : sums_.grad) g *= inv_b;
+  for (size_t k = 0; k < sums_.grad.size(); ++k)
+    if (!std::isfinite(sums_.grad[k]))
+      throw Error(ExitCode::kRuntime,
+                  detail::concat("non-finite meta-gradient at step ", step + 1, " in ",
+                                 model_->layout().at(static_cast<int64_t>(k))->name,
+                                 ": training diverged; lower inner.lr or outer.lr. Checkpoints "
+                                 "already in ",
+                                 cfg_.checkpoint.dir, " are intact."));
+}
+
+void Trainer::log_step(int64_t done, const StepResult& r) {
+  if (r.logs || ends(done)) {
+    JsonObject line;
+    line.add("step", static_cast<double>(done)).add("loss", r.loss).add("acc", r.acc);
+    if (cfg_.algo == Algo::kUfom) line.add("q", r.q);
+    if (sums_.exact_tasks > 0) {
+      if (r.logs) {  // fo_gap is summed over ranks on logging steps only
+        double gap = 0;
+        for (float g : sums_.fo_gap)
+          gap += static_cast<double>(g / sums_.exact_tasks) * (g / sums_.exact_tasks);
+        line.add("fo_bias", std::sqrt(gap));
+      }
+      line.add("v2", sums_.v2 / sums_.exact_tasks).add("d2", sums_.d2 / sums_.exact_tasks);
+    }
+    line.add("exact_tasks", sums_.exact_tasks).add("grad_evals", sums_.grad_evals);
+    line.add("grad_evals_total", static_cast<double>(run_.grad_evals));
+    line.add("sec", r.sec).add("tasks_per_s", cfg_.meta_batch / r.sec);
+    const double elapsed = seconds_since(t_start_);
+    line.add("elapsed", elapsed).add("train_elapsed", elapsed - side_seconds_);
+    line.add("ranks", comm_.size());
+    log_->write(line);
+  }
+  char status[128];
+  std::snprintf(status, sizeof status, "loss %.3f acc %.3f%s", r.loss, r.acc,
+                cfg_.algo == Algo::kUfom ? (" q " + std::to_string(r.q).substr(0, 5)).c_str() : "");
+  // With a budget, the share of it spent by this process drives the time estimate (steps is
+  // then only an upper bound).
+  const int64_t budget_left = cfg_.budget.grad_evals - evals_at_start_;
+  progress_->update(done, status,
+                    budget_left > 0
+                        ? std::max(static_cast<double>(done - first_step_) /
+                                       static_cast<double>(cfg_.steps - first_step_),
+                                   static_cast<double>(run_.grad_evals - evals_at_start_) /
+                                       static_cast<double>(budget_left))
+                        : -1.0);
+}
+
+bool Trainer::after_step(int64_t done) {
+  if (cfg_.dist.check_every > 0 && done % cfg_.dist.check_every == 0 &&
+      !all_equal(comm_, checksum(run_.theta)))
+    throw Error(ExitCode::kRuntime,
+                detail::concat("ranks hold different parameters after step ", done,
+                               " (checksums differ): a rank computed differently; stopping. "
+                               "Checkpoints in ",
+                               cfg_.checkpoint.dir, " are intact."));
+  if (cfg_.eval.every > 0 && done % cfg_.eval.every == 0 && !ends(done)) {
+    EvalResult r;
+    off_the_clock([&] { r = evaluate_now(done); });
+    progress_->finish_line();
+    if (lead_)
+      std::printf("eval @ step %lld: %s acc %.2f%% ± %.2f%%\n", static_cast<long long>(done),
+                  r.split.c_str(), 100 * r.acc_mean, 100 * r.acc_ci95);
+  }
+  if (cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0 && !ends(done))
+    off_the_clock([&] { save(done); });
+
+  // A stop requested on any rank stops every rank after the same step.
+  int64_t stop = stop_requested() ? 1 : 0;
+  comm_.allreduce_max(&stop, 1);
+  if (!stop || ends(done)) return true;
+  progress_->finish_line();
+  const std::string ckpt = save(done);
+  if (lead_) {
+    std::printf(
+        "stopped by signal after step %lld of %lld; checkpoint %s\n"
+        "resume with the same command plus: resume=latest (checkpoint.dir=%s)\n",
+        static_cast<long long>(done), static_cast<long long>(cfg_.steps), ckpt.c_str(),
+        cfg_.checkpoint.dir.c_str());
+    std::fflush(stdout);
+  }
+  comm_.barrier();
+  return false;
+}
+
+EvalResult Trainer::finish() {
+  progress_->finish_line();
+  const long long last = last_, steps = cfg_.steps, spent = run_.grad_evals,
+                  budget = cfg_.budget.grad_evals;
+  if (lead_) {
     if (budget_spent())
       std::printf(
           "stopped after step %lld of %lld: gradient-evaluation budget spent (%lld >= "
           "budget.grad_evals = %lld)\n",
-          static_cast<long long>(last), static_cast<long long>(cfg.steps),
-          static_cast<long long>(run.grad_evals), static_cast<long long>(cfg.budget.grad_evals));
-    else if (cfg.budget.grad_evals > 0)
+          last, steps, spent, budget);
+    else if (budget > 0)
       std::printf(
           "stopped after step %lld: all steps = %lld done before the budget (%lld of "
           "budget.grad_evals = %lld gradient evaluations spent)\n",
-          static_cast<long long>(last), static_cast<long long>(cfg.steps),
-          static_cast<long long>(run.grad_evals), static_cast<long long>(cfg.budget.grad_evals));
+          last, steps, spent, budget);
     else
       std::printf("stopped after step %lld: all steps = %lld done (%lld gradient evaluations)\n",
-                  static_cast<long long>(last), static_cast<long long>(cfg.steps),
-                  static_cast<long long>(run.grad_evals));
+                  last, steps, spent);
   }
-
-  const EvalResult final_eval = run_eval(last);
-  const std::string ckpt = save(last);
-  if (lead) {
+  const EvalResult final_eval = evaluate_now(last_);
+  const std::string ckpt = save(last_);
+  if (lead_) {
     std::printf(
         "final eval (%s, %d episodes, %d-way %d-shot, %d inner steps): accuracy %.2f%% ± %.2f%% "
         "(95%% CI)\n",
-        final_eval.split.c_str(), final_eval.episodes, cfg.task.ways, cfg.task.shots,
-        cfg.inner.eval_steps, 100 * final_eval.acc_mean, 100 * final_eval.acc_ci95);
+        final_eval.split.c_str(), final_eval.episodes, cfg_.task.ways, cfg_.task.shots,
+        cfg_.inner.eval_steps, 100 * final_eval.acc_mean, 100 * final_eval.acc_ci95);
     std::printf("checkpoint: %s\nmetrics: %s\ntotal time: %.1f s\n", ckpt.c_str(),
-                log.path().c_str(), seconds_since(t_start));
+                log_->path().c_str(), seconds_since(t_start_));
   }
-  comm.barrier();
+  comm_.barrier();
   return final_eval;
 }
+
+// Evaluation runs on rank 0; the other ranks wait at the next collective.
+EvalResult Trainer::evaluate_now(int64_t step) {
+  if (!lead_) return EvalResult{};
+  const EvalResult r = evaluate_split(*eval_engine_, run_.theta, *source_, eval_spec_, cfg_.seed,
+                                      cfg_.eval.episodes, cfg_.inner.eval_steps, threads_);
+  JsonObject e;
+  e.add("split", r.split).add("episodes", r.episodes).add("acc_mean", r.acc_mean);
+  e.add("acc_ci95", r.acc_ci95).add("loss_mean", r.loss_mean);
+  log_->write(JsonObject().add("step", static_cast<double>(step)).add("eval", e));
+  return r;
+}
+
+// log.bias_every: the first-order bias at the current θ (core/bias_probe.h), on tasks
+// kProbeTaskBase + k of the training split, indices no meta-batch reaches, so training never
+// sees them. Spread over the ranks like a meta-batch; logged as a "bias" line by rank 0.
+void Trainer::probe_bias(int64_t step, double q) {
+  constexpr int64_t kProbeTaskBase = int64_t{1} << 40;  // < 2^44, see BiasProbe::run
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool ufom = cfg_.algo == Algo::kUfom;
+  std::vector<int64_t> mine;
+  for (int64_t k = comm_.rank(); k < cfg_.log.bias_tasks; k += comm_.size())
+    mine.push_back(kProbeTaskBase + k);
+  BiasSums<float> bs;
+  bs.reset(model_->layout().total());
+  probe_->run(
+      run_.theta.data(), static_cast<uint64_t>(step), mine,
+      [&](int64_t t, Episode<float>& ep) { source_->sample(train_spec_, cfg_.seed, step, t, ep); },
+      ufom ? q : 0.0, bs);
+  std::vector<float> packed = bs.pack();
+  comm_.allreduce_sum(packed.data(), packed.size());
+  bs.unpack(packed);
+  const BiasReport r = bias_report(bs, ufom);
+  JsonObject b;
+  b.add("tasks", r.tasks).add("fo", r.fo).add("fo_noise", r.fo_noise);
+  if (ufom) b.add("ufom", r.ufom).add("ufom_noise", r.ufom_noise).add("q", q);
+  b.add("exact_norm", r.exact_norm).add("sec", seconds_since(t0));
+  log_->write(JsonObject().add("step", static_cast<double>(step)).add("bias", b));
+}
+
+std::string Trainer::save(int64_t step) {
+  return lead_ ? checkpoints_.save(checkpoint_state(cfg_, model_->layout(), run_.theta, *opt_,
+                                                    step, run_.grad_evals, *estimator_,
+                                                    comm_.size()))
+               : std::string();
+}
+
+EvalResult train_on(const Config& cfg, dist::Comm& comm) { return Trainer(cfg, comm).run(); }
 
 }  // namespace
 
@@ -537,7 +606,9 @@ EvalResult train(const Config& cfg) {
   if (cfg.algo == Algo::kSlbamm) return train_bilevel(cfg);
   check_supported(cfg);
   blas_use_single_thread();
-  auto comm = dist::make_comm(cfg.dist.backend);
+  // dist.backend = auto: NCCL for GPU ranks started by a launcher, else MPI or single.
+  const bool gpu_ranks = cfg.device == Config::Device::kCuda && dist::launched_ranks() > 1;
+  auto comm = dist::make_comm(cfg.dist.backend == "auto" && gpu_ranks ? "nccl" : cfg.dist.backend);
   try {
     return train_on(cfg, *comm);
   } catch (const Error& e) {

@@ -1,0 +1,135 @@
+// CPU backend of the task-batched model (core/batched_model_cpu.h).
+#include "core/batched_model_cpu.h"
+
+#include <omp.h>
+
+#include <exception>
+
+#include "core/check.h"
+
+namespace mt {
+
+namespace {
+// A CPU batch refers to the caller's episodes.
+template <typename T>
+class CpuTaskBatch final : public TaskBatch {
+ public:
+  void set(std::vector<const Episode<T>*> episodes) {
+    episodes_ = std::move(episodes);
+    tasks_ = static_cast<int>(episodes_.size());
+  }
+  const Batch<T>& batch(int t, Split s) const {
+    return s == Split::kSupport ? episodes_[t]->support : episodes_[t]->query;
+  }
+  const std::vector<const Episode<T>*>& episodes() const { return episodes_; }
+
+ private:
+  std::vector<const Episode<T>*> episodes_;
+};
+
+template <typename T>
+const CpuTaskBatch<T>& cpu_batch(const TaskBatch& b) {
+  const auto* c = dynamic_cast<const CpuTaskBatch<T>*>(&b);
+  MT_CHECK(c != nullptr, "a task batch of another backend was passed to the CPU backend");
+  return *c;
+}
+}  // namespace
+
+template <typename T>
+CpuBatchedModel<T>::CpuBatchedModel(const Model<T>& model, int threads, int max_tasks)
+    : model_(model), threads_(threads), max_tasks_(max_tasks) {
+  MT_CHECK(threads >= 1, "threads must be >= 1");
+  MT_CHECK(max_tasks >= 1, "max_tasks must be >= 1");
+  const size_t d = model.layout().total();
+  for (int i = 0; i < threads; ++i) {
+    Scratch s;
+    s.ws = model.make_workspace();
+    s.phi.resize(d);
+    s.v.resize(d);
+    s.out.resize(d);
+    scratch_.push_back(std::move(s));
+  }
+}
+
+template <typename T>
+std::string CpuBatchedModel<T>::describe() const {
+  return detail::concat("cpu (", threads_, threads_ == 1 ? " thread" : " threads",
+                        ", up to ", max_tasks_, " tasks per call)");
+}
+
+template <typename T>
+std::unique_ptr<TaskBatch> CpuBatchedModel<T>::make_batch() const {
+  return std::make_unique<CpuTaskBatch<T>>();
+}
+
+template <typename T>
+void CpuBatchedModel<T>::load(const std::vector<const Episode<T>*>& episodes, TaskBatch& b) {
+  MT_CHECK(!episodes.empty() && static_cast<int>(episodes.size()) <= max_tasks_, "a batch of ",
+           episodes.size(), " tasks (1 to ", max_tasks_, " allowed)");
+  auto& c = const_cast<CpuTaskBatch<T>&>(cpu_batch<T>(b));
+  c.set(episodes);
+}
+
+template <typename T>
+void CpuBatchedModel<T>::gather(const TaskBatch& from, const std::vector<int>& tasks,
+                                TaskBatch& to) {
+  const auto& f = cpu_batch<T>(from);
+  std::vector<const Episode<T>*> picked;
+  for (int t : tasks) {
+    MT_CHECK(t >= 0 && t < f.tasks(), "task ", t, " of a batch of ", f.tasks());
+    picked.push_back(f.episodes()[t]);
+  }
+  load(picked, to);
+}
+
+template <typename T>
+template <typename F>
+void CpuBatchedModel<T>::for_tasks(int tasks, F f) {
+  std::exception_ptr failure;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_)
+  for (int t = 0; t < tasks; ++t) {
+    try {
+      f(t, scratch_[omp_get_thread_num()]);
+    } catch (...) {
+#pragma omp critical
+      if (!failure) failure = std::current_exception();
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
+}
+
+template <typename T>
+void CpuBatchedModel<T>::loss_grad(const TaskBatch& b, Split s, const T* phi, T* grad,
+                                   LossStats* stats) {
+  const auto& c = cpu_batch<T>(b);
+  const BatchedLayout l(model_.layout(), c.tasks());
+  const VecOps<T>& ops = host_vec_ops<T>();
+  for_tasks(c.tasks(), [&](int t, Scratch& w) {
+    ops.gather(l, phi, {t}, w.phi.data());
+    const LossStats st =
+        model_.loss_grad(w.phi.data(), c.batch(t, s), grad ? w.out.data() : nullptr, *w.ws);
+    if (grad) ops.scatter(l, w.out.data(), {t}, grad);
+    if (stats) stats[t] = st;
+  });
+}
+
+template <typename T>
+void CpuBatchedModel<T>::hvp(const TaskBatch& b, Split s, const T* phi, const T* v, T* Hv,
+                             LossStats* stats) {
+  const auto& c = cpu_batch<T>(b);
+  const BatchedLayout l(model_.layout(), c.tasks());
+  const VecOps<T>& ops = host_vec_ops<T>();
+  for_tasks(c.tasks(), [&](int t, Scratch& w) {
+    ops.gather(l, phi, {t}, w.phi.data());
+    ops.gather(l, v, {t}, w.v.data());
+    const LossStats st =
+        model_.hvp(w.phi.data(), c.batch(t, s), w.v.data(), nullptr, w.out.data(), *w.ws);
+    ops.scatter(l, w.out.data(), {t}, Hv);
+    if (stats) stats[t] = st;
+  });
+}
+
+template class CpuBatchedModel<float>;
+template class CpuBatchedModel<double>;
+
+}  // namespace mt

@@ -1,0 +1,32 @@
+// Backend choice (launch/backend.h).
+#include "launch/backend.h"
+
+#include <algorithm>
+
+#include "core/batched_model_cpu.h"
+#include "core/device.h"
+#include "models/conv4_cuda.h"
+
+namespace mt {
+
+std::unique_ptr<BatchedModel<float>> make_backend(const Config& cfg, const Model<float>& model,
+                                                  Shape input, int local_rank, int threads) {
+  if (cfg.device == Config::Device::kCpu)
+    return std::make_unique<CpuBatchedModel<float>>(model, threads, kCpuMaxTasks);
+  MT_REQUIRE(cuda_built(),
+             "device = cuda: this binary was built without the CUDA backend; rebuild with the "
+             "CUDA toolkit on PATH, or set device=cpu");
+  select_gpu(local_rank);
+  Conv4Spec spec;
+  spec.input = input;
+  spec.filters = cfg.model.filters;
+  spec.ways = cfg.task.ways;
+  spec.pool = cfg.model.pool == Config::Model::Pool::kMax ? Conv4Pool::kMax : Conv4Pool::kStride;
+  CudaBackendOptions o;
+  o.max_tasks = std::max(cfg.meta_batch, 1);  // a rank's share is at most the meta-batch
+  o.max_examples = cfg.task.ways * std::max(cfg.task.shots, cfg.task.queries);
+  o.graphs = cfg.cuda.graphs;
+  return make_conv4_cuda(spec, o);
+}
+
+}  // namespace mt

@@ -1,0 +1,19 @@
+// The compute backend of a run, picked once from `device` (DESIGN §5.1): the CPU backend (the
+// per-task layers on threads) or the CUDA backend (batched kernels on this rank's GPU). Nothing
+// after this choice knows which it got.
+#pragma once
+
+#include <memory>
+
+#include "core/batched_model.h"
+#include "launch/config.h"
+
+namespace mt {
+
+// `model` (the per-task CPU model of cfg) must outlive the result on the CPU backend. For cuda,
+// binds this rank to GPU local_rank % gpus first. Throws UsageError naming `device` when the
+// binary has no CUDA backend or no GPU is usable.
+std::unique_ptr<BatchedModel<float>> make_backend(const Config& cfg, const Model<float>& model,
+                                                  Shape input, int local_rank, int threads);
+
+}  // namespace mt
