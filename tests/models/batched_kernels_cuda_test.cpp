@@ -1,0 +1,316 @@
+// CUDA launchers of the task-batched kernels (models/batched_kernels_cuda.h) against their host
+// twins in float (models/batched_kernels.h), every pass and the optional-null cases. The host
+// twins are judged against the CPU layers by batched_kernels_test; skips without a GPU.
+//
+// Bounds. Device and host run the same bodies in the same decomposition (serial reductions in
+// the same order); they differ by nvcc's FMA contraction (one rounding fewer per a·b + c) and
+// by expf / logf of the device math library (≤ 2 ulp). Batch norm's R-backward amplifies an
+// ulp by its cancellations to ~10 ulp of the largest term, so we require 1e-5 relative to
+// max(1, max |host|) for every float output; routing passes (ReLU, max-pool, argmax, counts)
+// involve no arithmetic and must match bit for bit.
+#include "models/batched_kernels_cuda.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "core/device.h"
+#include "core/rng.h"
+#include "models/batched_kernels.h"
+
+namespace mt {
+namespace {
+
+constexpr double kTol = 1e-5;
+
+#define MT_REQUIRE_GPU()                                                    \
+  do {                                                                      \
+    if (gpu_count() == 0) GTEST_SKIP() << "no GPU: " << describe_devices(); \
+    select_gpu(0);                                                          \
+  } while (0)
+
+std::vector<float> random_floats(size_t count, Rng& rng, double lo, double hi) {
+  std::vector<float> v(count);
+  for (float& e : v) e = static_cast<float>(rng.uniform(lo, hi));
+  return v;
+}
+
+// Task t's values in a batched [n, T·S] buffer offset by t and scaled by 1 + t.
+std::vector<float> task_varied(int n, int tasks, int64_t S, Rng& rng) {
+  std::vector<float> v(static_cast<size_t>(n) * tasks * S);
+  for (size_t k = 0; k < v.size(); ++k) {
+    const int t = static_cast<int>((static_cast<int64_t>(k) / S) % tasks);
+    v[k] = static_cast<float>((0.7 * t - 0.5) + (1.0 + t) * rng.uniform(-1, 1));
+  }
+  return v;
+}
+
+// A device copy of host values; or, from a count, a device buffer filled with NaN (int: −1) so
+// that an unwritten entry fails the comparison.
+template <typename T>
+DeviceBuffer<T> to_device(const std::vector<T>& host) {
+  DeviceBuffer<T> d(host.size());
+  d.copy_from_host(host.data(), host.size());
+  return d;
+}
+template <typename T>
+DeviceBuffer<T> poisoned_device(size_t count) {
+  const T poison =
+      std::numeric_limits<T>::has_quiet_NaN ? std::numeric_limits<T>::quiet_NaN() : T(-1);
+  return to_device(std::vector<T>(count, poison));
+}
+template <typename T>
+std::vector<T> to_host(const DeviceBuffer<T>& d) {
+  MT_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<T> h(d.size());
+  d.copy_to_host(h.data(), h.size());
+  return h;
+}
+
+// |device − host| ≤ tol · max(1, max |host|) element-wise; NaN fails.
+::testing::AssertionResult close(const std::vector<float>& dev, const std::vector<float>& host,
+                                 double tol, const std::string& what) {
+  if (dev.size() != host.size())
+    return ::testing::AssertionFailure()
+           << what << ": size " << dev.size() << " vs " << host.size();
+  double scale = 1;
+  for (float h : host) scale = std::max(scale, std::fabs(static_cast<double>(h)));
+  for (size_t k = 0; k < dev.size(); ++k) {
+    const double d = std::fabs(static_cast<double>(dev[k]) - host[k]);
+    if (!(d <= tol * scale))
+      return ::testing::AssertionFailure() << what << "[" << k << "] device " << dev[k] << ", host "
+                                           << host[k] << " (|diff| " << d << ")";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TEST(BatchedKernelsCuda, BatchNormMatchesHostTwin) {
+  MT_REQUIRE_GPU();
+  const int n = 6, tasks = 4, C = 8, H = 7, W = 7, HW = H * W, TC = tasks * C;
+  const int64_t S = static_cast<int64_t>(C) * HW;
+  const size_t count = static_cast<size_t>(n) * tasks * S;
+  Rng rng(21, 0, 0, Stream::kTest);
+  const auto x = task_varied(n, tasks, S, rng), dy = task_varied(n, tasks, S, rng);
+  const auto R_x = task_varied(n, tasks, S, rng), R_dy = task_varied(n, tasks, S, rng);
+  const auto gamma = random_floats(TC, rng, 0.5, 1.5), beta = random_floats(TC, rng, -1, 1);
+  const auto R_gamma = random_floats(TC, rng, -1, 1), R_beta = random_floats(TC, rng, -1, 1);
+  const size_t nw = bn_work_size(tasks, C);
+
+  // Host twin.
+  std::vector<float> y(count), xhat(count), sigma(TC), dx(count), dg(TC), db(TC), work(nw);
+  std::vector<float> R_y(count), R_y0(count), R_dx(count), R_dg(TC), R_db(TC);
+  std::vector<float> R_dx0(count), R_dg0(TC), R_db0(TC);
+  bn_forward_host(n, tasks, C, HW, x.data(), gamma.data(), beta.data(), y.data(), xhat.data(),
+                  sigma.data());
+  bn_backward_host(n, tasks, C, HW, gamma.data(), xhat.data(), sigma.data(), dy.data(), dx.data(),
+                   dg.data(), db.data());
+  bn_r_forward_host(n, tasks, C, HW, gamma.data(), R_gamma.data(), R_beta.data(), xhat.data(),
+                    sigma.data(), R_x.data(), R_y.data(), work.data());
+  bn_r_forward_host(n, tasks, C, HW, gamma.data(), R_gamma.data(), R_beta.data(), xhat.data(),
+                    sigma.data(), static_cast<const float*>(nullptr), R_y0.data(), work.data());
+  bn_r_backward_host(n, tasks, C, HW, gamma.data(), R_gamma.data(), xhat.data(), sigma.data(),
+                     R_x.data(), dy.data(), R_dy.data(), R_dx.data(), R_dg.data(), R_db.data(),
+                     work.data());
+  bn_r_backward_host(n, tasks, C, HW, gamma.data(), R_gamma.data(), xhat.data(), sigma.data(),
+                     static_cast<const float*>(nullptr), dy.data(), R_dy.data(), R_dx0.data(),
+                     R_dg0.data(), R_db0.data(), work.data());
+
+  // Device: every pass reads the device's own forward outputs.
+  auto d_x = to_device(x), d_dy = to_device(dy), d_R_x = to_device(R_x), d_R_dy = to_device(R_dy);
+  auto d_gamma = to_device(gamma), d_beta = to_device(beta);
+  auto d_R_gamma = to_device(R_gamma), d_R_beta = to_device(R_beta);
+  auto d_y = poisoned_device<float>(count), d_xhat = poisoned_device<float>(count);
+  auto d_sigma = poisoned_device<float>(TC), d_work = poisoned_device<float>(nw);
+  auto d_dx = poisoned_device<float>(count), d_dg = poisoned_device<float>(TC),
+       d_db = poisoned_device<float>(TC), d_dg1 = poisoned_device<float>(TC),
+       d_db1 = poisoned_device<float>(TC);
+  auto d_R_y = poisoned_device<float>(count), d_R_y0 = poisoned_device<float>(count);
+  auto d_R_dx = poisoned_device<float>(count), d_R_dg = poisoned_device<float>(TC),
+       d_R_db = poisoned_device<float>(TC);
+  auto d_R_dx0 = poisoned_device<float>(count), d_R_dg0 = poisoned_device<float>(TC),
+       d_R_db0 = poisoned_device<float>(TC);
+  auto d_R_dg1 = poisoned_device<float>(TC), d_R_db1 = poisoned_device<float>(TC);
+  bn_forward_cuda(n, tasks, C, HW, d_x.data(), d_gamma.data(), d_beta.data(), d_y.data(),
+                  d_xhat.data(), d_sigma.data(), nullptr);
+  bn_backward_cuda(n, tasks, C, HW, d_gamma.data(), d_xhat.data(), d_sigma.data(), d_dy.data(),
+                   d_dx.data(), d_dg.data(), d_db.data(), nullptr);
+  bn_backward_cuda(n, tasks, C, HW, d_gamma.data(), d_xhat.data(), d_sigma.data(), d_dy.data(),
+                   nullptr, d_dg1.data(), d_db1.data(), nullptr);
+  bn_r_forward_cuda(n, tasks, C, HW, d_gamma.data(), d_R_gamma.data(), d_R_beta.data(),
+                    d_xhat.data(), d_sigma.data(), d_R_x.data(), d_R_y.data(), d_work.data(),
+                    nullptr);
+  bn_r_forward_cuda(n, tasks, C, HW, d_gamma.data(), d_R_gamma.data(), d_R_beta.data(),
+                    d_xhat.data(), d_sigma.data(), nullptr, d_R_y0.data(), d_work.data(), nullptr);
+  bn_r_backward_cuda(n, tasks, C, HW, d_gamma.data(), d_R_gamma.data(), d_xhat.data(),
+                     d_sigma.data(), d_R_x.data(), d_dy.data(), d_R_dy.data(), d_R_dx.data(),
+                     d_R_dg.data(), d_R_db.data(), d_work.data(), nullptr);
+  bn_r_backward_cuda(n, tasks, C, HW, d_gamma.data(), d_R_gamma.data(), d_xhat.data(),
+                     d_sigma.data(), nullptr, d_dy.data(), d_R_dy.data(), d_R_dx0.data(),
+                     d_R_dg0.data(), d_R_db0.data(), d_work.data(), nullptr);
+  bn_r_backward_cuda(n, tasks, C, HW, d_gamma.data(), d_R_gamma.data(), d_xhat.data(),
+                     d_sigma.data(), d_R_x.data(), d_dy.data(), d_R_dy.data(), nullptr,
+                     d_R_dg1.data(), d_R_db1.data(), d_work.data(), nullptr);
+
+  EXPECT_TRUE(close(to_host(d_y), y, kTol, "y"));
+  EXPECT_TRUE(close(to_host(d_xhat), xhat, kTol, "xhat"));
+  EXPECT_TRUE(close(to_host(d_sigma), sigma, kTol, "sigma"));
+  EXPECT_TRUE(close(to_host(d_dx), dx, kTol, "dx"));
+  EXPECT_TRUE(close(to_host(d_dg), dg, kTol, "dgamma"));
+  EXPECT_TRUE(close(to_host(d_db), db, kTol, "dbeta"));
+  EXPECT_TRUE(close(to_host(d_dg1), dg, kTol, "dgamma without dx"));
+  EXPECT_TRUE(close(to_host(d_db1), db, kTol, "dbeta without dx"));
+  EXPECT_TRUE(close(to_host(d_R_y), R_y, kTol, "R_y"));
+  EXPECT_TRUE(close(to_host(d_R_y0), R_y0, kTol, "R_y with R_x = null"));
+  EXPECT_TRUE(close(to_host(d_R_dx), R_dx, kTol, "R_dx"));
+  EXPECT_TRUE(close(to_host(d_R_dg), R_dg, kTol, "R_dgamma"));
+  EXPECT_TRUE(close(to_host(d_R_db), R_db, kTol, "R_dbeta"));
+  EXPECT_TRUE(close(to_host(d_R_dx0), R_dx0, kTol, "R_dx with R_x = null"));
+  EXPECT_TRUE(close(to_host(d_R_dg0), R_dg0, kTol, "R_dgamma with R_x = null"));
+  EXPECT_TRUE(close(to_host(d_R_db0), R_db0, kTol, "R_dbeta with R_x = null"));
+  EXPECT_TRUE(close(to_host(d_R_dg1), R_dg, kTol, "R_dgamma without R_dx"));
+  EXPECT_TRUE(close(to_host(d_R_db1), R_db, kTol, "R_dbeta without R_dx"));
+}
+
+TEST(BatchedKernelsCuda, ReluMatchesHostTwin) {
+  MT_REQUIRE_GPU();
+  const int64_t count = 5 * 4 * 8 * 9 * 9;
+  Rng rng(22, 0, 0, Stream::kTest);
+  auto x = random_floats(count, rng, -1, 1);
+  for (int64_t k = 0; k < count; k += 5) x[k] = 0.0f;
+  const auto dy = random_floats(count, rng, -1, 1), R_x = random_floats(count, rng, -1, 1),
+             R_dy = random_floats(count, rng, -1, 1);
+  std::vector<float> y(count), dx(count), R_y(count), R_y0(count), R_dx(count);
+  relu_forward_host(count, x.data(), y.data());
+  relu_backward_host(count, x.data(), dy.data(), dx.data());
+  relu_r_forward_host(count, x.data(), R_x.data(), R_y.data());
+  relu_r_forward_host(count, x.data(), static_cast<const float*>(nullptr), R_y0.data());
+  relu_r_backward_host(count, x.data(), R_dy.data(), R_dx.data());
+
+  auto d_x = to_device(x), d_dy = to_device(dy), d_R_x = to_device(R_x), d_R_dy = to_device(R_dy);
+  auto d_y = poisoned_device<float>(count), d_dx = poisoned_device<float>(count),
+       d_R_y = poisoned_device<float>(count), d_R_y0 = poisoned_device<float>(count),
+       d_R_dx = poisoned_device<float>(count);
+  relu_forward_cuda(count, d_x.data(), d_y.data(), nullptr);
+  relu_backward_cuda(count, d_x.data(), d_dy.data(), d_dx.data(), nullptr);
+  relu_backward_cuda(count, d_x.data(), d_dy.data(), nullptr, nullptr);
+  relu_r_forward_cuda(count, d_x.data(), d_R_x.data(), d_R_y.data(), nullptr);
+  relu_r_forward_cuda(count, d_x.data(), nullptr, d_R_y0.data(), nullptr);
+  relu_r_backward_cuda(count, d_x.data(), d_R_dy.data(), d_R_dx.data(), nullptr);
+  relu_r_backward_cuda(count, d_x.data(), d_R_dy.data(), nullptr, nullptr);
+  EXPECT_TRUE(close(to_host(d_y), y, 0, "y"));
+  EXPECT_TRUE(close(to_host(d_dx), dx, 0, "dx"));
+  EXPECT_TRUE(close(to_host(d_R_y), R_y, 0, "R_y"));
+  EXPECT_TRUE(close(to_host(d_R_y0), R_y0, 0, "R_y with R_x = null"));
+  EXPECT_TRUE(close(to_host(d_R_dx), R_dx, 0, "R_dx"));
+}
+
+TEST(BatchedKernelsCuda, MaxPoolMatchesHostTwin) {
+  MT_REQUIRE_GPU();
+  const int n = 5, tasks = 4, C = 8, H = 11, W = 9;  // odd: trailing row and column dropped
+  const int64_t count = static_cast<int64_t>(n) * tasks * C * H * W;
+  const int64_t count_out = static_cast<int64_t>(n) * tasks * C * (H / 2) * (W / 2);
+  Rng rng(23, 0, 0, Stream::kTest);
+  auto x = random_floats(count, rng, -1, 1);
+  for (int64_t k = 0; k < count; k += 3) x[k] = 0.5f;  // some tied windows
+  const auto dy = random_floats(count_out, rng, -1, 1), R_x = random_floats(count, rng, -1, 1),
+             R_dy = random_floats(count_out, rng, -1, 1);
+  std::vector<float> y(count_out), R_y(count_out), R_y0(count_out), dx(count), R_dx(count);
+  std::vector<int32_t> index(count_out);
+  max_pool_forward_host(n, tasks, C, H, W, x.data(), y.data(), index.data());
+  max_pool_backward_host(n, tasks, C, H, W, index.data(), dy.data(), dx.data());
+  max_pool_r_forward_host(n, tasks, C, H, W, index.data(), R_x.data(), R_y.data());
+  max_pool_r_forward_host(n, tasks, C, H, W, index.data(), static_cast<const float*>(nullptr),
+                          R_y0.data());
+  max_pool_r_backward_host(n, tasks, C, H, W, index.data(), R_dy.data(), R_dx.data());
+
+  auto d_x = to_device(x), d_dy = to_device(dy), d_R_x = to_device(R_x), d_R_dy = to_device(R_dy);
+  auto d_y = poisoned_device<float>(count_out), d_R_y = poisoned_device<float>(count_out),
+       d_R_y0 = poisoned_device<float>(count_out), d_dx = poisoned_device<float>(count),
+       d_R_dx = poisoned_device<float>(count);
+  auto d_index = poisoned_device<int32_t>(count_out);
+  max_pool_forward_cuda(n, tasks, C, H, W, d_x.data(), d_y.data(), d_index.data(), nullptr);
+  max_pool_backward_cuda(n, tasks, C, H, W, d_index.data(), d_dy.data(), d_dx.data(), nullptr);
+  max_pool_backward_cuda(n, tasks, C, H, W, d_index.data(), d_dy.data(), nullptr, nullptr);
+  max_pool_r_forward_cuda(n, tasks, C, H, W, d_index.data(), d_R_x.data(), d_R_y.data(), nullptr);
+  max_pool_r_forward_cuda(n, tasks, C, H, W, d_index.data(), nullptr, d_R_y0.data(), nullptr);
+  max_pool_r_backward_cuda(n, tasks, C, H, W, d_index.data(), d_R_dy.data(), d_R_dx.data(),
+                           nullptr);
+  EXPECT_EQ(to_host(d_index), index);
+  EXPECT_TRUE(close(to_host(d_y), y, 0, "y"));
+  EXPECT_TRUE(close(to_host(d_dx), dx, 0, "dx"));
+  EXPECT_TRUE(close(to_host(d_R_y), R_y, 0, "R_y"));
+  EXPECT_TRUE(close(to_host(d_R_y0), R_y0, 0, "R_y with R_x = null"));
+  EXPECT_TRUE(close(to_host(d_R_dx), R_dx, 0, "R_dx"));
+}
+
+TEST(BatchedKernelsCuda, MeanPoolMatchesHostTwin) {
+  MT_REQUIRE_GPU();
+  const int n = 5, tasks = 4, C = 8, HW = 5 * 5;
+  const int64_t count = static_cast<int64_t>(n) * tasks * C * HW, count_out = n * tasks * C;
+  Rng rng(24, 0, 0, Stream::kTest);
+  const auto x = random_floats(count, rng, -1, 1), dy = random_floats(count_out, rng, -1, 1),
+             R_x = random_floats(count, rng, -1, 1), R_dy = random_floats(count_out, rng, -1, 1);
+  std::vector<float> y(count_out), R_y(count_out), R_y0(count_out), dx(count), R_dx(count);
+  mean_pool_forward_host(n, tasks, C, HW, x.data(), y.data());
+  mean_pool_backward_host(n, tasks, C, HW, dy.data(), dx.data());
+  mean_pool_r_forward_host(n, tasks, C, HW, R_x.data(), R_y.data());
+  mean_pool_r_forward_host(n, tasks, C, HW, static_cast<const float*>(nullptr), R_y0.data());
+  mean_pool_r_backward_host(n, tasks, C, HW, R_dy.data(), R_dx.data());
+
+  auto d_x = to_device(x), d_dy = to_device(dy), d_R_x = to_device(R_x), d_R_dy = to_device(R_dy);
+  auto d_y = poisoned_device<float>(count_out), d_R_y = poisoned_device<float>(count_out),
+       d_R_y0 = poisoned_device<float>(count_out), d_dx = poisoned_device<float>(count),
+       d_R_dx = poisoned_device<float>(count);
+  mean_pool_forward_cuda(n, tasks, C, HW, d_x.data(), d_y.data(), nullptr);
+  mean_pool_backward_cuda(n, tasks, C, HW, d_dy.data(), d_dx.data(), nullptr);
+  mean_pool_backward_cuda(n, tasks, C, HW, d_dy.data(), nullptr, nullptr);
+  mean_pool_r_forward_cuda(n, tasks, C, HW, d_R_x.data(), d_R_y.data(), nullptr);
+  mean_pool_r_forward_cuda(n, tasks, C, HW, nullptr, d_R_y0.data(), nullptr);
+  mean_pool_r_backward_cuda(n, tasks, C, HW, d_R_dy.data(), d_R_dx.data(), nullptr);
+  EXPECT_TRUE(close(to_host(d_y), y, kTol, "y"));
+  EXPECT_TRUE(close(to_host(d_dx), dx, kTol, "dx"));
+  EXPECT_TRUE(close(to_host(d_R_y), R_y, kTol, "R_y"));
+  EXPECT_TRUE(close(to_host(d_R_y0), R_y0, 0, "R_y with R_x = null"));
+  EXPECT_TRUE(close(to_host(d_R_dx), R_dx, kTol, "R_dx"));
+}
+
+TEST(BatchedKernelsCuda, SoftmaxXentMatchesHostTwin) {
+  MT_REQUIRE_GPU();
+  const int n = 15, tasks = 6, K = 5;
+  const int64_t count = static_cast<int64_t>(n) * tasks * K;
+  Rng rng(25, 0, 0, Stream::kTest);
+  auto z = task_varied(n, tasks, K, rng);
+  z[3] = z[1] = 9.0f;  // a tied maximum in row 0
+  std::vector<int32_t> labels(static_cast<size_t>(n) * tasks);
+  for (int32_t& l : labels) l = static_cast<int32_t>(rng.below(K));
+  const auto R_z = task_varied(n, tasks, K, rng);
+  std::vector<float> prob(count), loss(tasks), dz(count), R_dz(count);
+  std::vector<int32_t> correct(tasks);
+  softmax_xent_forward_host(n, tasks, K, z.data(), labels.data(), prob.data(), loss.data(),
+                            correct.data());
+  softmax_xent_backward_host(n, tasks, K, prob.data(), labels.data(), dz.data());
+  softmax_xent_r_backward_host(n, tasks, K, prob.data(), R_z.data(), R_dz.data());
+
+  auto d_z = to_device(z), d_R_z = to_device(R_z);
+  auto d_labels = to_device(labels);
+  auto d_prob = poisoned_device<float>(count), d_loss = poisoned_device<float>(tasks),
+       d_dz = poisoned_device<float>(count), d_R_dz = poisoned_device<float>(count);
+  auto d_correct = poisoned_device<int32_t>(tasks);
+  softmax_xent_forward_cuda(n, tasks, K, d_z.data(), d_labels.data(), d_prob.data(), d_loss.data(),
+                            d_correct.data(), nullptr);
+  softmax_xent_backward_cuda(n, tasks, K, d_prob.data(), d_labels.data(), d_dz.data(), nullptr);
+  softmax_xent_r_backward_cuda(n, tasks, K, d_prob.data(), d_R_z.data(), d_R_dz.data(), nullptr);
+  EXPECT_EQ(to_host(d_correct), correct);
+  EXPECT_TRUE(close(to_host(d_prob), prob, kTol, "prob"));
+  EXPECT_TRUE(close(to_host(d_loss), loss, kTol, "loss"));
+  EXPECT_TRUE(close(to_host(d_dz), dz, kTol, "dz"));
+  EXPECT_TRUE(close(to_host(d_R_dz), R_dz, kTol, "R_dz"));
+}
+
+}  // namespace
+}  // namespace mt
