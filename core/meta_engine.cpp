@@ -46,7 +46,9 @@ void MetaEngine<T>::run(const T* theta, const TaskBatch& b, const std::vector<in
     MT_CHECK(g_exact != nullptr, "exact tasks without a buffer for their gradients");
     const size_t kept = static_cast<size_t>((r - 1) / c + 1);
     if (states_.size() < kept) states_.resize(kept);
-    for (size_t i = 1; i < kept; ++i) reserve(states_[i], sub.total());
+    // Sub-batch buffers are sized for the whole batch: a varying count of exact tasks (UFOM)
+    // then never reallocates them (fixed addresses for graph replay, no steady-state allocation).
+    for (size_t i = 1; i < kept; ++i) reserve(states_[i], all.total());
   }
   ops().broadcast(all, theta, phi_.data());
   for (int j = 0; j < r; ++j) {
@@ -58,8 +60,8 @@ void MetaEngine<T>::run(const T* theta, const TaskBatch& b, const std::vector<in
 
   // Backward: the adjoint sweep over the last k inner steps of the exact tasks, λ in g_exact.
   model_.gather(b, exact, *exact_batch_);
-  reserve(phi_exact_, sub.total());
-  reserve(hv_, sub.total());
+  reserve(phi_exact_, all.total());
+  reserve(hv_, all.total());
   const T lr = static_cast<T>(inner_.lr);
   ops().gather(all, g_fo, exact, g_exact);
   clip(sub.total(), g_exact);

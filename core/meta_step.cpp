@@ -125,8 +125,8 @@ void MetaStep<T>::run_chunk(size_t first, size_t count, double q, MetaStepSums<T
   model_.load(eps, *batch_);
   const BatchedLayout sub = all.with_tasks(exact.empty() ? 1 : static_cast<int>(exact.size()));
   reserve(g_fo_, all.total());
-  reserve(g_exact_, sub.total());
-  reserve(g_mix_, sub.total());
+  reserve(g_exact_, all.total());  // sized for the batch: see MetaEngine::run
+  reserve(g_mix_, all.total());
   std::vector<LossStats> query(count);
   engine_->run(theta_.data(), *batch_, exact, g_fo_.data(), g_exact_.data(), query.data());
 

@@ -1,0 +1,21 @@
+// DevicePool of the CPU-only build: there is no device memory, so constructing a pool is a
+// usage error that names the setting to change.
+#include "core/check.h"
+#include "core/device_pool.h"
+
+namespace mt {
+
+DevicePool::DevicePool(size_t capacity_bytes) : arithmetic_(capacity_bytes) {
+  MT_REQUIRE(false, "device=cuda requested (a device memory pool of ", capacity_bytes,
+             " bytes), but this binary was built without CUDA: set device=cpu, or rebuild "
+             "with nvcc on the PATH (cmake -DMT_ENABLE_CUDA=ON)");
+}
+
+DevicePool::~DevicePool() = default;
+
+void* DevicePool::allocate(size_t) {
+  MT_REQUIRE(false, "device=cuda: no device memory pool in a CPU-only build");
+  return nullptr;
+}
+
+}  // namespace mt
