@@ -1,0 +1,378 @@
+// The GEMM form of the task-batched conv (models/conv2d_batched.h): im2col / col2im / layout
+// kernels over the MT_HD bodies of conv2d_batched_index.h and one cublasSgemmStridedBatched
+// (batch = tasks, FP32, no TF32) per GEMM; plus BatchedConv2dCuda itself, which dispatches every
+// pass to this form or the cuDNN one (conv2d_cudnn.cu) and times both in tune().
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <sstream>
+
+#include "core/check.h"
+#include "core/cuda_check.h"
+#include "models/conv2d_batched.h"
+
+namespace mt {
+
+void run_gemm_call_cublas(cublasContext* handle, const GemmCall& c, const float* A, const float* B,
+                          float* C) {
+  check_gemm_call(c);
+  MT_CHECK(A && B && C, "batched GEMM: null device pointer");
+  const float alpha = static_cast<float>(c.alpha), beta = static_cast<float>(c.beta);
+  MT_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, c.transa ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                            c.transb ? CUBLAS_OP_T : CUBLAS_OP_N, c.m, c.n, c.k,
+                                            &alpha, A, c.lda, c.stride_a, B, c.ldb, c.stride_b,
+                                            &beta, C, c.ldc, c.stride_c, c.batch));
+}
+
+const char* conv_form_name(ConvForm form) {
+  return form == ConvForm::kGemm ? "gemm" : "cudnn_grouped";
+}
+
+const char* conv_pass_name(ConvPass pass) {
+  switch (pass) {
+    case ConvPass::kForward:
+      return "forward";
+    case ConvPass::kBackwardData:
+      return "backward_data";
+    case ConvPass::kBackwardFilter:
+      return "backward_filter";
+    case ConvPass::kRForward:
+      return "r_forward";
+    case ConvPass::kRBackward:
+      return "r_backward";
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // CUDA_NOTES: 32 MiB on sm_90
+
+int blocks_for(int64_t n) {
+  return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535));
+}
+
+__global__ void im2col_kernel(BatchedConvGeom g, int n, int64_t size, const float* __restrict__ x,
+                              float* __restrict__ col) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < size;
+       e += step) {
+    const int64_t src = im2col_source(g, n, e);
+    col[e] = src < 0 ? 0.0f : x[src];
+  }
+}
+
+__global__ void col2im_kernel(BatchedConvGeom g, int n, int64_t size, const float* __restrict__ col,
+                              float* __restrict__ x) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < size; e += step)
+    x[e] = col2im_sum(g, n, col, e);
+}
+
+__global__ void to_gemm_kernel(int tasks, int channels, int n, int64_t P, int64_t size,
+                               const float* __restrict__ act, float* __restrict__ gm) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < size; e += step)
+    gm[gemm_layout_index(tasks, channels, n, P, e)] = act[e];
+}
+
+__global__ void from_gemm_kernel(int tasks, int channels, int n, int64_t P, int64_t size,
+                                 const float* __restrict__ gm, float* __restrict__ act) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < size; e += step)
+    act[e] = gm[gemm_layout_index(tasks, channels, n, P, e)];
+}
+
+// Deterministic values in [-1, 1) for tune()'s buffers.
+__global__ void fill_pattern_kernel(int64_t size, uint32_t seed, float* __restrict__ p) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < size;
+       e += step) {
+    uint32_t h = static_cast<uint32_t>(e) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    p[e] = static_cast<float>(h & 0xffffu) / 32768.0f - 1.0f;
+  }
+}
+
+// The executor of conv2d_batched_index.h's pass sequences on one stream.
+struct CudaGemmExec {
+  cublasHandle_t handle;
+  cudaStream_t stream;
+
+  void im2col(const BatchedConvGeom& g, int n, const float* x, float* col) const {
+    const int64_t size = g.col_size(n);
+    if (size == 0) return;
+    im2col_kernel<<<blocks_for(size), kThreads, 0, stream>>>(g, n, size, x, col);
+    MT_CUDA_CHECK_LAUNCH();
+  }
+  void col2im(const BatchedConvGeom& g, int n, const float* col, float* x) const {
+    const int64_t size = g.in_size(n);
+    if (size == 0) return;
+    col2im_kernel<<<blocks_for(size), kThreads, 0, stream>>>(g, n, size, col, x);
+    MT_CUDA_CHECK_LAUNCH();
+  }
+  void to_gemm(int tasks, int channels, int n, int64_t P, const float* act, float* gm) const {
+    const int64_t size = static_cast<int64_t>(n) * tasks * channels * P;
+    if (size == 0) return;
+    to_gemm_kernel<<<blocks_for(size), kThreads, 0, stream>>>(tasks, channels, n, P, size, act, gm);
+    MT_CUDA_CHECK_LAUNCH();
+  }
+  void from_gemm(int tasks, int channels, int n, int64_t P, const float* gm, float* act) const {
+    const int64_t size = static_cast<int64_t>(n) * tasks * channels * P;
+    if (size == 0) return;
+    from_gemm_kernel<<<blocks_for(size), kThreads, 0, stream>>>(tasks, channels, n, P, size, gm,
+                                                                act);
+    MT_CUDA_CHECK_LAUNCH();
+  }
+  void gemm(const GemmCall& call, const float* A, const float* B, float* C) const {
+    run_gemm_call_cublas(handle, call, A, B, C);
+  }
+};
+
+// Owns a cuBLAS handle in plain FP32 math (CUBLAS_DEFAULT_MATH: no TF32).
+struct CublasHandle {
+  cublasHandle_t h = nullptr;
+  CublasHandle() {
+    MT_CUBLAS_CHECK(cublasCreate(&h));
+    const cublasStatus_t s = cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+      cublasDestroy(h);
+      MT_CUBLAS_CHECK(s);
+    }
+  }
+  ~CublasHandle() {
+    const cublasStatus_t s = cublasDestroy(h);
+    if (s != CUBLAS_STATUS_SUCCESS)
+      std::fprintf(stderr, "mt::BatchedConv2dCuda: cublasDestroy failed: %s\n",
+                   cublasGetStatusString(s));
+  }
+  CublasHandle(const CublasHandle&) = delete;
+  CublasHandle& operator=(const CublasHandle&) = delete;
+};
+
+}  // namespace
+
+struct BatchedConv2dCuda::Impl {
+  BatchedConvGeom g;
+  int max_n;
+  CublasHandle cublas;
+  DeviceBuffer<char> cublas_workspace;
+  DeviceBuffer<float> col, gy, R_gy;  // the GEMM form's workspace at max_n
+  detail::CudnnGroupedConv cudnn;
+  ConvForm forms[kConvPassCount];
+  float ms[kConvPassCount][2];  // tune()'s time per call: [pass][form], < 0 before tune()
+  int tuned_n = 0;
+
+  Impl(const BatchedConvGeom& geom, int n_max)
+      : g(geom),
+        max_n(n_max),
+        cublas_workspace(kCublasWorkspaceBytes),
+        col(geom.col_size(n_max)),
+        gy(geom.out_size(n_max)),
+        R_gy(geom.out_size(n_max)),
+        cudnn(geom, n_max) {
+    for (int p = 0; p < kConvPassCount; ++p) {
+      forms[p] = ConvForm::kCudnnGrouped;
+      ms[p][0] = ms[p][1] = -1.0f;
+    }
+  }
+
+  // Binds the cuBLAS handle to the stream; cublasSetStream resets the workspace, so set it too.
+  CudaGemmExec exec(CUstream_st* stream) {
+    MT_CUBLAS_CHECK(cublasSetStream(cublas.h, stream));
+    MT_CUBLAS_CHECK(cublasSetWorkspace(cublas.h, cublas_workspace.data(), cublas_workspace.size()));
+    return CudaGemmExec{cublas.h, stream};
+  }
+  ConvGemmWorkspace<float> workspace() { return {col.data(), gy.data(), R_gy.data()}; }
+  ConvForm form(ConvPass p) const { return forms[static_cast<int>(p)]; }
+  void check_n(int n) const {
+    MT_CHECK(n >= 1 && n <= max_n, "batched conv: n = ", n, " outside [1, ", max_n, "]");
+  }
+};
+
+BatchedConv2dCuda::BatchedConv2dCuda(Shape in, int out_channels, int stride, int tasks, int max_n) {
+  const BatchedConvGeom g = make_batched_conv_geom(in, out_channels, stride, tasks);
+  MT_CHECK(max_n >= 1, "batched conv needs max_n >= 1, got ", max_n);
+  impl_ = std::make_unique<Impl>(g, max_n);
+}
+
+BatchedConv2dCuda::~BatchedConv2dCuda() = default;
+
+const BatchedConvGeom& BatchedConv2dCuda::geom() const { return impl_->g; }
+int BatchedConv2dCuda::max_n() const { return impl_->max_n; }
+
+void BatchedConv2dCuda::set_form(ConvPass pass, ConvForm form) {
+  impl_->forms[static_cast<int>(pass)] = form;
+}
+ConvForm BatchedConv2dCuda::form(ConvPass pass) const { return impl_->form(pass); }
+
+void BatchedConv2dCuda::forward(int n, const float* W, const float* x, float* y,
+                                CUstream_st* stream) {
+  Impl& m = *impl_;
+  m.check_n(n);
+  MT_CHECK(W && x && y, "batched conv forward: null device pointer");
+  if (m.form(ConvPass::kForward) == ConvForm::kCudnnGrouped) {
+    m.cudnn.forward(n, W, x, y, 0.0f, stream);
+  } else {
+    CudaGemmExec ex = m.exec(stream);
+    conv_gemm_forward(ex, m.g, n, W, x, y, m.workspace());
+  }
+}
+
+void BatchedConv2dCuda::backward_data(int n, const float* W, const float* dy, float* dx,
+                                      CUstream_st* stream) {
+  Impl& m = *impl_;
+  m.check_n(n);
+  MT_CHECK(W && dy && dx, "batched conv backward data: null device pointer");
+  if (m.form(ConvPass::kBackwardData) == ConvForm::kCudnnGrouped) {
+    m.cudnn.backward_data(n, W, dy, dx, 0.0f, stream);
+  } else {
+    CudaGemmExec ex = m.exec(stream);
+    conv_gemm_backward_data(ex, m.g, n, W, dy, dx, m.workspace());
+  }
+}
+
+void BatchedConv2dCuda::backward_filter(int n, const float* x, const float* dy, float* dW,
+                                        CUstream_st* stream) {
+  Impl& m = *impl_;
+  m.check_n(n);
+  MT_CHECK(x && dy && dW, "batched conv backward filter: null device pointer");
+  if (m.form(ConvPass::kBackwardFilter) == ConvForm::kCudnnGrouped) {
+    m.cudnn.backward_filter(n, x, dy, dW, 0.0f, stream);
+  } else {
+    CudaGemmExec ex = m.exec(stream);
+    conv_gemm_backward_filter(ex, m.g, n, x, dy, dW, m.workspace());
+  }
+}
+
+void BatchedConv2dCuda::backward(int n, const float* W, const float* x, const float* dy, float* dx,
+                                 float* dW, CUstream_st* stream) {
+  backward_filter(n, x, dy, dW, stream);
+  if (dx) backward_data(n, W, dy, dx, stream);
+}
+
+void BatchedConv2dCuda::r_forward(int n, const float* W, const float* R_W, const float* x,
+                                  const float* R_x, float* R_y, CUstream_st* stream) {
+  Impl& m = *impl_;
+  m.check_n(n);
+  MT_CHECK(W && R_W && x && R_y, "batched conv r_forward: null device pointer");
+  if (m.form(ConvPass::kRForward) == ConvForm::kCudnnGrouped) {
+    m.cudnn.forward(n, R_W, x, R_y, 0.0f, stream);
+    if (R_x) m.cudnn.forward(n, W, R_x, R_y, 1.0f, stream);
+  } else {
+    CudaGemmExec ex = m.exec(stream);
+    conv_gemm_r_forward(ex, m.g, n, W, R_W, x, R_x, R_y, m.workspace());
+  }
+}
+
+void BatchedConv2dCuda::r_backward(int n, const float* W, const float* R_W, const float* x,
+                                   const float* R_x, const float* dy, const float* R_dy,
+                                   float* R_dx, float* R_dW, CUstream_st* stream) {
+  Impl& m = *impl_;
+  m.check_n(n);
+  MT_CHECK(W && R_W && x && dy && R_dy && R_dW, "batched conv r_backward: null device pointer");
+  if (m.form(ConvPass::kRBackward) == ConvForm::kCudnnGrouped) {
+    m.cudnn.backward_filter(n, x, R_dy, R_dW, 0.0f, stream);
+    if (R_x) m.cudnn.backward_filter(n, R_x, dy, R_dW, 1.0f, stream);
+    if (R_dx) {
+      m.cudnn.backward_data(n, R_W, dy, R_dx, 0.0f, stream);
+      m.cudnn.backward_data(n, W, R_dy, R_dx, 1.0f, stream);
+    }
+  } else {
+    CudaGemmExec ex = m.exec(stream);
+    conv_gemm_r_backward(ex, m.g, n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, m.workspace());
+  }
+}
+
+void BatchedConv2dCuda::tune(int n, CUstream_st* stream, int repeats) {
+  Impl& m = *impl_;
+  m.check_n(n);
+  MT_CHECK(repeats >= 1, "tune needs repeats >= 1, got ", repeats);
+  const BatchedConvGeom& g = m.g;
+  DeviceBuffer<float> x(g.in_size(n)), R_x(g.in_size(n)), dx(g.in_size(n));
+  DeviceBuffer<float> y(g.out_size(n)), dy(g.out_size(n)), R_dy(g.out_size(n));
+  DeviceBuffer<float> W(g.weight_size()), R_W(g.weight_size()), dW(g.weight_size());
+  uint32_t seed = 1;
+  for (DeviceBuffer<float>* b : {&x, &R_x, &dy, &R_dy, &W, &R_W}) {
+    fill_pattern_kernel<<<blocks_for(b->size()), kThreads, 0, stream>>>(
+        static_cast<int64_t>(b->size()), 0x9e3779b9u * seed++, b->data());
+    MT_CUDA_CHECK_LAUNCH();
+  }
+
+  auto run = [&](ConvPass pass) {
+    switch (pass) {
+      case ConvPass::kForward:
+        forward(n, W.data(), x.data(), y.data(), stream);
+        break;
+      case ConvPass::kBackwardData:
+        backward_data(n, W.data(), dy.data(), dx.data(), stream);
+        break;
+      case ConvPass::kBackwardFilter:
+        backward_filter(n, x.data(), dy.data(), dW.data(), stream);
+        break;
+      case ConvPass::kRForward:
+        r_forward(n, W.data(), R_W.data(), x.data(), R_x.data(), y.data(), stream);
+        break;
+      case ConvPass::kRBackward:
+        r_backward(n, W.data(), R_W.data(), x.data(), R_x.data(), dy.data(), R_dy.data(), dx.data(),
+                   dW.data(), stream);
+        break;
+    }
+  };
+
+  cudaEvent_t start = nullptr, stop = nullptr;
+  MT_CUDA_CHECK(cudaEventCreate(&start));
+  const cudaError_t created = cudaEventCreate(&stop);
+  if (created != cudaSuccess) cudaEventDestroy(start);
+  MT_CUDA_CHECK(created);
+  try {
+    for (int p = 0; p < kConvPassCount; ++p) {
+      const ConvPass pass = static_cast<ConvPass>(p);
+      for (int f = 0; f < 2; ++f) {
+        m.forms[p] = f == 0 ? ConvForm::kCudnnGrouped : ConvForm::kGemm;
+        run(pass);  // warm-up
+        MT_CUDA_CHECK(cudaEventRecord(start, stream));
+        for (int r = 0; r < repeats; ++r) run(pass);
+        MT_CUDA_CHECK(cudaEventRecord(stop, stream));
+        MT_CUDA_CHECK(cudaEventSynchronize(stop));
+        float total = 0;
+        MT_CUDA_CHECK(cudaEventElapsedTime(&total, start, stop));
+        m.ms[p][f] = total / repeats;
+      }
+      m.forms[p] = m.ms[p][1] < m.ms[p][0] ? ConvForm::kGemm : ConvForm::kCudnnGrouped;
+    }
+  } catch (...) {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    throw;
+  }
+  MT_CUDA_CHECK(cudaEventDestroy(start));
+  MT_CUDA_CHECK(cudaEventDestroy(stop));
+  m.tuned_n = n;
+}
+
+std::string BatchedConv2dCuda::describe() const {
+  const Impl& m = *impl_;
+  const BatchedConvGeom& g = m.g;
+  std::ostringstream s;
+  s << "batched conv T=" << g.tasks << " [" << g.in_c << "," << g.in_h << "," << g.in_w << "]->["
+    << g.out_c << "," << g.out_h << "," << g.out_w << "] stride " << g.stride << " max_n "
+    << m.max_n << ":";
+  for (int p = 0; p < kConvPassCount; ++p) {
+    s << " " << conv_pass_name(static_cast<ConvPass>(p)) << "=" << conv_form_name(m.forms[p]);
+    if (m.ms[p][0] >= 0)
+      s << " (cudnn " << m.ms[p][0] << " ms, gemm " << m.ms[p][1] << " ms at n=" << m.tuned_n
+        << ")";
+    s << ";";
+  }
+  s << " " << m.cudnn.describe();
+  return s.str();
+}
+
+}  // namespace mt
