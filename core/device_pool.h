@@ -51,6 +51,10 @@ inline std::string pool_exhausted_message(const std::string& what, size_t asked,
                         "): lower meta_batch per rank (or inner.trajectory=recompute)");
 }
 
+// Throws mt::Error (ExitCode::kRuntime) for a failed device allocation of `asked` bytes: what
+// it was for, the device's free/total bytes and what to change. CUDA build only.
+[[noreturn]] void throw_device_out_of_memory(const std::string& what, size_t asked);
+
 // The pool proper. Construct it with the GPU that will use it current. allocate() throws
 // mt::Error (ExitCode::kRuntime, message from pool_exhausted_message) when a slice does not
 // fit, as does the constructor when the one cudaMalloc fails for lack of memory. Slices stay

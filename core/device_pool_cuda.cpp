@@ -20,6 +20,16 @@ namespace {
 }
 }  // namespace
 
+void throw_device_out_of_memory(const std::string& what, size_t asked) {
+  cudaGetLastError();  // the failed allocation is not sticky: clear it
+  size_t device_free = 0, device_total = 0;
+  MT_CUDA_CHECK(cudaMemGetInfo(&device_free, &device_total));
+  throw Error(ExitCode::kRuntime,
+              detail::concat("device memory: ", what, " of ", asked, " bytes does not fit (",
+                             device_free, " bytes free of ", device_total,
+                             "): lower meta_batch per rank (or inner.trajectory=recompute)"));
+}
+
 DevicePool::DevicePool(size_t capacity_bytes) : arithmetic_(capacity_bytes) {
   if (capacity_bytes == 0) return;
   void* p = nullptr;

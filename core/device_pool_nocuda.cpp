@@ -18,4 +18,9 @@ void* DevicePool::allocate(size_t) {
   return nullptr;
 }
 
+void throw_device_out_of_memory(const std::string& what, size_t asked) {
+  throw UsageError(detail::concat("device=cuda: ", what, " of ", asked,
+                                  " bytes asked of a CPU-only build; set device=cpu"));
+}
+
 }  // namespace mt

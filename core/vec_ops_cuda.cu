@@ -96,7 +96,11 @@ class CudaVecOps final : public VecOps<T> {
     MT_CHECK(n >= 0, "buffer of ", n, " elements");
     if (pool_) return Buffer<T>(pool_->allocate_array<T>(n), n, Memory::kDevice, [](T*) {});
     T* p = nullptr;
-    if (n > 0) MT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p), bytes(n)));
+    if (n > 0) {
+      const cudaError_t e = cudaMalloc(reinterpret_cast<void**>(&p), bytes(n));
+      if (e == cudaErrorMemoryAllocation) throw_device_out_of_memory("a vector buffer", bytes(n));
+      MT_CUDA_CHECK(e);
+    }
     return Buffer<T>(p, n, Memory::kDevice, [](T* q) {
       const cudaError_t e = cudaFree(q);
       if (e != cudaSuccess)

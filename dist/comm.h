@@ -12,8 +12,9 @@ namespace mt::dist {
 
 // Where the buffers live, per backend:
 //   single, mpi: every buffer is host memory.
-//   nccl:        allreduce_sum and broadcast take DEVICE pointers (memory of the GPU this rank
-//                selected, see local_rank); allreduce_max takes HOST pointers (it runs over MPI:
+//   nccl:        allreduce_sum and broadcast run NCCL on DEVICE memory of the GPU this rank
+//                selected (see local_rank); given host memory they stage it through a device
+//                buffer (two extra copies). allreduce_max takes HOST pointers (it runs over MPI:
 //                it is meant for a few flags and checksums, not for tensors).
 // Every collective returns once the result is in buf: nothing is left in flight.
 class Comm {

@@ -8,8 +8,8 @@
 
 namespace mt::dist {
 
-// A communicator whose allreduce_sum and broadcast run NCCL on DEVICE buffers (on a stream it
-// owns, synchronised before returning), bootstrapped by MPI over MPI_COMM_WORLD: rank, size and
+// A communicator whose allreduce_sum and broadcast run NCCL on device buffers (host buffers are
+// staged through device memory; on a stream it owns, synchronised before returning), bootstrapped by MPI over MPI_COMM_WORLD: rank, size and
 // local rank as in MpiComm, the NCCL unique id sent by MPI_Bcast from rank 0, and this thread's
 // current device set to local_rank % device_count. allreduce_max and barrier go over MPI on host
 // memory. abort: ncclCommAbort, then MPI_Abort. Needs one GPU per rank of a node (two ranks on

@@ -61,22 +61,25 @@ class NcclComm : public Comm {
   // of waiting forever.
   void wait();
   void release() noexcept;
+  // Host buffers go through staging_ (device memory): staged() returns the pointer NCCL uses,
+  // unstage() copies the result back to the host buffer and waits.
+  void* staged(void* buf, size_t bytes);
+  void unstage(void* buf, const void* dev, size_t bytes);
 
   std::unique_ptr<MpiComm> mpi_;
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
   ncclComm_t comm_ = nullptr;
+  DeviceBuffer<char> staging_;
 };
 
-// A collective given a host pointer would fail inside NCCL or crash: name the mistake instead.
-void require_device_memory(const void* p, const char* op) {
+// Whether NCCL can read p directly (device or managed memory), or it must be staged.
+bool is_device_memory(const void* p) {
   cudaPointerAttributes attributes{};
   const cudaError_t e = cudaPointerGetAttributes(&attributes, p);
   if (e != cudaSuccess) cudaGetLastError();
-  MT_CHECK(e == cudaSuccess && (attributes.type == cudaMemoryTypeDevice ||
-                                attributes.type == cudaMemoryTypeManaged),
-           "NcclComm::", op, " takes device memory, got ", p,
-           " (host memory? see dist/comm.h for which backend takes which)");
+  return e == cudaSuccess &&
+         (attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged);
 }
 
 NcclComm::NcclComm() {
@@ -130,21 +133,37 @@ void NcclComm::release() noexcept {
   }
 }
 
+void* NcclComm::staged(void* buf, size_t bytes) {
+  if (is_device_memory(buf)) return buf;
+  if (staging_.size() < bytes) staging_ = DeviceBuffer<char>(bytes);
+  MT_CUDA_CHECK(cudaMemcpyAsync(staging_.data(), buf, bytes, cudaMemcpyHostToDevice, stream_));
+  return staging_.data();
+}
+
+void NcclComm::unstage(void* buf, const void* dev, size_t bytes) {
+  if (dev == buf) return;
+  MT_CUDA_CHECK(cudaMemcpyAsync(buf, dev, bytes, cudaMemcpyDeviceToHost, stream_));
+  MT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
 void NcclComm::allreduce(void* buf, size_t n, ncclDataType_t type) {
   if (n == 0) return;
-  require_device_memory(buf, "allreduce_sum");
   MT_CUDA_CHECK(cudaSetDevice(device_));
-  MT_NCCL_CHECK(ncclAllReduce(buf, buf, n, type, ncclSum, comm_, stream_));
+  const size_t bytes = n * (type == ncclDouble ? sizeof(double) : sizeof(float));
+  void* dev = staged(buf, bytes);
+  MT_NCCL_CHECK(ncclAllReduce(dev, dev, n, type, ncclSum, comm_, stream_));
   wait();
+  unstage(buf, dev, bytes);
 }
 
 void NcclComm::broadcast(void* buf, size_t bytes, int root) {
   MT_CHECK(root >= 0 && root < size(), "broadcast root ", root, " with ", size(), " ranks");
   if (bytes == 0) return;
-  require_device_memory(buf, "broadcast");
   MT_CUDA_CHECK(cudaSetDevice(device_));
-  MT_NCCL_CHECK(ncclBroadcast(buf, buf, bytes, ncclUint8, root, comm_, stream_));
+  void* dev = staged(buf, bytes);
+  MT_NCCL_CHECK(ncclBroadcast(dev, dev, bytes, ncclUint8, root, comm_, stream_));
   wait();
+  unstage(buf, dev, bytes);
 }
 
 void NcclComm::wait() {

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/device.h"
 #include "core/hdf5.h"
 #include "tests/support/programs.h"
 
@@ -87,6 +88,22 @@ TEST(Metatrain, BadConfigurationsExitWithCode2NamingTheKey) {
     EXPECT_EQ(r.exit_code, 2) << arg << "\n" << r.output;
     EXPECT_NE(r.output.find(key), std::string::npos) << arg << "\n" << r.output;
   }
+}
+
+// Without a GPU (or without the CUDA build) device=cuda is a usage error naming the key, for
+// training and for evaluation, and no checkpoint is written.
+TEST(Metatrain, CudaWithoutAGpuExitsWithCode2NamingDevice) {
+  if (gpu_count() > 0) GTEST_SKIP() << "a GPU is visible: metatrain_cuda_test covers this machine";
+  const std::string dir = temp_dir("no_gpu");
+  const Result r = metatrain(tiny(dir) + " device=cuda");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("device"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("device=cpu"), std::string::npos) << r.output;  // says what to do
+  EXPECT_FALSE(std::filesystem::exists(dir + "/latest.h5"));
+  ASSERT_EQ(metatrain(tiny(dir)).exit_code, 0);
+  const Result e = testing::run_program("metaeval", dir + "/latest.h5 device=cuda");
+  EXPECT_EQ(e.exit_code, 2) << e.output;
+  EXPECT_NE(e.output.find("device"), std::string::npos) << e.output;
 }
 
 TEST(Metatrain, DivergenceStopsWithCode1AndKeepsTheLastCheckpoint) {

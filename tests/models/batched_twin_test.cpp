@@ -37,13 +37,13 @@ void expect_close(const std::vector<double>& got, const std::vector<double>& wan
   EXPECT_GT(scale, 0) << what << " is all zeros: the comparison would be vacuous";
 }
 
-struct Setup {
+struct Fixture {
   Conv4Spec spec;
   std::unique_ptr<Sequential<double>> net;
   std::vector<Episode<double>> eps;
   std::vector<const Episode<double>*> ptrs;
   std::vector<double> theta;
-  explicit Setup(Conv4Spec s, int tasks = 4) : spec(s), net(make_conv4<double>(s)) {
+  explicit Fixture(Conv4Spec s, int tasks = 4) : spec(s), net(make_conv4<double>(s)) {
     for (int t = 0; t < tasks; ++t)
       eps.push_back(testing::noise_episode<double>(s.input, s.ways, 2, 3, 50 + t));
     for (const auto& e : eps) ptrs.push_back(&e);
@@ -58,7 +58,7 @@ const Conv4Spec kStride{{1, 14, 14}, 3, 4, Conv4Pool::kStride};
 // loss_grad and hvp of both backends at per-task parameters that differ (θ plus a task-specific
 // offset), so a task-mixing bug in the parameter layout fails too.
 void expect_passes_agree(const Conv4Spec& spec) {
-  Setup s(spec);
+  Fixture s(spec);
   const int T = static_cast<int>(s.eps.size());
   const BatchedLayout l(s.net->layout(), T);
   const VecOps<double>& ops = host_vec_ops<double>();
@@ -94,7 +94,7 @@ TEST(BatchedTwin, PassesMatchTheCpuBackendStrideVariant) { expect_passes_agree(k
 
 // A whole meta-step (inner loop, adjoint, UFOM's exact sub-batch, sums) on both backends.
 void expect_meta_steps_agree(const Conv4Spec& spec, Algo algo, double q, TrajectoryMode mode) {
-  Setup s(spec, 5);
+  Fixture s(spec, 5);
   InnerLoop inner;
   inner.steps = 2;
   inner.lr = 0.3;
