@@ -26,6 +26,8 @@ bool cuda_built();
 // Makes GPU local_rank % gpu_count() current for the calling thread. Throws mt::UsageError
 // when no GPU is visible or the binary has no CUDA backend.
 void select_gpu(int local_rank);
+// Bytes of the current GPU's memory in use (total − free, all processes), 0 without a GPU.
+size_t gpu_memory_used();
 // One line for logs: the backend and the visible GPUs, or why there are none.
 std::string describe_devices();
 

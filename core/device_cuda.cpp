@@ -49,6 +49,13 @@ void select_gpu(int local_rank) {
   MT_CUDA_CHECK(cudaSetDevice(local_rank % n));
 }
 
+size_t gpu_memory_used() {
+  if (gpu_count() == 0) return 0;
+  size_t free_bytes = 0, total = 0;
+  MT_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+  return total - free_bytes;
+}
+
 std::string describe_devices() {
   cudaError_t error;
   const int n = query_count(&error);

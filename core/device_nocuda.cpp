@@ -16,6 +16,8 @@ void select_gpu(int) {
              "device=cpu, or rebuild with nvcc on the PATH (cmake -DMT_ENABLE_CUDA=ON)");
 }
 
+size_t gpu_memory_used() { return 0; }
+
 std::string describe_devices() { return "CUDA not built (CPU-only binary), 0 GPUs"; }
 
 }  // namespace mt

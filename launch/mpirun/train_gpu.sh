@@ -2,10 +2,8 @@
 # Multi-GPU meta-training with Open MPI's mpirun: one rank per GPU on one host or several,
 # device=cuda with the NCCL allreduce (dist.backend=nccl, bootstrapped over MPI).
 #
-# NOT AVAILABLE YET: this version cannot train on the GPU. metatrain stops at start-up with
-# exit code 2 ("device = cuda: training on the GPU is not available in this version"). This
-# script is the intended launch form, kept so that jobs can be written against it now; for
-# multi-rank training today use launch/mpirun/train_cpu.sh.
+# NOT YET RUN ON A GPU: the CUDA backend is built and its logic tested on the CPU (README,
+# Status), but no GPU has run it yet; train_cpu.sh is the tested multi-rank form.
 #
 #   GPUS_PER_NODE=8 bash launch/mpirun/train_gpu.sh algo=ufom steps=10000
 #   HOSTS=node1:8,node2:8 GPUS_PER_NODE=8 CKPT_DIR=/shared/runs/g16 bash launch/mpirun/train_gpu.sh

@@ -1,8 +1,9 @@
-// Benchmark of one meta-iteration on the CPU (not a test): B tasks of an Omniglot-shaped
-// N-way K-shot episode through the chosen algorithm, the sum, and one Adam step. Prints one
-// JSON line: seconds per iteration (median), tasks/s, peak RSS, GEMM GFLOP/s and the fraction
-// of this machine's measured SGEMM peak. Run each configuration in its own process so that
-// peak RSS belongs to it alone (tests/bench/run_cpu_bench.sh does).
+// Benchmark of one meta-iteration (not a test): B tasks of an N-way K-shot episode (Omniglot
+// 28×28×1 glyphs, or Mini-ImageNet-shaped 84×84×3 noise) through the chosen algorithm on the
+// CPU or CUDA backend, the sum, and one Adam step. Prints one JSON line: seconds per iteration
+// (median), tasks/s, peak RSS, peak device memory (cuda), and on the CPU GEMM GFLOP/s and the
+// fraction of this machine's measured SGEMM peak. Run each configuration in its own process so
+// that peak memory belongs to it alone (tests/bench/run_cpu_bench.sh, run_gpu_bench.sh do).
 #include <omp.h>
 #include <sys/resource.h>
 
@@ -14,12 +15,17 @@
 #include <string>
 #include <vector>
 
+#include "core/batched_model_cpu.h"
 #include "core/blas.h"
+#include "core/device.h"
 #include "core/meta_step.h"
 #include "core/optimizer.h"
 #include "data/glyphs.h"
 #include "launch/config.h"
+#include "launch/exit_codes.h"
 #include "models/conv4.h"
+#include "models/conv4_cuda.h"
+#include "tests/support/episodes.h"
 
 namespace {
 
@@ -46,10 +52,23 @@ double sgemm_peak_gflops(int threads) {
   return best;
 }
 
-}  // namespace
+const char* kUsage =
+    "usage: bench_metastep [--device cpu|cuda] [--dataset omniglot|miniimagenet] [--algo "
+    "maml|fomaml|ufom] [--q Q] [--r R] [--trajectory store|recompute|checkpoint:C] [--B B] "
+    "[--ways N] [--shots K] [--queries Q] [--filters F] [--iters I] [--warmup W] [--threads T] "
+    "[--graphs 0|1]\n";
 
-int main(int argc, char** argv) {
-  std::string algo = "maml", trajectory = "store";
+int run(int argc, char** argv) {
+  if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+    std::printf("%s", kUsage);
+    return 0;
+  }
+  if (argc % 2 == 0) {
+    std::fprintf(stderr, "%s", kUsage);
+    return 2;
+  }
+  std::string algo = "maml", trajectory = "store", device = "cpu", dataset = "omniglot";
+  bool graphs = true;
   int r = 1, B = 32, ways = 5, shots = 1, queries = 15, filters = 64, iters = 3, warmup = 1;
   int threads = omp_get_num_procs();
   double q = 0.1;
@@ -79,25 +98,50 @@ int main(int argc, char** argv) {
       threads = std::atoi(v.c_str());
     else if (k == "--q")
       q = std::atof(v.c_str());
+    else if (k == "--device")
+      device = v;
+    else if (k == "--dataset")
+      dataset = v;
+    else if (k == "--graphs")
+      graphs = v != "0";
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
     }
   }
+  if ((device != "cpu" && device != "cuda") ||
+      (dataset != "omniglot" && dataset != "miniimagenet")) {
+    std::fprintf(stderr, "%s", kUsage);
+    return 2;
+  }
+  const bool cuda = device == "cuda";
   mt::blas_use_single_thread();
-  const double peak = sgemm_peak_gflops(threads);
+  const double peak = cuda ? 0.0 : sgemm_peak_gflops(threads);
 
   mt::GlyphSource source;
   const mt::EpisodeSpec spec{"train", ways, shots, queries};
-  auto model = mt::make_conv4<float>({source.image_shape(), filters, ways, mt::Conv4Pool::kMax});
+  const mt::Shape input = dataset == "omniglot" ? source.image_shape() : mt::Shape{3, 84, 84};
+  const mt::Conv4Spec net{input, filters, ways, mt::Conv4Pool::kMax};
+  auto model = mt::make_conv4<float>(net);
   const int64_t d = model->layout().total();
   std::vector<float> theta(d);
   model->init(theta.data(), 0);
   mt::InnerLoop inner;
   inner.steps = r;
   inner.trajectory = mt::parse_trajectory(trajectory);
-  mt::MetaGradient<float> mg(*model, inner);
-  mt::MetaStep<float> step(mg, {mt::parse_algo(algo), 0, threads});
+  const size_t device_before = cuda ? mt::gpu_memory_used() : 0;
+  std::unique_ptr<mt::BatchedModel<float>> backend;
+  if (cuda) {
+    mt::select_gpu(0);
+    mt::CudaBackendOptions o;
+    o.max_tasks = B;
+    o.max_examples = ways * std::max(shots, queries);
+    o.graphs = graphs;
+    backend = mt::make_conv4_cuda(net, o);
+  } else {
+    backend = std::make_unique<mt::CpuBatchedModel<float>>(*model, threads, B);
+  }
+  mt::MetaStep<float> step(*backend, inner, {mt::parse_algo(algo), 0, threads});
   mt::Adam<float> adam(d, 1e-3);
   std::vector<int64_t> tasks(B);
   for (int t = 0; t < B; ++t) tasks[t] = t;
@@ -105,7 +149,11 @@ int main(int argc, char** argv) {
   const int n_iter = warmup + iters;
   std::vector<std::vector<mt::Episode<float>>> eps(n_iter, std::vector<mt::Episode<float>>(B));
   for (int it = 0; it < n_iter; ++it)
-    for (int t = 0; t < B; ++t) source.sample(spec, 0, it, t, eps[it][t]);
+    for (int t = 0; t < B; ++t)
+      if (dataset == "omniglot")
+        source.sample(spec, 0, it, t, eps[it][t]);
+      else
+        eps[it][t] = mt::testing::noise_episode<float>(input, ways, shots, queries, it * B + t);
 
   mt::MetaStepSums<float> sums;
   std::vector<double> secs;
@@ -132,13 +180,23 @@ int main(int argc, char** argv) {
   for (double s : secs) total += s;
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
+  // Nothing on the device is freed during the run: the memory in use at the end is the peak.
+  const double device_mb = cuda ? (mt::gpu_memory_used() - device_before) / 1048576.0 : 0.0;
   const double gflops = flops / total / 1e9;
   std::printf(
-      "{\"impl\": \"ours\", \"algo\": \"%s\", \"trajectory\": \"%s\", \"r\": %d, \"B\": %d, "
-      "\"sec_per_iter\": %.4f, \"tasks_per_s\": %.2f, \"peak_rss_mb\": %.1f, "
+      "{\"impl\": \"ours\", \"device\": \"%s\", \"dataset\": \"%s\", \"algo\": \"%s\", "
+      "\"trajectory\": \"%s\", \"r\": %d, \"B\": %d, \"sec_per_iter\": %.4f, "
+      "\"tasks_per_s\": %.2f, \"peak_rss_mb\": %.1f, \"peak_mem_bytes\": %.0f, "
       "\"gemm_gflops\": %.1f, \"sgemm_peak_gflops\": %.1f, \"peak_fraction\": %.3f, "
       "\"exact_tasks_per_iter\": %.2f, \"params\": %lld, \"threads\": %d}\n",
-      algo.c_str(), trajectory.c_str(), r, B, med, B / med, ru.ru_maxrss / 1024.0, gflops, peak,
-      gflops / peak, exact / iters, static_cast<long long>(d), threads);
+      device.c_str(), dataset.c_str(), algo.c_str(), trajectory.c_str(), r, B, med, B / med,
+      ru.ru_maxrss / 1024.0, cuda ? device_mb * 1048576.0 : ru.ru_maxrss * 1024.0, gflops, peak,
+      cuda ? 0.0 : gflops / peak, exact / iters, static_cast<long long>(d), threads);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return mt::guarded_main("bench_metastep", nullptr, [&] { return run(argc, argv); });
 }

@@ -1,5 +1,5 @@
 // Running the project's programs (build/bin/<name>) from tests as a user would, capturing exit
-// code and output, and per-test scratch folders under the build tree.
+// code and output, and per-test scratch folders under the build tree ($MT_BINARY_DIR overrides).
 #pragma once
 
 #include <sys/wait.h>
@@ -16,8 +16,15 @@ struct ProgramResult {
   std::string output;  // stdout and stderr
 };
 
+// The build tree: $MT_BINARY_DIR when set (a bundle of the binaries moved to another machine,
+// tests/gpu/make_bundle.sh), else the tree the tests were built in.
+inline std::string binary_dir() {
+  const char* env = std::getenv("MT_BINARY_DIR");
+  return env != nullptr && *env != '\0' ? std::string(env) : std::string(MT_BINARY_DIR);
+}
+
 inline ProgramResult run_program(const std::string& program, const std::string& args) {
-  const std::string cmd = std::string(MT_BINARY_DIR) + "/bin/" + program + " " + args + " 2>&1";
+  const std::string cmd = binary_dir() + "/bin/" + program + " " + args + " 2>&1";
   ProgramResult r{-1, ""};
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -31,7 +38,7 @@ inline ProgramResult run_program(const std::string& program, const std::string& 
 
 // An empty folder <build>/test_runs/<name>, recreated on every call.
 inline std::string temp_dir(const std::string& name) {
-  const auto dir = std::filesystem::path(MT_BINARY_DIR) / "test_runs" / name;
+  const auto dir = std::filesystem::path(binary_dir()) / "test_runs" / name;
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir.string();
