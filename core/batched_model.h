@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/check.h"
 #include "core/episode.h"
 #include "core/model.h"
 #include "core/param_layout.h"
@@ -28,6 +29,19 @@ class TaskBatch {
  protected:
   int tasks_ = 0;
 };
+
+// tasks[i] of `episodes`, i = 0.. (what gather() loads for the backends that keep pointers).
+template <typename T>
+std::vector<const Episode<T>*> pick_tasks(const std::vector<const Episode<T>*>& episodes,
+                                          const std::vector<int>& tasks) {
+  std::vector<const Episode<T>*> picked;
+  for (int t : tasks) {
+    MT_CHECK(t >= 0 && t < static_cast<int>(episodes.size()), "task ", t, " of a batch of ",
+             episodes.size());
+    picked.push_back(episodes[t]);
+  }
+  return picked;
+}
 
 template <typename T>
 class BatchedModel {

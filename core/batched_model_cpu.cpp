@@ -73,13 +73,7 @@ void CpuBatchedModel<T>::load(const std::vector<const Episode<T>*>& episodes, Ta
 template <typename T>
 void CpuBatchedModel<T>::gather(const TaskBatch& from, const std::vector<int>& tasks,
                                 TaskBatch& to) {
-  const auto& f = cpu_batch<T>(from);
-  std::vector<const Episode<T>*> picked;
-  for (int t : tasks) {
-    MT_CHECK(t >= 0 && t < f.tasks(), "task ", t, " of a batch of ", f.tasks());
-    picked.push_back(f.episodes()[t]);
-  }
-  load(picked, to);
+  load(pick_tasks(cpu_batch<T>(from).episodes(), tasks), to);
 }
 
 template <typename T>

@@ -139,28 +139,16 @@ TwinBatchedModel<S>::TwinBatchedModel(const Sequential<S>& net, int max_tasks, i
   MT_CHECK(max_tasks >= 1 && max_examples >= 1, "twin backend of ", max_tasks, " tasks, ",
            max_examples, " examples");
   const NetSizes sizes = net_sizes(plan_, max_tasks, max_examples, net.classes());
-  int64_t total = 0, index_total = 0;
-  for (int pass = 0; pass < 2; ++pass) {
-    int64_t used = 0, index_used = 0;
-    buffers_ = make_net_buffers<S>(
-        sizes,
-        [&](int64_t n) {
-          S* p = pass ? memory_.data() + used : nullptr;
-          used += n;
-          return p;
-        },
-        [&](int64_t n) {
-          int32_t* p = pass ? index_memory_.data() + index_used : nullptr;
-          index_used += n;
-          return p;
-        });
-    total = used;
-    index_total = index_used;
-    if (pass == 0) {
-      memory_.assign(total, S(0));
-      index_memory_.assign(index_total, 0);
-    }
-  }
+  int64_t floats = 0, ints = 0;  // first count, then carve the buffers out of two arrays
+  make_net_buffers<S>(
+      sizes, [&](int64_t n) -> S* { return floats += n, nullptr; },
+      [&](int64_t n) -> int32_t* { return ints += n, nullptr; });
+  memory_.assign(floats, S(0));
+  index_memory_.assign(ints, 0);
+  floats = ints = 0;
+  buffers_ = make_net_buffers<S>(
+      sizes, [&](int64_t n) { return memory_.data() + (floats += n) - n; },
+      [&](int64_t n) { return index_memory_.data() + (ints += n) - n; });
   grad_scratch_.resize(static_cast<size_t>(max_tasks) * net.layout().total());
 }
 
@@ -200,13 +188,7 @@ void TwinBatchedModel<S>::load(const std::vector<const Episode<S>*>& episodes, T
 template <typename S>
 void TwinBatchedModel<S>::gather(const TaskBatch& from, const std::vector<int>& tasks,
                                  TaskBatch& to) {
-  const auto& f = twin_batch<S>(from);
-  std::vector<const Episode<S>*> picked;
-  for (int t : tasks) {
-    MT_CHECK(t >= 0 && t < f.tasks(), "task ", t, " of a batch of ", f.tasks());
-    picked.push_back(f.episodes[t]);
-  }
-  load(picked, to);
+  load(pick_tasks(twin_batch<S>(from).episodes, tasks), to);
 }
 
 template <typename S>

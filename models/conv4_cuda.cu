@@ -220,13 +220,7 @@ class Conv4Cuda final : public BatchedModel<float> {
     cuda_batch(b).load(episodes, o_.max_examples, stream_);
   }
   void gather(const TaskBatch& from, const std::vector<int>& tasks, TaskBatch& to) override {
-    const auto& f = cuda_batch(from);
-    std::vector<const Episode<float>*> picked;
-    for (int t : tasks) {
-      MT_CHECK(t >= 0 && t < f.tasks(), "task ", t, " of a batch of ", f.tasks());
-      picked.push_back(f.episodes()[t]);
-    }
-    load(picked, to);
+    load(pick_tasks(cuda_batch(from).episodes(), tasks), to);
   }
   void loss_grad(const TaskBatch& b, Split s, const float* phi, float* grad,
                  LossStats* stats) override;
