@@ -200,6 +200,11 @@ CudaTaskBatch& cuda_batch(const TaskBatch& b) {
   return const_cast<CudaTaskBatch&>(*c);
 }
 
+// A pass call as graphs see it: (kind, batch serial, split, φ, v or grad, out, tasks, n). The
+// batch's serial stands for its device buffers; tasks and n because a batch can be reloaded
+// with another count (UFOM's exact sub-batch changes size every step).
+using CallKey = std::tuple<int, uint64_t, int, const void*, const void*, const void*, int, int>;
+
 class Conv4Cuda final : public BatchedModel<float> {
  public:
   Conv4Cuda(const Conv4Spec& spec, const CudaBackendOptions& o);
@@ -237,7 +242,7 @@ class Conv4Cuda final : public BatchedModel<float> {
   };
   PerTasks& for_tasks(int tasks);
   // Runs enqueue() eagerly the first time a call is seen, as a captured graph afterwards.
-  void launch(const std::tuple<int, uint64_t, int, const void*, const void*, const void*, int>& key,
+  void launch(const CallKey& key,
               const std::function<void()>& enqueue, const char* pass);
   void copy_stats(int tasks, int n, LossStats* stats);
 
@@ -252,7 +257,7 @@ class Conv4Cuda final : public BatchedModel<float> {
   float* grad_scratch_ = nullptr;  // hvp's gradient [max_tasks, d]
   std::map<int, std::unique_ptr<PerTasks>> nets_;
   std::unique_ptr<GraphRunner> graphs_;
-  std::map<std::tuple<int, uint64_t, int, const void*, const void*, const void*, int>,
+  std::map<CallKey,
            std::unique_ptr<char>>
       seen_;  // calls seen once (eager warm-up done); the char's address is the graph key
   mutable uint64_t serial_ = 0;
@@ -315,7 +320,7 @@ Conv4Cuda::PerTasks& Conv4Cuda::for_tasks(int tasks) {
 }
 
 void Conv4Cuda::launch(
-    const std::tuple<int, uint64_t, int, const void*, const void*, const void*, int>& key,
+    const CallKey& key,
     const std::function<void()>& enqueue, const char* pass) {
   auto it = seen_.find(key);
   if (it == seen_.end()) {  // warm-up: cuDNN and cuBLAS settle their state on the first run
@@ -351,7 +356,7 @@ void Conv4Cuda::loss_grad(const TaskBatch& b, Split s, const float* phi, float* 
     copy_stats(c.tasks(), n, stats);
     return;
   }
-  launch({0, c.serial(), static_cast<int>(s), phi, grad, nullptr, n}, enqueue,
+  launch({0, c.serial(), static_cast<int>(s), phi, grad, nullptr, c.tasks(), n}, enqueue,
          s == Split::kSupport ? "support loss and gradient" : "query loss and gradient");
 }
 
@@ -370,7 +375,7 @@ void Conv4Cuda::hvp(const TaskBatch& b, Split s, const float* phi, const float* 
     copy_stats(c.tasks(), n, stats);
     return;
   }
-  launch({1, c.serial(), static_cast<int>(s), phi, v, Hv, n}, enqueue,
+  launch({1, c.serial(), static_cast<int>(s), phi, v, Hv, c.tasks(), n}, enqueue,
          "Hessian-vector product");
 }
 
