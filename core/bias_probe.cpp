@@ -72,6 +72,11 @@ BiasProbe<T>::BiasProbe(const MetaGradient<T>& mg, uint64_t seed, int threads)
     : seed_(seed), exact_(mg, {Algo::kMaml, seed, threads}) {}
 
 template <typename T>
+BiasProbe<T>::BiasProbe(BatchedModel<T>& model, const InnerLoop& inner, uint64_t seed,
+                        int threads)
+    : seed_(seed), exact_(model, inner, {Algo::kMaml, seed, threads, true}) {}
+
+template <typename T>
 void BiasProbe<T>::run(const T* theta, uint64_t step, const std::vector<int64_t>& tasks,
                        const typename MetaStep<T>::EpisodeFn& episode, double q,
                        BiasSums<T>& sums) {

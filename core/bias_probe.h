@@ -40,6 +40,8 @@ template <typename T>
 class BiasProbe {
  public:
   BiasProbe(const MetaGradient<T>& mg, uint64_t seed, int threads);
+  // On any backend (which must outlive the probe).
+  BiasProbe(BatchedModel<T>& model, const InnerLoop& inner, uint64_t seed, int threads);
 
   // Coins per task for UFOM's error: g_U − g_E = (1 − ξ/q)(g_F − g_E), so the mean over coins
   // is c̄ (g_F − g_E) with E[c̄] = 0 and Var[c̄] = (1 − q)/(q kCoinDraws). One coin per task would

@@ -147,18 +147,26 @@ CheckpointState checkpoint_state(const Config& cfg, const ParamLayout& layout,
 }
 
 // debug.dump: θ, the episodes and both gradients of every task of the first outer step.
-void write_dump(const Config& cfg, const MetaGradient<float>& mg, const std::vector<float>& theta,
-                const EpisodeSource& source, const EpisodeSpec& spec) {
+// Computed on the run's backend, so a dump of a cuda run checks the GPU's gradients.
+void write_dump(const Config& cfg, BatchedModel<float>& backend, const InnerLoop& inner,
+                const std::vector<float>& theta, const EpisodeSource& source,
+                const EpisodeSpec& spec, int threads) {
+  MetaStep<float> exact(backend, inner, {Algo::kMaml, static_cast<uint64_t>(cfg.seed), threads,
+                                         /*keep_task_gradients=*/true});
+  std::vector<int64_t> ids(cfg.meta_batch);
+  for (int t = 0; t < cfg.meta_batch; ++t) ids[t] = t;
+  MetaStepSums<float> sums;
+  sums.reset(static_cast<int64_t>(theta.size()));
+  exact.run(
+      theta.data(), 0, ids,
+      [&](int64_t t, Episode<float>& ep) { source.sample(spec, cfg.seed, 0, t, ep); }, 1.0, sums);
   std::vector<DumpTask> tasks(cfg.meta_batch);
-  auto scratch = mg.make_scratch();
   for (int t = 0; t < cfg.meta_batch; ++t) {
-    DumpTask& d = tasks[t];
-    source.sample(spec, cfg.seed, 0, t, d.episode);
-    d.g_fo.resize(theta.size());
-    d.g_exact.resize(theta.size());
-    mg.compute(theta.data(), d.episode, d.g_fo.data(), d.g_exact.data(), scratch);
+    tasks[t].episode = exact.task_episode(t);
+    tasks[t].g_fo.assign(exact.task_fo(t), exact.task_fo(t) + theta.size());
+    tasks[t].g_exact.assign(exact.task_exact(t), exact.task_exact(t) + theta.size());
   }
-  write_debug_dump(cfg.debug.dump, mg.model().layout(), theta, tasks, cfg.effective_yaml,
+  write_debug_dump(cfg.debug.dump, backend.layout(), theta, tasks, cfg.effective_yaml,
                    cfg.inner.lr, cfg.inner.steps);
   std::printf("wrote debug dump of step 0 (%d tasks) to %s\n", cfg.meta_batch,
               cfg.debug.dump.c_str());
@@ -279,14 +287,13 @@ class Trainer {
   const int threads_;
   std::unique_ptr<EpisodeSource> source_;
   const EpisodeSpec train_spec_, eval_spec_;
-  std::unique_ptr<Model<float>> model_;  // the per-task model (CPU layers; the dump and probes)
+  std::unique_ptr<Model<float>> model_;  // the per-task model: layout, initial θ, CPU backend
   std::unique_ptr<BatchedModel<float>> backend_;
   const InnerLoop inner_;
   const double cost_fo_, cost_exact_;
   std::unique_ptr<Estimator> estimator_;
   std::unique_ptr<MetaStep<float>> meta_step_;
   std::unique_ptr<MetaEngine<float>> eval_engine_;
-  std::unique_ptr<MetaGradient<float>> mg_;  // one-task CPU engine: debug dump, bias probe
   std::unique_ptr<BiasProbe<float>> probe_;
   std::unique_ptr<Optimizer<float>> opt_;
   CheckpointManager checkpoints_;
@@ -323,9 +330,9 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
   meta_step_ = std::make_unique<MetaStep<float>>(
       *backend_, inner_, MetaStepSettings{cfg.algo, static_cast<uint64_t>(cfg.seed), threads_});
   eval_engine_ = std::make_unique<MetaEngine<float>>(*backend_, inner_);
-  mg_ = std::make_unique<MetaGradient<float>>(*model_, inner_);
   if (cfg.log.bias_every > 0)
-    probe_ = std::make_unique<BiasProbe<float>>(*mg_, static_cast<uint64_t>(cfg.seed), threads_);
+    probe_ = std::make_unique<BiasProbe<float>>(*backend_, inner_, static_cast<uint64_t>(cfg.seed),
+                                                threads_);
   const int64_t d = model_->layout().total();
   opt_ = make_optimizer<float>(
       cfg.outer.optimizer == Config::Outer::Optimizer::kAdam ? "adam" : "sgd", d, cfg.outer.lr,
@@ -350,7 +357,7 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
     std::fflush(stdout);
   }
   if (!cfg.debug.dump.empty() && lead_ && first_step_ == 0)
-    write_dump(cfg, *mg_, run_.theta, *source_, train_spec_);
+    write_dump(cfg, *backend_, inner_, run_.theta, *source_, train_spec_, threads_);
 
   // Training episodes: drawn ahead by the prefetching stream, or inline (always inline with the
   // balanced assignment, whose task lists change every step). Same episodes either way.

@@ -61,6 +61,21 @@ TEST(MetatrainCuda, TrainsOnTheGpuAndAgreesWithTheCpu) {
   EXPECT_LT(rel_diff(params(gpu + "/latest.h5"), params(cpu + "/latest.h5")), 1e-3);
 }
 
+// debug.dump of a cuda run holds the GPU's gradients: they agree with the CPU's dump of the same
+// step (and so can be checked against JAX with tests/golden/check_dump.py).
+TEST(MetatrainCuda, DebugDumpOfTheGpuMatchesTheCpu) {
+  MT_NEED_GPU();
+  const std::string g = temp_dir("dump_gpu"), c = temp_dir("dump_cpu");
+  ASSERT_EQ(metatrain(small(g) + " steps=1 device=cuda debug.dump=" + g + "/d.h5").exit_code, 0);
+  ASSERT_EQ(metatrain(small(c) + " steps=1 device=cpu debug.dump=" + c + "/d.h5").exit_code, 0);
+  const h5::File fg = h5::File::open_read(g + "/d.h5"), fc = h5::File::open_read(c + "/d.h5");
+  for (int t = 0; t < 4; ++t)
+    for (const char* which : {"g_fo", "g_exact"}) {
+      const std::string path = "/tasks/" + std::to_string(t) + "/" + which;
+      EXPECT_LT(rel_diff(fg.read<float>(path), fc.read<float>(path)), 1e-3) << path;
+    }
+}
+
 TEST(MetatrainCuda, GraphsOnAndOffAndTwoRunsGiveTheSameBits) {
   MT_NEED_GPU();
   const std::string a = temp_dir("graphs_a"), b = temp_dir("graphs_b"), c = temp_dir("eager");
