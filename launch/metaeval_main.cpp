@@ -90,8 +90,6 @@ int main(int argc, char** argv) {
     const auto model = mt::make_model(cfg, source->image_shape());
     const mt::CheckpointState state = mt::read_checkpoint(args.checkpoint, model->layout());
     const int threads = mt::worker_threads(cfg);
-    const auto backend = mt::make_backend(cfg, *model, source->image_shape(), 0, threads);
-    mt::MetaEngine<float> engine(*backend, mt::inner_loop(cfg));
 
     const auto* store = dynamic_cast<const mt::EpisodeStore*>(source.get());
     const bool lake = store != nullptr && store->num_fixed_episodes() > 0;
@@ -104,6 +102,14 @@ int main(int argc, char** argv) {
                  "-way; evaluate a checkpoint trained with task.ways=", fixed.ways);
       shots = fixed.shots;
       queries = fixed.queries;
+    }
+    // The backend sized for the episodes evaluated (Lake's runs bring their own shots/queries).
+    mt::Config sized = cfg;
+    sized.task.shots = shots;
+    sized.task.queries = queries;
+    const auto backend = mt::make_backend(sized, *model, source->image_shape(), 0, threads);
+    mt::MetaEngine<float> engine(*backend, mt::inner_loop(cfg));
+    if (lake) {
       r = mt::evaluate(engine, state.params, static_cast<int>(store->num_fixed_episodes()),
                        cfg.inner.eval_steps, threads,
                        [&](int64_t e, mt::Episode<float>& ep) { store->fixed_episode(e, ep); });

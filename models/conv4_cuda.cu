@@ -6,6 +6,7 @@
 // after one eager warm-up per distinct call and replayed after that (cuda.graphs=false: eager).
 #include <cuda_runtime.h>
 
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -24,6 +25,13 @@
 namespace mt {
 
 namespace {
+
+// Destructors report a failing release instead of throwing.
+void log_failure(const char* call, cudaError_t e) {
+  if (e != cudaSuccess)
+    std::fprintf(stderr, "mt::Conv4Cuda: %s failed: %s (%s)\n", call, cudaGetErrorName(e),
+                 cudaGetErrorString(e));
+}
 
 // The executor of BatchedNet on the GPU: every pass enqueued on one stream.
 class CudaNetExec {
@@ -126,7 +134,7 @@ class PinnedBuffer {
     MT_CUDA_CHECK(e);
   }
   ~PinnedBuffer() {
-    if (data_) cudaFreeHost(data_);
+    if (data_) log_failure("cudaFreeHost", cudaFreeHost(data_));
   }
   PinnedBuffer(const PinnedBuffer&) = delete;
   PinnedBuffer& operator=(const PinnedBuffer&) = delete;
@@ -295,7 +303,7 @@ Conv4Cuda::Conv4Cuda(const Conv4Spec& spec, const CudaBackendOptions& o)
 Conv4Cuda::~Conv4Cuda() {
   nets_.clear();
   graphs_.reset();
-  if (stream_) cudaStreamDestroy(stream_);
+  if (stream_) log_failure("cudaStreamDestroy", cudaStreamDestroy(stream_));
 }
 
 std::string Conv4Cuda::describe() const {
