@@ -164,7 +164,10 @@ struct BatchedConv2dCuda::Impl {
   CublasHandle cublas;
   DeviceBuffer<char> cublas_workspace;
   DeviceBuffer<float> col, gy, R_gy;  // the GEMM form's workspace at max_n
-  detail::CudnnGroupedConv cudnn;
+  // The cuDNN form, or null when cuDNN offers no deterministic FMA-math algorithm for this
+  // geometry (then every pass uses the GEMM form and cudnn_missing says why).
+  std::unique_ptr<detail::CudnnGroupedConv> cudnn;
+  std::string cudnn_missing;
   ConvForm forms[kConvPassCount];
   float ms[kConvPassCount][2];  // tune()'s time per call: [pass][form], < 0 before tune()
   int tuned_n = 0;
@@ -175,10 +178,15 @@ struct BatchedConv2dCuda::Impl {
         cublas_workspace(kCublasWorkspaceBytes),
         col(geom.col_size(n_max)),
         gy(geom.out_size(n_max)),
-        R_gy(geom.out_size(n_max)),
-        cudnn(geom, n_max) {
+        R_gy(geom.out_size(n_max)) {
+    try {
+      cudnn = std::make_unique<detail::CudnnGroupedConv>(geom, n_max);
+    } catch (const Error& e) {
+      if (e.code() != ExitCode::kRuntime) throw;
+      cudnn_missing = e.what();
+    }
     for (int p = 0; p < kConvPassCount; ++p) {
-      forms[p] = ConvForm::kCudnnGrouped;
+      forms[p] = cudnn ? ConvForm::kCudnnGrouped : ConvForm::kGemm;
       ms[p][0] = ms[p][1] = -1.0f;
     }
   }
@@ -208,6 +216,8 @@ const BatchedConvGeom& BatchedConv2dCuda::geom() const { return impl_->g; }
 int BatchedConv2dCuda::max_n() const { return impl_->max_n; }
 
 void BatchedConv2dCuda::set_form(ConvPass pass, ConvForm form) {
+  MT_CHECK(form == ConvForm::kGemm || impl_->cudnn, "the cuDNN form is unavailable here: ",
+           impl_->cudnn_missing);
   impl_->forms[static_cast<int>(pass)] = form;
 }
 ConvForm BatchedConv2dCuda::form(ConvPass pass) const { return impl_->form(pass); }
@@ -218,7 +228,7 @@ void BatchedConv2dCuda::forward(int n, const float* W, const float* x, float* y,
   m.check_n(n);
   MT_CHECK(W && x && y, "batched conv forward: null device pointer");
   if (m.form(ConvPass::kForward) == ConvForm::kCudnnGrouped) {
-    m.cudnn.forward(n, W, x, y, 0.0f, stream);
+    m.cudnn->forward(n, W, x, y, 0.0f, stream);
   } else {
     CudaGemmExec ex = m.exec(stream);
     conv_gemm_forward(ex, m.g, n, W, x, y, m.workspace());
@@ -231,7 +241,7 @@ void BatchedConv2dCuda::backward_data(int n, const float* W, const float* dy, fl
   m.check_n(n);
   MT_CHECK(W && dy && dx, "batched conv backward data: null device pointer");
   if (m.form(ConvPass::kBackwardData) == ConvForm::kCudnnGrouped) {
-    m.cudnn.backward_data(n, W, dy, dx, 0.0f, stream);
+    m.cudnn->backward_data(n, W, dy, dx, 0.0f, stream);
   } else {
     CudaGemmExec ex = m.exec(stream);
     conv_gemm_backward_data(ex, m.g, n, W, dy, dx, m.workspace());
@@ -244,7 +254,7 @@ void BatchedConv2dCuda::backward_filter(int n, const float* x, const float* dy, 
   m.check_n(n);
   MT_CHECK(x && dy && dW, "batched conv backward filter: null device pointer");
   if (m.form(ConvPass::kBackwardFilter) == ConvForm::kCudnnGrouped) {
-    m.cudnn.backward_filter(n, x, dy, dW, 0.0f, stream);
+    m.cudnn->backward_filter(n, x, dy, dW, 0.0f, stream);
   } else {
     CudaGemmExec ex = m.exec(stream);
     conv_gemm_backward_filter(ex, m.g, n, x, dy, dW, m.workspace());
@@ -263,8 +273,8 @@ void BatchedConv2dCuda::r_forward(int n, const float* W, const float* R_W, const
   m.check_n(n);
   MT_CHECK(W && R_W && x && R_y, "batched conv r_forward: null device pointer");
   if (m.form(ConvPass::kRForward) == ConvForm::kCudnnGrouped) {
-    m.cudnn.forward(n, R_W, x, R_y, 0.0f, stream);
-    if (R_x) m.cudnn.forward(n, W, R_x, R_y, 1.0f, stream);
+    m.cudnn->forward(n, R_W, x, R_y, 0.0f, stream);
+    if (R_x) m.cudnn->forward(n, W, R_x, R_y, 1.0f, stream);
   } else {
     CudaGemmExec ex = m.exec(stream);
     conv_gemm_r_forward(ex, m.g, n, W, R_W, x, R_x, R_y, m.workspace());
@@ -278,11 +288,11 @@ void BatchedConv2dCuda::r_backward(int n, const float* W, const float* R_W, cons
   m.check_n(n);
   MT_CHECK(W && R_W && x && dy && R_dy && R_dW, "batched conv r_backward: null device pointer");
   if (m.form(ConvPass::kRBackward) == ConvForm::kCudnnGrouped) {
-    m.cudnn.backward_filter(n, x, R_dy, R_dW, 0.0f, stream);
-    if (R_x) m.cudnn.backward_filter(n, R_x, dy, R_dW, 1.0f, stream);
+    m.cudnn->backward_filter(n, x, R_dy, R_dW, 0.0f, stream);
+    if (R_x) m.cudnn->backward_filter(n, R_x, dy, R_dW, 1.0f, stream);
     if (R_dx) {
-      m.cudnn.backward_data(n, R_W, dy, R_dx, 0.0f, stream);
-      m.cudnn.backward_data(n, W, R_dy, R_dx, 1.0f, stream);
+      m.cudnn->backward_data(n, R_W, dy, R_dx, 0.0f, stream);
+      m.cudnn->backward_data(n, W, R_dy, R_dx, 1.0f, stream);
     }
   } else {
     CudaGemmExec ex = m.exec(stream);
@@ -334,7 +344,7 @@ void BatchedConv2dCuda::tune(int n, CUstream_st* stream, int repeats) {
   try {
     for (int p = 0; p < kConvPassCount; ++p) {
       const ConvPass pass = static_cast<ConvPass>(p);
-      for (int f = 0; f < 2; ++f) {
+      for (int f = m.cudnn ? 0 : 1; f < 2; ++f) {
         m.forms[p] = f == 0 ? ConvForm::kCudnnGrouped : ConvForm::kGemm;
         run(pass);  // warm-up
         MT_CUDA_CHECK(cudaEventRecord(start, stream));
@@ -345,7 +355,7 @@ void BatchedConv2dCuda::tune(int n, CUstream_st* stream, int repeats) {
         MT_CUDA_CHECK(cudaEventElapsedTime(&total, start, stop));
         m.ms[p][f] = total / repeats;
       }
-      m.forms[p] = m.ms[p][1] < m.ms[p][0] ? ConvForm::kGemm : ConvForm::kCudnnGrouped;
+      m.forms[p] = !m.cudnn || m.ms[p][1] < m.ms[p][0] ? ConvForm::kGemm : ConvForm::kCudnnGrouped;
     }
   } catch (...) {
     cudaEventDestroy(start);
@@ -366,12 +376,12 @@ std::string BatchedConv2dCuda::describe() const {
     << m.max_n << ":";
   for (int p = 0; p < kConvPassCount; ++p) {
     s << " " << conv_pass_name(static_cast<ConvPass>(p)) << "=" << conv_form_name(m.forms[p]);
-    if (m.ms[p][0] >= 0)
+    if (m.ms[p][1] >= 0)
       s << " (cudnn " << m.ms[p][0] << " ms, gemm " << m.ms[p][1] << " ms at n=" << m.tuned_n
         << ")";
     s << ";";
   }
-  s << " " << m.cudnn.describe();
+  s << " " << (m.cudnn ? m.cudnn->describe() : "cuDNN form unavailable: " + m.cudnn_missing);
   return s.str();
 }
 
