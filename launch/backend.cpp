@@ -26,6 +26,9 @@ std::unique_ptr<BatchedModel<float>> make_backend(const Config& cfg, const Model
   o.max_tasks = std::max(cfg.meta_batch, 1);  // a rank's share is at most the meta-batch
   o.max_examples = cfg.task.ways * std::max(cfg.task.shots, cfg.task.queries);
   o.graphs = cfg.cuda.graphs;
+  o.conv = cfg.cuda.conv == "gemm"    ? CudaBackendOptions::Conv::kGemm
+           : cfg.cuda.conv == "cudnn" ? CudaBackendOptions::Conv::kCudnn
+                                      : CudaBackendOptions::Conv::kAuto;
   return make_conv4_cuda(spec, o);
 }
 

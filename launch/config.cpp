@@ -142,6 +142,7 @@ constexpr Choice<Config::Device> kDevices[] = {{"cpu", Config::Device::kCpu},
                                                {"cuda", Config::Device::kCuda}};
 constexpr Choice<const char*> kModels[] = {{"conv4", "conv4"}};
 constexpr Choice<bool> kSwitches[] = {{"true", true}, {"false", false}};
+constexpr Choice<const char*> kConvForms[] = {{"auto", "auto"}, {"cudnn", "cudnn"}, {"gemm", "gemm"}};
 constexpr Choice<const char*> kBackends[] = {
     {"auto", "auto"}, {"single", "single"}, {"mpi", "mpi"}, {"nccl", "nccl"}};
 constexpr Choice<const char*> kBilevelProblems[] = {{"toy", "toy"}, {"hyperclean", "hyperclean"}};
@@ -328,6 +329,8 @@ const std::vector<Field>& schema() {
       choice("device", REF(device), kDevices, "compute device"),
       choice("cuda.graphs", REF(cuda.graphs), kSwitches,
              "replay CUDA Graphs of the inner and adjoint steps (false = eager launches)"),
+      choice("cuda.conv", REF(cuda.conv), kConvForms,
+             "convolution form: auto (timed at start-up), cudnn (grouped) or gemm"),
       text("log.jsonl", REF(log.jsonl), true, "metrics log file"),
       integer("log.every", REF(log.every), 1, "outer steps between metrics lines"),
       integer("log.bias_every", REF(log.bias_every), 0,

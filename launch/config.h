@@ -95,7 +95,8 @@ struct Config {
   };
   enum class Device { kCpu, kCuda };
   struct Cuda {
-    bool graphs = true;  // replay captured CUDA Graphs of the inner and adjoint steps
+    bool graphs = true;        // replay captured CUDA Graphs of the inner and adjoint steps
+    std::string conv = "auto";  // auto (timed at start-up) | cudnn | gemm
   };
 
   Algo algo = Algo::kMaml;

@@ -1,21 +1,21 @@
 // Task-batched kernels of the element-wise layers (DESIGN §3.2, §5.1): batch norm, ReLU, 2×2
 // max-pool, global mean-pool and softmax cross-entropy, four passes each, on T tasks at once.
-// Each MT_HD body below computes one output element, one per-(task, channel) reduction or one
-// softmax row; the CUDA kernels (batched_kernels_cuda.cu) and the host twins declared at the end
-// (batched_kernels_host.cpp) call the same bodies in the same decomposition, so CI can check the
-// GPU arithmetic against the CPU layers without a GPU. No CUDA header is included here.
+// Each MT_HD body below computes one output element, one per-(task, channel) block reduction or
+// one softmax row; the CUDA kernels (batched_kernels_cuda.cu) and the host twins declared at the
+// end (batched_kernels_host.cpp) call the same bodies in the same decomposition, so CI can check
+// the GPU arithmetic against the CPU layers without a GPU. No CUDA header is included here.
 //
 // Layout (fixed): activations [n, T·C, H, W] row-major, example i, task t, channel c, pixel p at
 // ((i·T + t)·C + c)·H·W + p, so one "batched channel" tc = t·C + c. Batch-norm γ, β and their
 // gradients are [T·C]. Logits and probabilities [n, T·K], row r = i·T + t; labels int32 [n·T].
-// Per-(task, channel) sums follow BatchNorm<T>'s CPU code: a sum in T over each example's H·W
-// values, accumulated in double across examples, then rounded to T.
+// Per-(task, channel) sums: one block of kBnReduceThreads lanes per channel (see "Batch norm").
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
 #include "core/host_device.h"
+#include "core/vec_ops_kernels.h"
 #include "models/batch_norm.h"
 
 namespace mt {
@@ -29,38 +29,84 @@ inline int64_t bn_work_size(int tasks, int C) {
 
 // ---------------------------------------------------------------------------------------------
 // Batch norm. TC = T·C batched channels; the values of channel tc are x[(i·TC + tc)·HW + p].
+//
+// Decomposition of every per-(task, channel) sum: one block of L = kBnReduceThreads lanes per
+// channel tc. Number the channel's n·HW values by j = i·HW + p; lane k accumulates, in double and
+// in increasing j, the terms of the values with j ≡ k (mod L) (a product term is formed in T
+// first, as the CPU layer forms it); lanes with k ≥ n·HW keep 0. The L partials are then combined
+// by the fixed pairwise tree of tree_reduce_step (core/vec_ops_kernels.h): for half = L/2, …, 1,
+// lane k < half adds partial k + half into partial k; partial 0 is the sum, rounded to T where
+// the CPU layer has a T. The same run, identical every time, on device and host.
+//
+// A reduction body is written once against a block policy B, which owns the partials:
+//   b.partials()      kBnSlots·L doubles; "slot" s is partials [s·L, (s+1)·L)
+//   b.sweep(f)        f(lane) for every lane, then a barrier
+//   b.tree(v, m)      the tree over the m slots from v (bn_tree_level); slot s's sum is v[s·L]
+//   b.lead()          true in exactly one lane: the one that writes the channel's results
+// The CUDA policy runs one thread per lane with __syncthreads (batched_kernels_cuda.cu); the host
+// twin's runs the lanes one after another (batched_kernels_host.cpp). Every phase of a body uses
+// fresh slots, so a lane never overwrites a partial another lane may still read.
+constexpr int kBnReduceThreads = 256;
+constexpr int kBnSlots = 7;  // the most a body uses: bn_r_backward_stats_block, 2 + 5
+static_assert((kBnReduceThreads & (kBnReduceThreads - 1)) == 0, "the tree needs a power of two");
 
 MT_HD inline int64_t bn_value_index(int TC, int HW, int64_t tc, int i, int p) {
   return (static_cast<int64_t>(i) * TC + tc) * HW + p;
 }
 MT_HD inline int64_t bn_channel_of(int TC, int HW, int64_t k) { return (k / HW) % TC; }
 
-// Reduction of channel tc: μ, then σ = sqrt(var + ε). Writes sigma[tc] and x − μ into xhat (the
-// element body divides by σ in place, which rounds exactly as the CPU's (x − μ)/σ).
-template <typename T>
-MT_HD inline void bn_forward_stats_body(int64_t tc, int n, int TC, int HW, const T* x, T* xhat,
-                                        T* sigma) {
-  const double N = static_cast<double>(n) * HW;
-  double total = 0;
-  for (int i = 0; i < n; ++i) {
-    T s = 0;
-    for (int p = 0; p < HW; ++p) s += x[bn_value_index(TC, HW, tc, i, p)];
-    total += s;
+// f(k) for the elements k of channel tc that lane `lane` owns, in increasing j = i·HW + p.
+template <typename F>
+MT_HD inline void bn_for_lane(int lane, int n, int TC, int HW, int64_t tc, F f) {
+  const int64_t count = static_cast<int64_t>(n) * HW;
+  const int di = kBnReduceThreads / HW, dp = kBnReduceThreads % HW;
+  int i = lane / HW, p = lane % HW;
+  for (int64_t j = lane; j < count; j += kBnReduceThreads) {
+    f(bn_value_index(TC, HW, tc, i, p));
+    i += di;
+    p += dp;
+    if (p >= HW) {
+      p -= HW;
+      ++i;
+    }
   }
-  const T mu = static_cast<T>(static_cast<T>(total) / N);
-  double total_sq = 0;
-  for (int i = 0; i < n; ++i) {
-    T s = 0;
-    for (int p = 0; p < HW; ++p) {
-      const int64_t k = bn_value_index(TC, HW, tc, i, p);
+}
+
+// One level of the tree on the m slots from v: lane < half adds partial lane + half.
+MT_HD inline void bn_tree_level(double* v, int m, int lane, int half) {
+  for (int s = 0; s < m; ++s) tree_reduce_step(v + s * kBnReduceThreads, lane, half);
+}
+
+// Statistics of channel tc: μ (slot 0: Σ x), then σ = sqrt(var + ε) (slot 1: Σ (x − μ)²). Writes
+// sigma[tc] and x − μ into xhat (the element body divides by σ in place, which rounds exactly as
+// the CPU's (x − μ)/σ).
+template <typename T, typename B>
+MT_HD inline void bn_forward_stats_block(B& b, int64_t tc, int n, int TC, int HW, const T* x,
+                                         T* xhat, T* sigma) {
+  constexpr int L = kBnReduceThreads;
+  const double N = static_cast<double>(n) * HW;
+  double* v = b.partials();
+  b.sweep([&](int lane) {
+    double s = 0;
+    bn_for_lane(lane, n, TC, HW, tc, [&](int64_t k) { s += x[k]; });
+    v[lane] = s;
+  });
+  b.tree(v, 1);
+  const T mu = static_cast<T>(static_cast<T>(v[0]) / N);
+  b.sweep([&](int lane) {
+    double s = 0;
+    bn_for_lane(lane, n, TC, HW, tc, [&](int64_t k) {
       const T d = x[k] - mu;
       xhat[k] = d;
       s += d * d;
-    }
-    total_sq += s;
+    });
+    v[L + lane] = s;
+  });
+  b.tree(v + L, 1);
+  if (b.lead()) {
+    const double var = static_cast<T>(v[L]) / N;
+    sigma[tc] = static_cast<T>(std::sqrt(var + BatchNorm<T>::kEps));
   }
-  const double var = static_cast<T>(total_sq) / N;
-  sigma[tc] = static_cast<T>(std::sqrt(var + BatchNorm<T>::kEps));
 }
 
 // Element k: x̂ = (x − μ)/σ (xhat holds x − μ on entry), y = γ x̂ + β.
@@ -73,23 +119,26 @@ MT_HD inline void bn_forward_body(int64_t k, int TC, int HW, const T* gamma, con
   y[k] = gamma[tc] * xh + beta[tc];
 }
 
-// Reduction of channel tc: dβ = Σ dy, dγ = Σ dy x̂.
-template <typename T>
-MT_HD inline void bn_backward_stats_body(int64_t tc, int n, int TC, int HW, const T* xhat,
-                                         const T* dy, T* dgamma, T* dbeta) {
-  double total_dy = 0, total_dy_xhat = 0;
-  for (int i = 0; i < n; ++i) {
-    T s_dy = 0, s_dy_xhat = 0;
-    for (int p = 0; p < HW; ++p) {
-      const int64_t k = bn_value_index(TC, HW, tc, i, p);
+// Reduction of channel tc: dβ = Σ dy (slot 0), dγ = Σ dy x̂ (slot 1).
+template <typename T, typename B>
+MT_HD inline void bn_backward_stats_block(B& b, int64_t tc, int n, int TC, int HW, const T* xhat,
+                                          const T* dy, T* dgamma, T* dbeta) {
+  constexpr int L = kBnReduceThreads;
+  double* v = b.partials();
+  b.sweep([&](int lane) {
+    double s_dy = 0, s_dy_xhat = 0;
+    bn_for_lane(lane, n, TC, HW, tc, [&](int64_t k) {
       s_dy += dy[k];
       s_dy_xhat += dy[k] * xhat[k];
-    }
-    total_dy += s_dy;
-    total_dy_xhat += s_dy_xhat;
+    });
+    v[lane] = s_dy;
+    v[L + lane] = s_dy_xhat;
+  });
+  b.tree(v, 2);
+  if (b.lead()) {
+    dgamma[tc] = static_cast<T>(v[L]);
+    dbeta[tc] = static_cast<T>(v[0]);
   }
-  dgamma[tc] = static_cast<T>(total_dy_xhat);
-  dbeta[tc] = static_cast<T>(total_dy);
 }
 
 // Element k: dx = (γ dy − mean(γ dy) − x̂ mean(γ dy x̂)) / σ, the means read from dγ, dβ.
@@ -104,25 +153,28 @@ MT_HD inline void bn_backward_dx_body(int64_t k, int n, int TC, int HW, const T*
   dx[k] = (g * dy[k] - mean_g - xhat[k] * mean_g_xhat) / sigma[tc];
 }
 
-// Reduction of channel tc for r_forward (R_x non-null): work[tc] = mean(R_x),
-// work[TC + tc] = mean(x̂ R_x).
-template <typename T>
-MT_HD inline void bn_r_forward_stats_body(int64_t tc, int n, int TC, int HW, const T* xhat,
-                                          const T* R_x, T* work) {
+// Reduction of channel tc for r_forward (R_x non-null): work[tc] = mean(R_x) (slot 0),
+// work[TC + tc] = mean(x̂ R_x) (slot 1).
+template <typename T, typename B>
+MT_HD inline void bn_r_forward_stats_block(B& b, int64_t tc, int n, int TC, int HW, const T* xhat,
+                                           const T* R_x, T* work) {
+  constexpr int L = kBnReduceThreads;
   const T N = static_cast<T>(n) * HW;
-  double total_rx = 0, total_xhat_rx = 0;
-  for (int i = 0; i < n; ++i) {
-    T s_rx = 0, s_xhat_rx = 0;
-    for (int p = 0; p < HW; ++p) {
-      const int64_t k = bn_value_index(TC, HW, tc, i, p);
+  double* v = b.partials();
+  b.sweep([&](int lane) {
+    double s_rx = 0, s_xhat_rx = 0;
+    bn_for_lane(lane, n, TC, HW, tc, [&](int64_t k) {
       s_rx += R_x[k];
       s_xhat_rx += xhat[k] * R_x[k];
-    }
-    total_rx += s_rx;
-    total_xhat_rx += s_xhat_rx;
+    });
+    v[lane] = s_rx;
+    v[L + lane] = s_xhat_rx;
+  });
+  b.tree(v, 2);
+  if (b.lead()) {
+    work[tc] = static_cast<T>(v[0]) / N;
+    work[TC + tc] = static_cast<T>(v[L]) / N;
   }
-  work[tc] = static_cast<T>(total_rx) / N;
-  work[TC + tc] = static_cast<T>(total_xhat_rx) / N;
 }
 
 // Element k: R_y = R_γ x̂ + γ R{x̂} + R_β, R{x̂} = (R_x − mean(R_x) − x̂ mean(x̂ R_x)) / σ
@@ -144,55 +196,59 @@ MT_HD inline T bn_r_xhat(int64_t k, const T* xhat, const T* R_x, T sigma, T mean
 
 // Reduction of channel tc for r_backward. Work slots (each [TC]): 0 mean(R_x), 1 s = mean(x̂ R_x),
 // 2 Σ dy, 3 Σ dy x̂, 4 Σ R_dy x̂, 5 Σ dy R{x̂}. Overwrites R_dγ[tc] = Σ(R_dy x̂ + dy R{x̂}) and
-// R_dβ[tc] = Σ R_dy. Two sweeps: the means that R{x̂} needs, then the five sums.
-template <typename T>
-MT_HD inline void bn_r_backward_stats_body(int64_t tc, int n, int TC, int HW, const T* xhat,
-                                           const T* sigma, const T* R_x, const T* dy, const T* R_dy,
-                                           T* R_dgamma, T* R_dbeta, T* work) {
+// R_dβ[tc] = Σ R_dy. Two sweeps: the means that R{x̂} needs (partial slots 0, 1; skipped when R_x
+// is null), then the five sums (partial slots 2..6: Σ dy, Σ dy x̂, Σ R_dy, Σ R_dy x̂, Σ dy R{x̂}).
+template <typename T, typename B>
+MT_HD inline void bn_r_backward_stats_block(B& b, int64_t tc, int n, int TC, int HW, const T* xhat,
+                                            const T* sigma, const T* R_x, const T* dy,
+                                            const T* R_dy, T* R_dgamma, T* R_dbeta, T* work) {
+  constexpr int L = kBnReduceThreads;
   const T N = static_cast<T>(n) * HW;
+  double* v = b.partials();
   T mean_rx = 0, s = 0;
   if (R_x) {
-    double total_rx = 0, total_xhat_rx = 0;
-    for (int i = 0; i < n; ++i) {
-      T a = 0, b = 0;
-      for (int p = 0; p < HW; ++p) {
-        const int64_t k = bn_value_index(TC, HW, tc, i, p);
+    b.sweep([&](int lane) {
+      double a = 0, c = 0;
+      bn_for_lane(lane, n, TC, HW, tc, [&](int64_t k) {
         a += R_x[k];
-        b += xhat[k] * R_x[k];
-      }
-      total_rx += a;
-      total_xhat_rx += b;
-    }
-    mean_rx = static_cast<T>(total_rx) / N;
-    s = static_cast<T>(total_xhat_rx) / N;
+        c += xhat[k] * R_x[k];
+      });
+      v[lane] = a;
+      v[L + lane] = c;
+    });
+    b.tree(v, 2);
+    mean_rx = static_cast<T>(v[0]) / N;
+    s = static_cast<T>(v[L]) / N;
   }
   const T s_c = sigma[tc];
-  double t_dy = 0, t_dy_xhat = 0, t_rdy = 0, t_rdy_xhat = 0, t_dy_rxhat = 0;
-  for (int i = 0; i < n; ++i) {
-    T a = 0, b = 0, c = 0, d = 0, e = 0;
-    for (int p = 0; p < HW; ++p) {
-      const int64_t k = bn_value_index(TC, HW, tc, i, p);
+  double* w = v + 2 * L;
+  b.sweep([&](int lane) {
+    double a = 0, c = 0, d = 0, e = 0, f = 0;
+    bn_for_lane(lane, n, TC, HW, tc, [&](int64_t k) {
       a += dy[k];
-      b += dy[k] * xhat[k];
-      c += R_dy[k];
-      d += R_dy[k] * xhat[k];
-      e += dy[k] * bn_r_xhat(k, xhat, R_x, s_c, mean_rx, s);
-    }
-    t_dy += a;
-    t_dy_xhat += b;
-    t_rdy += c;
-    t_rdy_xhat += d;
-    t_dy_rxhat += e;
+      c += dy[k] * xhat[k];
+      d += R_dy[k];
+      e += R_dy[k] * xhat[k];
+      f += dy[k] * bn_r_xhat(k, xhat, R_x, s_c, mean_rx, s);
+    });
+    w[lane] = a;
+    w[L + lane] = c;
+    w[2 * L + lane] = d;
+    w[3 * L + lane] = e;
+    w[4 * L + lane] = f;
+  });
+  b.tree(w, 5);
+  if (b.lead()) {
+    const T sum_rdy_xhat = static_cast<T>(w[3 * L]), sum_dy_rxhat = static_cast<T>(w[4 * L]);
+    R_dgamma[tc] = sum_rdy_xhat + sum_dy_rxhat;
+    R_dbeta[tc] = static_cast<T>(w[2 * L]);
+    work[tc] = mean_rx;
+    work[TC + tc] = s;
+    work[2 * TC + tc] = static_cast<T>(w[0]);
+    work[3 * TC + tc] = static_cast<T>(w[L]);
+    work[4 * TC + tc] = sum_rdy_xhat;
+    work[5 * TC + tc] = sum_dy_rxhat;
   }
-  const T sum_rdy_xhat = static_cast<T>(t_rdy_xhat), sum_dy_rxhat = static_cast<T>(t_dy_rxhat);
-  R_dgamma[tc] = sum_rdy_xhat + sum_dy_rxhat;
-  R_dbeta[tc] = static_cast<T>(t_rdy);
-  work[tc] = mean_rx;
-  work[TC + tc] = s;
-  work[2 * TC + tc] = static_cast<T>(t_dy);
-  work[3 * TC + tc] = static_cast<T>(t_dy_xhat);
-  work[4 * TC + tc] = sum_rdy_xhat;
-  work[5 * TC + tc] = sum_dy_rxhat;
 }
 
 // Element k of R{dx} = −(s/σ) dx + (R{g} − mean(R{g}) − R{x̂} mean(g x̂) − x̂ mean(R{g} x̂ +
@@ -362,7 +418,8 @@ MT_HD inline void softmax_r_backward_row_body(int64_t row, int n, int K, const T
 
 // ---------------------------------------------------------------------------------------------
 // Host twins (batched_kernels_host.cpp, T = float, double): the decomposition of the CUDA
-// launchers (batched_kernels_cuda.h) run as serial loops. Every named output is OVERWRITTEN;
+// launchers (batched_kernels_cuda.h) run as serial loops (a batch-norm reduction block as its
+// lanes one after another, then the same tree). Every named output is OVERWRITTEN;
 // an optional output may be null and is then not written; a null R_x means zero.
 
 // x, y, xhat [n, T·C, H·W]; gamma, beta, sigma [T·C]. Overwrites y, xhat, sigma (xhat holds

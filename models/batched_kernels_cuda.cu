@@ -1,8 +1,10 @@
 // CUDA kernels of the task-batched element-wise layers (models/batched_kernels_cuda.h). Every
-// kernel is a grid-stride loop calling one MT_HD body of batched_kernels.h. First version: each
-// per-(task, channel) reduction of batch norm and each task's softmax loss is a SERIAL loop in
-// one thread (no block reduction), exactly the decomposition of the host twins
-// (batched_kernels_host.cpp); only FMA contraction and the device's exp/log may differ.
+// element kernel is a grid-stride loop calling one MT_HD body of batched_kernels.h. Each
+// per-(task, channel) reduction of batch norm is one block of kBnReduceThreads threads per channel
+// (thread k = lane k: a strided partial in double, then the fixed shared-memory tree; see
+// batched_kernels.h), and each task's softmax loss is a serial loop in one thread (n·K values).
+// The host twins (batched_kernels_host.cpp) run exactly this decomposition; only FMA contraction
+// and the device's exp/log may differ.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -18,7 +20,7 @@ namespace mt {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kReduceThreads = 64;  // reductions have few outputs (T·C): spread them over SMs
+constexpr int kTaskThreads = 64;  // the softmax loss has few outputs (T): spread them over SMs
 
 int blocks_for(int64_t count, int threads) {
   return static_cast<int>(std::min<int64_t>((count + threads - 1) / threads, 65535));
@@ -30,10 +32,35 @@ __device__ inline int64_t grid_start() {
 __device__ inline int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 // ---- batch norm ----
+// The block policy of batched_kernels.h on the device: thread threadIdx.x is the lane; the
+// partials live in shared memory. Launched with exactly kBnReduceThreads threads per block.
+class DeviceBlock {
+ public:
+  __device__ explicit DeviceBlock(double* partials) : partials_(partials) {}
+  __device__ double* partials() const { return partials_; }
+  template <typename F>
+  __device__ void sweep(F f) const {
+    f(static_cast<int>(threadIdx.x));
+    __syncthreads();
+  }
+  __device__ void tree(double* v, int m) const {
+    for (int half = kBnReduceThreads / 2; half > 0; half /= 2) {
+      bn_tree_level(v, m, static_cast<int>(threadIdx.x), half);
+      __syncthreads();
+    }
+  }
+  __device__ bool lead() const { return threadIdx.x == 0; }
+
+ private:
+  double* partials_;
+};
+
+// Block tc reduces channel tc.
 __global__ void bn_forward_stats_kernel(int n, int TC, int HW, const float* x, float* xhat,
                                         float* sigma) {
-  for (int64_t tc = grid_start(); tc < TC; tc += grid_stride())
-    bn_forward_stats_body(tc, n, TC, HW, x, xhat, sigma);
+  __shared__ double partials[kBnSlots * kBnReduceThreads];
+  DeviceBlock b(partials);
+  bn_forward_stats_block(b, blockIdx.x, n, TC, HW, x, xhat, sigma);
 }
 __global__ void bn_forward_kernel(int64_t count, int TC, int HW, const float* gamma,
                                   const float* beta, const float* sigma, float* xhat, float* y) {
@@ -42,8 +69,9 @@ __global__ void bn_forward_kernel(int64_t count, int TC, int HW, const float* ga
 }
 __global__ void bn_backward_stats_kernel(int n, int TC, int HW, const float* xhat, const float* dy,
                                          float* dgamma, float* dbeta) {
-  for (int64_t tc = grid_start(); tc < TC; tc += grid_stride())
-    bn_backward_stats_body(tc, n, TC, HW, xhat, dy, dgamma, dbeta);
+  __shared__ double partials[kBnSlots * kBnReduceThreads];
+  DeviceBlock b(partials);
+  bn_backward_stats_block(b, blockIdx.x, n, TC, HW, xhat, dy, dgamma, dbeta);
 }
 __global__ void bn_backward_dx_kernel(int64_t count, int n, int TC, int HW, const float* gamma,
                                       const float* xhat, const float* sigma, const float* dy,
@@ -53,8 +81,9 @@ __global__ void bn_backward_dx_kernel(int64_t count, int n, int TC, int HW, cons
 }
 __global__ void bn_r_forward_stats_kernel(int n, int TC, int HW, const float* xhat,
                                           const float* R_x, float* work) {
-  for (int64_t tc = grid_start(); tc < TC; tc += grid_stride())
-    bn_r_forward_stats_body(tc, n, TC, HW, xhat, R_x, work);
+  __shared__ double partials[kBnSlots * kBnReduceThreads];
+  DeviceBlock b(partials);
+  bn_r_forward_stats_block(b, blockIdx.x, n, TC, HW, xhat, R_x, work);
 }
 __global__ void bn_r_forward_kernel(int64_t count, int TC, int HW, const float* gamma,
                                     const float* R_gamma, const float* R_beta, const float* xhat,
@@ -67,8 +96,10 @@ __global__ void bn_r_backward_stats_kernel(int n, int TC, int HW, const float* x
                                            const float* sigma, const float* R_x, const float* dy,
                                            const float* R_dy, float* R_dgamma, float* R_dbeta,
                                            float* work) {
-  for (int64_t tc = grid_start(); tc < TC; tc += grid_stride())
-    bn_r_backward_stats_body(tc, n, TC, HW, xhat, sigma, R_x, dy, R_dy, R_dgamma, R_dbeta, work);
+  __shared__ double partials[kBnSlots * kBnReduceThreads];
+  DeviceBlock b(partials);
+  bn_r_backward_stats_block(b, blockIdx.x, n, TC, HW, xhat, sigma, R_x, dy, R_dy, R_dgamma, R_dbeta,
+                            work);
 }
 __global__ void bn_r_backward_dx_kernel(int64_t count, int n, int TC, int HW, const float* gamma,
                                         const float* R_gamma, const float* xhat, const float* sigma,
@@ -154,6 +185,12 @@ void check_sizes(int n, int tasks, int C, int HW) {
       MT_CUDA_CHECK_LAUNCH();                                                      \
     }                                                                              \
   } while (0)
+// Launches a batch-norm reduction: one block of kBnReduceThreads threads per channel, TC ≥ 1.
+#define MT_LAUNCH_BN_STATS(kernel, TC, stream, ...)             \
+  do {                                                          \
+    kernel<<<(TC), kBnReduceThreads, 0, stream>>>(__VA_ARGS__); \
+    MT_CUDA_CHECK_LAUNCH();                                     \
+  } while (0)
 
 void bn_forward_cuda(int n, int tasks, int C, int HW, const float* x, const float* gamma,
                      const float* beta, float* y, float* xhat, float* sigma, CUstream_st* stream) {
@@ -161,7 +198,7 @@ void bn_forward_cuda(int n, int tasks, int C, int HW, const float* x, const floa
   MT_CHECK(n >= 1, "batch norm needs at least one example");
   const int TC = tasks * C;
   const int64_t count = count_of(n, tasks, C, HW);
-  MT_LAUNCH(bn_forward_stats_kernel, TC, kReduceThreads, stream, n, TC, HW, x, xhat, sigma);
+  MT_LAUNCH_BN_STATS(bn_forward_stats_kernel, TC, stream, n, TC, HW, x, xhat, sigma);
   MT_LAUNCH(bn_forward_kernel, count, kThreads, stream, count, TC, HW, gamma, beta, sigma, xhat, y);
 }
 
@@ -171,8 +208,7 @@ void bn_backward_cuda(int n, int tasks, int C, int HW, const float* gamma, const
   check_sizes(n, tasks, C, HW);
   const int TC = tasks * C;
   const int64_t count = count_of(n, tasks, C, HW);
-  MT_LAUNCH(bn_backward_stats_kernel, TC, kReduceThreads, stream, n, TC, HW, xhat, dy, dgamma,
-            dbeta);
+  MT_LAUNCH_BN_STATS(bn_backward_stats_kernel, TC, stream, n, TC, HW, xhat, dy, dgamma, dbeta);
   if (dx)
     MT_LAUNCH(bn_backward_dx_kernel, count, kThreads, stream, count, n, TC, HW, gamma, xhat, sigma,
               dy, dgamma, dbeta, dx);
@@ -184,8 +220,7 @@ void bn_r_forward_cuda(int n, int tasks, int C, int HW, const float* gamma, cons
   check_sizes(n, tasks, C, HW);
   const int TC = tasks * C;
   const int64_t count = count_of(n, tasks, C, HW);
-  if (R_x)
-    MT_LAUNCH(bn_r_forward_stats_kernel, TC, kReduceThreads, stream, n, TC, HW, xhat, R_x, work);
+  if (R_x) MT_LAUNCH_BN_STATS(bn_r_forward_stats_kernel, TC, stream, n, TC, HW, xhat, R_x, work);
   MT_LAUNCH(bn_r_forward_kernel, count, kThreads, stream, count, TC, HW, gamma, R_gamma, R_beta,
             xhat, sigma, R_x, work, R_y);
 }
@@ -197,8 +232,8 @@ void bn_r_backward_cuda(int n, int tasks, int C, int HW, const float* gamma, con
   check_sizes(n, tasks, C, HW);
   const int TC = tasks * C;
   const int64_t count = count_of(n, tasks, C, HW);
-  MT_LAUNCH(bn_r_backward_stats_kernel, TC, kReduceThreads, stream, n, TC, HW, xhat, sigma, R_x, dy,
-            R_dy, R_dgamma, R_dbeta, work);
+  MT_LAUNCH_BN_STATS(bn_r_backward_stats_kernel, TC, stream, n, TC, HW, xhat, sigma, R_x, dy, R_dy,
+                     R_dgamma, R_dbeta, work);
   if (R_dx)
     MT_LAUNCH(bn_r_backward_dx_kernel, count, kThreads, stream, count, n, TC, HW, gamma, R_gamma,
               xhat, sigma, R_x, dy, R_dy, R_dbeta, work, R_dx);
@@ -276,8 +311,8 @@ void mean_pool_r_backward_cuda(int n, int tasks, int C, int HW, const float* R_d
 void softmax_xent_forward_cuda(int n, int tasks, int K, const float* z, const int32_t* labels,
                                float* prob, float* loss, int32_t* correct, CUstream_st* stream) {
   check_sizes(n, tasks, K, 1);
-  MT_LAUNCH(softmax_forward_kernel, tasks, kReduceThreads, stream, n, tasks, K, z, labels, prob,
-            loss, correct);
+  MT_LAUNCH(softmax_forward_kernel, tasks, kTaskThreads, stream, n, tasks, K, z, labels, prob, loss,
+            correct);
 }
 void softmax_xent_backward_cuda(int n, int tasks, int K, const float* prob, const int32_t* labels,
                                 float* dz, CUstream_st* stream) {
@@ -293,5 +328,6 @@ void softmax_xent_r_backward_cuda(int n, int tasks, int K, const float* prob, co
 }
 
 #undef MT_LAUNCH
+#undef MT_LAUNCH_BN_STATS
 
 }  // namespace mt

@@ -1,6 +1,8 @@
 // Host twins of the task-batched CUDA kernels (models/batched_kernels.h): each launcher of
 // batched_kernels_cuda.cu as a serial loop over the same index ranges, calling the same MT_HD
-// bodies in the same order of kernels, so that CPU tests judge the GPU's arithmetic.
+// bodies in the same order of kernels, so that CPU tests judge the GPU's arithmetic. A batch-norm
+// reduction block (one per channel on the device) runs its kBnReduceThreads lanes one after
+// another through HostBlock, then the same tree levels.
 #include "models/batched_kernels.h"
 
 namespace mt {
@@ -14,13 +16,41 @@ void for_each_index(int64_t count, F f) {
 int64_t count_of(int n, int tasks, int C, int HW) {
   return static_cast<int64_t>(n) * tasks * C * HW;
 }
+
+// The block policy of batched_kernels.h for one reduction block run serially: a sweep calls every
+// lane in order (that the lanes write disjoint partials makes this equal to the device's
+// concurrent sweep), a tree level runs every lane < half before the next level.
+class HostBlock {
+ public:
+  double* partials() { return partials_; }
+  template <typename F>
+  void sweep(F f) {
+    for (int lane = 0; lane < kBnReduceThreads; ++lane) f(lane);
+  }
+  void tree(double* v, int m) {
+    for (int half = kBnReduceThreads / 2; half > 0; half /= 2)
+      for (int lane = 0; lane < half; ++lane) bn_tree_level(v, m, lane, half);
+  }
+  bool lead() const { return true; }
+
+ private:
+  double partials_[kBnSlots * kBnReduceThreads];
+};
+
+// The host counterpart of a one-block-per-channel kernel: body(block, tc) for tc in [0, TC).
+template <typename F>
+void for_each_block(int TC, F body) {
+  HostBlock block;
+  for (int tc = 0; tc < TC; ++tc) body(block, tc);
+}
 }  // namespace
 
 template <typename T>
 void bn_forward_host(int n, int tasks, int C, int HW, const T* x, const T* gamma, const T* beta,
                      T* y, T* xhat, T* sigma) {
   const int TC = tasks * C;
-  for_each_index(TC, [&](int64_t tc) { bn_forward_stats_body(tc, n, TC, HW, x, xhat, sigma); });
+  for_each_block(
+      TC, [&](HostBlock& b, int tc) { bn_forward_stats_block(b, tc, n, TC, HW, x, xhat, sigma); });
   for_each_index(count_of(n, tasks, C, HW),
                  [&](int64_t k) { bn_forward_body(k, TC, HW, gamma, beta, sigma, xhat, y); });
 }
@@ -29,8 +59,9 @@ template <typename T>
 void bn_backward_host(int n, int tasks, int C, int HW, const T* gamma, const T* xhat,
                       const T* sigma, const T* dy, T* dx, T* dgamma, T* dbeta) {
   const int TC = tasks * C;
-  for_each_index(
-      TC, [&](int64_t tc) { bn_backward_stats_body(tc, n, TC, HW, xhat, dy, dgamma, dbeta); });
+  for_each_block(TC, [&](HostBlock& b, int tc) {
+    bn_backward_stats_block(b, tc, n, TC, HW, xhat, dy, dgamma, dbeta);
+  });
   if (!dx) return;
   for_each_index(count_of(n, tasks, C, HW), [&](int64_t k) {
     bn_backward_dx_body(k, n, TC, HW, gamma, xhat, sigma, dy, dgamma, dbeta, dx);
@@ -43,8 +74,9 @@ void bn_r_forward_host(int n, int tasks, int C, int HW, const T* gamma, const T*
                        T* work) {
   const int TC = tasks * C;
   if (R_x)
-    for_each_index(TC,
-                   [&](int64_t tc) { bn_r_forward_stats_body(tc, n, TC, HW, xhat, R_x, work); });
+    for_each_block(TC, [&](HostBlock& b, int tc) {
+      bn_r_forward_stats_block(b, tc, n, TC, HW, xhat, R_x, work);
+    });
   for_each_index(count_of(n, tasks, C, HW), [&](int64_t k) {
     bn_r_forward_body(k, TC, HW, gamma, R_gamma, R_beta, xhat, sigma, R_x, work, R_y);
   });
@@ -55,8 +87,9 @@ void bn_r_backward_host(int n, int tasks, int C, int HW, const T* gamma, const T
                         const T* xhat, const T* sigma, const T* R_x, const T* dy, const T* R_dy,
                         T* R_dx, T* R_dgamma, T* R_dbeta, T* work) {
   const int TC = tasks * C;
-  for_each_index(TC, [&](int64_t tc) {
-    bn_r_backward_stats_body(tc, n, TC, HW, xhat, sigma, R_x, dy, R_dy, R_dgamma, R_dbeta, work);
+  for_each_block(TC, [&](HostBlock& b, int tc) {
+    bn_r_backward_stats_block(b, tc, n, TC, HW, xhat, sigma, R_x, dy, R_dy, R_dgamma, R_dbeta,
+                              work);
   });
   if (!R_dx) return;
   for_each_index(count_of(n, tasks, C, HW), [&](int64_t k) {

@@ -36,13 +36,20 @@ void log_failure(const char* call, cudaError_t e) {
 // The executor of BatchedNet on the GPU: every pass enqueued on one stream.
 class CudaNetExec {
  public:
-  CudaNetExec(const std::vector<NetLayer>& plan, int tasks, int max_n, cudaStream_t stream)
+  CudaNetExec(const std::vector<NetLayer>& plan, int tasks, int max_n,
+              CudaBackendOptions::Conv conv, cudaStream_t stream)
       : stream_(stream), conv_(plan.size()), head_(plan.size()) {
     for (size_t l = 0; l < plan.size(); ++l) {
       const NetLayer& L = plan[l];
       if (L.kind == NetLayer::kConv) {
         conv_[l] = std::make_unique<BatchedConv2dCuda>(L.in, L.out.c, L.stride, tasks, max_n);
-        conv_[l]->tune(max_n, stream);  // before any capture: it allocates and synchronises
+        if (conv == CudaBackendOptions::Conv::kAuto)
+          conv_[l]->tune(max_n, stream);  // before any capture: it allocates and synchronises
+        else
+          for (int p = 0; p < kConvPassCount; ++p)
+            conv_[l]->set_form(static_cast<ConvPass>(p), conv == CudaBackendOptions::Conv::kGemm
+                                                             ? ConvForm::kGemm
+                                                             : ConvForm::kCudnnGrouped);
       } else if (L.kind == NetLayer::kLinear) {
         head_[l] = std::make_unique<BatchedLinearCuda>(static_cast<int>(L.in.size()), L.out.c,
                                                        tasks, max_n);
@@ -245,8 +252,9 @@ class Conv4Cuda final : public BatchedModel<float> {
     CudaNetExec exec;
     BatchedNet<float, CudaNetExec> net;
     PerTasks(const std::vector<NetLayer>& plan, const ParamLayout& layout, int tasks, int classes,
-             int max_n, const NetBuffers<float>& buf, cudaStream_t stream)
-        : exec(plan, tasks, max_n, stream), net(plan, layout, tasks, classes, exec, buf) {}
+             int max_n, CudaBackendOptions::Conv conv, const NetBuffers<float>& buf,
+             cudaStream_t stream)
+        : exec(plan, tasks, max_n, conv, stream), net(plan, layout, tasks, classes, exec, buf) {}
   };
   PerTasks& for_tasks(int tasks);
   // Runs enqueue() eagerly the first time a call is seen, as a captured graph afterwards.
@@ -323,7 +331,7 @@ Conv4Cuda::PerTasks& Conv4Cuda::for_tasks(int tasks) {
   auto& p = nets_[tasks];
   if (!p)
     p = std::make_unique<PerTasks>(plan_, net_->layout(), tasks, spec_.ways, o_.max_examples,
-                                   buffers_, stream_);
+                                   o_.conv, buffers_, stream_);
   return *p;
 }
 

@@ -15,6 +15,10 @@ struct CudaBackendOptions {
   int max_tasks = 1;        // most tasks per call (the rank's share of the meta-batch)
   int max_examples = 1;     // most examples per task in one call (support or query)
   bool graphs = true;       // replay captured CUDA Graphs of the inner and adjoint steps
+  // Convolution form of every pass: kAuto times both at start-up and keeps the faster per layer
+  // and pass (the pick can differ between runs when the timings are close, and with it the
+  // rounding); a fixed form makes reruns bit-identical.
+  enum class Conv { kAuto, kCudnn, kGemm } conv = Conv::kAuto;
 };
 
 // Throws UsageError (exit 2) naming `device` in a build without CUDA or without a usable GPU,

@@ -1,13 +1,18 @@
 // Host twins of the task-batched kernels (models/batched_kernels.h) against the CPU layers run
 // task by task on each task's slice of the [n, T·C, H, W] batch: every pass of batch norm, ReLU,
-// max-pool, mean-pool and softmax cross-entropy, the optional-null cases included.
+// max-pool, mean-pool and softmax cross-entropy, the optional-null cases included. Batch norm
+// runs at sizes where n·H·W is below, equal to and above kBnReduceThreads (empty lanes, one value
+// per lane, strided lanes with a ragged last round), with H·W above it and with H·W = 1; and its
+// sums are checked bit for bit against an independent run of the documented block decomposition.
 //
 // Tolerances. float64: both sides evaluate the same formulas; they differ only in summation
-// order (the CPU's `omp simd` reductions) and FMA contraction, so agreement is ~1e-15 relative;
-// we require 1e-12 relative to max(1, max |reference|). float32 (host twin float vs CPU float):
-// the same differences at float rounding, 2^-24 ≈ 6e-8 per operation, amplified by the
-// cancellations in batch norm's R-backward (terms of size |R{g}|/σ cancel to the result) and
-// summed over n·H·W ≤ 45 values: we require 2e-5 relative to max(1, max |reference|).
+// order (the CPU's `omp simd` reductions in T per example vs the twin's strided lanes in double
+// and tree) and FMA contraction, so agreement is ~1e-15 relative; we require 1e-12 relative to
+// max(1, max |reference|). float32 (host twin float vs CPU float): the CPU sums each example's
+// H·W ≤ 323 values in float (relative error ≲ √(H·W)·2^-24 ≈ 1e-6 typical), the twin in double;
+// elementwise the same differences at 2^-24 ≈ 6e-8 per operation, amplified by the cancellations
+// in batch norm's R-backward (terms of size |R{g}|/σ cancel to the result): we require 2e-5
+// relative to max(1, max |reference|).
 // Integer outputs (argmax index, correct counts) must match exactly. Tasks get different
 // inputs and parameters, so any index bug that mixes tasks fails by O(1).
 #include "models/batched_kernels.h"
@@ -200,6 +205,107 @@ void check_batch_norm(BnSizes z, uint64_t seed) {
 TEST(BatchedKernels, BatchNormDouble) { check_batch_norm<double>({5, 3, 2, 3, 3}, 1); }
 TEST(BatchedKernels, BatchNormNoSpatialDouble) { check_batch_norm<double>({4, 3, 4, 1, 1}, 2); }
 TEST(BatchedKernels, BatchNormFloat) { check_batch_norm<float>({5, 3, 2, 3, 3}, 3); }
+
+// The sizes around the block of kBnReduceThreads = 256 lanes (n·H·W per channel in comments).
+static_assert(kBnReduceThreads == 256, "the sizes below are chosen for 256 lanes");
+TEST(BatchedKernels, BatchNormFewerValuesThanLanesDouble) {
+  check_batch_norm<double>({3, 2, 2, 5, 7}, 31);  // 105: lanes 105..255 stay empty
+}
+TEST(BatchedKernels, BatchNormOneValuePerLaneDouble) {
+  check_batch_norm<double>({4, 2, 2, 8, 8}, 32);  // 256
+}
+TEST(BatchedKernels, BatchNormStridedLanesDouble) {
+  check_batch_norm<double>({5, 2, 2, 9, 11}, 33);  // 495: lanes < 239 take two values, the rest one
+}
+TEST(BatchedKernels, BatchNormStridedLanesFloat) { check_batch_norm<float>({5, 2, 2, 9, 11}, 34); }
+TEST(BatchedKernels, BatchNormWideImageDouble) {
+  check_batch_norm<double>({3, 2, 2, 17, 19}, 35);  // 969, H·W = 323 > 256: a lane's stride stays
+}  // inside an example or crosses one boundary
+TEST(BatchedKernels, BatchNormManyExamplesNoSpatialDouble) {
+  check_batch_norm<double>({300, 2, 2, 1, 1}, 36);  // 300 with H·W = 1: a stride of 256 examples
+}
+
+// The documented decomposition of a channel sum over values v[j], j = i·HW + p: lane k adds the
+// v[j] with j ≡ k (mod L) in increasing j, in double; then for half = L/2, …, 1 lane k < half adds
+// lane k + half. Written here from the description, independently of batched_kernels.h.
+double documented_block_sum(const std::vector<double>& v) {
+  const int L = kBnReduceThreads;
+  std::vector<double> lanes(L, 0.0);
+  for (size_t j = 0; j < v.size(); ++j) lanes[j % L] += v[j];
+  for (int half = L / 2; half >= 1; half /= 2)
+    for (int k = 0; k < half; ++k) lanes[k] += lanes[k + half];
+  return lanes[0];
+}
+
+// Channel values that make the order of additions visible, [n, TC, HW]: full mantissas spread
+// over 2^±10 with random signs, and in every channel ±2^70 at j = 0 and j = 128 (lanes 0 and
+// 128, which the tree's first level pairs). The documented order cancels the two exactly and loses
+// only the values that share their lanes; left to right, or a tree pairing neighbours, absorbs
+// a hundred values into 2^70 (its ulp is 2^18) — which the test confirms.
+std::vector<double> order_revealing(int n, int TC, int HW, Rng& rng) {
+  std::vector<double> v(static_cast<size_t>(n) * TC * HW);
+  for (double& e : v)
+    e = std::ldexp(rng.uniform(1, 2), static_cast<int>(rng.below(21)) - 10) *
+        (rng.below(2) ? 1 : -1);
+  for (int tc = 0; tc < TC; ++tc)
+    for (int j : {0, 128})
+      v[(static_cast<size_t>(j / HW) * TC + tc) * HW + j % HW] =
+          std::ldexp(j == 0 ? 1.0 : -1.0, 70);
+  return v;
+}
+
+// dβ = Σ dy (bn_backward) and R{dβ} = Σ R_dy (bn_r_backward, with and without R_x) are single
+// sums rounded nowhere else, so in float64 they must equal the documented decomposition bit for
+// bit: this pins the stride, the order within a lane and the tree's pairing, which the
+// comparisons with the CPU layers (any order passes) cannot see.
+TEST(BatchedKernels, BatchNormSumsFollowTheBlockDecomposition) {
+  const int n = 5, tasks = 2, C = 2, HW = 9 * 11, TC = tasks * C;  // 495 values per channel
+  const size_t count = static_cast<size_t>(n) * TC * HW;
+  Rng rng(37, 0, 0, Stream::kTest);
+  const std::vector<double> xhat = uniform<double>(count, rng, -2, 2);
+  const std::vector<double> R_x = uniform<double>(count, rng, -1, 1);
+  const std::vector<double> sigma = uniform<double>(TC, rng, 0.5, 2);
+  const std::vector<double> gamma = uniform<double>(TC, rng, 0.5, 1.5);
+  const std::vector<double> R_gamma = uniform<double>(TC, rng, -1, 1);
+  const std::vector<double> dy = order_revealing(n, TC, HW, rng);
+  const std::vector<double> R_dy = order_revealing(n, TC, HW, rng);
+
+  std::vector<double> dgamma(TC), dbeta(TC), R_dg(TC), R_db(TC), R_db0(TC);
+  std::vector<double> work(bn_work_size(tasks, C));
+  bn_backward_host(n, tasks, C, HW, gamma.data(), xhat.data(), sigma.data(), dy.data(),
+                   static_cast<double*>(nullptr), dgamma.data(), dbeta.data());
+  bn_r_backward_host(n, tasks, C, HW, gamma.data(), R_gamma.data(), xhat.data(), sigma.data(),
+                     R_x.data(), dy.data(), R_dy.data(), static_cast<double*>(nullptr), R_dg.data(),
+                     R_db.data(), work.data());
+  bn_r_backward_host(n, tasks, C, HW, gamma.data(), R_gamma.data(), xhat.data(), sigma.data(),
+                     static_cast<const double*>(nullptr), dy.data(), R_dy.data(),
+                     static_cast<double*>(nullptr), R_dg.data(), R_db0.data(), work.data());
+
+  for (int tc = 0; tc < TC; ++tc) {
+    SCOPED_TRACE("channel " + std::to_string(tc));
+    std::vector<double> dy_c, R_dy_c;  // the channel's values in j order
+    for (int i = 0; i < n; ++i)
+      for (int p = 0; p < HW; ++p) {
+        dy_c.push_back(dy[(static_cast<size_t>(i) * TC + tc) * HW + p]);
+        R_dy_c.push_back(R_dy[(static_cast<size_t>(i) * TC + tc) * HW + p]);
+      }
+    const double want = documented_block_sum(dy_c), want_r = documented_block_sum(R_dy_c);
+    // The data discriminates: left to right and a neighbour-pairing tree give other bits.
+    double serial = 0;
+    for (double e : dy_c) serial += e;
+    EXPECT_NE(serial, want) << "inputs too tame to pin the order";
+    std::vector<double> lanes(kBnReduceThreads, 0.0);
+    for (size_t j = 0; j < dy_c.size(); ++j) lanes[j % kBnReduceThreads] += dy_c[j];
+    for (int width = 1; width < kBnReduceThreads; width *= 2)
+      for (int k = 0; k < kBnReduceThreads; k += 2 * width) lanes[k] += lanes[k + width];
+    EXPECT_NE(lanes[0], want) << "inputs too tame to pin the tree";
+
+    EXPECT_EQ(dbeta[tc], want);
+    EXPECT_EQ(work[2 * TC + tc], want) << "work slot 2 (Σ dy) of r_backward";
+    EXPECT_EQ(R_db[tc], want_r);
+    EXPECT_EQ(R_db0[tc], want_r) << "R_x = null";
+  }
+}
 
 template <typename T>
 void check_relu(uint64_t seed) {

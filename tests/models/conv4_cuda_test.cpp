@@ -45,11 +45,14 @@ struct Fixture {
     theta.resize(net->layout().total());
     net->init(theta.data(), 2);
   }
-  std::unique_ptr<BatchedModel<float>> cuda(int tasks, bool graphs = true) const {
+  std::unique_ptr<BatchedModel<float>> cuda(
+      int tasks, bool graphs = true,
+      CudaBackendOptions::Conv conv = CudaBackendOptions::Conv::kAuto) const {
     CudaBackendOptions o;
     o.max_tasks = tasks;
     o.max_examples = 5 * spec.ways;
     o.graphs = graphs;
+    o.conv = conv;
     return make_conv4_cuda(spec, o);
   }
 };
@@ -152,7 +155,8 @@ TEST(Conv4Cuda, UfomStepMatchesTheCpu) {
   expect_step_matches(Algo::kUfom, 0.3, {TrajectoryMode::kStore, 1}, 5);
 }
 
-// Graphs and eager launches give the same bits; a batch of 4 tasks agrees with 4 batches of one.
+// With a fixed convolution form, graphs and eager launches give the same bits; a batch of 4
+// tasks agrees with 4 batches of one; the two forms agree to float32 tolerance.
 TEST(Conv4Cuda, GraphsEqualEagerAndBatchedEqualsOneByOne) {
   MT_NEED_GPU();
   const int T = 4;
@@ -161,14 +165,19 @@ TEST(Conv4Cuda, GraphsEqualEagerAndBatchedEqualsOneByOne) {
   inner.steps = 3;
   inner.lr = 0.4;
   const std::vector<int64_t> tasks = {0, 1, 2, 3};
-  auto graphs = s.cuda(T, true), eager = s.cuda(T, false), one = s.cuda(1);
-  const MetaStepSums<float> g = step(*graphs, s, inner, Algo::kMaml, 1, tasks);
-  const MetaStepSums<float> g2 = step(*graphs, s, inner, Algo::kMaml, 1, tasks);  // replays
-  const MetaStepSums<float> e = step(*eager, s, inner, Algo::kMaml, 1, tasks);
-  EXPECT_EQ(g.grad, g2.grad);
-  EXPECT_EQ(g.grad, e.grad);
-  const MetaStepSums<float> o = step(*one, s, inner, Algo::kMaml, 1, tasks);  // chunks of 1
-  EXPECT_LT(rel_max_err(o.grad, g.grad), kStepTol);
+  std::vector<float> by_form[2];
+  for (auto conv : {CudaBackendOptions::Conv::kCudnn, CudaBackendOptions::Conv::kGemm}) {
+    auto graphs = s.cuda(T, true, conv), eager = s.cuda(T, false, conv), one = s.cuda(1, true, conv);
+    const MetaStepSums<float> g = step(*graphs, s, inner, Algo::kMaml, 1, tasks);
+    const MetaStepSums<float> g2 = step(*graphs, s, inner, Algo::kMaml, 1, tasks);  // replays
+    const MetaStepSums<float> e = step(*eager, s, inner, Algo::kMaml, 1, tasks);
+    EXPECT_EQ(g.grad, g2.grad);
+    EXPECT_EQ(g.grad, e.grad);
+    const MetaStepSums<float> o = step(*one, s, inner, Algo::kMaml, 1, tasks);  // chunks of 1
+    EXPECT_LT(rel_max_err(o.grad, g.grad), kStepTol);
+    by_form[conv == CudaBackendOptions::Conv::kGemm] = g.grad;
+  }
+  EXPECT_LT(rel_max_err(by_form[1], by_form[0]), kStepTol);
 }
 
 TEST(Conv4Cuda, TooLargeABatchIsAnErrorWithTheBytesAndAHint) {
