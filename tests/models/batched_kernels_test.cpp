@@ -259,7 +259,7 @@ std::vector<double> order_revealing(int n, int TC, int HW, Rng& rng) {
 // bit: this pins the stride, the order within a lane and the tree's pairing, which the
 // comparisons with the CPU layers (any order passes) cannot see.
 TEST(BatchedKernels, BatchNormSumsFollowTheBlockDecomposition) {
-  const int n = 5, tasks = 2, C = 2, HW = 9 * 11, TC = tasks * C;  // 495 values per channel
+  const int n = 8, tasks = 2, C = 2, HW = 9 * 11, TC = tasks * C;  // 792: 3 or 4 per lane
   const size_t count = static_cast<size_t>(n) * TC * HW;
   Rng rng(37, 0, 0, Stream::kTest);
   const std::vector<double> xhat = uniform<double>(count, rng, -2, 2);
