@@ -1,13 +1,27 @@
 // The host implementation of VecOps (core/vec_ops.h): plain loops over host memory, each
 // element computed in the same form as the per-task code the engine replaced.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
+#include "core/cpu_kernels.h"
 #include "core/vec_ops.h"
 
 namespace mt {
 
 namespace {
+
+// The element-wise loops, compiled per instruction set and picked at run time (virtual
+// functions cannot be multi-versioned themselves). y + a·x is one fused multiply-add, spelled
+// out: the rounding of the device kernels (core/vec_ops_kernels.h) on every CPU.
+template <typename T>
+MT_DISPATCH_CLONES void axpy_loop(int64_t n, T a, const T* x, T* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);
+}
+template <typename T>
+MT_DISPATCH_CLONES void combine_loop(int64_t n, T a, const T* x, T b, const T* y, T* z) {
+  for (int64_t i = 0; i < n; ++i) z[i] = std::fma(a, x[i], b * y[i]);
+}
 
 template <typename T>
 class HostVecOps final : public VecOps<T> {
@@ -23,11 +37,9 @@ class HostVecOps final : public VecOps<T> {
   void copy(int64_t n, const T* x, T* y) const override {
     if (n > 0 && x != y) std::memcpy(y, x, static_cast<size_t>(n) * sizeof(T));
   }
-  void axpy(int64_t n, T a, const T* x, T* y) const override {
-    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-  }
+  void axpy(int64_t n, T a, const T* x, T* y) const override { axpy_loop(n, a, x, y); }
   void combine(int64_t n, T a, const T* x, T b, const T* y, T* z) const override {
-    for (int64_t i = 0; i < n; ++i) z[i] = a * x[i] + b * y[i];
+    combine_loop(n, a, x, b, y, z);
   }
   void sub(int64_t n, const T* x, const T* y, T* z) const override {
     for (int64_t i = 0; i < n; ++i) z[i] = x[i] - y[i];

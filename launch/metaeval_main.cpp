@@ -9,6 +9,7 @@
 #include "core/blas.h"
 #include "core/check.h"
 #include "core/checkpoint.h"
+#include "core/cpu_kernels.h"
 #include "core/hdf5.h"
 #include "data/episode_store.h"
 #include "launch/backend.h"
@@ -75,6 +76,7 @@ int main(int argc, char** argv) {
       usage();
       return 0;
     }
+    mt::print_cpu_kernels_line();
     const Args args = parse(argc, argv);
     std::string trained_yaml;
     {

@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "core/check.h"
+#include "core/cpu_kernels.h"
 #include "launch/config.h"
 #include "launch/exit_codes.h"
 #include "launch/trainer.h"
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
       usage();
       return 0;
     }
+    mt::print_cpu_kernels_line();
     const mt::Config cfg = mt::config_from_args(argc, argv);
     mt::train(cfg);
     return 0;

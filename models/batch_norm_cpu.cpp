@@ -6,14 +6,17 @@
 //   R{g} = R_γ dy + γ R{dy};  R{dγ} = Σ(R{dy} x̂ + dy R{x̂});  R{dβ} = Σ R{dy}.
 #include <cmath>
 
+#include "core/cpu_kernels.h"
 #include "models/batch_norm.h"
 
 namespace mt {
 
 namespace {
+// The channel loops below carry every pass; each is compiled per instruction set and picked at
+// run time (MT_DISPATCH_CLONES), with f inlined into it.
 // Calls f(index) for every value of channel c in an [m, C, HW] tensor.
 template <typename F>
-void for_channel(int m, int C, int HW, int c, F f) {
+MT_DISPATCH_CLONES void for_channel(int m, int C, int HW, int c, F f) {
   for (int i = 0; i < m; ++i) {
     const int64_t base = (static_cast<int64_t>(i) * C + c) * HW;
     for (int p = 0; p < HW; ++p) f(base + p);
@@ -23,7 +26,7 @@ void for_channel(int m, int C, int HW, int c, F f) {
 // Σ of f(index) over channel c: vectorised in T along each example's h·w values, then
 // accumulated in double across examples.
 template <typename T, typename F>
-T channel_sum(int m, int C, int HW, int c, F f) {
+MT_DISPATCH_CLONES T channel_sum(int m, int C, int HW, int c, F f) {
   double total = 0;
   for (int i = 0; i < m; ++i) {
     const int64_t base = (static_cast<int64_t>(i) * C + c) * HW;

@@ -1,10 +1,15 @@
 // 3×3 convolution, padding 1, stride 1 or 2, no bias (every conv in our nets is followed by
 // batch norm, whose β makes a bias redundant). Weight layout OIHW: [out_c, in_c, 3, 3].
-// CPU: im2col + one GEMM per pass over the whole batch; forward saves the batch's im2col
-// matrix in the context ([in_c*9, m*out_h*out_w]) for backward and the R-passes.
+// CPU float: oneDNN convolutions (models/conv2d_dnnl.h) on the NCHW / OIHW buffers themselves;
+// forward saves nothing (the later passes read x). CPU double, the reference: im2col + one GEMM
+// per pass over the whole batch; forward saves the batch's im2col matrix in the context
+// ([in_c*9, m*out_h*out_w]) for backward and the R-passes.
+// R-passes: R_y = conv(x, R_W) + conv(R_x, W); R_dx = convᵀ(dy, R_W) + convᵀ(R_dy, W);
+// R_dW = corr(x, R_dy) + corr(R_x, dy).
 #pragma once
 
 #include "core/layer.h"
+#include "models/conv2d_dnnl.h"
 
 namespace mt {
 
@@ -37,6 +42,7 @@ class Conv2d : public Layer<T> {
   // The batch: [m,c,h,w] <-> [c*9, m*out_h*out_w], example i in columns [i*P, (i+1)*P).
   void im2col_batch(int m, const T* x, T* col) const;
   void col2im_batch(int m, const T* col, T* x) const;
+  dnnl_conv::Geometry geometry() const;
   int64_t col_size() const { return static_cast<int64_t>(in_.c) * 9 * out_.h * out_.w; }
 
   Shape in_, out_;

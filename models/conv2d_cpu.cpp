@@ -1,10 +1,13 @@
-// CPU kernels of Conv2d (models/conv2d.h): im2col + GEMM, float and double.
+// CPU passes of Conv2d (models/conv2d.h): float on oneDNN (models/conv2d_dnnl.h); double on
+// im2col + GEMM, the reference the float path is tested against.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "core/blas.h"
 #include "core/check.h"
 #include "models/conv2d.h"
+#include "models/conv2d_dnnl.h"
 
 namespace mt {
 
@@ -107,6 +110,9 @@ void Conv2d<T>::col2im_batch(int m, const T* col, T* x) const {
 }
 
 namespace {
+template <typename T>
+constexpr bool kOnDnnl = std::is_same_v<T, float>;
+
 // [m, F, P] (NCHW) <-> [F, m·P] (the GEMM layout: one row per channel over all examples).
 template <typename T>
 void to_gemm_layout(int m, int F, int64_t P, const T* src, T* dst) {
@@ -125,7 +131,17 @@ void from_gemm_layout(int m, int F, int64_t P, const T* src, T* dst) {
 }  // namespace
 
 template <typename T>
+dnnl_conv::Geometry Conv2d<T>::geometry() const {
+  return {in_.c, in_.h, in_.w, out_.c, out_.h, out_.w, stride_};
+}
+
+template <typename T>
 void Conv2d<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>& ctx) const {
+  if constexpr (kOnDnnl<T>) {
+    (void)ctx;  // the later passes read x itself
+    dnnl_conv::forward(geometry(), m, W, x, y, false);
+    return;
+  }
   const int F = out_.c, K = in_.c * 9;
   const int64_t N = static_cast<int64_t>(m) * out_.h * out_.w;
   ensure_size(ctx.saved, static_cast<size_t>(m) * col_size());
@@ -138,7 +154,11 @@ void Conv2d<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>& ct
 template <typename T>
 void Conv2d<T>::backward(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy,
                          T* dx, T* dW) const {
-  (void)x;
+  if constexpr (kOnDnnl<T>) {
+    dnnl_conv::backward_weights(geometry(), m, x, dy, dW, false);
+    if (dx) dnnl_conv::backward_data(geometry(), m, W, dy, dx, false);
+    return;
+  }
   const int F = out_.c, K = in_.c * 9;
   const int64_t N = static_cast<int64_t>(m) * out_.h * out_.w;
   T* dY = scratch<T>(0, F * N).data();
@@ -154,7 +174,11 @@ void Conv2d<T>::backward(int m, const T* W, const T* x, const LayerContext<T>& c
 template <typename T>
 void Conv2d<T>::r_forward(int m, const T* W, const T* R_W, const T* x, const T* R_x,
                           const LayerContext<T>& ctx, T* R_y) const {
-  (void)x;
+  if constexpr (kOnDnnl<T>) {
+    dnnl_conv::forward(geometry(), m, R_W, x, R_y, false);
+    if (R_x) dnnl_conv::forward(geometry(), m, W, R_x, R_y, true);
+    return;
+  }
   const int F = out_.c, K = in_.c * 9;
   const int64_t N = static_cast<int64_t>(m) * out_.h * out_.w;
   T* RY = scratch<T>(0, F * N).data();
@@ -171,7 +195,16 @@ template <typename T>
 void Conv2d<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const T* R_x,
                            const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx,
                            T* R_dW) const {
-  (void)x;
+  if constexpr (kOnDnnl<T>) {
+    // R{dW} = corr(x, R{dy}) + corr(R_x, dy); R{dx} = convᵀ(dy, R_W) + convᵀ(R{dy}, W).
+    dnnl_conv::backward_weights(geometry(), m, x, R_dy, R_dW, false);
+    if (R_x) dnnl_conv::backward_weights(geometry(), m, R_x, dy, R_dW, true);
+    if (R_dx) {
+      dnnl_conv::backward_data(geometry(), m, R_W, dy, R_dx, false);
+      dnnl_conv::backward_data(geometry(), m, W, R_dy, R_dx, true);
+    }
+    return;
+  }
   const int F = out_.c, K = in_.c * 9;
   const int64_t P = out_.h * out_.w, N = m * P;
   T* dY = scratch<T>(0, F * N).data();

@@ -1,12 +1,24 @@
 // CPU kernels of Relu (models/relu.h).
+#include <algorithm>
+
+#include "core/cpu_kernels.h"
 #include "models/relu.h"
 
 namespace mt {
 
+namespace {
+// out[k] = in[k] where x[k] > 0, else 0: every pass of ReLU, compiled per instruction set and
+// picked at run time (virtual functions cannot be multi-versioned themselves).
+template <typename T>
+MT_DISPATCH_CLONES void pass_where_positive(int64_t n, const T* x, const T* in, T* out) {
+  for (int64_t k = 0; k < n; ++k) out[k] = x[k] > T(0) ? in[k] : T(0);
+}
+}  // namespace
+
 template <typename T>
 void Relu<T>::forward(int m, const T*, const T* x, T* y, LayerContext<T>&) const {
   const int64_t n = m * shape_.size();
-  for (int64_t k = 0; k < n; ++k) y[k] = x[k] > T(0) ? x[k] : T(0);
+  pass_where_positive(n, x, x, y);
 }
 
 template <typename T>
@@ -14,14 +26,17 @@ void Relu<T>::backward(int m, const T*, const T* x, const LayerContext<T>&, cons
                        T*) const {
   if (!dx) return;
   const int64_t n = m * shape_.size();
-  for (int64_t k = 0; k < n; ++k) dx[k] = x[k] > T(0) ? dy[k] : T(0);
+  pass_where_positive(n, x, dy, dx);
 }
 
 template <typename T>
 void Relu<T>::r_forward(int m, const T*, const T*, const T* x, const T* R_x, const LayerContext<T>&,
                         T* R_y) const {
   const int64_t n = m * shape_.size();
-  for (int64_t k = 0; k < n; ++k) R_y[k] = (R_x && x[k] > T(0)) ? R_x[k] : T(0);
+  if (R_x)
+    pass_where_positive(n, x, R_x, R_y);
+  else
+    std::fill(R_y, R_y + n, T(0));
 }
 
 template <typename T>
@@ -29,7 +44,7 @@ void Relu<T>::r_backward(int m, const T*, const T*, const T* x, const T*, const 
                          const T*, const T* R_dy, T* R_dx, T*) const {
   if (!R_dx) return;
   const int64_t n = m * shape_.size();
-  for (int64_t k = 0; k < n; ++k) R_dx[k] = x[k] > T(0) ? R_dy[k] : T(0);
+  pass_where_positive(n, x, R_dy, R_dx);
 }
 
 template class Relu<float>;

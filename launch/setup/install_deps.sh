@@ -3,7 +3,7 @@
 # The CUDA toolkit, cuDNN and NCCL are not installed here: when nvcc is on PATH or under
 # /usr/local/cuda the build picks CUDA up, otherwise it builds the CPU backend only.
 set -euo pipefail
-packages=(cmake ninja-build g++ pkg-config libopenblas-dev libhdf5-dev libyaml-cpp-dev
+packages=(cmake ninja-build g++ pkg-config libopenblas-dev libdnnl-dev libhdf5-dev libyaml-cpp-dev
           libgtest-dev openmpi-bin libopenmpi-dev libpng-dev zlib1g-dev libjpeg-dev clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do

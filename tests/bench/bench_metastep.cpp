@@ -17,6 +17,7 @@
 
 #include "core/batched_model_cpu.h"
 #include "core/blas.h"
+#include "core/cpu_kernels.h"
 #include "core/device.h"
 #include "core/meta_step.h"
 #include "core/optimizer.h"
@@ -115,6 +116,7 @@ int run(int argc, char** argv) {
     return 2;
   }
   const bool cuda = device == "cuda";
+  mt::print_cpu_kernels_line();
   mt::blas_use_single_thread();
   const double peak = cuda ? 0.0 : sgemm_peak_gflops(threads);
 
@@ -188,10 +190,11 @@ int run(int argc, char** argv) {
       "\"trajectory\": \"%s\", \"r\": %d, \"B\": %d, \"sec_per_iter\": %.4f, "
       "\"tasks_per_s\": %.2f, \"peak_rss_mb\": %.1f, \"peak_mem_bytes\": %.0f, "
       "\"gemm_gflops\": %.1f, \"sgemm_peak_gflops\": %.1f, \"peak_fraction\": %.3f, "
-      "\"exact_tasks_per_iter\": %.2f, \"params\": %lld, \"threads\": %d}\n",
+      "\"exact_tasks_per_iter\": %.2f, \"params\": %lld, \"threads\": %d, \"blas_core\": \"%s\"}\n",
       device.c_str(), dataset.c_str(), algo.c_str(), trajectory.c_str(), r, B, med, B / med,
       ru.ru_maxrss / 1024.0, cuda ? device_mb * 1048576.0 : ru.ru_maxrss * 1024.0, gflops, peak,
-      cuda ? 0.0 : gflops / peak, exact / iters, static_cast<long long>(d), threads);
+      cuda ? 0.0 : gflops / peak, exact / iters, static_cast<long long>(d), threads,
+      mt::blas_core_name().c_str());
   return 0;
 }
 

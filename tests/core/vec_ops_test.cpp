@@ -81,11 +81,12 @@ TYPED_TEST(HostVecOpsTest, ElementWiseOpsMatchReferenceLoops) {
 
   std::vector<T> got = y, want = y;
   ops.axpy(n, a, x.data(), got.data());
-  for (int64_t i = 0; i < n; ++i) want[i] += a * x[i];
+  // y + a·x and a·x + b·y round once, as on the device (core/vec_ops_kernels.h).
+  for (int64_t i = 0; i < n; ++i) want[i] = std::fma(a, x[i], want[i]);
   expect_same_bits(got, want, "axpy");
 
   ops.combine(n, a, x.data(), b, y.data(), got.data());
-  for (int64_t i = 0; i < n; ++i) want[i] = a * x[i] + b * y[i];
+  for (int64_t i = 0; i < n; ++i) want[i] = std::fma(a, x[i], b * y[i]);
   expect_same_bits(got, want, "combine");
   got = x;  // z aliasing x
   ops.combine(n, a, got.data(), b, y.data(), got.data());

@@ -1,0 +1,286 @@
+// oneDNN implementation of models/conv2d_dnnl.h. Each thread owns an engine, a stream, a cache
+// of primitives with their memory objects (only the data handles change per call) and the
+// scratch for blocked layouts, so threads share nothing. oneDNN runs one thread per call.
+#include "models/conv2d_dnnl.h"
+
+#include <omp.h>
+
+#include <oneapi/dnnl/dnnl.hpp>
+#include <set>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "core/blas.h"
+#include "core/check.h"
+#include "core/layer.h"
+
+namespace mt::dnnl_conv {
+
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+
+enum class Pass : int { kForward, kBackwardData, kBackwardWeights };
+const char* pass_name(Pass p) {
+  switch (p) {
+    case Pass::kForward: return "fwd";
+    case Pass::kBackwardData: return "bwd_d";
+    case Pass::kBackwardWeights: return "bwd_w";
+  }
+  return "?";
+}
+
+struct Key {
+  Geometry g;
+  int m;
+  Pass pass;
+  bool accumulate;
+  bool operator==(const Key& o) const {
+    return g.in_c == o.g.in_c && g.in_h == o.g.in_h && g.in_w == o.g.in_w &&
+           g.out_c == o.g.out_c && g.stride == o.g.stride && m == o.m && pass == o.pass &&
+           accumulate == o.accumulate;
+  }
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    size_t h = 0;
+    for (int v : {k.g.in_c, k.g.in_h, k.g.in_w, k.g.out_c, k.g.stride, k.m,
+                  static_cast<int>(k.pass), static_cast<int>(k.accumulate)})
+      h = h * 1000003u + static_cast<size_t>(v);
+    return h;
+  }
+};
+
+// Blocked layouts (nChw16c & co.) pay for their reorders from 16 channels in and out on: about
+// 1.6–3.5× over the plain-layout GEMM form per pass, reorders included, for 64 → 64 channels
+// at 3..14 px; with 1 input channel the plain form is faster and needs no reorders.
+bool use_blocked(const Geometry& g) { return g.in_c >= 16 && g.out_c >= 16; }
+
+// One pass: the convolution on its own layouts ("inner"), reorders from the caller's plain
+// buffers into them, and from its output back (adding when accumulating). Slots: 0 and 1 the
+// inputs, 2 the output. Inner buffers needing reorders live in the thread's scratch.
+struct Entry {
+  dnnl::primitive conv;
+  int args[3];
+  memory user[3], inner[3];
+  bool reorder[3] = {false, false, false};
+  dnnl::primitive to_inner[2], to_user;
+  bool sum_post_op = false;  // accumulation done by the convolution itself (plain forward)
+};
+
+struct ThreadState {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  std::unordered_map<Key, Entry, KeyHash> cache;
+  std::vector<float> scratch[3];  // grow-only, shared by this thread's entries
+  std::set<std::string> impls;
+  int64_t created = 0;
+};
+
+ThreadState& state() {
+  thread_local ThreadState s;
+  return s;
+}
+
+// oneDNN's OpenMP runtime takes its thread count from omp_get_max_threads() when a primitive
+// is built and when it runs. Inside an active parallel region it runs serially anyway, but a
+// one-thread team (threads = 1) is not active, and a caller outside any region would get every
+// core: so the calling task's thread count is 1 for the duration of each call (this ICV is per
+// task, so other threads are unaffected) and restored afterwards.
+class OneThread {
+ public:
+  OneThread() : prev_(omp_get_max_threads()) { omp_set_num_threads(1); }
+  ~OneThread() { omp_set_num_threads(prev_); }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+
+ private:
+  int prev_;
+};
+
+struct Descs {
+  memory::desc src, weights, dst;
+  memory::dims strides, pad_l, pad_r;
+};
+
+Descs descs(const Geometry& g, int m, bool any) {
+  const memory::dim s = g.stride;
+  // Right/bottom padding that makes the output exactly out_h × out_w (0 or 1).
+  const memory::dim pr_h = (g.out_h - 1) * s + 3 - g.in_h - 1;
+  const memory::dim pr_w = (g.out_w - 1) * s + 3 - g.in_w - 1;
+  const auto act = any ? Tag::any : Tag::nchw;
+  return {memory::desc({m, g.in_c, g.in_h, g.in_w}, memory::data_type::f32, act),
+          memory::desc({g.out_c, g.in_c, 3, 3}, memory::data_type::f32,
+                       any ? Tag::any : Tag::oihw),
+          memory::desc({m, g.out_c, g.out_h, g.out_w}, memory::data_type::f32, act),
+          {s, s},
+          {1, 1},
+          {pr_h, pr_w}};
+}
+
+dnnl::primitive_attr strict_attr() {
+  dnnl::primitive_attr attr;
+  attr.set_fpmath_mode(dnnl::fpmath_mode::strict);  // plain fp32, no bf16/f16 down-conversion
+  return attr;
+}
+
+dnnl::convolution_forward::primitive_desc forward_pd(const Descs& d, const dnnl::engine& eng,
+                                                     bool sum) {
+  dnnl::primitive_attr attr = strict_attr();
+  if (sum) {
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+  }
+  dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training,
+                                       dnnl::algorithm::convolution_direct, d.src, d.weights,
+                                       d.dst, d.strides, d.pad_l, d.pad_r);
+  return {desc, attr, eng};
+}
+
+Entry build(ThreadState& st, const Key& k) {
+  const bool blocked = use_blocked(k.g);
+  const Descs plain = descs(k.g, k.m, false), d = descs(k.g, k.m, blocked);
+  const dnnl::engine& eng = st.engine;
+  Entry e;
+  std::string impl;
+  memory::desc user_md[3], inner_md[3];
+  switch (k.pass) {
+    case Pass::kForward: {
+      e.sum_post_op = k.accumulate && !blocked;
+      auto pd = forward_pd(d, eng, e.sum_post_op);
+      e.conv = dnnl::convolution_forward(pd);
+      impl = pd.impl_info_str();
+      e.args[0] = DNNL_ARG_SRC, e.args[1] = DNNL_ARG_WEIGHTS, e.args[2] = DNNL_ARG_DST;
+      user_md[0] = plain.src, user_md[1] = plain.weights, user_md[2] = plain.dst;
+      inner_md[0] = pd.src_desc(), inner_md[1] = pd.weights_desc(), inner_md[2] = pd.dst_desc();
+      break;
+    }
+    case Pass::kBackwardData: {
+      dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, d.src,
+                                                 d.weights, d.dst, d.strides, d.pad_l, d.pad_r);
+      dnnl::convolution_backward_data::primitive_desc pd(desc, strict_attr(), eng,
+                                                         forward_pd(d, eng, false));
+      e.conv = dnnl::convolution_backward_data(pd);
+      impl = pd.impl_info_str();
+      e.args[0] = DNNL_ARG_DIFF_DST, e.args[1] = DNNL_ARG_WEIGHTS, e.args[2] = DNNL_ARG_DIFF_SRC;
+      user_md[0] = plain.dst, user_md[1] = plain.weights, user_md[2] = plain.src;
+      inner_md[0] = pd.diff_dst_desc(), inner_md[1] = pd.weights_desc();
+      inner_md[2] = pd.diff_src_desc();
+      break;
+    }
+    case Pass::kBackwardWeights: {
+      dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, d.src,
+                                                    d.weights, d.dst, d.strides, d.pad_l,
+                                                    d.pad_r);
+      dnnl::convolution_backward_weights::primitive_desc pd(desc, strict_attr(), eng,
+                                                            forward_pd(d, eng, false));
+      e.conv = dnnl::convolution_backward_weights(pd);
+      impl = pd.impl_info_str();
+      e.args[0] = DNNL_ARG_SRC, e.args[1] = DNNL_ARG_DIFF_DST, e.args[2] = DNNL_ARG_DIFF_WEIGHTS;
+      user_md[0] = plain.src, user_md[1] = plain.dst, user_md[2] = plain.weights;
+      inner_md[0] = pd.src_desc(), inner_md[1] = pd.diff_dst_desc();
+      inner_md[2] = pd.diff_weights_desc();
+      break;
+    }
+  }
+  for (int i = 0; i < 3; ++i) {
+    e.user[i] = memory(user_md[i], eng, DNNL_MEMORY_NONE);
+    e.reorder[i] = inner_md[i] != user_md[i] || (i == 2 && k.accumulate && !e.sum_post_op);
+    e.inner[i] = e.reorder[i] ? memory(inner_md[i], eng, DNNL_MEMORY_NONE) : e.user[i];
+  }
+  for (int i = 0; i < 2; ++i)
+    if (e.reorder[i])
+      e.to_inner[i] = dnnl::reorder(dnnl::reorder::primitive_desc(e.user[i], e.inner[i]));
+  if (e.reorder[2]) {
+    dnnl::primitive_attr attr = strict_attr();
+    if (k.accumulate) {
+      dnnl::post_ops ops;
+      ops.append_sum(1.0f);  // user += inner
+      attr.set_post_ops(ops);
+    }
+    e.to_user = dnnl::reorder(dnnl::reorder::primitive_desc(e.inner[2], e.user[2], attr));
+  }
+  st.impls.insert(std::string(pass_name(k.pass)) + "=" + impl);
+  ++st.created;
+  return e;
+}
+
+// Runs pass k reading a and b and writing c (slots 0, 1, 2 of Entry).
+void run(const Key& k, const float* a, const float* b, float* c) {
+  MT_CHECK(k.m >= 1, "conv batch size must be >= 1, got ", k.m);
+  OneThread one;
+  ThreadState& st = state();
+  auto it = st.cache.find(k);
+  if (it == st.cache.end()) {
+    try {
+      it = st.cache.emplace(k, build(st, k)).first;
+    } catch (const dnnl::error& err) {
+      MT_CHECK(false, "oneDNN could not build the ", pass_name(k.pass), " convolution for [",
+               k.m, ",", k.g.in_c, ",", k.g.in_h, ",", k.g.in_w, "] -> ", k.g.out_c,
+               " channels, stride ", k.g.stride, ": ", err.what());
+    }
+  }
+  Entry& e = it->second;
+  e.user[0].set_data_handle(const_cast<float*>(a));
+  e.user[1].set_data_handle(const_cast<float*>(b));
+  e.user[2].set_data_handle(c);
+  for (int i = 0; i < 3; ++i)
+    if (e.reorder[i]) {
+      const size_t n = e.inner[i].get_desc().get_size() / sizeof(float);
+      ensure_size(st.scratch[i], n);
+      e.inner[i].set_data_handle(st.scratch[i].data());
+    }
+  for (int i = 0; i < 2; ++i)
+    if (e.reorder[i])
+      e.to_inner[i].execute(st.stream, {{DNNL_ARG_FROM, e.user[i]}, {DNNL_ARG_TO, e.inner[i]}});
+  e.conv.execute(st.stream,
+                 {{e.args[0], e.inner[0]}, {e.args[1], e.inner[1]}, {e.args[2], e.inner[2]}});
+  if (e.reorder[2])
+    e.to_user.execute(st.stream, {{DNNL_ARG_FROM, e.inner[2]}, {DNNL_ARG_TO, e.user[2]}});
+  st.stream.wait();
+}
+
+}  // namespace
+
+namespace {
+// Every pass does the arithmetic of its GEMM: 2·m·O·(C·9)·P.
+void count_flops(const Geometry& g, int m) {
+  add_dense_flops(2ull * m * g.out_c * g.in_c * 9ull * g.out_h * g.out_w);
+}
+}  // namespace
+
+void forward(const Geometry& g, int m, const float* W, const float* x, float* y, bool accumulate) {
+  count_flops(g, m);
+  run({g, m, Pass::kForward, accumulate}, x, W, y);
+}
+
+void backward_data(const Geometry& g, int m, const float* W, const float* dy, float* dx,
+                   bool accumulate) {
+  count_flops(g, m);
+  run({g, m, Pass::kBackwardData, accumulate}, dy, W, dx);
+}
+
+void backward_weights(const Geometry& g, int m, const float* x, const float* dy, float* dW,
+                      bool accumulate) {
+  count_flops(g, m);
+  run({g, m, Pass::kBackwardWeights, accumulate}, x, dy, dW);
+}
+
+int64_t primitives_created() { return state().created; }
+
+size_t scratch_bytes() {
+  size_t n = 0;
+  for (const auto& v : state().scratch) n += v.capacity() * sizeof(float);
+  return n;
+}
+
+std::string implementations() {
+  std::string s;
+  for (const std::string& i : state().impls) s += (s.empty() ? "" : ", ") + i;
+  return s;
+}
+
+}  // namespace mt::dnnl_conv

@@ -1,0 +1,33 @@
+// The float32 passes of Conv2d (models/conv2d.h) on oneDNN: 3×3 convolution, padding 1, on the
+// caller's NCHW activations and OIHW weights (reordered to blocked layouts inside a call where
+// that pays). Primitives are built once per (geometry, batch size, pass) and kept per thread;
+// they always run on the calling thread alone.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace mt::dnnl_conv {
+
+struct Geometry {
+  int in_c, in_h, in_w, out_c, out_h, out_w, stride;
+};
+
+// y = conv(x, W) over m examples; overwrites y, or adds to it when accumulate is true.
+void forward(const Geometry& g, int m, const float* W, const float* x, float* y, bool accumulate);
+// dx = convᵀ(dy, W). Overwrites dx, or adds to it.
+void backward_data(const Geometry& g, int m, const float* W, const float* dy, float* dx,
+                   bool accumulate);
+// dW = Σ over the batch of dy ⋆ x. Overwrites dW, or adds to it.
+void backward_weights(const Geometry& g, int m, const float* x, const float* dy, float* dW,
+                      bool accumulate);
+// Per-thread scratch held for blocked layouts (bytes), the high-water mark over calls.
+size_t scratch_bytes();
+
+// Primitives this thread has built so far (a cache hit builds none).
+int64_t primitives_created();
+// The implementations oneDNN picked for this thread's primitives, one "pass=impl" per distinct
+// pair (e.g. "fwd=jit:avx512_core, bwd_w=gemm:jit"), for logs and tests.
+std::string implementations();
+
+}  // namespace mt::dnnl_conv
