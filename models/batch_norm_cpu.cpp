@@ -4,7 +4,22 @@
 //   dx = (g − mean(g) − x̂ mean(g x̂)) / σ with g = γ dy
 //   R{dx} = −(s/σ) dx + (R{g} − mean(R{g}) − R{x̂} mean(g x̂) − x̂ mean(R{g} x̂ + g R{x̂})) / σ,
 //   R{g} = R_γ dy + γ R{dy};  R{dγ} = Σ(R{dy} x̂ + dy R{x̂});  R{dβ} = Σ R{dy}.
+//
+// Memory: every pass takes all the channel sums it can in ONE sweep, then writes its output in
+// a second (forward: mean, then variance (two-pass, for accuracy), then the write; r_backward:
+// six sums, then Σ dy R{x̂}, which needs their means, then the write). Channels go in blocks
+// small enough that a block's values of every array the pass touches stay in L2 between its
+// sweeps; inside a block a sweep visits the examples in order and each example's channels of the
+// block together, so it walks memory forward. Every sum keeps its own accumulator and order of
+// accumulation (per example a T partial over the h·w values, vectorised, added in double across
+// the examples in order), so fusing changes no sum's elements or order; what can change is how
+// GCC spreads a partial over the vector lanes in a loop carrying several reductions, which
+// reassociates it: results agree with the one-sum-per-sweep form to a few ulps
+// (tests/models/elementwise_fused_test.cpp bounds it).
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <vector>
 
 #include "core/cpu_kernels.h"
 #include "models/batch_norm.h"
@@ -12,31 +27,81 @@
 namespace mt {
 
 namespace {
-// The channel loops below carry every pass; each is compiled per instruction set and picked at
-// run time (MT_DISPATCH_CLONES), with f inlined into it.
-// Calls f(index) for every value of channel c in an [m, C, HW] tensor.
-template <typename F>
-MT_DISPATCH_CLONES void for_channel(int m, int C, int HW, int c, F f) {
-  for (int i = 0; i < m; ++i) {
-    const int64_t base = (static_cast<int64_t>(i) * C + c) * HW;
-    for (int p = 0; p < HW; ++p) f(base + p);
-  }
+// Channels [c0, c1) of an [m, C, HW] tensor.
+struct Block {
+  int m, C, HW, c0, c1;
+  int64_t base(int i, int c) const { return (static_cast<int64_t>(i) * C + c) * HW; }
+};
+
+// Channels per block: as many as keep `arrays` arrays of T of the block within half of a 1 MiB
+// L2, and at least one.
+template <typename T>
+int channels_per_block(int m, int C, int HW, int arrays) {
+  constexpr int64_t kBudget = 512 << 10;
+  const int64_t per_channel = static_cast<int64_t>(m) * HW * arrays * sizeof(T);
+  return static_cast<int>(std::clamp<int64_t>(kBudget / std::max<int64_t>(per_channel, 1), 1, C));
 }
 
-// Σ of f(index) over channel c: vectorised in T along each example's h·w values, then
-// accumulated in double across examples.
-template <typename T, typename F>
-MT_DISPATCH_CLONES T channel_sum(int m, int C, int HW, int c, F f) {
-  double total = 0;
-  for (int i = 0; i < m; ++i) {
-    const int64_t base = (static_cast<int64_t>(i) * C + c) * HW;
-    T s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int p = 0; p < HW; ++p) s += f(base + p);
-    total += s;
-  }
-  return static_cast<T>(total);
+// Calls pass(Block) for consecutive blocks covering all C channels.
+template <typename T, typename P>
+void for_blocks(int m, int C, int HW, int arrays, P pass) {
+  const int per = channels_per_block<T>(m, C, HW, arrays);
+  for (int c0 = 0; c0 < C; c0 += per) pass(Block{m, C, HW, c0, std::min(C, c0 + per)});
 }
+
+// The two sweeps below carry every pass; each is compiled per instruction set and picked at
+// run time (MT_DISPATCH_CLONES), with the per-value functions inlined into it. f(c) returns
+// channel c's per-value function, capturing everything by value (pointers included: captured
+// by reference, GCC vectorised these loops 2-3× slower).
+
+// K sums at once (K ≤ 6): sum[q][c] += Σ of f(c)(k)[q] over the values k of channel c, for the
+// block's channels.
+template <int K, typename T, typename F>
+MT_DISPATCH_CLONES void channel_sums(const Block& b, F f, std::array<double*, K> sum) {
+  static_assert(1 <= K && K <= 6, "channel_sums takes 1 to 6 sums");
+  for (int i = 0; i < b.m; ++i)
+    for (int c = b.c0; c < b.c1; ++c) {
+      const auto value = f(c);
+      const int64_t base = b.base(i, c);
+      T s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0;  // the first K are used
+#pragma omp simd reduction(+ : s0, s1, s2, s3, s4, s5)
+      for (int p = 0; p < b.HW; ++p) {
+        const std::array<T, K> v = value(base + p);
+        s0 += v[0];
+        if constexpr (K > 1) s1 += v[1];
+        if constexpr (K > 2) s2 += v[2];
+        if constexpr (K > 3) s3 += v[3];
+        if constexpr (K > 4) s4 += v[4];
+        if constexpr (K > 5) s5 += v[5];
+      }
+      const T s[6] = {s0, s1, s2, s3, s4, s5};
+      for (int q = 0; q < K; ++q) sum[q][c] += s[q];
+    }
+}
+
+// Calls f(c)(k) for every value k of the block's channels.
+template <typename F>
+MT_DISPATCH_CLONES void for_values(const Block& b, F f) {
+  for (int i = 0; i < b.m; ++i)
+    for (int c = b.c0; c < b.c1; ++c) {
+      const auto at = f(c);
+      const int64_t base = b.base(i, c);
+      for (int p = 0; p < b.HW; ++p) at(base + p);
+    }
+}
+
+// Per-channel double accumulators, zeroed: K rows of C.
+template <int K>
+struct Sums {
+  explicit Sums(int C) : C_(C), data_(static_cast<size_t>(K) * C, 0.0) {}
+  double* operator[](int q) { return data_.data() + static_cast<int64_t>(q) * C_; }
+  template <int... Q>
+  std::array<double*, sizeof...(Q)> rows() {
+    return {(*this)[Q]...};
+  }
+  int C_;
+  std::vector<double> data_;
+};
 }  // namespace
 
 template <typename T>
@@ -57,18 +122,33 @@ void BatchNorm<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>&
   ensure_size(ctx.saved, static_cast<size_t>(m) * shape_.size() + C);
   T* xhat = ctx.saved.data();
   T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
-  for (int c = 0; c < C; ++c) {
-    const T mu = static_cast<T>(channel_sum<T>(m, C, HW, c, [&](int64_t k) { return x[k]; }) / N);
-    const double var =
-        channel_sum<T>(m, C, HW, c, [&](int64_t k) { return (x[k] - mu) * (x[k] - mu); }) / N;
-    const T s = static_cast<T>(std::sqrt(var + kEps));
-    sigma[c] = s;
-    const T g = gamma[c], b = beta[c];
-    for_channel(m, C, HW, c, [&](int64_t k) {
-      xhat[k] = (x[k] - mu) / s;
-      y[k] = g * xhat[k] + b;
+  Sums<2> sums(C);  // Σ x, Σ (x − μ)²
+  std::vector<T> mean(C);
+  // Two passes over the data for the moments (the mean first, then the squared deviations from
+  // it) for accuracy; the second and the write find the block in cache.
+  for_blocks<T>(m, C, HW, 3, [&](const Block& b) {
+    channel_sums<1, T>(
+        b, [&](int) { return [=](int64_t k) { return std::array<T, 1>{x[k]}; }; }, sums.rows<0>());
+    for (int c = b.c0; c < b.c1; ++c) mean[c] = static_cast<T>(static_cast<T>(sums[0][c]) / N);
+    channel_sums<1, T>(
+        b,
+        [&](int c) {
+          const T mu = mean[c];
+          return [=](int64_t k) { return std::array<T, 1>{(x[k] - mu) * (x[k] - mu)}; };
+        },
+        sums.rows<1>());
+    for (int c = b.c0; c < b.c1; ++c) {
+      const double var = static_cast<T>(sums[1][c]) / N;
+      sigma[c] = static_cast<T>(std::sqrt(var + kEps));
+    }
+    for_values(b, [&](int c) {
+      const T mu = mean[c], s = sigma[c], g = gamma[c], be = beta[c];
+      return [=](int64_t k) {
+        xhat[k] = (x[k] - mu) / s;
+        y[k] = g * xhat[k] + be;
+      };
     });
-  }
+  });
 }
 
 template <typename T>
@@ -80,17 +160,28 @@ void BatchNorm<T>::backward(int m, const T* W, const T* x, const LayerContext<T>
   const T* gamma = W;
   const T* xhat = ctx.saved.data();
   const T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
-  for (int c = 0; c < C; ++c) {
-    const T sum_dy = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return dy[k]; });
-    const T sum_dy_xhat = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return dy[k] * xhat[k]; });
-    dW[c] = sum_dy_xhat;
-    dW[C + c] = sum_dy;
-    if (!dx) continue;
-    const T mean_g = gamma[c] * sum_dy / N, mean_g_xhat = gamma[c] * sum_dy_xhat / N;
-    for_channel(m, C, HW, c, [&](int64_t k) {
-      dx[k] = (gamma[c] * dy[k] - mean_g - xhat[k] * mean_g_xhat) / sigma[c];
+  Sums<2> sums(C);  // Σ dy, Σ dy x̂
+  for_blocks<T>(m, C, HW, dx ? 3 : 2, [&](const Block& b) {
+    channel_sums<2, T>(
+        b,
+        [&](int) {
+          return [=](int64_t k) { return std::array<T, 2>{dy[k], dy[k] * xhat[k]}; };
+        },
+        sums.rows<0, 1>());
+    for (int c = b.c0; c < b.c1; ++c) {
+      dW[c] = static_cast<T>(sums[1][c]);
+      dW[C + c] = static_cast<T>(sums[0][c]);
+    }
+    if (!dx) return;
+    for_values(b, [&](int c) {
+      const T g_c = gamma[c], s_c = sigma[c];
+      const T mean_g = g_c * static_cast<T>(sums[0][c]) / N;
+      const T mean_g_xhat = g_c * static_cast<T>(sums[1][c]) / N;
+      return [=](int64_t k) {
+        dx[k] = (g_c * dy[k] - mean_g - xhat[k] * mean_g_xhat) / s_c;
+      };
     });
-  }
+  });
 }
 
 template <typename T>
@@ -102,17 +193,25 @@ void BatchNorm<T>::r_forward(int m, const T* W, const T* R_W, const T* x, const 
   const T* gamma = W;
   const T* xhat = ctx.saved.data();
   const T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
-  for (int c = 0; c < C; ++c) {
-    T mean_rx = 0, mean_xhat_rx = 0;
-    if (R_x) {
-      mean_rx = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return R_x[k]; }) / N;
-      mean_xhat_rx = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return xhat[k] * R_x[k]; }) / N;
-    }
-    for_channel(m, C, HW, c, [&](int64_t k) {
-      const T R_xhat = R_x ? (R_x[k] - mean_rx - xhat[k] * mean_xhat_rx) / sigma[c] : T(0);
-      R_y[k] = R_W[c] * xhat[k] + gamma[c] * R_xhat + R_W[C + c];
+  Sums<2> sums(C);  // Σ R_x, Σ x̂ R_x (zero when R_x is null)
+  for_blocks<T>(m, C, HW, R_x ? 3 : 2, [&](const Block& b) {
+    if (R_x)
+      channel_sums<2, T>(
+          b,
+          [&](int) {
+            return [=](int64_t k) { return std::array<T, 2>{R_x[k], xhat[k] * R_x[k]}; };
+          },
+          sums.rows<0, 1>());
+    for_values(b, [&](int c) {
+      const T mean_rx = R_x ? static_cast<T>(sums[0][c]) / N : T(0);
+      const T mean_xhat_rx = R_x ? static_cast<T>(sums[1][c]) / N : T(0);
+      const T s_c = sigma[c], g_c = gamma[c], Rg_c = R_W[c], Rb_c = R_W[C + c];
+      return [=](int64_t k) {
+        const T R_xhat = R_x ? (R_x[k] - mean_rx - xhat[k] * mean_xhat_rx) / s_c : T(0);
+        R_y[k] = Rg_c * xhat[k] + g_c * R_xhat + Rb_c;
+      };
     });
-  }
+  });
 }
 
 template <typename T>
@@ -125,34 +224,68 @@ void BatchNorm<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const
   const T* gamma = W;
   const T* xhat = ctx.saved.data();
   const T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
-  for (int c = 0; c < C; ++c) {
-    const T g_c = gamma[c], Rg_c = R_W[c], s_c = sigma[c];
-    T mean_rx = 0, s = 0;  // mean(R_x), mean(x̂ R_x)
-    if (R_x) {
-      mean_rx = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return R_x[k]; }) / N;
-      s = channel_sum<T>(m, C, HW, c, [&](int64_t k) { return xhat[k] * R_x[k]; }) / N;
+  // Σ dy, Σ dy x̂, Σ R_dy, Σ R_dy x̂, Σ R_x, Σ x̂ R_x, then Σ dy R{x̂}.
+  Sums<7> sums(C);
+  std::vector<std::array<T, 4>> coef(C);  // a1, a2, b1, b2 = mean(g), mean(g x̂), mean(R{g}), …
+  auto sum = [&](int q, int c) { return static_cast<T>(sums[q][c]); };
+  // R{x̂} of channel c as a function of the value index (mean(R_x) and s from sums 4 and 5).
+  auto R_xhat_of = [&](int c) {
+    const T mean_rx = R_x ? sum(4, c) / N : T(0), s = R_x ? sum(5, c) / N : T(0);
+    const T s_c = sigma[c];
+    return [=](int64_t k) {
+      return R_x ? (R_x[k] - mean_rx - xhat[k] * s) / s_c : T(0);
+    };
+  };
+  for_blocks<T>(m, C, HW, R_dx ? 5 : 4, [&](const Block& b) {
+    if (R_x)
+      channel_sums<6, T>(
+          b,
+          [&](int) {
+            return [=](int64_t k) {
+              return std::array<T, 6>{dy[k],   dy[k] * xhat[k],   R_dy[k],
+                                      R_dy[k] * xhat[k], R_x[k], xhat[k] * R_x[k]};
+            };
+          },
+          sums.rows<0, 1, 2, 3, 4, 5>());
+    else
+      channel_sums<4, T>(
+          b,
+          [&](int) {
+            return [=](int64_t k) {
+              return std::array<T, 4>{dy[k], dy[k] * xhat[k], R_dy[k], R_dy[k] * xhat[k]};
+            };
+          },
+          sums.rows<0, 1, 2, 3>());
+    channel_sums<1, T>(
+        b,
+        [&](int c) {
+          const auto R_xhat = R_xhat_of(c);
+          return [=](int64_t k) { return std::array<T, 1>{dy[k] * R_xhat(k)}; };
+        },
+        sums.rows<6>());
+    // The coefficients of R_dx here, not inside the dispatched loop, which may contract them
+    // into fused multiply-adds: the same rounding as the one-sum-per-sweep form.
+    for (int c = b.c0; c < b.c1; ++c) {
+      R_dW[c] = sum(3, c) + sum(6, c);
+      R_dW[C + c] = sum(2, c);
+      const T g_c = gamma[c], Rg_c = R_W[c];
+      coef[c] = {g_c * sum(0, c) / N, g_c * sum(1, c) / N, (Rg_c * sum(0, c) + g_c * sum(2, c)) / N,
+                 (Rg_c * sum(1, c) + g_c * sum(3, c) + g_c * sum(6, c)) / N};
     }
-    auto R_xhat = [&](int64_t k) { return R_x ? (R_x[k] - mean_rx - xhat[k] * s) / s_c : T(0); };
-    // Channel sums: a1 = mean(g), a2 = mean(g x̂), b1 = mean(R{g}), b2 = mean(R{g} x̂ + g R{x̂}).
-    auto sum = [&](auto f) { return channel_sum<T>(m, C, HW, c, f); };
-    const T sum_dy = sum([&](int64_t k) { return dy[k]; });
-    const T sum_dy_xhat = sum([&](int64_t k) { return dy[k] * xhat[k]; });
-    const T sum_rdy = sum([&](int64_t k) { return R_dy[k]; });
-    const T sum_rdy_xhat = sum([&](int64_t k) { return R_dy[k] * xhat[k]; });
-    const T sum_dy_rxhat = sum([&](int64_t k) { return dy[k] * R_xhat(k); });
-    R_dW[c] = sum_rdy_xhat + sum_dy_rxhat;
-    R_dW[C + c] = sum_rdy;
-    if (!R_dx) continue;
-    const T a1 = g_c * sum_dy / N, a2 = g_c * sum_dy_xhat / N;
-    const T b1 = (Rg_c * sum_dy + g_c * sum_rdy) / N;
-    const T b2 = (Rg_c * sum_dy_xhat + g_c * sum_rdy_xhat + g_c * sum_dy_rxhat) / N;
-    for_channel(m, C, HW, c, [&](int64_t k) {
-      const T g = g_c * dy[k];
-      const T Rg = Rg_c * dy[k] + g_c * R_dy[k];
-      const T dx = (g - a1 - xhat[k] * a2) / s_c;
-      R_dx[k] = -(s / s_c) * dx + (Rg - b1 - R_xhat(k) * a2 - xhat[k] * b2) / s_c;
+    if (!R_dx) return;
+    for_values(b, [&](int c) {
+      const T g_c = gamma[c], Rg_c = R_W[c], s_c = sigma[c];
+      const T s = R_x ? sum(5, c) / N : T(0);
+      const T a1 = coef[c][0], a2 = coef[c][1], b1 = coef[c][2], b2 = coef[c][3];
+      const auto R_xhat = R_xhat_of(c);
+      return [=](int64_t k) {
+        const T g = g_c * dy[k];
+        const T Rg = Rg_c * dy[k] + g_c * R_dy[k];
+        const T dx = (g - a1 - xhat[k] * a2) / s_c;
+        R_dx[k] = -(s / s_c) * dx + (Rg - b1 - R_xhat(k) * a2 - xhat[k] * b2) / s_c;
+      };
     });
-  }
+  });
 }
 
 template class BatchNorm<float>;

@@ -1,65 +1,109 @@
-// CPU kernels of MaxPool2 (models/max_pool.h).
+// CPU kernels of MaxPool2 (models/max_pool.h). Every pass walks input and output forward in
+// memory: forward one pair of input rows after another with branch-free selects (vectorised),
+// the R-pass gathers and the adjoint scatters one channel plane after another, zeroing each
+// plane of dx just before scattering into it (one sweep over dx, not a fill and then a scatter).
 #include <algorithm>
 
+#include "core/cpu_kernels.h"
 #include "models/max_pool.h"
 
 namespace mt {
 
 namespace {
-// y[j] = src[index[j]] for each output j of each example.
+// Where the windows lie: row(c, oy) is the index, in one example's input, of the top-left value
+// of the first window of output row oy of channel c; out_row(c, oy) that output row's index in
+// one example's output.
+struct Windows {
+  Shape in, out;
+  int64_t row(int c, int oy) const { return (static_cast<int64_t>(c) * in.h + 2 * oy) * in.w; }
+  int64_t out_row(int c, int oy) const { return (static_cast<int64_t>(c) * out.h + oy) * out.w; }
+};
+
+// y = the window maximum, index = its position in the example (the first maximum in the order
+// (0,0), (0,1), (1,0), (1,1) wins ties).
 template <typename T>
-void gather(int m, Shape in, Shape out, const int32_t* index, const T* src, T* dst) {
-  for (int i = 0; i < m; ++i)
-    for (int64_t j = 0; j < out.size(); ++j)
-      dst[i * out.size() + j] = src[i * in.size() + index[i * out.size() + j]];
+MT_DISPATCH_CLONES void pool_forward(int m, Windows g, const T* x, T* y, int32_t* index) {
+  const int W = g.in.w;
+  for (int i = 0; i < m; ++i) {
+    const T* xi = x + i * g.in.size();
+    for (int c = 0; c < g.in.c; ++c)
+      for (int oy = 0; oy < g.out.h; ++oy) {
+        const int32_t row = static_cast<int32_t>(g.row(c, oy));
+        const T* r0 = xi + row;
+        const T* r1 = r0 + W;
+        const int64_t j0 = i * g.out.size() + g.out_row(c, oy);
+        T* yj = y + j0;
+        int32_t* idx = index + j0;
+#pragma omp simd
+        for (int ox = 0; ox < g.out.w; ++ox) {
+          const int32_t k0 = row + 2 * ox;
+          int32_t best = k0;
+          T v = r0[2 * ox];
+          const T b = r0[2 * ox + 1], d = r1[2 * ox], e = r1[2 * ox + 1];
+          best = b > v ? k0 + 1 : best;
+          v = b > v ? b : v;
+          best = d > v ? k0 + W : best;
+          v = d > v ? d : v;
+          best = e > v ? k0 + W + 1 : best;
+          v = e > v ? e : v;
+          idx[ox] = best;
+          yj[ox] = v;
+        }
+      }
+  }
 }
-// dst = 0; dst[index[j]] += src[j]: the adjoint of gather.
+
+// out[j] = src[index[j]] per example: the value routing of forward, for R_x.
 template <typename T>
-void scatter(int m, Shape in, Shape out, const int32_t* index, const T* src, T* dst) {
-  std::fill(dst, dst + m * in.size(), T(0));
-  for (int i = 0; i < m; ++i)
-    for (int64_t j = 0; j < out.size(); ++j)
-      dst[i * in.size() + index[i * out.size() + j]] += src[i * out.size() + j];
+MT_DISPATCH_CLONES void pool_gather(int m, Windows g, const int32_t* index, const T* src, T* out) {
+  const int64_t n_in = g.in.size(), n_out = g.out.size();
+  for (int i = 0; i < m; ++i) {
+    const T* si = src + i * n_in;
+    const int32_t* idx = index + i * n_out;
+    T* oi = out + i * n_out;
+    for (int64_t j = 0; j < n_out; ++j) oi[j] = si[idx[j]];
+  }
+}
+
+// dst = the adjoint of pool_gather: zero, then each window's argmax += src. A few channel planes
+// (about 4096 values) at a time, so the scatter lands in values just zeroed, still in L1, and dst
+// is swept once rather than filled and then scattered into.
+template <typename T>
+MT_DISPATCH_CLONES void pool_scatter(int m, Windows g, const int32_t* index, const T* src,
+                                     T* dst) {
+  const int64_t plane = static_cast<int64_t>(g.in.h) * g.in.w;
+  const int64_t plane_out = static_cast<int64_t>(g.out.h) * g.out.w;
+  const int per = static_cast<int>(std::clamp<int64_t>(4096 / std::max<int64_t>(plane, 1), 1, g.in.c));
+  for (int i = 0; i < m; ++i) {
+    T* di = dst + i * g.in.size();
+    const int32_t* idx = index + i * g.out.size();
+    const T* si = src + i * g.out.size();
+    for (int c0 = 0; c0 < g.in.c; c0 += per) {
+      const int c1 = std::min(g.in.c, c0 + per);
+      std::fill(di + c0 * plane, di + c1 * plane, T(0));
+      for (int64_t j = c0 * plane_out; j < c1 * plane_out; ++j) di[idx[j]] += si[j];
+    }
+  }
 }
 }  // namespace
 
 template <typename T>
 void MaxPool2<T>::forward(int m, const T*, const T* x, T* y, LayerContext<T>& ctx) const {
   ensure_size(ctx.index, static_cast<size_t>(m) * out_.size());
-  const int W = in_.w;
-  for (int i = 0; i < m; ++i) {
-    const T* xi = x + i * in_.size();
-    T* yi = y + i * out_.size();
-    int32_t* idx = ctx.index.data() + i * out_.size();
-    for (int c = 0; c < in_.c; ++c)
-      for (int oy = 0; oy < out_.h; ++oy) {
-        const int32_t row = c * in_.h * W + 2 * oy * W;
-        const int64_t j0 = (static_cast<int64_t>(c) * out_.h + oy) * out_.w;
-        for (int ox = 0; ox < out_.w; ++ox) {
-          // The first maximum in the order (0,0), (0,1), (1,0), (1,1) wins ties.
-          const int32_t k0 = row + 2 * ox;
-          int32_t best = k0;
-          if (xi[k0 + 1] > xi[best]) best = k0 + 1;
-          if (xi[k0 + W] > xi[best]) best = k0 + W;
-          if (xi[k0 + W + 1] > xi[best]) best = k0 + W + 1;
-          idx[j0 + ox] = best;
-          yi[j0 + ox] = xi[best];
-        }
-      }
-  }
+  pool_forward(m, Windows{in_, out_}, x, y, ctx.index.data());
 }
 
 template <typename T>
 void MaxPool2<T>::backward(int m, const T*, const T*, const LayerContext<T>& ctx, const T* dy,
                            T* dx, T*) const {
-  if (dx) scatter(m, in_, out_, ctx.index.data(), dy, dx);
+  if (dx) pool_scatter(m, Windows{in_, out_}, ctx.index.data(), dy, dx);
 }
 
 template <typename T>
 void MaxPool2<T>::r_forward(int m, const T*, const T*, const T*, const T* R_x,
                             const LayerContext<T>& ctx, T* R_y) const {
   if (R_x)
-    gather(m, in_, out_, ctx.index.data(), R_x, R_y);
+    pool_gather(m, Windows{in_, out_}, ctx.index.data(), R_x, R_y);
   else
     std::fill(R_y, R_y + m * out_.size(), T(0));
 }
@@ -68,7 +112,7 @@ template <typename T>
 void MaxPool2<T>::r_backward(int m, const T*, const T*, const T*, const T*,
                              const LayerContext<T>& ctx, const T*, const T* R_dy, T* R_dx,
                              T*) const {
-  if (R_dx) scatter(m, in_, out_, ctx.index.data(), R_dy, R_dx);
+  if (R_dx) pool_scatter(m, Windows{in_, out_}, ctx.index.data(), R_dy, R_dx);
 }
 
 template class MaxPool2<float>;
