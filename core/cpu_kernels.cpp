@@ -39,7 +39,7 @@ bool lead_process() {
 
 // The clone of our loops that the loader picks: the tests of the MT_DISPATCH_CLONES resolvers.
 const char* own_loops_isa() {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(MT_DISPATCH_CLONES_ON)
   if (__builtin_cpu_supports("x86-64-v4")) return "AVX-512";
   if (__builtin_cpu_supports("x86-64-v3")) return "AVX2";
 #endif

@@ -7,8 +7,10 @@
 #include <string_view>
 
 // Our hot element-wise loops are compiled for AVX-512, AVX2 + FMA and baseline x86-64; the
-// loader picks one clone per function from cpuid (GCC function multi-versioning).
-#if defined(__x86_64__) && defined(__GNUC__)
+// loader picks one clone per function from cpuid (GCC function multi-versioning; other
+// compilers, e.g. the clang of the fuzz build, get the baseline loops only).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MT_DISPATCH_CLONES_ON 1
 #define MT_DISPATCH_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else

@@ -14,11 +14,13 @@ const T* weights(const Batch<T>& b) {
 }
 }  // namespace
 
-// act[l]: output of layer l; d_act[l]: dL/d act[l]; R_act, R_d_act: their R{·} tangents.
+// act[l]: output of layer l; R_act[l]: its R{·} tangent. dL/d act[l] and its tangent live in
+// d_act[l % 2] and R_d_act[l % 2]: the backward sweep needs only two consecutive layers' worth.
 // Buffers only grow (ensure_size), so their sizes may exceed the current batch's needs.
 template <typename T>
 struct Sequential<T>::Buffers : Workspace {
-  std::vector<std::vector<T>> act, d_act, R_act, R_d_act;
+  std::vector<std::vector<T>> act, R_act;
+  std::vector<T> d_act[2], R_d_act[2];
   std::vector<LayerContext<T>> ctx;
   std::vector<T> prob, grad_scratch;
 };
@@ -41,9 +43,7 @@ std::unique_ptr<Workspace> Sequential<T>::make_workspace() const {
   auto w = std::make_unique<Buffers>();
   const size_t L = layers_.size();
   w->act.resize(L);
-  w->d_act.resize(L);
   w->R_act.resize(L);
-  w->R_d_act.resize(L);
   w->ctx.resize(L);
   return w;
 }
@@ -79,23 +79,42 @@ LossStats Sequential<T>::forward(const T* theta, const Batch<T>& b, Buffers& w) 
   return s;
 }
 
+// The backward sweep from the loss: gradients into grad and, when v is given (after r_forward),
+// the R-pass of the same layer right after it into Hv.
 template <typename T>
-void Sequential<T>::backward(const T* theta, const Batch<T>& b, Buffers& w, T* grad) const {
+void Sequential<T>::backward(const T* theta, const Batch<T>& b, Buffers& w, T* grad, const T* v,
+                             T* Hv) const {
   const int m = b.n;
   const size_t L = layers_.size();
-  ensure_size(w.d_act[L - 1], w.act[L - 1].size());
-  SoftmaxCrossEntropy<T>::backward(m, classes_, w.prob.data(), b.y.data(), w.d_act[L - 1].data(),
+  const size_t top = (L - 1) % 2;
+  ensure_size(w.d_act[top], w.act[L - 1].size());
+  SoftmaxCrossEntropy<T>::backward(m, classes_, w.prob.data(), b.y.data(), w.d_act[top].data(),
                                    weights(b));
+  if (v) {
+    ensure_size(w.R_d_act[top], w.act[L - 1].size());
+    SoftmaxCrossEntropy<T>::r_backward(m, classes_, w.prob.data(), w.R_act[L - 1].data(),
+                                       w.R_d_act[top].data(), weights(b));
+  }
   for (size_t l = L; l-- > 0;) {
     const T* x = l == 0 ? b.x.data() : w.act[l - 1].data();
+    const T* dy = w.d_act[l % 2].data();
     T* dx = nullptr;
+    T* R_dx = nullptr;
     if (l > 0) {
-      ensure_size(w.d_act[l - 1], w.act[l - 1].size());
-      dx = w.d_act[l - 1].data();
+      ensure_size(w.d_act[(l - 1) % 2], w.act[l - 1].size());
+      dx = w.d_act[(l - 1) % 2].data();
+      if (v) {
+        ensure_size(w.R_d_act[(l - 1) % 2], w.act[l - 1].size());
+        R_dx = w.R_d_act[(l - 1) % 2].data();
+      }
     }
     const bool has_w = offset_[l] >= 0;
-    layers_[l]->backward(m, has_w ? theta + offset_[l] : nullptr, x, w.ctx[l], w.d_act[l].data(),
-                         dx, has_w ? grad + offset_[l] : nullptr);
+    const T* W = has_w ? theta + offset_[l] : nullptr;
+    layers_[l]->backward(m, W, x, w.ctx[l], dy, dx, has_w ? grad + offset_[l] : nullptr);
+    if (!v) continue;
+    const T* R_x = l == 0 ? nullptr : w.R_act[l - 1].data();
+    layers_[l]->r_backward(m, W, has_w ? v + offset_[l] : nullptr, x, R_x, w.ctx[l], dy,
+                           w.R_d_act[l % 2].data(), R_dx, has_w ? Hv + offset_[l] : nullptr);
   }
 }
 
@@ -125,31 +144,13 @@ template <typename T>
 LossStats Sequential<T>::hvp(const T* theta, const Batch<T>& b, const T* v, T* grad, T* Hv,
                              Workspace& ws) const {
   Buffers& w = static_cast<Buffers&>(ws);
-  const int m = b.n;
-  const size_t L = layers_.size();
   const LossStats s = forward(theta, b, w);
   if (!grad) {
     ensure_size(w.grad_scratch, layout_.total());
     grad = w.grad_scratch.data();
   }
-  backward(theta, b, w, grad);
   r_forward(theta, b, v, w);
-  ensure_size(w.R_d_act[L - 1], w.act[L - 1].size());
-  SoftmaxCrossEntropy<T>::r_backward(m, classes_, w.prob.data(), w.R_act[L - 1].data(),
-                                     w.R_d_act[L - 1].data(), weights(b));
-  for (size_t l = L; l-- > 0;) {
-    const T* x = l == 0 ? b.x.data() : w.act[l - 1].data();
-    const T* R_x = l == 0 ? nullptr : w.R_act[l - 1].data();
-    T* R_dx = nullptr;
-    if (l > 0) {
-      ensure_size(w.R_d_act[l - 1], w.act[l - 1].size());
-      R_dx = w.R_d_act[l - 1].data();
-    }
-    const bool has_w = offset_[l] >= 0;
-    layers_[l]->r_backward(m, has_w ? theta + offset_[l] : nullptr,
-                           has_w ? v + offset_[l] : nullptr, x, R_x, w.ctx[l], w.d_act[l].data(),
-                           w.R_d_act[l].data(), R_dx, has_w ? Hv + offset_[l] : nullptr);
-  }
+  backward(theta, b, w, grad, v, Hv);
   return s;
 }
 

@@ -39,7 +39,9 @@ class Sequential : public Model<T> {
  private:
   struct Buffers;
   LossStats forward(const T* theta, const Batch<T>& b, Buffers& w) const;
-  void backward(const T* theta, const Batch<T>& b, Buffers& w, T* grad) const;
+  // Gradients into grad; with v (after r_forward), also the R-pass into Hv in the same sweep.
+  void backward(const T* theta, const Batch<T>& b, Buffers& w, T* grad, const T* v = nullptr,
+                T* Hv = nullptr) const;
   // R_act[l] of every layer along v (after forward).
   void r_forward(const T* theta, const Batch<T>& b, const T* v, Buffers& w) const;
 
