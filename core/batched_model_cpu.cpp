@@ -3,9 +3,9 @@
 
 #include <omp.h>
 
-#include <exception>
 
 #include "core/check.h"
+#include "core/parallel_for.h"
 
 namespace mt {
 
@@ -79,17 +79,8 @@ void CpuBatchedModel<T>::gather(const TaskBatch& from, const std::vector<int>& t
 template <typename T>
 template <typename F>
 void CpuBatchedModel<T>::for_tasks(int tasks, F f) {
-  std::exception_ptr failure;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_)
-  for (int t = 0; t < tasks; ++t) {
-    try {
-      f(t, scratch_[omp_get_thread_num()]);
-    } catch (...) {
-#pragma omp critical
-      if (!failure) failure = std::current_exception();
-    }
-  }
-  if (failure) std::rethrow_exception(failure);
+  parallel_for(threads_, tasks,
+               [&](int64_t t) { f(static_cast<int>(t), scratch_[omp_get_thread_num()]); });
 }
 
 template <typename T>

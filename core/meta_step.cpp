@@ -1,13 +1,11 @@
 // The per-rank outer-step driver (core/meta_step.h).
 #include "core/meta_step.h"
 
-#include <omp.h>
-
 #include <algorithm>
-#include <exception>
 
 #include "core/batched_model_cpu.h"
 #include "core/check.h"
+#include "core/parallel_for.h"
 
 namespace mt {
 
@@ -85,17 +83,8 @@ void MetaStep<T>::run(const T* theta, uint64_t step, const std::vector<int64_t>&
     host_exact_.resize(n * dim_);
   }
 
-  std::exception_ptr failure;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(settings_.threads)
-  for (size_t i = 0; i < n; ++i) {
-    try {
-      episode(tasks[i], episodes_[i]);
-    } catch (...) {
-#pragma omp critical
-      if (!failure) failure = std::current_exception();
-    }
-  }
-  if (failure) std::rethrow_exception(failure);
+  parallel_for(settings_.threads, static_cast<int64_t>(n),
+               [&](int64_t i) { episode(tasks[i], episodes_[i]); });
 
   reserve(theta_, dim_);
   reserve(grad_sum_, dim_);

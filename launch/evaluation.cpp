@@ -2,11 +2,10 @@
 // (launch/evaluation.h).
 #include "launch/evaluation.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
-#include <exception>
+
+#include "core/parallel_for.h"
 
 namespace mt {
 
@@ -28,17 +27,7 @@ EvalResult evaluate(MetaEngine<float>& engine, const std::vector<float>& theta, 
   std::vector<double> acc(episodes), loss(episodes);
   for (int first = 0; first < episodes; first += chunk) {
     const int count = std::min(chunk, episodes - first);
-    std::exception_ptr failure;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int i = 0; i < count; ++i) {
-      try {
-        episode(first + i, eps[i]);
-      } catch (...) {
-#pragma omp critical
-        if (!failure) failure = std::current_exception();
-      }
-    }
-    if (failure) std::rethrow_exception(failure);
+    parallel_for(threads, count, [&](int64_t i) { episode(first + i, eps[i]); });
     std::vector<const Episode<float>*> ptrs;
     for (int i = 0; i < count; ++i) ptrs.push_back(&eps[i]);
     model.load(ptrs, *batch);
