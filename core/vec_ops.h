@@ -14,6 +14,8 @@
 #include "core/batched_layout.h"
 #include "core/buffer.h"
 
+struct CUstream_st;  // cudaStream_t is CUstream_st*
+
 namespace mt {
 
 template <typename T>
@@ -21,6 +23,9 @@ class VecOps {
  public:
   virtual ~VecOps() = default;
   virtual Memory memory() const = 0;
+  // The CUDA stream the ops are enqueued on (null for the host ops), for kernels of other
+  // units that must run in the same order (core/exact_sum.h).
+  virtual CUstream_st* stream() const { return nullptr; }
   // n uninitialised elements of backend memory.
   virtual Buffer<T> alloc(int64_t n) const = 0;
   virtual void upload(int64_t n, const T* host, T* x) const = 0;    // x ← host

@@ -92,6 +92,7 @@ class CudaVecOps final : public VecOps<T> {
   CudaVecOps(cudaStream_t stream, DevicePool* pool) : stream_(stream), pool_(pool) {}
 
   Memory memory() const override { return Memory::kDevice; }
+  CUstream_st* stream() const override { return stream_; }
   Buffer<T> alloc(int64_t n) const override {
     MT_CHECK(n >= 0, "buffer of ", n, " elements");
     if (pool_) return Buffer<T>(pool_->allocate_array<T>(n), n, Memory::kDevice, [](T*) {});

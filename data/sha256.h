@@ -1,11 +1,14 @@
-// SHA-256 (FIPS 180-4) for recording the hashes of packer inputs in store attributes, so a
-// store names exactly which downloads it was built from. Small, dependency-free, not constant-time.
+// SHA-256 for recording the hashes of packer inputs in store attributes, so a store names exactly
+// which downloads it was built from. Computed by OpenSSL's libcrypto (the EVP digest API).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
 
 namespace mt {
 
@@ -19,12 +22,10 @@ class Sha256 {
   std::string hex_digest();
 
  private:
-  void compress(const uint8_t block[64]);
-
-  uint32_t state_[8];
-  uint8_t buffer_[64];
-  size_t buffered_ = 0;
-  uint64_t total_bytes_ = 0;
+  struct Free {
+    void operator()(evp_md_ctx_st* ctx) const;
+  };
+  std::unique_ptr<evp_md_ctx_st, Free> ctx_;
 };
 
 std::string sha256_hex(const void* data, size_t size);

@@ -1,9 +1,9 @@
-// Zip archives per PKWARE APPNOTE 6.3: locate the end-of-central-directory record, walk the
-// central directory, and extract entries by their local headers (stored, or raw deflate through
-// zlib), checking bounds and CRC-32 so a truncated or corrupt archive fails with its name.
+// Zip archives through libzip, opened from the bytes in memory (which also give the archive's
+// SHA-256), and folders through std::filesystem. libzip's error codes are turned into messages
+// that say which file or entry is damaged and what to do about it.
 #include "data/zip_reader.h"
 
-#include <zlib.h>
+#include <zip.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -18,18 +18,7 @@ namespace mt {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr uint32_t kEndOfCentralDirSig = 0x06054b50;
-constexpr uint32_t kCentralHeaderSig = 0x02014b50;
-constexpr uint32_t kLocalHeaderSig = 0x04034b50;
-constexpr size_t kEndOfCentralDirSize = 22;
-constexpr size_t kCentralHeaderSize = 46;
-constexpr size_t kLocalHeaderSize = 30;
-
-uint16_t le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
-uint32_t le32(const uint8_t* p) {
-  return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
-}
+using detail::concat;
 
 std::vector<uint8_t> read_whole_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -46,59 +35,51 @@ std::vector<uint8_t> read_whole_file(const std::string& path) {
 ZipReader::ZipReader(const std::string& path) : path_(path), bytes_(read_whole_file(path)) {
   const std::string not_zip = "'" + path + "' is not a readable zip archive: ";
   const std::string fix = "; re-download it, or pass the unpacked folder instead";
-  const size_t n = bytes_.size();
-  MT_REQUIRE(n >= kEndOfCentralDirSize, not_zip, "only ", n, " bytes", fix);
-
-  // The record is the last 22 bytes plus a comment of up to 65535 bytes; scan backwards.
-  size_t eocd = n;
-  const size_t lowest = n > kEndOfCentralDirSize + 0xffff ? n - kEndOfCentralDirSize - 0xffff : 0;
-  for (size_t pos = n - kEndOfCentralDirSize + 1; pos-- > lowest;) {
-    const uint8_t* p = bytes_.data() + pos;
-    if (le32(p) == kEndOfCentralDirSig && pos + kEndOfCentralDirSize + le16(p + 20) <= n) {
-      eocd = pos;
-      break;
-    }
+  // libzip takes an empty file for a new, empty archive.
+  MT_REQUIRE(!bytes_.empty(), not_zip, "the file is empty", fix);
+  zip_error_t error;
+  zip_error_init(&error);
+  // The source only borrows bytes_ (freep = 0).
+  zip_source_t* source = zip_source_buffer_create(bytes_.data(), bytes_.size(), 0, &error);
+  MT_CHECK(source != nullptr, "libzip: ", zip_error_strerror(&error));
+  // ZIP_CHECKCONS: every local header must agree with the central directory.
+  archive_.reset(zip_open_from_source(source, ZIP_RDONLY | ZIP_CHECKCONS, &error));
+  if (!archive_) {
+    zip_source_free(source);
+    const int code = zip_error_code_zip(&error);
+    const std::string what = zip_error_strerror(&error);
+    zip_error_fini(&error);
+    MT_REQUIRE(code != ZIP_ER_MULTIDISK, "'", path, "' is a multi-part zip archive, which is ",
+               "not supported; join or unpack it first");
+    const char* why = code == ZIP_ER_NOZIP ? "not a zip, or truncated or damaged" : "damaged";
+    throw UsageError(concat(not_zip, why, " (libzip: ", what, ")", fix));
   }
-  MT_REQUIRE(eocd < n, not_zip, "no end-of-central-directory record (not a zip, or truncated)",
-             fix);
-  const uint8_t* e = bytes_.data() + eocd;
-  const uint16_t disk = le16(e + 4), cd_disk = le16(e + 6);
-  const uint16_t disk_entries = le16(e + 8), total_entries = le16(e + 10);
-  const uint32_t cd_size = le32(e + 12), cd_offset = le32(e + 16);
-  MT_REQUIRE(total_entries != 0xffff && cd_size != 0xffffffffu && cd_offset != 0xffffffffu, "'",
-             path, "' is a ZIP64 archive, which is not supported; unpack it and pass the ",
-             "folder instead");
-  MT_REQUIRE(disk == 0 && cd_disk == 0 && disk_entries == total_entries, "'", path,
-             "' is a multi-part zip archive, which is not supported; join or unpack it first");
-  MT_REQUIRE(uint64_t{cd_offset} + cd_size <= eocd, not_zip,
-             "central directory lies outside the file (truncated or corrupt)", fix);
+  zip_error_fini(&error);
 
-  size_t pos = cd_offset;
-  const size_t cd_end = size_t{cd_offset} + cd_size;
-  entries_.reserve(total_entries);
-  for (int i = 0; i < total_entries; ++i) {
-    MT_REQUIRE(pos + kCentralHeaderSize <= cd_end && le32(bytes_.data() + pos) == kCentralHeaderSig,
-               not_zip, "central directory entry ", i, " is damaged", fix);
-    const uint8_t* h = bytes_.data() + pos;
-    const size_t name_len = le16(h + 28), extra_len = le16(h + 30), comment_len = le16(h + 32);
-    MT_REQUIRE(pos + kCentralHeaderSize + name_len + extra_len + comment_len <= cd_end, not_zip,
-               "central directory entry ", i, " runs past the directory", fix);
+  const zip_int64_t n = zip_get_num_entries(archive_.get(), 0);
+  entries_.reserve(static_cast<size_t>(n));
+  for (zip_int64_t i = 0; i < n; ++i) {
+    zip_stat_t st;
+    zip_stat_init(&st);
+    // ZIP_FL_ENC_RAW: the names as stored, without libzip's CP437 -> UTF-8 guessing.
+    MT_REQUIRE(
+        zip_stat_index(archive_.get(), static_cast<zip_uint64_t>(i), ZIP_FL_ENC_RAW, &st) == 0,
+        not_zip, "entry ", i, " is damaged (", zip_strerror(archive_.get()), ")", fix);
     ZipEntry entry;
-    entry.flags = le16(h + 8);
-    entry.method = le16(h + 10);
-    entry.crc32 = le32(h + 16);
-    entry.compressed_size = le32(h + 20);
-    entry.size = le32(h + 24);
-    entry.local_header_offset = le32(h + 42);
-    entry.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_len);
-    MT_REQUIRE(entry.local_header_offset + kLocalHeaderSize <= cd_offset, not_zip, "entry '",
-               entry.name, "' points outside the file", fix);
+    entry.index = static_cast<uint64_t>(i);
+    entry.name = st.name;
+    entry.method = static_cast<uint16_t>(st.comp_method);
+    entry.encrypted = st.encryption_method != ZIP_EM_NONE;
+    entry.crc32 = st.crc;
+    entry.compressed_size = st.comp_size;
+    entry.size = st.size;
     MT_REQUIRE(index_.emplace(entry.name, entries_.size()).second, not_zip, "entry '", entry.name,
                "' appears twice", fix);
     entries_.push_back(std::move(entry));
-    pos += kCentralHeaderSize + name_len + extra_len + comment_len;
   }
 }
+
+void ZipReader::Discard::operator()(::zip* archive) const { zip_discard(archive); }
 
 int64_t ZipReader::find(const std::string& name) const {
   const auto it = index_.find(name);
@@ -108,40 +89,40 @@ int64_t ZipReader::find(const std::string& name) const {
 std::vector<uint8_t> ZipReader::read(const ZipEntry& entry) const {
   const std::string where = "entry '" + entry.name + "' of '" + path_ + "'";
   const std::string fix = "; re-download the archive, or pass an unpacked folder instead";
-  MT_REQUIRE((entry.flags & 1) == 0, where, " is encrypted, which is not supported", fix);
-  MT_REQUIRE(entry.method == 0 || entry.method == 8, where, " uses compression method ",
-             entry.method, "; only stored (0) and deflate (8) are supported", fix);
-  const uint8_t* h = bytes_.data() + entry.local_header_offset;
-  MT_REQUIRE(le32(h) == kLocalHeaderSig, where, " has a damaged local header", fix);
-  const uint64_t data_offset =
-      entry.local_header_offset + kLocalHeaderSize + le16(h + 26) + le16(h + 28);
-  MT_REQUIRE(data_offset + entry.compressed_size <= bytes_.size(), where,
-             " is truncated (its data runs past the end of the file)", fix);
-  const uint8_t* data = bytes_.data() + data_offset;
-
+  MT_REQUIRE(!entry.encrypted, where, " is encrypted, which is not supported", fix);
   std::vector<uint8_t> out(entry.size);
-  if (entry.method == 0) {
-    MT_REQUIRE(entry.compressed_size == entry.size, where, " is corrupt (stored size ",
-               entry.compressed_size, " differs from size ", entry.size, ")", fix);
-    std::copy(data, data + entry.size, out.begin());
-  } else {
-    uint8_t spare = 0;  // zlib needs a valid output pointer even for an empty entry
-    z_stream zs{};
-    zs.next_in = const_cast<Bytef*>(data);
-    zs.avail_in = static_cast<uInt>(entry.compressed_size);
-    zs.next_out = out.empty() ? &spare : out.data();
-    zs.avail_out = static_cast<uInt>(out.size());
-    MT_CHECK(inflateInit2(&zs, -MAX_WBITS) == Z_OK, "zlib inflateInit2 failed");
-    const int rc = inflate(&zs, Z_FINISH);
-    const uint64_t produced = zs.total_out;
-    inflateEnd(&zs);
-    MT_REQUIRE(rc == Z_STREAM_END && produced == entry.size, where,
-               " has corrupt compressed data (inflate returned ", rc, " after ", produced, " of ",
-               entry.size, " bytes)", fix);
+  const std::lock_guard<std::mutex> lock(mutex_);
+  zip_file_t* file = zip_fopen_index(archive_.get(), entry.index, 0);
+  if (file == nullptr) {
+    const int code = zip_error_code_zip(zip_get_error(archive_.get()));
+    MT_REQUIRE(code != ZIP_ER_COMPNOTSUPP, where, " uses compression method ", entry.method,
+               ", which libzip cannot decompress", fix);
+    MT_REQUIRE(code != ZIP_ER_NOZIP, where, " has a damaged local header", fix);
+    throw UsageError(concat(where, " cannot be opened (", zip_strerror(archive_.get()), ")", fix));
   }
-  const auto crc = static_cast<uint32_t>(crc32(0, out.data(), static_cast<uInt>(out.size())));
-  MT_REQUIRE(crc == entry.crc32, where, " fails its CRC-32 check (corrupt)", fix);
-  return out;
+  // Read the declared size, then once more: only at its end does libzip check the CRC-32, and
+  // any further byte means the entry is longer than the directory says.
+  uint8_t spare = 0;
+  const auto size = static_cast<zip_int64_t>(out.size());
+  const zip_int64_t got = zip_fread(file, out.empty() ? &spare : out.data(), out.size());
+  const zip_int64_t extra = got == size ? zip_fread(file, &spare, 1) : 0;
+  const int code = zip_error_code_zip(zip_file_get_error(file));
+  const std::string what = zip_file_strerror(file);
+  zip_fclose(file);
+  if (got == size && extra == 0) return out;
+  std::string problem;
+  if (code == ZIP_ER_CRC)
+    problem = " fails its CRC-32 check (corrupt)";
+  else if (code == ZIP_ER_ZLIB || code == ZIP_ER_COMPRESSED_DATA)
+    problem = concat(" has corrupt compressed data (", what, ")");
+  else if (code == ZIP_ER_EOF || code == ZIP_ER_READ || code == ZIP_ER_INCONS)
+    problem = " is truncated (its data runs past the end of the file)";
+  else if (got >= 0 && extra >= 0)
+    problem = concat(" is corrupt (its data is ", extra > 0 ? "longer" : "shorter", " than the ",
+                     entry.size, " bytes the directory gives)");
+  else
+    problem = concat(" cannot be read (", what, ")");
+  throw UsageError(concat(where, problem, fix));
 }
 
 namespace {

@@ -1,6 +1,6 @@
-// The communicator API (DESIGN §6): rank, size, local rank, sum- and max-allreduce of a flat
-// buffer, broadcast, barrier, abort. Algorithm code talks only to this interface; the backend
-// (single process, MPI, NCCL) is chosen at run time by make_comm.
+// The communicator API (DESIGN §6): rank, size, local rank, sum- (float, double, int64) and
+// max-allreduce of a flat buffer, broadcast, barrier, abort. Algorithm code talks only to this
+// interface; the backend (single process, MPI, NCCL) is chosen at run time by make_comm.
 #pragma once
 
 #include <cstddef>
@@ -28,6 +28,10 @@ class Comm {
   // In place: buf ← Σ over ranks of buf.
   virtual void allreduce_sum(float* buf, size_t n) = 0;
   virtual void allreduce_sum(double* buf, size_t n) = 0;
+  // Integer sums are exact and associative: the result has the same bits for any rank count
+  // and reduction order (the exact reduction, core/exact_sum.h). Callers keep every partial sum
+  // in int64 range (no backend checks for overflow).
+  virtual void allreduce_sum(int64_t* buf, size_t n) = 0;
   // In place, host memory in every backend: buf ← max over ranks of buf. For agreeing on flags
   // (stop requested, error seen) and on checksums (equal everywhere iff max == own value).
   virtual void allreduce_max(int64_t* buf, size_t n) = 0;
@@ -47,6 +51,7 @@ class SingleProcessComm : public Comm {
   int local_rank() const override { return 0; }
   void allreduce_sum(float*, size_t) override {}
   void allreduce_sum(double*, size_t) override {}
+  void allreduce_sum(int64_t*, size_t) override {}
   void allreduce_max(int64_t*, size_t) override {}
   void broadcast(void*, size_t, int) override {}
   void barrier() override {}

@@ -68,6 +68,10 @@ void MpiComm::allreduce_sum(double* buf, size_t n) {
   allreduce_in_place(buf, n, MPI_DOUBLE, MPI_SUM, max_count_per_call_);
 }
 
+void MpiComm::allreduce_sum(int64_t* buf, size_t n) {
+  allreduce_in_place(buf, n, MPI_INT64_T, MPI_SUM, max_count_per_call_);
+}
+
 void MpiComm::allreduce_max(int64_t* buf, size_t n) {
   allreduce_in_place(buf, n, MPI_INT64_T, MPI_MAX, max_count_per_call_);
 }

@@ -31,6 +31,7 @@ class MpiComm : public Comm {
   int local_rank() const override { return local_rank_; }
   void allreduce_sum(float* buf, size_t n) override;
   void allreduce_sum(double* buf, size_t n) override;
+  void allreduce_sum(int64_t* buf, size_t n) override;
   void allreduce_max(int64_t* buf, size_t n) override;
   void broadcast(void* buf, size_t bytes, int root) override;
   void barrier() override;

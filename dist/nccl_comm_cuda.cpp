@@ -49,6 +49,7 @@ class NcclComm : public Comm {
   int local_rank() const override { return mpi_->local_rank(); }
   void allreduce_sum(float* buf, size_t n) override { allreduce(buf, n, ncclFloat); }
   void allreduce_sum(double* buf, size_t n) override { allreduce(buf, n, ncclDouble); }
+  void allreduce_sum(int64_t* buf, size_t n) override { allreduce(buf, n, ncclInt64); }
   // Host buffers, over MPI (dist/comm.h).
   void allreduce_max(int64_t* buf, size_t n) override { mpi_->allreduce_max(buf, n); }
   void broadcast(void* buf, size_t bytes, int root) override;
@@ -149,7 +150,7 @@ void NcclComm::unstage(void* buf, const void* dev, size_t bytes) {
 void NcclComm::allreduce(void* buf, size_t n, ncclDataType_t type) {
   if (n == 0) return;
   MT_CUDA_CHECK(cudaSetDevice(device_));
-  const size_t bytes = n * (type == ncclDouble ? sizeof(double) : sizeof(float));
+  const size_t bytes = n * (type == ncclFloat ? sizeof(float) : sizeof(double));  // or int64
   void* dev = staged(buf, bytes);
   MT_NCCL_CHECK(ncclAllReduce(dev, dev, n, type, ncclSum, comm_, stream_));
   wait();

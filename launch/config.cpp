@@ -152,6 +152,7 @@ constexpr Choice<const char*> kHypercleanModels[] = {{"linear", "linear"}, {"con
 constexpr Choice<const char*> kZSteps[] = {{"line_search", "line_search"},
                                            {"scheduled", "scheduled"}};
 constexpr Choice<const char*> kAssignments[] = {{"modulo", "modulo"}, {"balanced", "balanced"}};
+constexpr Choice<const char*> kReductions[] = {{"exact", "exact"}, {"float", "float"}};
 
 template <typename E, size_t N>
 E parse_choice(const std::string& key, const std::string& text, const Choice<E> (&table)[N],
@@ -324,6 +325,8 @@ const std::vector<Field>& schema() {
       text("resume", REF(resume), false, "none, latest or a checkpoint file"),
       choice("dist.backend", REF(dist.backend), kBackends, "communicator backend"),
       choice("dist.assign", REF(dist.assign), kAssignments, "task-to-rank assignment"),
+      choice("dist.reduce", REF(dist.reduce), kReductions,
+             "meta-batch sum: exact (same bits for any rank count) or float"),
       integer("dist.check_every", REF(dist.check_every), 0,
               "steps between parameter checksum comparisons of the ranks, 0 = never"),
       choice("device", REF(device), kDevices, "compute device"),
@@ -567,10 +570,15 @@ Config config_from_args(int argc, char** argv) {
   return load_config(path, overrides);
 }
 
-std::string to_yaml(const Config& cfg) {
+namespace {
+
+// The schema's keys as YAML, those for which keep(key) holds.
+template <typename Keep>
+std::string yaml_of(const Config& cfg, Keep&& keep) {
   std::string out;
   std::string section;
   for (const Field& f : schema()) {
+    if (!keep(f.key)) continue;
     const size_t dot = f.key.find('.');
     const std::string sec = dot == std::string::npos ? "" : f.key.substr(0, dot);
     if (sec != section && !sec.empty()) out += sec + ":\n";
@@ -578,6 +586,49 @@ std::string to_yaml(const Config& cfg) {
     out += sec.empty() ? f.key : "  " + f.key.substr(dot + 1);
     out += ": " + f.emit(cfg) + "\n";
   }
+  return out;
+}
+
+}  // namespace
+
+std::string to_yaml(const Config& cfg) {
+  return yaml_of(cfg, [](const std::string&) { return true; });
+}
+
+bool key_applies(const Config& cfg, const std::string& key) {
+  auto in = [&key](const char* section) {
+    return key.compare(0, std::strlen(section), section) == 0;
+  };
+  if (cfg.algo == Algo::kSlbamm) {
+    // The bilevel solver reads its own block, the data path and split, and the run's plumbing.
+    static const char* const kMetaOnly[] = {"budget.", "meta_batch", "task.",  "inner.",
+                                            "outer.",  "ufom.",      "model.", "eval.",
+                                            "cuda.",   "debug.",     "log.bias_", "dist.assign",
+                                            "data.eval_split", "data.prefetch"};
+    for (const char* s : kMetaOnly)
+      if (in(s)) return false;
+    return true;
+  }
+  if (in("slbamm.")) return false;
+  if (in("cuda.")) return cfg.device == Config::Device::kCuda;
+  if (key == "ufom.adjoint_clip") return cfg.algo != Algo::kFomaml;  // clips the exact path
+  if (in("ufom.")) return cfg.algo == Algo::kUfom;
+  if (key == "outer.momentum") return cfg.outer.optimizer == Config::Outer::Optimizer::kSgd;
+  if (key == "log.bias_tasks") return cfg.log.bias_every > 0;
+  return true;
+}
+
+std::string printed_config(const Config& cfg) {
+  int omitted = 0;
+  std::string out = yaml_of(cfg, [&](const std::string& key) {
+    const bool keep = key_applies(cfg, key);
+    omitted += keep ? 0 : 1;
+    return keep;
+  });
+  if (omitted > 0)
+    out += concat("# ", omitted, " keys that do not apply to this run (algo ", to_string(cfg.algo),
+                  ", device ", cfg.device == Config::Device::kCuda ? "cuda" : "cpu",
+                  ") are not shown; checkpoints keep the full config\n");
   return out;
 }
 

@@ -74,6 +74,7 @@ struct Config {
   struct Dist {
     std::string backend;      // auto | single | mpi | nccl
     std::string assign;       // modulo | balanced (UFOM: even out predicted cost)
+    std::string reduce;       // exact (same bits for any N, core/exact_sum.h) | float
     int64_t check_every = 0;  // 0 = never
   };
   // sl-BAMM (algo: slbamm; DESIGN §3.7, core/slbamm.h). Steps, seed, data.path, log.* and
@@ -139,6 +140,13 @@ bool has_help_flag(int argc, char** argv);
 
 // The effective config as YAML, loadable again by load_config with the same result.
 std::string to_yaml(const Config& cfg);
+// The part of the effective config a run prints at start: the keys that apply to cfg.algo and
+// cfg.device (no slbamm: block in a MAML run, no task:/inner:/ufom: blocks in an sl-BAMM run,
+// no cuda: block on the CPU), ending with a comment that counts the keys left out. Checkpoints
+// keep the full to_yaml text.
+std::string printed_config(const Config& cfg);
+// Whether key (e.g. "ufom.q") affects a run of cfg: the filter of printed_config.
+bool key_applies(const Config& cfg, const std::string& key);
 // The commented built-in defaults: the reference of every key, e.g. for --help.
 std::string_view default_config_yaml();
 // Where the metrics log goes: log.jsonl, or <checkpoint.dir>/metrics.jsonl when it is empty.

@@ -15,7 +15,7 @@ constexpr int kEvalBatch = 32;
 }  // namespace
 
 EvalResult evaluate(MetaEngine<float>& engine, const std::vector<float>& theta, int episodes,
-                    int steps, int threads, const EvalEpisodeFn& episode) {
+                    int steps, int threads, const EvalEpisodeFn& episode, dist::Comm* comm) {
   BatchedModel<float>& model = engine.model();
   const VecOps<float>& ops = model.ops();
   Buffer<float> theta_b = ops.alloc(static_cast<int64_t>(theta.size()));
@@ -24,9 +24,15 @@ EvalResult evaluate(MetaEngine<float>& engine, const std::vector<float>& theta, 
   std::vector<Episode<float>> eps(chunk);
   std::vector<LossStats> stats(chunk);
   auto batch = model.make_batch();
-  std::vector<double> acc(episodes), loss(episodes);
-  for (int first = 0; first < episodes; first += chunk) {
-    const int count = std::min(chunk, episodes - first);
+  // acc[e] and loss[e] of every episode; this rank fills its block, the others stay 0.
+  std::vector<double> values(2 * static_cast<size_t>(episodes), 0.0);
+  double* acc = values.data();
+  double* loss = values.data() + episodes;
+  const int64_t ranks = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
+  const int mine_begin = static_cast<int>(episodes * rank / ranks);
+  const int mine_end = static_cast<int>(episodes * (rank + 1) / ranks);
+  for (int first = mine_begin; first < mine_end; first += chunk) {
+    const int count = std::min(chunk, mine_end - first);
     parallel_for(threads, count, [&](int64_t i) { episode(first + i, eps[i]); });
     std::vector<const Episode<float>*> ptrs;
     for (int i = 0; i < count; ++i) ptrs.push_back(&eps[i]);
@@ -37,6 +43,8 @@ EvalResult evaluate(MetaEngine<float>& engine, const std::vector<float>& theta, 
       loss[first + i] = stats[i].loss;
     }
   }
+  if (ranks > 1) comm->allreduce_sum(values.data(), values.size());  // x + 0 + … + 0 == x
+
   EvalResult r;
   r.episodes = episodes;
   double sum = 0, sq = 0, lsum = 0;
@@ -54,11 +62,13 @@ EvalResult evaluate(MetaEngine<float>& engine, const std::vector<float>& theta, 
 
 EvalResult evaluate_split(MetaEngine<float>& engine, const std::vector<float>& theta,
                           const EpisodeSource& source, const EpisodeSpec& spec, uint64_t seed,
-                          int episodes, int steps, int threads) {
-  EvalResult r =
-      evaluate(engine, theta, episodes, steps, threads, [&](int64_t e, Episode<float>& ep) {
+                          int episodes, int steps, int threads, dist::Comm* comm) {
+  EvalResult r = evaluate(
+      engine, theta, episodes, steps, threads,
+      [&](int64_t e, Episode<float>& ep) {
         source.sample(spec, seed, kEvalStep, static_cast<uint64_t>(e), ep);
-      });
+      },
+      comm);
   r.split = spec.split;
   return r;
 }

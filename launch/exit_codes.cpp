@@ -5,6 +5,7 @@
 #include <exception>
 
 #include "core/check.h"
+#include "dist/comm.h"
 
 namespace mt {
 
@@ -21,6 +22,24 @@ int guarded_main(const char* program, const char* usage_hint, const std::functio
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: fatal: %s\n", program, e.what());
     return static_cast<int>(ExitCode::kRuntime);
+  }
+}
+
+void run_on_ranks(const char* program, dist::Comm& comm, const std::function<void()>& body) {
+  auto end_job = [&](ExitCode code, const char* what) {
+    std::fprintf(stderr, "%s: rank %d of %d: %s: %s\n", program, comm.rank(), comm.size(),
+                 code == ExitCode::kUsage ? "error" : "fatal", what);
+    std::fflush(stderr);
+    comm.abort(static_cast<int>(code));
+  };
+  try {
+    body();
+  } catch (const Error& e) {
+    if (comm.size() == 1) throw;
+    end_job(e.code(), e.what());
+  } catch (const std::exception& e) {
+    if (comm.size() == 1) throw;
+    end_job(ExitCode::kRuntime, e.what());
   }
 }
 

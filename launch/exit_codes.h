@@ -6,9 +6,19 @@
 
 namespace mt {
 
+namespace dist {
+class Comm;
+}
+
 // Runs `body` and returns its exit code; an exception is printed as "<program>: error: ..."
 // (UsageError, followed by `usage_hint` when given) or "<program>: fatal: ..." and mapped to
 // its exit code.
 int guarded_main(const char* program, const char* usage_hint, const std::function<int()>& body);
+
+// Runs `body` on this rank of comm. With one rank an exception passes to the caller (and so to
+// guarded_main). With several, a rank that fails prints "<program>: rank r of N: error|fatal:
+// ..." and ends every rank of the job with the error's exit code (comm.abort), so no rank is
+// left waiting in a collective for it.
+void run_on_ranks(const char* program, dist::Comm& comm, const std::function<void()>& body);
 
 }  // namespace mt

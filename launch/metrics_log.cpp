@@ -1,4 +1,6 @@
-// JSONL metrics log (launch/metrics_log.h).
+// JSONL metrics log (launch/metrics_log.h): JsonObject over nlohmann::ordered_json, printed by a
+// small writer of our own because nlohmann's dump() has neither the ", " / ": " separators of
+// a one-line log nor a fixed number of significant digits.
 #include "launch/metrics_log.h"
 
 #include <cerrno>
@@ -11,44 +13,69 @@
 namespace mt {
 
 namespace {
-std::string quote(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-      continue;
+
+void write_value(const nlohmann::ordered_json& v, std::string& out) {
+  using Json = nlohmann::ordered_json;
+  switch (v.type()) {
+    case Json::value_t::object: {
+      out += '{';
+      bool first = true;
+      for (const auto& [key, value] : v.items()) {
+        if (!first) out += ", ";
+        first = false;
+        out += Json(key).dump(-1, ' ', false, Json::error_handler_t::replace);
+        out += ": ";
+        write_value(value, out);
+      }
+      out += '}';
+      return;
     }
-    out += c;
+    case Json::value_t::array: {
+      out += '[';
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (i > 0) out += ", ";
+        write_value(v[i], out);
+      }
+      out += ']';
+      return;
+    }
+    case Json::value_t::number_float: {
+      const double x = v.get<double>();
+      char buf[32];
+      // Integers below 2^53 are exact in a double: print all their digits, not 1.23456789e+09.
+      if (std::abs(x) < 9007199254740992.0 && x == std::floor(x))
+        std::snprintf(buf, sizeof buf, "%.0f", x);
+      else
+        std::snprintf(buf, sizeof buf, "%.9g", x);
+      out += buf;
+      return;
+    }
+    default:  // null, booleans, integers, strings
+      out += v.dump(-1, ' ', false, Json::error_handler_t::replace);
   }
-  return out + "\"";
 }
+
 }  // namespace
 
 JsonObject& JsonObject::add(const std::string& key, double value) {
-  char buf[32];
   if (std::isfinite(value))
-    std::snprintf(buf, sizeof buf, "%.9g", value);
+    json_[key] = value;
   else
-    std::snprintf(buf, sizeof buf, "null");  // JSON has no NaN / Inf
-  fields_.emplace_back(key, buf);
+    json_[key] = nullptr;
   return *this;
 }
 JsonObject& JsonObject::add(const std::string& key, const std::string& value) {
-  fields_.emplace_back(key, quote(value));
+  json_[key] = value;
   return *this;
 }
 JsonObject& JsonObject::add(const std::string& key, const JsonObject& value) {
-  fields_.emplace_back(key, value.str());
+  json_[key] = value.json_;
   return *this;
 }
 std::string JsonObject::str() const {
-  std::string s = "{";
-  for (size_t i = 0; i < fields_.size(); ++i)
-    s += (i ? ", " : "") + quote(fields_[i].first) + ": " + fields_[i].second;
-  return s + "}";
+  std::string out;
+  write_value(json_, out);
+  return out;
 }
 
 MetricsLog::MetricsLog(const std::string& path, bool append) : path_(path) {

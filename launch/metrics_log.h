@@ -1,24 +1,28 @@
 // The metrics log: one JSON object per line (JSONL), appended and flushed as training goes.
-// Values are numbers or nested objects; keys are written in insertion order.
+// Values are numbers, strings or nested objects, kept in an nlohmann::ordered_json so keys are
+// written in insertion order; the line's text is formatted as described at JsonObject::str.
 #pragma once
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
-#include <utility>
-#include <vector>
 
 namespace mt {
 
-// A flat-or-nested JSON object built field by field.
+// A flat-or-nested JSON object built field by field. Adding a key again replaces its value.
 class JsonObject {
  public:
+  // Non-finite numbers are stored as null (JSON has no NaN / Inf).
   JsonObject& add(const std::string& key, double value);
   JsonObject& add(const std::string& key, const std::string& value);
   JsonObject& add(const std::string& key, const JsonObject& value);
+  // One line of text: {"key": value, "key": value}. Numbers print as by "%.9g" (nine
+  // significant digits, so logs stay short) except integers below 2^53, which print exactly;
+  // strings are escaped by nlohmann-json (invalid UTF-8 replaced by U+FFFD).
   std::string str() const;
 
  private:
-  std::vector<std::pair<std::string, std::string>> fields_;  // key, encoded value
+  nlohmann::ordered_json json_ = nlohmann::ordered_json::object();
 };
 
 class MetricsLog {

@@ -1,16 +1,15 @@
-// Metrics JSONL reading and SVG line charts for metaplot (launch/plot.h): a small JSON reader
-// for metatrain's flat lines, the reduction of a log to training and evaluation points, and an
-// SVG writer with "nice" axis ticks, shaded bands and a legend.
+// Metrics JSONL reading and SVG line charts for metaplot (launch/plot.h): metatrain's lines
+// parsed by nlohmann-json and flattened to dotted keys, the reduction of a log to training and
+// evaluation points, and an SVG writer with "nice" axis ticks, shaded bands and a legend.
 #include "launch/plot.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <limits>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "core/check.h"
 
@@ -22,103 +21,44 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // ---- JSON lines ----------------------------------------------------------------------------
 
-// Reads one JSON object into dotted keys: numbers into `numbers` ("eval.acc_mean"), everything
-// else (strings, booleans, null) is checked and skipped. Throws std::string on malformed input.
-class LineParser {
- public:
-  explicit LineParser(const std::string& text) : s_(text) {}
+// Flattens a parsed JSON object into dotted keys: numbers into `out` ("eval.acc_mean"), null as
+// NaN (metatrain writes null for NaN / Inf); strings and booleans are skipped. Throws std::string
+// for lists and for objects nested more than four deep.
+void flatten(const nlohmann::json& object, const std::string& prefix,
+             std::map<std::string, double>& out, int depth) {
+  if (depth > 4) throw std::string("malformed JSON: objects nested too deeply");
+  for (const auto& [name, value] : object.items()) {
+    const std::string key = prefix + name;
+    if (value.is_object())
+      flatten(value, key + ".", out, depth + 1);
+    else if (value.is_array())
+      throw concat("malformed JSON: \"", key, "\": lists are not supported");
+    else if (value.is_number())
+      out[key] = value.get<double>();
+    else if (value.is_null())
+      out[key] = kNaN;
+  }
+}
 
-  std::map<std::string, double> parse() {
-    std::map<std::string, double> numbers;
-    skip_space();
-    object("", numbers, 0);
-    skip_space();
-    if (i_ != s_.size()) fail("text after the closing '}'");
-    return numbers;
+// One metrics line as dotted keys. Throws std::string "malformed JSON at column N: ..." with
+// nlohmann's description of the problem.
+std::map<std::string, double> parse_line(const std::string& line) {
+  nlohmann::json object;
+  try {
+    object = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::parse_error& e) {
+    // what() is "[json.exception.parse_error.101] parse error at line 1, column 14: <problem>".
+    const std::string what = e.what();
+    const size_t column = what.find("column ");
+    const size_t colon = what.find(": ", column == std::string::npos ? 0 : column);
+    throw concat("malformed JSON at column ", e.byte, ": ",
+                 colon == std::string::npos ? what : what.substr(colon + 2));
   }
-
- private:
-  [[noreturn]] void fail(const std::string& what) const {
-    throw concat("malformed JSON at column ", i_ + 1, ": ", what);
-  }
-  void skip_space() {
-    while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
-  }
-  void expect(char c) {
-    skip_space();
-    if (i_ >= s_.size() || s_[i_] != c) fail(concat("expected '", c, "'"));
-    ++i_;
-  }
-  std::string string() {
-    expect('"');
-    std::string out;
-    while (true) {
-      if (i_ >= s_.size()) fail("unterminated string");
-      const char c = s_[i_++];
-      if (c == '"') return out;
-      if (c == '\\') {
-        if (i_ >= s_.size()) fail("unterminated string");
-        const char e = s_[i_++];
-        if (e == 'u') {
-          if (i_ + 4 > s_.size()) fail("bad \\u escape");
-          i_ += 4;
-          out += '?';
-        } else {
-          out += e;
-        }
-      } else {
-        out += c;
-      }
-    }
-  }
-  void object(const std::string& prefix, std::map<std::string, double>& out, int depth) {
-    if (depth > 4) fail("objects nested too deeply");
-    expect('{');
-    skip_space();
-    if (i_ < s_.size() && s_[i_] == '}') {
-      ++i_;
-      return;
-    }
-    while (true) {
-      skip_space();
-      const std::string key = prefix + string();
-      expect(':');
-      value(key, out, depth);
-      skip_space();
-      if (i_ < s_.size() && s_[i_] == ',') {
-        ++i_;
-        continue;
-      }
-      expect('}');
-      return;
-    }
-  }
-  void value(const std::string& key, std::map<std::string, double>& out, int depth) {
-    skip_space();
-    if (i_ >= s_.size()) fail(concat("no value for \"", key, "\""));
-    const char c = s_[i_];
-    if (c == '{') return object(key + ".", out, depth + 1);
-    if (c == '"') return static_cast<void>(string());
-    if (c == '[') fail(concat("\"", key, "\": lists are not supported"));
-    for (const char* word : {"null", "true", "false"}) {
-      const size_t n = std::char_traits<char>::length(word);
-      if (s_.compare(i_, n, word) == 0) {
-        i_ += n;
-        if (word[0] == 'n') out[key] = kNaN;  // metatrain writes null for NaN / Inf
-        return;
-      }
-    }
-    const char* begin = s_.c_str() + i_;
-    char* end = nullptr;
-    const double x = std::strtod(begin, &end);
-    if (end == begin) fail(concat("bad value for \"", key, "\""));
-    i_ += static_cast<size_t>(end - begin);
-    out[key] = x;
-  }
-
-  const std::string& s_;
-  size_t i_ = 0;
-};
+  if (!object.is_object()) throw std::string("malformed JSON at column 1: expected '{'");
+  std::map<std::string, double> numbers;
+  flatten(object, "", numbers, 0);
+  return numbers;
+}
 
 double get(const std::map<std::string, double>& m, const char* key) {
   const auto it = m.find(key);
@@ -225,7 +165,7 @@ MetricsRun read_metrics_jsonl(const std::string& path, const std::string& label)
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     std::map<std::string, double> m;
     try {
-      m = LineParser(line).parse();
+      m = parse_line(line);
     } catch (const std::string& what) {
       throw UsageError(concat(path, ":", line_no, ": ", what));
     }

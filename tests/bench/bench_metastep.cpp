@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +25,7 @@
 #include "data/glyphs.h"
 #include "launch/config.h"
 #include "launch/exit_codes.h"
+#include "launch/metrics_log.h"
 #include "models/conv4.h"
 #include "models/conv4_cuda.h"
 #include "tests/support/episodes.h"
@@ -185,16 +187,31 @@ int run(int argc, char** argv) {
   // Nothing on the device is freed during the run: the memory in use at the end is the peak.
   const double device_mb = cuda ? (mt::gpu_memory_used() - device_before) / 1048576.0 : 0.0;
   const double gflops = flops / total / 1e9;
-  std::printf(
-      "{\"impl\": \"ours\", \"device\": \"%s\", \"dataset\": \"%s\", \"algo\": \"%s\", "
-      "\"trajectory\": \"%s\", \"r\": %d, \"B\": %d, \"sec_per_iter\": %.4f, "
-      "\"tasks_per_s\": %.2f, \"peak_rss_mb\": %.1f, \"peak_mem_bytes\": %.0f, "
-      "\"gemm_gflops\": %.1f, \"sgemm_peak_gflops\": %.1f, \"peak_fraction\": %.3f, "
-      "\"exact_tasks_per_iter\": %.2f, \"params\": %lld, \"threads\": %d, \"blas_core\": \"%s\"}\n",
-      device.c_str(), dataset.c_str(), algo.c_str(), trajectory.c_str(), r, B, med, B / med,
-      ru.ru_maxrss / 1024.0, cuda ? device_mb * 1048576.0 : ru.ru_maxrss * 1024.0, gflops, peak,
-      cuda ? 0.0 : gflops / peak, exact / iters, static_cast<long long>(d), threads,
-      mt::blas_core_name().c_str());
+  // Rounded to the digits worth reading: the line then prints without noise.
+  auto fixed = [](double x, int decimals) {
+    const double scale = std::pow(10.0, decimals);
+    return std::round(x * scale) / scale;
+  };
+  mt::JsonObject line;
+  line.add("impl", "ours")
+      .add("device", device)
+      .add("dataset", dataset)
+      .add("algo", algo)
+      .add("trajectory", trajectory)
+      .add("r", r)
+      .add("B", B)
+      .add("sec_per_iter", fixed(med, 4))
+      .add("tasks_per_s", fixed(B / med, 2))
+      .add("peak_rss_mb", fixed(ru.ru_maxrss / 1024.0, 1))
+      .add("peak_mem_bytes", std::round(cuda ? device_mb * 1048576.0 : ru.ru_maxrss * 1024.0))
+      .add("gemm_gflops", fixed(gflops, 1))
+      .add("sgemm_peak_gflops", fixed(peak, 1))
+      .add("peak_fraction", fixed(cuda ? 0.0 : gflops / peak, 3))
+      .add("exact_tasks_per_iter", fixed(exact / iters, 2))
+      .add("params", static_cast<double>(d))
+      .add("threads", threads)
+      .add("blas_core", mt::blas_core_name());
+  std::printf("%s\n", line.str().c_str());
   return 0;
 }
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +21,7 @@
 #include "data/episode_store.h"
 #include "data/episode_stream.h"
 #include "data/glyphs.h"
+#include "launch/metrics_log.h"
 
 namespace {
 
@@ -116,14 +118,26 @@ void write_synthetic_mini(const std::string& path) {
   mt::write_store(path, c);
 }
 
-void print(const Row& r, const std::string& note) {
-  std::printf(
-      "{\"bench\": \"stream\", \"config\": \"%s\", \"source\": \"%s\", \"mode\": \"%s\", "
-      "\"threads\": %d, \"depth\": %d, \"tasks_per_step\": %d, \"episodes\": %lld, "
-      "\"seconds\": %.3f, \"episodes_per_s\": %.1f, \"cores\": %u%s}\n",
-      r.config.c_str(), r.source.c_str(), r.mode.c_str(), r.threads, r.depth, r.tasks_per_step,
-      static_cast<long long>(r.episodes), r.seconds, r.episodes / r.seconds,
-      std::thread::hardware_concurrency(), note.c_str());
+// One JSON line; `origin` ("" for none) says where the Mini-ImageNet-shaped store came from.
+void print(const Row& r, const std::string& origin) {
+  auto fixed = [](double x, int decimals) {
+    const double scale = std::pow(10.0, decimals);
+    return std::round(x * scale) / scale;
+  };
+  mt::JsonObject line;
+  line.add("bench", "stream")
+      .add("config", r.config)
+      .add("source", r.source)
+      .add("mode", r.mode)
+      .add("threads", r.threads)
+      .add("depth", r.depth)
+      .add("tasks_per_step", r.tasks_per_step)
+      .add("episodes", static_cast<double>(r.episodes))
+      .add("seconds", fixed(r.seconds, 3))
+      .add("episodes_per_s", fixed(r.episodes / r.seconds, 1))
+      .add("cores", std::thread::hardware_concurrency());
+  if (!origin.empty()) line.add("store", origin);
+  std::printf("%s\n", line.str().c_str());
   std::fflush(stdout);
 }
 
@@ -159,15 +173,15 @@ int main(int argc, char** argv) {
 
   std::vector<Row> rows;
   auto bench = [&](const std::string& config, const EpisodeSource& source, int tasks_per_step,
-                   const std::string& note) {
+                   const std::string& origin) {
     const EpisodeSpec spec{"train", 5, 1, 15};
     std::fprintf(stderr, "%s: %s, %d tasks per step\n", config.c_str(), source.name().c_str(),
                  tasks_per_step);
     rows.push_back(run_direct(config, source, spec, tasks_per_step, warmup, seconds));
-    print(rows.back(), note);
+    print(rows.back(), origin);
     for (int threads : {1, 2}) {
       rows.push_back(run_stream(config, source, spec, tasks_per_step, threads, warmup, seconds));
-      print(rows.back(), note);
+      print(rows.back(), origin);
     }
   };
 
@@ -181,7 +195,7 @@ int main(int argc, char** argv) {
       bench("omniglot 5w1s15q B=32", store, 32, "");
     }
 
-    std::string mini_path = mini, note = ", \"store\": \"given\"";
+    std::string mini_path = mini, mini_origin = "given";
     RemoveOnExit temporary;
     if (mini.empty() || !std::filesystem::exists(mini)) {
       if (mini.empty()) {
@@ -197,11 +211,11 @@ int main(int argc, char** argv) {
       const double t0 = now();
       write_synthetic_mini(mini_path);
       std::fprintf(stderr, "  written in %.1f s\n", now() - t0);
-      note = ", \"store\": \"synthetic random bytes\"";
+      mini_origin = "synthetic random bytes";
     }
     {
       const mt::EpisodeStore store(mini_path);
-      bench("mini-imagenet-shaped 5w1s15q B=4", store, 4, note);
+      bench("mini-imagenet-shaped 5w1s15q B=4", store, 4, mini_origin);
     }
 
     const mt::GlyphSource glyphs;

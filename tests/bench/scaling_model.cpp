@@ -100,6 +100,35 @@ void print_bytes(const std::vector<ModelCase>& models, const Settings& st) {
   std::printf("\n");
 }
 
+// dist.reduce = exact (core/exact_sum.h) against float: the exact reduction sends every
+// element as two int64 limbs (16 bytes instead of 4) and every task's statistics in its own
+// slot, (kTaskStats + 1) = 7 int64 per task of the meta-batch, so its size grows with B = N·k.
+void print_exact_reduction(const std::vector<ModelCase>& models, const Settings& st) {
+  constexpr int kSlot = 7;  // MetaStepSums::kTaskStats + the owner count
+  const double alpha = st.alpha_us * 1e-6;
+  for (const auto& m : models) {
+    std::printf(
+        "## Bytes per step: dist.reduce = float vs exact, %s (d = %lld)\n\n"
+        "float: 4·(d + %d) bytes, on logging steps 4·(2d + %d) (fo_gap); exact: 8·(2d + %d·B), on "
+        "logging steps 8·(4d + %d·B), B = N·k tasks. Ring time at 25 GB/s, α = %.1f µs, "
+        "non-logging step.\n\n",
+        m.name, static_cast<long long>(m.d), st.stats, st.stats, kSlot, kSlot, st.alpha_us);
+    std::printf("| N | k | float MB | exact MB | float, logging MB | exact, logging MB | "
+                "ratio | float ms | exact ms |\n");
+    std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for (int n : kRanks)
+      for (int k : {1, 16}) {
+        const double b = static_cast<double>(n) * k;
+        const double f = 4.0 * (m.d + st.stats), fl = 4.0 * (2.0 * m.d + st.stats);
+        const double e = 8.0 * (2.0 * m.d + kSlot * b), el = 8.0 * (4.0 * m.d + kSlot * b);
+        std::printf("| %d | %d | %.3f | %.3f | %.3f | %.3f | %.2f | %.3f | %.3f |\n", n, k, f / 1e6,
+                    e / 1e6, fl / 1e6, el / 1e6, e / f, 1e3 * ring_allreduce_s(n, f, 25.0, alpha),
+                    1e3 * ring_allreduce_s(n, e, 25.0, alpha));
+      }
+    std::printf("\n");
+  }
+}
+
 void print_allreduce(const std::vector<ModelCase>& models, const Settings& st) {
   const double alpha = st.alpha_us * 1e-6;
   for (const auto& m : models) {
@@ -282,6 +311,7 @@ int main(int argc, char** argv) {
       models[0].conv_macs / 1e6, st.steps, static_cast<unsigned long long>(st.seed));
   print_bytes(models, st);
   print_allreduce(models, st);
+  print_exact_reduction(models, st);
   print_efficiency(models[0], "GPU (assumed)", st.gpu_task_ms / 1e3, st);
   print_efficiency(models[0], "CPU rank (measured)", st.cpu_task_ms / 1e3, st);
   print_efficiency(models[1], "GPU (assumed, scaled by MACs)", mini_scale * st.gpu_task_ms / 1e3,

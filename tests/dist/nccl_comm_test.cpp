@@ -102,5 +102,30 @@ TEST(NcclComm, HostBuffersAreStagedThroughTheDevice) {
   EXPECT_EQ(std::count(words.begin(), words.end(), 42), 777);
 }
 
+// int64 sums (the exact reduction's limbs, ncclInt64), host-staged and on the device, near the
+// int64 range: exact.
+TEST(NcclComm, Int64SumsAreExact) {
+  if (const std::string why = reason_to_skip(); !why.empty()) GTEST_SKIP() << why;
+  const auto comm = make_comm("nccl");
+  const int size = comm->size(), rank = comm->rank();
+  const int64_t big = (int64_t{1} << 60) / size + 12345;
+  std::vector<int64_t> host(300001);
+  for (size_t i = 0; i < host.size(); ++i)
+    host[i] = (i % 2 ? big : -big) + static_cast<int64_t>(i) * (rank + 1);
+  std::vector<int64_t> copy = host;
+  DeviceBuffer<int64_t> dev(copy.size());
+  dev.copy_from_host(copy.data(), copy.size());
+  comm->allreduce_sum(host.data(), host.size());
+  comm->allreduce_sum(dev.data(), copy.size());
+  dev.copy_to_host(copy.data(), copy.size());
+  size_t wrong = 0;
+  for (size_t i = 0; i < host.size(); ++i) {
+    const int64_t want = (i % 2 ? big : -big) * size +
+                         static_cast<int64_t>(i) * size * (size + 1) / 2;
+    wrong += (host[i] != want) + (copy[i] != want);
+  }
+  EXPECT_EQ(wrong, 0u);
+}
+
 }  // namespace
 }  // namespace mt::dist

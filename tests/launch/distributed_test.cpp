@@ -342,5 +342,44 @@ TEST_F(Distributed, BadCheckpointsExitWithCode2) {
   EXPECT_EQ(r2.exit_code, 2) << r2.output;
 }
 
+// Evaluation divides its episodes among the ranks and gathers them in episode order: the mean
+// and CI are the same bits on 1, 2, 3 and 4 ranks (7 episodes: uneven blocks, one rank of 4 gets
+// one episode), in metaeval and in metatrain's evaluations (steps=0: θ is the initial one, so
+// only the evaluation's own arithmetic can differ).
+TEST_F(Distributed, EvaluationGivesTheSameBitsOnAnyNumberOfRanks) {
+  const std::string dir = testing::temp_dir("dist_eval");
+  ASSERT_EQ(shell(metatrain_bin() + " " + job(dir + "/trained", "steps=2")).exit_code, 0);
+  const std::string metaeval = std::string(MT_BINARY_DIR) + "/bin/metaeval";
+  auto numbers = [](const std::string& json) {  // the JSON line without its "ranks" field
+    return std::regex_replace(json, std::regex(", \"ranks\": [0-9]+"), "");
+  };
+  std::string eval_one, train_one;
+  for (int n : {1, 2, 3, 4}) {
+    const ProgramResult e =
+        shell(std::string(kMpiEnv) + "timeout 300 mpiexec --oversubscribe -n " +
+              std::to_string(n) + " " + metaeval + " " + dir + "/trained/latest.h5 --json " +
+              "eval.episodes=7 threads=1");
+    ASSERT_EQ(e.exit_code, 0) << n << " ranks\n" << e.output;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(e.output, m, std::regex("\\{\"checkpoint\".*\\}")))
+        << e.output;
+    EXPECT_NE(m.str().find("\"ranks\": " + std::to_string(n)), std::string::npos) << m.str();
+    const std::string line = numbers(m.str());
+    if (n == 1) eval_one = line;
+    EXPECT_EQ(line, eval_one) << n << " ranks";
+
+    const std::string run = dir + "/steps0_n" + std::to_string(n);
+    const ProgramResult t = mpirun(n, job(run, "steps=0 eval.episodes=7"));
+    ASSERT_EQ(t.exit_code, 0) << n << " ranks\n" << t.output;
+    std::smatch f;
+    ASSERT_TRUE(std::regex_search(t.output, f, std::regex("final eval .*"))) << t.output;
+    const std::string log = read_text(run + "/metrics.jsonl");
+    std::smatch ev;
+    ASSERT_TRUE(std::regex_search(log, ev, std::regex("\"eval\": \\{[^}]*\\}"))) << log;
+    if (n == 1) train_one = f.str() + ev.str();
+    EXPECT_EQ(f.str() + ev.str(), train_one) << n << " ranks";
+  }
+}
+
 }  // namespace
 }  // namespace mt

@@ -1,22 +1,28 @@
 // The metaplot program as a user runs it: hand-written metrics logs of two runs become SVG
 // figures that parse as balanced XML, with one polyline per run holding one point per logged
-// value, x increasing; a malformed log exits with code 2 naming the file and line.
+// value, x increasing; a malformed log exits with code 2 naming the file and line. Also the
+// metrics lines' text (launch/metrics_log.h) and their reading back (launch/plot.h).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "launch/metrics_log.h"
+#include "launch/plot.h"
+#include "tests/support/errors.h"
 #include "tests/support/programs.h"
 
 namespace mt {
 namespace {
 
 using testing::temp_dir;
+using testing::usage_error;
 using Result = testing::ProgramResult;
 
 Result metaplot(const std::string& args) { return testing::run_program("metaplot", args); }
@@ -232,6 +238,68 @@ TEST(Metaplot, MalformedLogExitsWithCode2NamingFileAndLine) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
   r = metaplot(dir + "/bad.jsonl");  // no -o
   EXPECT_EQ(r.exit_code, 2) << r.output;
+}
+
+// The text of a metrics line: keys in insertion order, ", " and ": " separators, nine
+// significant digits, integers exact, null for NaN / Inf, escaped strings, nested objects.
+TEST(MetricsLog, LineTextIsStableValidJson) {
+  JsonObject eval;
+  eval.add("split", "val").add("acc_mean", 0.5).add("acc_ci95", 1.0 / 3.0);
+  JsonObject line;
+  line.add("step", 3)
+      .add("loss", 2.0 / 3.0)
+      .add("grad_evals_total", 12345678901.0)
+      .add("tiny", 1.5e-12)
+      .add("nan", std::nan(""))
+      .add("inf", -INFINITY)
+      .add("note", "a \"b\"\\\n")
+      .add("eval", eval);
+  const std::string text = line.str();
+  EXPECT_EQ(text,
+            "{\"step\": 3, \"loss\": 0.666666667, \"grad_evals_total\": 12345678901, "
+            "\"tiny\": 1.5e-12, \"nan\": null, \"inf\": null, \"note\": \"a \\\"b\\\"\\\\\\n\", "
+            "\"eval\": {\"split\": \"val\", \"acc_mean\": 0.5, \"acc_ci95\": 0.333333333}}");
+  const nlohmann::json back = nlohmann::json::parse(text);
+  EXPECT_EQ(back["note"], "a \"b\"\\\n");
+  EXPECT_EQ(back["grad_evals_total"].get<double>(), 12345678901.0);
+  EXPECT_TRUE(back["nan"].is_null());
+  line.add("step", 4);  // a key added again keeps its place
+  EXPECT_EQ(line.str().rfind("{\"step\": 4, \"loss\"", 0), 0u) << line.str();
+}
+
+// read_metrics_jsonl flattens nested objects to dotted keys and names file, line and column of
+// a malformed line.
+TEST(MetricsLog, ReaderFlattensAndLocatesErrors) {
+  const std::string dir = temp_dir("metaplot_reader");
+  JsonObject eval;
+  eval.add("acc_mean", 0.75).add("acc_ci95", 0.01).add("split", "val");
+  write_file(dir + "/ok.jsonl",
+             JsonObject().add("step", 2).add("loss", 1.25).add("sec", 0.5).str() + "\n\n" +
+                 JsonObject().add("step", 2).add("eval", eval).str() + "\r\n" +
+                 "{\"step\": 4, \"loss\": null, \"ok\": true, \"eval\": {}}\n");
+  const MetricsRun run = read_metrics_jsonl(dir + "/ok.jsonl", "ok");
+  ASSERT_EQ(run.train.size(), 1u);
+  EXPECT_EQ(run.train[0].step, 2);
+  EXPECT_EQ(run.train[0].loss, 1.25);
+  ASSERT_EQ(run.evals.size(), 1u);
+  EXPECT_EQ(run.evals[0].acc_mean, 0.75);
+  EXPECT_EQ(run.evals[0].acc_ci95, 0.01);
+
+  auto error_of = [&](const std::string& text) {
+    write_file(dir + "/bad.jsonl", "{\"step\": 1, \"loss\": 1}\n" + text + "\n");
+    return usage_error([&] { read_metrics_jsonl(dir + "/bad.jsonl", "bad"); });
+  };
+  const std::string where = dir + "/bad.jsonl:2: malformed JSON";
+  std::string e = error_of("{\"step\": 3, \"loss\": }");
+  EXPECT_EQ(e.rfind(where + " at column 21: syntax error while parsing value", 0), 0u) << e;
+  e = error_of("{\"step\": 3} trailing");
+  EXPECT_EQ(e.rfind(where + " at column ", 0), 0u) << e;
+  e = error_of("[1, 2]");
+  EXPECT_EQ(e.rfind(where + " at column 1: expected '{'", 0), 0u) << e;
+  e = error_of("{\"step\": 3, \"xs\": [1, 2]}");
+  EXPECT_EQ(e, where + ": \"xs\": lists are not supported") << e;
+  e = error_of("{\"a\": {\"b\": {\"c\": {\"d\": {\"e\": {\"f\": 1}}}}}}");
+  EXPECT_EQ(e, where + ": objects nested too deeply") << e;
 }
 
 }  // namespace
