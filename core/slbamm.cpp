@@ -23,6 +23,17 @@ SlBamm::SlBamm(const BilevelProblem& problem, SlBammOptions opt, SumRanks sum_ra
   mixed_.resize(dx);
 }
 
+void SlBamm::restore(const SlBammState& s) {
+  MT_CHECK(
+      s.step >= 0 && s.x.size() == x_.size() && s.y.size() == y_.size() && s.z.size() == z_.size(),
+      "sl-BAMM state of step ", s.step, " with ", s.x.size(), ", ", s.y.size(), ", ", s.z.size(),
+      " values of x, y, z; the problem has ", x_.size(), ", ", y_.size(), ", ", z_.size());
+  k_ = s.step;
+  x_ = s.x;
+  y_ = s.y;
+  z_ = s.z;
+}
+
 double SlBamm::mu(int64_t k) const {
   return opt_.mu0 / std::pow(static_cast<double>(k + 1), 1.0 / opt_.p);
 }

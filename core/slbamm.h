@@ -43,6 +43,15 @@ struct SlBammOptions {
 // Sums a flat buffer over ranks in place (all ranks call it in the same order).
 using SumRanks = std::function<void(double* buf, size_t n)>;
 
+// Everything the next iteration reads: the iterate (x, y, z) and the number of iterations done,
+// from which μ_k, β_y,k, β_x,k and the scheduled η_k follow. The line search keeps nothing
+// between iterations (η_k is recomputed from r_k) and the solver draws no random numbers, so a
+// solver restored from a state continues exactly as the one that exported it.
+struct SlBammState {
+  int64_t step = 0;
+  std::vector<double> x, y, z;  // dim_x, dim_y, dim_y values
+};
+
 struct SlBammStats {
   int64_t step = 0;  // iterations done
   double mu = 0;     // averaging weight used in this iteration
@@ -68,6 +77,9 @@ class SlBamm {
   double beta_x(int64_t k) const;
 
   int64_t iterations() const { return k_; }
+  SlBammState state() const { return {k_, x_, y_, z_}; }
+  // Continues from `s` (sizes must match the problem, step >= 0; Error otherwise).
+  void restore(const SlBammState& s);
   const std::vector<double>& x() const { return x_; }
   const std::vector<double>& y() const { return y_; }
   const std::vector<double>& z() const { return z_; }

@@ -1,21 +1,30 @@
-// algo=slbamm in metatrain (launch/bilevel_trainer.h): builds the problem of the slbamm: block,
-// wires the solver's rank sums to Comm::allreduce_sum, logs metrics, and for hyper-cleaning
-// reports test accuracy against the two baselines and how well the weights find the noise.
+// algo=slbamm in metatrain (launch/bilevel_trainer.h): builds the problem of the slbamm: block
+// (the hyper-cleaning classifier from models/, its data from data/), wires the solver's rank
+// sums to Comm::allreduce_sum, runs the iterations on the shared run scaffolding, and for
+// hyper-cleaning reports test accuracy against the two baselines and how well the weights find
+// the noise.
 #include "launch/bilevel_trainer.h"
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 
+#include "core/bilevel_checkpoint.h"
+#include "core/bilevel_hyperclean.h"
 #include "core/bilevel_toy.h"
-#include "core/blas.h"
 #include "core/check.h"
+#include "core/checkpoint.h"
 #include "core/slbamm.h"
 #include "data/episode_store.h"
+#include "data/hyperclean_data.h"
 #include "launch/metrics_log.h"
 #include "launch/progress.h"
+#include "launch/run_scaffold.h"
+#include "launch/stop_signal.h"
+#include "models/conv4.h"
+#include "models/linear.h"
+#include "models/sequential.h"
 
 namespace mt {
 
@@ -51,147 +60,232 @@ HypercleanSpec hyperclean_spec(const Config& cfg) {
   return h;
 }
 
-HypercleanModel hyperclean_model(const Config& cfg) {
-  HypercleanModel m;
-  m.name = cfg.slbamm.model;
-  m.filters = cfg.slbamm.filters;
-  m.seed = static_cast<uint64_t>(cfg.seed);
-  return m;
+// The hyper-cleaning classifier of slbamm.model: Linear(D → K) on the standardised features,
+// y = [W (K×D), b (K)]; or Conv-4 (max-pool) with slbamm.filters channels on the pixels in
+// [0, 1], batch norm with the statistics of the batch at hand.
+std::unique_ptr<Model<double>> hyperclean_classifier(const Config& cfg, const HypercleanData& d) {
+  if (cfg.slbamm.model == "conv4")
+    return make_conv4<double>({d.item, cfg.slbamm.filters, d.classes, Conv4Pool::kMax});
+  auto linear = std::make_unique<Sequential<double>>(d.item, d.classes);
+  linear->add("head", std::make_unique<Linear<double>>(d.item, d.classes));
+  return linear;
 }
 
-}  // namespace
+HypercleanInput hyperclean_input(const Config& cfg) {
+  return cfg.slbamm.model == "conv4" ? HypercleanInput::kPixels : HypercleanInput::kFeatures;
+}
 
-BilevelOutcome run_bilevel(const Config& cfg, dist::Comm& comm) {
-  MT_REQUIRE(cfg.device == Config::Device::kCpu,
-             "algo = slbamm runs on the CPU only; set device=cpu");
-  const bool lead = comm.rank() == 0;
-  const bool hyperclean = cfg.slbamm.problem == "hyperclean";
+// One sl-BAMM run: the problem and solver built from the config, the checkpoints, log and
+// progress around them. run() is the loop.
+class BilevelTrainer {
+ public:
+  BilevelTrainer(const Config& cfg, dist::Comm& comm);
+  EvalResult run();
 
-  HypercleanData data;
-  std::unique_ptr<BilevelProblem> problem;
+ private:
+  bool after_step(int64_t done);  // checkpoint cadence; false: stopped by a signal
+  EvalResult finish();            // final checkpoint and, for hyper-cleaning, the test scores
+  std::string save(int64_t step);
+  void resume();
+  [[noreturn]] void diverged(const char* what, int64_t done) const;
+
+  const Config& cfg_;
+  dist::Comm& comm_;
+  const bool lead_;
+  const bool hyperclean_;
+  HypercleanData data_;
+  std::unique_ptr<Model<double>> classifier_;
+  std::unique_ptr<BilevelProblem> problem_;
+  std::unique_ptr<SlBamm> solver_;
+  CheckpointManager checkpoints_;
+  int64_t first_step_ = 0;
+  std::unique_ptr<MetricsLog> log_;
+  std::unique_ptr<Progress> progress_;
+  std::chrono::steady_clock::time_point t_start_;
+  double F_ = 0, f_ = 0, x_err_ = -1;  // of the last logged iteration
+};
+
+BilevelTrainer::BilevelTrainer(const Config& cfg, dist::Comm& comm)
+    : cfg_(cfg),
+      comm_(comm),
+      lead_(comm.rank() == 0),
+      hyperclean_(cfg.slbamm.problem == "hyperclean"),
+      checkpoints_(cfg.checkpoint.dir, cfg.checkpoint.keep) {
   std::string what;
-  if (hyperclean) {
+  if (hyperclean_) {
     MT_REQUIRE(cfg.data.path != "glyphs",
                "slbamm.problem = hyperclean needs data.path = an HDF5 store packed by metapack "
                "(e.g. metapack omniglot -o omniglot.h5 images_background*.zip), not glyphs");
-    data = make_hyperclean_data(read_store(cfg.data.path), hyperclean_spec(cfg));
-    problem =
-        std::make_unique<HypercleanProblem>(data, hyperclean_model(cfg), comm.rank(), comm.size());
+    data_ = make_hyperclean_data(read_store(cfg.data.path), hyperclean_spec(cfg));
+    classifier_ = hyperclean_classifier(cfg, data_);
+    const HypercleanInput in = hyperclean_input(cfg);
+    problem_ = std::make_unique<HypercleanProblem>(
+        *classifier_, hyperclean_batch(data_, data_.train, in),
+        hyperclean_batch(data_, data_.val, in), static_cast<uint64_t>(cfg.seed), comm.rank(),
+        comm.size());
     what = detail::concat(
-        "hyperclean on ", cfg.data.path, " (", cfg.data.train_split, "): ", data.classes,
-        " classes, ", data.train.n, " train (", static_cast<int>(cfg.slbamm.noise * 100 + 0.5),
-        "% corrupted), ", data.val.n, " val, ", data.test.n, " test; ",
+        "hyperclean on ", cfg.data.path, " (", cfg.data.train_split, "): ", data_.classes,
+        " classes, ", data_.train.n, " train (", static_cast<int>(cfg.slbamm.noise * 100 + 0.5),
+        "% corrupted), ", data_.val.n, " val, ", data_.test.n, " test; ",
         cfg.slbamm.model == "conv4" ? detail::concat("Conv-4 (", cfg.slbamm.filters, " filters)")
                                     : std::string("linear"),
-        " classifier, ", problem->dim_y(), " parameters");
+        " classifier, ", problem_->dim_y(), " parameters");
   } else {
     // Only rank 0 holds the toy; the other ranks add zeros to every sum.
-    problem = std::make_unique<BilevelToy>(cfg.slbamm.toy_dim, lead);
+    problem_ = std::make_unique<BilevelToy>(cfg.slbamm.toy_dim, lead_);
     what = detail::concat("merely-convex toy, n = ", cfg.slbamm.toy_dim);
   }
 
   SumRanks sum_ranks;
   if (comm.size() > 1) sum_ranks = [&comm](double* buf, size_t n) { comm.allreduce_sum(buf, n); };
-  SlBamm solver(*problem, solver_options(cfg.slbamm), sum_ranks);
+  solver_ = std::make_unique<SlBamm>(*problem_, solver_options(cfg.slbamm), sum_ranks);
+  if (cfg.resume != "none") resume();
+  first_step_ = solver_->iterations();
 
-  MetricsLog log(lead ? metrics_jsonl_path(cfg) : "", /*append=*/false);
-  if (lead) {
-    std::printf("effective config:\n%s\n", cfg.effective_yaml.c_str());
-    std::printf("sl-BAMM (%s, z-step %s): %s; %s backend, %d rank%s\n", cfg.slbamm.variant.c_str(),
-                cfg.slbamm.z_step.c_str(), what.c_str(), comm.backend().c_str(), comm.size(),
-                comm.size() == 1 ? "" : "s");
-    std::fflush(stdout);
-  }
+  log_ = std::make_unique<MetricsLog>(lead_ ? metrics_jsonl_path(cfg) : "", first_step_ > 0);
+  print_run_header(cfg, comm,
+                   detail::concat("sl-BAMM (", cfg.slbamm.variant, ", z-step ", cfg.slbamm.z_step,
+                                  "): ", what, "; ", comm.backend(), " backend, ", comm.size(),
+                                  comm.size() == 1 ? " rank" : " ranks"));
+  progress_ = std::make_unique<Progress>(cfg.steps, cfg.log.every, lead_, "iteration");
+}
 
-  BilevelOutcome out;
-  out.steps = cfg.steps;
-  Progress progress(cfg.steps, cfg.log.every, lead, "iteration");
-  const auto t_start = std::chrono::steady_clock::now();
-  for (int64_t k = 0; k < cfg.steps; ++k) {
+// Rank 0 reads and validates the checkpoint; every rank receives the solver state.
+void BilevelTrainer::resume() {
+  BilevelCheckpoint c;
+  on_lead_checked(comm_, "resume", [&] {
+    const std::string path = resume_checkpoint(cfg_, checkpoints_);
+    c = read_bilevel_checkpoint(path, problem_->dim_x(), problem_->dim_y());
+    accept_resume(cfg_, path, c.config_yaml, c.solver.step, c.world_size, comm_.size());
+  });
+  SlBammState s = lead_ ? c.solver : solver_->state();
+  comm_.broadcast(&s.step, sizeof s.step, 0);
+  for (std::vector<double>* v : {&s.x, &s.y, &s.z})
+    comm_.broadcast(v->data(), v->size() * sizeof(double), 0);
+  solver_->restore(s);
+}
+
+EvalResult BilevelTrainer::run() {
+  install_stop_handlers();
+  t_start_ = std::chrono::steady_clock::now();
+  for (int64_t k = first_step_; k < cfg_.steps; ++k) {
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t done = k + 1;
-    const bool report = done % cfg.log.every == 0 || done == cfg.steps;
-    const SlBammStats st = solver.step(report);
-    if (!report) continue;
-    MT_CHECK(std::isfinite(st.F) && std::isfinite(st.f) && std::isfinite(st.x_grad),
-             "non-finite objective at iteration ", done,
-             ": the iteration diverged; lower slbamm.x_lr, y_lr or z_lr_max");
-    JsonObject line;
-    line.add("step", static_cast<double>(done)).add("F", st.F).add("f", st.f);
-    if (st.x_err >= 0) line.add("x_err", st.x_err);
-    line.add("z_res", st.z_res).add("x_grad", st.x_grad).add("mu", st.mu).add("eta", st.eta);
-    line.add("sec", seconds_since(t0)).add("elapsed", seconds_since(t_start));
-    log.write(line);
-    char status[128];
-    if (st.x_err >= 0)
-      std::snprintf(status, sizeof status, "F %.4g f %.4g x_err %.3g", st.F, st.f, st.x_err);
-    else
-      std::snprintf(status, sizeof status, "F %.4g f %.4g z_res %.3g", st.F, st.f, st.z_res);
-    progress.update(done, status);
-    out.F = st.F;
-    out.f = st.f;
-    out.x_err = st.x_err;
+    const bool report = done % cfg_.log.every == 0 || done == cfg_.steps;
+    const SlBammStats st = solver_->step(report);
+    if (report) {
+      if (!std::isfinite(st.F) || !std::isfinite(st.f) || !std::isfinite(st.x_grad))
+        diverged("objective", done);
+      JsonObject line;
+      line.add("step", static_cast<double>(done)).add("F", st.F).add("f", st.f);
+      if (st.x_err >= 0) line.add("x_err", st.x_err);
+      line.add("z_res", st.z_res).add("x_grad", st.x_grad).add("mu", st.mu).add("eta", st.eta);
+      line.add("sec", seconds_since(t0)).add("elapsed", seconds_since(t_start_));
+      log_->write(line);
+      char status[128];
+      if (st.x_err >= 0)
+        std::snprintf(status, sizeof status, "F %.4g f %.4g x_err %.3g", st.F, st.f, st.x_err);
+      else
+        std::snprintf(status, sizeof status, "F %.4g f %.4g z_res %.3g", st.F, st.f, st.z_res);
+      progress_->update(done, status);
+      F_ = st.F;
+      f_ = st.f;
+      x_err_ = st.x_err;
+    }
+    if (!after_step(done)) {
+      EvalResult stopped;
+      stopped.split = "stopped";
+      stopped.loss_mean = F_;
+      return stopped;
+    }
   }
-  progress.finish_line();
-  const double total = seconds_since(t_start);
+  return finish();
+}
 
-  if (hyperclean && lead) {
-    out.hyperclean = true;
-    // A single-process problem holding every example: the baselines train on all of them.
-    const HypercleanProblem whole(data, hyperclean_model(cfg));
-    out.test_acc = classifier_accuracy(whole, data.test, solver.y().data());
-    std::vector<double> ones(data.train.n, 1.0), clean(data.train.n);
-    for (int64_t i = 0; i < data.train.n; ++i) clean[i] = data.corrupted[i] ? 0.0 : 1.0;
-    const double lr = cfg.slbamm.y_lr, tau = cfg.slbamm.tau;
-    out.noisy_acc = classifier_accuracy(whole, data.test,
-                                        train_weighted(whole, ones, cfg.steps, lr, tau).data());
-    out.clean_acc = classifier_accuracy(whole, data.test,
-                                        train_weighted(whole, clean, cfg.steps, lr, tau).data());
-    out.detection = detect_corrupted(data, solver.x());
+bool BilevelTrainer::after_step(int64_t done) {
+  const bool last = done == cfg_.steps;
+  if (periodic_checkpoint_due(cfg_, done, last)) save(done);
+  if (!stop_everywhere(comm_) || last) return true;
+  progress_->finish_line();
+  announce_stop(cfg_, comm_, done, save(done));
+  return false;
+}
+
+void BilevelTrainer::diverged(const char* what, int64_t done) const {
+  throw Error(ExitCode::kRuntime,
+              detail::concat("non-finite ", what, " at iteration ", done,
+                             ": the iteration diverged; lower slbamm.x_lr, y_lr or z_lr_max. "
+                             "Checkpoints already in ",
+                             cfg_.checkpoint.dir, " are intact."));
+}
+
+std::string BilevelTrainer::save(int64_t step) {
+  if (!lead_) return std::string();
+  const BilevelCheckpoint c{solver_->state(), cfg_.effective_yaml, comm_.size()};
+  MT_CHECK(c.solver.step == step, "checkpoint of step ", step, " holds step ", c.solver.step);
+  // A diverged state is never saved over the last good one (x, y, z are only checked at logged
+  // iterations otherwise).
+  for (const std::vector<double>* v : {&c.solver.x, &c.solver.y, &c.solver.z})
+    for (double e : *v)
+      if (!std::isfinite(e)) diverged("iterate", step);
+  return checkpoints_.save(step,
+                           [&c](const std::string& path) { write_bilevel_checkpoint(path, c); });
+}
+
+EvalResult BilevelTrainer::finish() {
+  progress_->finish_line();
+  const double total = seconds_since(t_start_);
+  const std::string ckpt = save(cfg_.steps);
+  EvalResult r;
+  r.split = hyperclean_ ? "test" : "bilevel";
+  r.loss_mean = F_;
+  if (hyperclean_ && lead_) {
+    // The baselines train on every example in one process, with the same steps and schedule.
+    const HypercleanInput in = hyperclean_input(cfg_);
+    const Batch<double> train = hyperclean_batch(data_, data_.train, in);
+    const Batch<double> test = hyperclean_batch(data_, data_.test, in);
+    const uint64_t seed = static_cast<uint64_t>(cfg_.seed);
+    const double lr = cfg_.slbamm.y_lr, tau = cfg_.slbamm.tau;
+    std::vector<double> ones(data_.train.n, 1.0), clean(data_.train.n);
+    for (int64_t i = 0; i < data_.train.n; ++i) clean[i] = data_.corrupted[i] ? 0.0 : 1.0;
+    const double test_acc = classifier_accuracy(*classifier_, test, solver_->y().data());
+    const double noisy_acc = classifier_accuracy(
+        *classifier_, test,
+        train_weighted(*classifier_, train, ones, seed, cfg_.steps, lr, tau).data());
+    const double clean_acc = classifier_accuracy(
+        *classifier_, test,
+        train_weighted(*classifier_, train, clean, seed, cfg_.steps, lr, tau).data());
+    const Detection det = detect_corrupted(data_, solver_->x());
+    r.acc_mean = test_acc;
+    r.episodes = static_cast<int>(data_.test.n);
     JsonObject h;
-    h.add("test_acc", out.test_acc).add("noisy_acc", out.noisy_acc);
-    h.add("clean_acc", out.clean_acc).add("precision", out.detection.precision);
-    h.add("recall", out.detection.recall).add("f1", out.detection.f1);
-    h.add("flagged", static_cast<double>(out.detection.flagged));
-    log.write(JsonObject().add("step", static_cast<double>(cfg.steps)).add("hyperclean", h));
+    h.add("test_acc", test_acc).add("noisy_acc", noisy_acc).add("clean_acc", clean_acc);
+    h.add("precision", det.precision).add("recall", det.recall).add("f1", det.f1);
+    h.add("flagged", static_cast<double>(det.flagged));
+    log_->write(JsonObject().add("step", static_cast<double>(cfg_.steps)).add("hyperclean", h));
     std::printf(
         "hyper-cleaning test accuracy: bilevel (%s) %.2f%%, noisy labels %.2f%%, clean subset "
         "%.2f%%\ncorrupted-label detection (sigma(x_i) < 0.5): precision %.3f recall %.3f F1 "
         "%.3f (%lld flagged)\n",
-        cfg.slbamm.variant.c_str(), 100 * out.test_acc, 100 * out.noisy_acc, 100 * out.clean_acc,
-        out.detection.precision, out.detection.recall, out.detection.f1,
-        static_cast<long long>(out.detection.flagged));
+        cfg_.slbamm.variant.c_str(), 100 * test_acc, 100 * noisy_acc, 100 * clean_acc,
+        det.precision, det.recall, det.f1, static_cast<long long>(det.flagged));
   }
-  if (lead) {
-    if (out.x_err >= 0) std::printf("final x_err %.3e\n", out.x_err);
-    std::printf("final F %.6g f %.6g\nmetrics: %s\ntotal time: %.2f s\n", out.F, out.f,
-                log.path().c_str(), total);
+  if (lead_) {
+    if (x_err_ >= 0) std::printf("final x_err %.3e\n", x_err_);
+    std::printf("final F %.6g f %.6g\ncheckpoint: %s\nmetrics: %s\ntotal time: %.2f s\n", F_, f_,
+                ckpt.c_str(), log_->path().c_str(), total);
     std::fflush(stdout);
   }
-  comm.barrier();
-  return out;
+  comm_.barrier();
+  return r;
 }
 
+}  // namespace
+
 EvalResult train_bilevel(const Config& cfg) {
-  blas_use_single_thread();
-  auto comm = dist::make_comm(cfg.dist.backend);
-  BilevelOutcome o;
-  try {
-    o = run_bilevel(cfg, *comm);
-  } catch (const std::exception& e) {
-    if (comm->size() == 1) throw;
-    const Error* err = dynamic_cast<const Error*>(&e);
-    const ExitCode code = err ? err->code() : ExitCode::kRuntime;
-    std::fprintf(stderr, "metatrain: rank %d of %d: %s: %s\n", comm->rank(), comm->size(),
-                 code == ExitCode::kUsage ? "error" : "fatal", e.what());
-    std::fflush(stderr);
-    comm->abort(static_cast<int>(code));
-  }
-  EvalResult r;
-  r.split = o.hyperclean ? "test" : "bilevel";
-  r.acc_mean = o.test_acc;
-  r.loss_mean = o.F;
-  return r;
+  MT_REQUIRE(cfg.device == Config::Device::kCpu,
+             "algo = slbamm runs on the CPU only; set device=cpu");
+  return train_on_ranks(cfg, [&cfg](dist::Comm& comm) { return BilevelTrainer(cfg, comm).run(); });
 }
 
 }  // namespace mt

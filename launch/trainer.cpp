@@ -7,11 +7,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <sstream>
 
 #include "core/bias_probe.h"
-#include "core/blas.h"
 #include "core/check.h"
 #include "core/checkpoint.h"
 #include "core/estimator.h"
@@ -28,6 +25,7 @@
 #include "launch/evaluation.h"
 #include "launch/metrics_log.h"
 #include "launch/progress.h"
+#include "launch/run_scaffold.h"
 #include "launch/stop_signal.h"
 #include "models/conv4.h"
 
@@ -78,51 +76,6 @@ bool all_equal(dist::Comm& comm, int64_t v) {
   int64_t buf[2] = {v, ~v};
   comm.allreduce_max(buf, 2);
   return buf[0] == ~buf[1];
-}
-
-// The checkpoint named by `resume`: "latest" is <checkpoint.dir>/latest.h5.
-std::string resume_path(const Config& cfg, const CheckpointManager& checkpoints) {
-  if (cfg.resume != "latest") return cfg.resume;
-  const std::string p = checkpoints.latest_path();
-  MT_REQUIRE(std::filesystem::exists(p), "resume = latest: no checkpoint ", p, " in ",
-             "checkpoint.dir = ", cfg.checkpoint.dir, "; start without resume or point ",
-             "checkpoint.dir at the run to continue");
-  return p;
-}
-
-// The lines of the stored and current effective configs that differ, "'old' -> 'new'" (both
-// come from to_yaml of the same schema, so their lines correspond one to one).
-std::vector<std::string> config_changes(const std::string& before, const std::string& after) {
-  auto lines = [](const std::string& text) {
-    std::vector<std::string> out;
-    std::istringstream in(text);
-    for (std::string l; std::getline(in, l);) out.push_back(l);
-    return out;
-  };
-  const std::vector<std::string> a = lines(before), b = lines(after);
-  std::vector<std::string> changes;
-  for (size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
-    const std::string x = i < a.size() ? a[i] : "", y = i < b.size() ? b[i] : "";
-    if (x != y) changes.push_back("'" + x + "' -> '" + y + "'");
-  }
-  return changes;
-}
-
-// Settings a resumed run may not change: they would make it another run, not a continuation.
-void check_resume_compatible(const Config& now, const Config& then, const std::string& path) {
-  auto refuse = [&](const char* key, const std::string& a, const std::string& b) {
-    return UsageError(detail::concat("resume from ", path, ": ", key, " was ", a, " and is now ", b,
-                                     "; a resumed run must keep it (start a new run instead)"));
-  };
-  if (now.seed != then.seed)
-    throw refuse("seed", std::to_string(then.seed), std::to_string(now.seed));
-  auto optimizer = [](const Config& c) {
-    return c.outer.optimizer == Config::Outer::Optimizer::kAdam ? "adam" : "sgd";
-  };
-  if (now.outer.optimizer != then.outer.optimizer)
-    throw refuse("outer.optimizer", optimizer(then), optimizer(now));
-  if (now.algo != then.algo) throw refuse("algo", to_string(then.algo), to_string(now.algo));
-  // data.path may change (the same store moved, or another cluster's copy); it is logged.
 }
 
 CheckpointState checkpoint_state(const Config& cfg, const ParamLayout& layout,
@@ -192,31 +145,15 @@ struct RunState {
 // (so no rank waits in a collective for a rank that failed), then receives the state.
 void resume_from(const Config& cfg, const CheckpointManager& checkpoints, const ParamLayout& layout,
                  dist::Comm& comm, RunState& run, Optimizer<float>& opt, Estimator& est) {
-  std::string problem;
   CheckpointState st;
   const bool lead = comm.rank() == 0;
-  if (lead) {
-    try {
-      const std::string path = resume_path(cfg, checkpoints);
-      st = read_checkpoint(path, layout);
-      const Config then = load_config_text(st.config_yaml, path + ":/config", {});
-      check_resume_compatible(cfg, then, path);
-      MT_REQUIRE(st.step <= cfg.steps, "resume from ", path, ": it is at step ", st.step,
-                 ", beyond steps = ", cfg.steps, "; raise steps to continue");
-      MT_REQUIRE(st.optimizer.buffers.size() == opt.state().size(), "resume from ", path,
-                 ": optimizer state does not match outer.optimizer");
-      std::printf("resuming from %s at step %lld (saved by %d rank%s, now %d)\n", path.c_str(),
-                  static_cast<long long>(st.step), st.world_size, st.world_size == 1 ? "" : "s",
-                  comm.size());
-      for (const std::string& c : config_changes(st.config_yaml, cfg.effective_yaml))
-        std::printf("  config changed on resume: %s\n", c.c_str());
-    } catch (const UsageError& e) {
-      problem = e.what();
-    }
-  }
-  int64_t failed = problem.empty() ? 0 : 1;
-  comm.allreduce_max(&failed, 1);
-  if (failed) throw UsageError(lead ? problem : "resume failed on rank 0 (see its message)");
+  on_lead_checked(comm, "resume", [&] {
+    const std::string path = resume_checkpoint(cfg, checkpoints);
+    st = read_checkpoint(path, layout);
+    accept_resume(cfg, path, st.config_yaml, st.step, st.world_size, comm.size());
+    MT_REQUIRE(st.optimizer.buffers.size() == opt.state().size(), "resume from ", path,
+               ": optimizer state does not match outer.optimizer");
+  });
 
   // Broadcast: step, optimizer step count, adaptive-UFOM state, gradient evaluations spent, θ,
   // optimizer buffers.
@@ -348,14 +285,11 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
   evals_at_start_ = run_.grad_evals;
   log_ = std::make_unique<MetricsLog>(lead_ ? metrics_jsonl_path(cfg) : "", first_step_ > 0);
 
-  if (lead_) {
-    std::printf("effective config:\n%s\n", cfg.effective_yaml.c_str());
-    std::printf("model conv4: %lld parameters; data %s (%s); %d threads; %s backend, %d rank%s\n",
-                static_cast<long long>(d), source_->name().c_str(), cfg.data.path.c_str(),
-                threads_, comm.backend().c_str(), comm.size(), comm.size() == 1 ? "" : "s");
-    std::printf("device: %s\n", backend_->describe().c_str());
-    std::fflush(stdout);
-  }
+  print_run_header(cfg, comm,
+                   detail::concat("model conv4: ", d, " parameters; data ", source_->name(), " (",
+                                  cfg.data.path, "); ", threads_, " threads; ", comm.backend(),
+                                  " backend, ", comm.size(), comm.size() == 1 ? " rank" : " ranks",
+                                  "\ndevice: ", backend_->describe()));
   if (!cfg.debug.dump.empty() && lead_ && first_step_ == 0)
     write_dump(cfg, *backend_, inner_, run_.theta, *source_, train_spec_, threads_);
 
@@ -399,18 +333,32 @@ Trainer::StepResult Trainer::meta_step(int64_t step) {
   r.q = estimator_->q();
   if (probe_ && step % cfg_.log.bias_every == 0) off_the_clock([&] { probe_bias(step, r.q); });
 
-  sums_.reset(model_->layout().total());
+  if (cfg_.dist.reduce == "exact") {
+    MT_REQUIRE(comm_.size() <= kExactMaxRanks && cfg_.meta_batch <= kExactMaxTasks,
+               "dist.reduce = exact takes at most ", kExactMaxRanks, " ranks and meta_batch = ",
+               kExactMaxTasks, " (here ", comm_.size(), " and ", cfg_.meta_batch,
+               "); use dist.reduce=float");
+    sums_.reset_exact(model_->layout().total(), cfg_.meta_batch);
+  } else {
+    sums_.reset(model_->layout().total());
+  }
   const std::vector<int64_t> my_tasks =
       tasks_of_step(cfg_, comm_, step, r.q, cost_fo_, cost_exact_);
-  meta_step_->run(
-      run_.theta.data(), static_cast<uint64_t>(step), my_tasks,
-      [&](int64_t t, Episode<float>& ep) {
-        if (stream_)
-          stream_->take(step, t, ep);
-        else
-          source_->sample(train_spec_, cfg_.seed, static_cast<uint64_t>(step), t, ep);
-      },
-      r.q, sums_);
+  try {
+    meta_step_->run(
+        run_.theta.data(), static_cast<uint64_t>(step), my_tasks,
+        [&](int64_t t, Episode<float>& ep) {
+          if (stream_)
+            stream_->take(step, t, ep);
+          else
+            source_->sample(train_spec_, cfg_.seed, static_cast<uint64_t>(step), t, ep);
+        },
+        r.q, sums_);
+  } catch (const Error& e) {  // dist.reduce = exact refuses non-finite and huge task gradients
+    if (!sums_.exact || e.code() != ExitCode::kRuntime) throw;
+    throw Error(e.code(), detail::concat(e.what(), ". Checkpoints already in ", cfg_.checkpoint.dir,
+                                         " are intact."));
+  }
   r.logs = (step + 1) % cfg_.log.every == 0 || step + 1 == cfg_.steps;
   reduce(step, r.logs);
   estimator_->update(sums_.exact_tasks, sums_.v2, sums_.d2);
@@ -423,9 +371,15 @@ Trainer::StepResult Trainer::meta_step(int64_t step) {
 }
 
 void Trainer::reduce(int64_t step, bool with_fo_gap) {
-  std::vector<float> packed = sums_.pack(with_fo_gap);
-  comm_.allreduce_sum(packed.data(), packed.size());
-  sums_.unpack(packed, with_fo_gap);
+  if (sums_.exact) {  // dist.reduce = exact: one int64 allreduce, the same bits for any N
+    std::vector<int64_t> packed = sums_.pack_exact(with_fo_gap);
+    comm_.allreduce_sum(packed.data(), packed.size());
+    sums_.unpack_exact(packed, with_fo_gap);
+  } else {
+    std::vector<float> packed = sums_.pack(with_fo_gap);
+    comm_.allreduce_sum(packed.data(), packed.size());
+    sums_.unpack(packed, with_fo_gap);
+  }
   const float inv_b = 1.0f / cfg_.meta_batch;
   for (float& g : sums_.grad) g *= inv_b;
   for (size_t k = 0; k < sums_.grad.size(); ++k)
@@ -491,24 +445,10 @@ bool Trainer::after_step(int64_t done) {
       std::printf("eval @ step %lld: %s acc %.2f%% ± %.2f%%\n", static_cast<long long>(done),
                   r.split.c_str(), 100 * r.acc_mean, 100 * r.acc_ci95);
   }
-  if (cfg_.checkpoint.every > 0 && done % cfg_.checkpoint.every == 0 && !ends(done))
-    off_the_clock([&] { save(done); });
-
-  // A stop requested on any rank stops every rank after the same step.
-  int64_t stop = stop_requested() ? 1 : 0;
-  comm_.allreduce_max(&stop, 1);
-  if (!stop || ends(done)) return true;
+  if (periodic_checkpoint_due(cfg_, done, ends(done))) off_the_clock([&] { save(done); });
+  if (!stop_everywhere(comm_) || ends(done)) return true;
   progress_->finish_line();
-  const std::string ckpt = save(done);
-  if (lead_) {
-    std::printf(
-        "stopped by signal after step %lld of %lld; checkpoint %s\n"
-        "resume with the same command plus: resume=latest (checkpoint.dir=%s)\n",
-        static_cast<long long>(done), static_cast<long long>(cfg_.steps), ckpt.c_str(),
-        cfg_.checkpoint.dir.c_str());
-    std::fflush(stdout);
-  }
-  comm_.barrier();
+  announce_stop(cfg_, comm_, done, save(done));
   return false;
 }
 
@@ -546,11 +486,11 @@ EvalResult Trainer::finish() {
   return final_eval;
 }
 
-// Evaluation runs on rank 0; the other ranks wait at the next collective.
+// Every rank evaluates its block of the episodes (launch/evaluation.h); rank 0 logs.
 EvalResult Trainer::evaluate_now(int64_t step) {
-  if (!lead_) return EvalResult{};
   const EvalResult r = evaluate_split(*eval_engine_, run_.theta, *source_, eval_spec_, cfg_.seed,
-                                      cfg_.eval.episodes, cfg_.inner.eval_steps, threads_);
+                                      cfg_.eval.episodes, cfg_.inner.eval_steps, threads_, &comm_);
+  if (!lead_) return r;
   JsonObject e;
   e.add("split", r.split).add("episodes", r.episodes).add("acc_mean", r.acc_mean);
   e.add("acc_ci95", r.acc_ci95).add("loss_mean", r.loss_mean);
@@ -592,39 +532,12 @@ std::string Trainer::save(int64_t step) {
                : std::string();
 }
 
-EvalResult train_on(const Config& cfg, dist::Comm& comm) { return Trainer(cfg, comm).run(); }
-
-}  // namespace
-
-namespace {
-
-// One rank's failure ends the whole job: no rank may be left waiting in a collective.
-[[noreturn]] void end_job(dist::Comm& comm, ExitCode code, const char* what) {
-  std::fprintf(stderr, "metatrain: rank %d of %d: %s: %s\n", comm.rank(), comm.size(),
-               code == ExitCode::kUsage ? "error" : "fatal", what);
-  std::fflush(stderr);
-  comm.abort(static_cast<int>(code));
-  std::abort();  // not reached: abort() ends the process
-}
-
 }  // namespace
 
 EvalResult train(const Config& cfg) {
   if (cfg.algo == Algo::kSlbamm) return train_bilevel(cfg);
   check_supported(cfg);
-  blas_use_single_thread();
-  // dist.backend = auto: NCCL for GPU ranks started by a launcher, else MPI or single.
-  const bool gpu_ranks = cfg.device == Config::Device::kCuda && dist::launched_ranks() > 1;
-  auto comm = dist::make_comm(cfg.dist.backend == "auto" && gpu_ranks ? "nccl" : cfg.dist.backend);
-  try {
-    return train_on(cfg, *comm);
-  } catch (const Error& e) {
-    if (comm->size() == 1) throw;
-    end_job(*comm, e.code(), e.what());
-  } catch (const std::exception& e) {
-    if (comm->size() == 1) throw;
-    end_job(*comm, ExitCode::kRuntime, e.what());
-  }
+  return train_on_ranks(cfg, [&cfg](dist::Comm& comm) { return Trainer(cfg, comm).run(); });
 }
 
 }  // namespace mt

@@ -5,12 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 #include <vector>
 
+#include "core/bilevel_hyperclean.h"
 #include "core/bilevel_toy.h"
 #include "core/slbamm.h"
+#include "data/hyperclean_data.h"
 #include "dist/comm.h"
-#include "launch/hyperclean.h"
+#include "models/linear.h"
+#include "models/sequential.h"
 #include "tests/support/synthetic_store.h"
 
 namespace mt {
@@ -54,7 +58,12 @@ TEST(SlBammDistributed, ShardedHypercleaningMatchesOneProcess) {
   spec.test_per_class = 1;
   const HypercleanData data = make_hyperclean_data(testing::synthetic_store(6, 10, 5, 3), spec);
   // The linear classifier: with Conv-4, batch-norm statistics per shard make ranks differ.
-  const HypercleanProblem shard(data, {}, comm->rank(), comm->size()), all(data);
+  Sequential<double> model(data.item, data.classes);
+  model.add("head", std::make_unique<Linear<double>>(data.item, data.classes));
+  const Batch<double> train = hyperclean_batch(data, data.train, HypercleanInput::kFeatures);
+  const Batch<double> val = hyperclean_batch(data, data.val, HypercleanInput::kFeatures);
+  const HypercleanProblem shard(model, train, val, 0, comm->rank(), comm->size()),
+      all(model, train, val, 0);
   SlBammOptions o;
   o.y_lr = 1.0;
   o.x_lr = 100.0;

@@ -1,0 +1,66 @@
+// The plumbing every training run of metatrain shares, whatever it trains (the meta-learning
+// Trainer of launch/trainer.cpp, sl-BAMM in launch/bilevel_trainer.cpp): the communicator and
+// the abort of the whole job when one rank fails, the effective-config header, resume (which
+// checkpoint, whether this run may continue it), the checkpoint cadence and the graceful stop
+// on a signal. One way to do each; the trainers own only their state and their step.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "core/checkpoint.h"
+#include "dist/comm.h"
+#include "launch/config.h"
+#include "launch/evaluation.h"
+
+namespace mt {
+
+// Runs one training job: single-threaded BLAS (ranks and OpenMP threads share the cores), the
+// communicator of dist.backend (auto: NCCL for GPU ranks started by a launcher, else MPI or
+// single), and body on it under run_on_ranks (launch/exit_codes.h): a rank that fails ends
+// every rank of a multi-rank job with its exit code; with one rank the exception passes on.
+EvalResult train_on_ranks(const Config& cfg, const std::function<EvalResult(dist::Comm&)>& body);
+
+// Rank 0 prints the effective config (printed_config) and then `description`, the run's lines
+// about what is trained on which data and backend.
+void print_run_header(const Config& cfg, const dist::Comm& comm, const std::string& description);
+
+// ---- resume ---------------------------------------------------------------------------------
+
+// What a checkpoint file continues: kSlbammCheckpointKind for sl-BAMM runs
+// (core/bilevel_checkpoint.h), "meta" for the meta-learning checkpoints of core/checkpoint.h
+// (which carry no kind attribute). UsageError naming the file when it cannot be read.
+std::string checkpoint_kind(const std::string& path);
+
+// The checkpoint that cfg.resume names ("latest": <checkpoint.dir>/latest.h5, which must exist),
+// checked to be of the kind this run writes: a MAML/FOMAML/UFOM checkpoint cannot resume
+// algo=slbamm, nor the reverse (UsageError saying so).
+std::string resume_checkpoint(const Config& cfg, const CheckpointManager& checkpoints);
+
+// After rank 0 has read the state of `path`: the stored config must keep what a continuation
+// keeps (seed, algo, outer.optimizer; for sl-BAMM the problem it solves), and the stored step
+// may not pass cfg.steps (UsageError otherwise). Prints "resuming from <path> at step s (saved
+// by n ranks, now m)" and each changed line of the config.
+void accept_resume(const Config& cfg, const std::string& path, const std::string& stored_yaml,
+                   int64_t step, int saved_world_size, int world_size);
+
+// Runs `work` on rank 0 only; every rank then learns whether it threw a UsageError, which is
+// rethrown on every rank (rank 0 with its message, the others with "<what> failed on rank 0"),
+// so that no rank waits in a later collective for a rank 0 that failed. One collective.
+void on_lead_checked(dist::Comm& comm, const char* what, const std::function<void()>& work);
+
+// ---- the loop -------------------------------------------------------------------------------
+
+// Whether step `done` saves a checkpoint of checkpoint.every (the last step saves anyway).
+bool periodic_checkpoint_due(const Config& cfg, int64_t done, bool last);
+
+// Whether any rank has been asked to stop (launch/stop_signal.h): the same answer on every
+// rank, so all stop after the same step. One collective; every rank calls it after every step.
+bool stop_everywhere(dist::Comm& comm);
+
+// After a stop at step `done` whose checkpoint rank 0 wrote to `ckpt`: rank 0 prints it with the
+// resume hint, then every rank waits for the others.
+void announce_stop(const Config& cfg, dist::Comm& comm, int64_t done, const std::string& ckpt);
+
+}  // namespace mt
