@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <set>
 
 #include "core/atomic_file.h"
 #include "core/hdf5.h"
@@ -77,20 +79,51 @@ std::vector<float> read_tensors(const h5::File& f, const std::string& group,
   for (const TensorSpec& t : layout.tensors()) {
     const std::string p = group + "/" + t.name;
     if (!f.exists(p)) throw CheckpointError(f.path(), "missing " + p, kOtherModel);
-    std::vector<int64_t> shape;
-    std::vector<float> v = f.read<float>(p, &shape);
+    // The shape first: a small file may declare a huge dataset.
+    const std::vector<int64_t> shape = f.shape(p);
     if (shape != t.shape)
       throw CheckpointError(
           f.path(),
           p + " has shape " + shape_string(shape) + ", the model expects " + shape_string(t.shape),
           kOtherModel);
+    const std::vector<float> v = f.read<float>(p);
     std::copy(v.begin(), v.end(), flat.begin() + t.offset);
   }
   return flat;
 }
 
-CheckpointState read_validated(const std::string& path, const ParamLayout& layout) {
-  h5::File f = h5::File::open_read(path);
+constexpr const char* kDamaged = "the file is damaged; resume from an earlier checkpoint";
+
+// The first element of v that is NaN or infinite (or, with non_negative, below zero) as
+// "holds nan at element 7 of 80", or "" when there is none.
+std::string bad_value(const float* v, int64_t n, bool non_negative) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(v[i]) || (non_negative && v[i] < 0))
+      return detail::concat("holds ", v[i], " at element ", i, " of ", n,
+                            std::isfinite(v[i]) ? " (it must be >= 0)" : "");
+  return "";
+}
+
+// Parameters or optimizer buffers must be finite: NaN or Inf would poison every later step.
+void require_finite(const std::string& path, const std::string& group, const ParamLayout& layout,
+                    const std::vector<float>& flat, bool non_negative) {
+  for (const TensorSpec& t : layout.tensors()) {
+    const std::string problem = bad_value(flat.data() + t.offset, t.size(), non_negative);
+    if (!problem.empty())
+      throw CheckpointError(path, group + "/" + t.name + " " + problem, kDamaged);
+  }
+}
+
+template <typename T>
+void require_range(const std::string& path, const char* field, T value, bool ok,
+                   const char* expected) {
+  if (!ok)
+    throw CheckpointError(path, detail::concat(field, " is ", value, ", expected ", expected),
+                          kDamaged);
+}
+
+void require_format(const h5::File& f) {
+  const std::string& path = f.path();
   if (!f.has_attr("/", "format_version"))
     throw CheckpointError(path, "not a metatrain checkpoint (no format_version attribute)",
                           "pass a checkpoint written by metatrain");
@@ -100,37 +133,88 @@ CheckpointState read_validated(const std::string& path, const ParamLayout& layou
         path,
         detail::concat("format version ", version, ", this build reads ", kCheckpointFormatVersion),
         "resume with the metatrain version that wrote it, or set resume: none");
+}
+
+// Every field is checked before it is used: types and shapes by the reads, values here.
+CheckpointState read_validated(const std::string& path, const ParamLayout& layout) {
+  h5::File f = h5::File::open_read(path);
+  require_format(f);
 
   CheckpointState s;
   s.layout = layout;
   s.params = read_tensors(f, "/params", layout);
-
-  s.optimizer.name = f.get_attr_string("/optimizer", "name");
-  s.optimizer.step = f.get_attr_int("/optimizer", "step");
-  for (const std::string& b : split(f.get_attr_string("/optimizer", "buffers"), ','))
-    s.optimizer.buffers.emplace_back(b, read_tensors(f, "/optimizer/" + b, layout));
+  require_finite(path, "/params", layout, s.params, false);
 
   s.step = f.read_scalar<int64_t>("/state/step");
+  require_range(path, "/state/step", s.step, s.step >= 0, ">= 0");
+
+  s.optimizer.name = f.get_attr_string("/optimizer", "name");
+  if (s.optimizer.name.empty())
+    throw CheckpointError(path, "attribute name of /optimizer is empty", kDamaged);
+  s.optimizer.step = f.get_attr_int("/optimizer", "step");
+  require_range(path, "attribute step of /optimizer", s.optimizer.step,
+                s.optimizer.step >= 0 && s.optimizer.step <= s.step,
+                detail::concat("0 to /state/step = ", s.step).c_str());
+  std::set<std::string> seen;
+  for (const std::string& b : split(f.get_attr_string("/optimizer", "buffers"), ',')) {
+    if (b.empty() || b.find('/') != std::string::npos || !seen.insert(b).second)
+      throw CheckpointError(path,
+                            "attribute buffers of /optimizer names buffer '" + b +
+                                "' (empty, repeated or holding '/')",
+                            kDamaged);
+    s.optimizer.buffers.emplace_back(b, read_tensors(f, "/optimizer/" + b, layout));
+    // Adam's second moment is an average of squares.
+    require_finite(path, "/optimizer/" + b, layout, s.optimizer.buffers.back().second,
+                   s.optimizer.name == "adam" && b == "v");
+  }
+
   s.seed = f.read_scalar<uint64_t>("/state/seed");
   s.data_cursor = f.read_scalar<int64_t>("/state/data_cursor");
+  require_range(path, "/state/data_cursor", s.data_cursor, s.data_cursor == s.step,
+                detail::concat("/state/step = ", s.step).c_str());
   const int64_t world_size = f.read_scalar<int64_t>("/state/world_size");
-  if (world_size < 1 || world_size > (1 << 30))
-    throw CheckpointError(path, detail::concat("/state/world_size is ", world_size),
-                          "the file is damaged; resume from another checkpoint");
+  require_range(path, "/state/world_size", world_size, world_size >= 1 && world_size <= (1 << 30),
+                "1 to 2^30");
   s.world_size = static_cast<int>(world_size);
   s.ufom.v2_ema = f.read_scalar<double>("/state/ufom/v2_ema");
   s.ufom.d2_ema = f.read_scalar<double>("/state/ufom/d2_ema");
   s.ufom.count = f.read_scalar<int64_t>("/state/ufom/count");
   s.ufom.q = f.read_scalar<double>("/state/ufom/q");
+  for (const auto& [field, v] :
+       {std::pair<const char*, double>{"/state/ufom/v2_ema", s.ufom.v2_ema},
+        {"/state/ufom/d2_ema", s.ufom.d2_ema}})
+    require_range(path, field, v, std::isfinite(v) && v >= 0, "a finite number >= 0");
+  require_range(path, "/state/ufom/count", s.ufom.count, s.ufom.count >= 0, ">= 0");
+  // q = 0 is FOMAML's (and UFOM's with ufom.q=0), q = 1 MAML's.
+  require_range(path, "/state/ufom/q", s.ufom.q, s.ufom.q >= 0 && s.ufom.q <= 1, "in [0, 1]");
   // Added within format version 1; older checkpoints lack it.
   if (f.exists("/state/grad_evals")) {
     s.grad_evals = f.read_scalar<int64_t>("/state/grad_evals");
-    if (s.grad_evals < 0)
-      throw CheckpointError(path, detail::concat("/state/grad_evals is ", s.grad_evals),
-                            "the file is damaged; resume from another checkpoint");
+    require_range(path, "/state/grad_evals", s.grad_evals, s.grad_evals >= 0, ">= 0");
   }
   s.config_yaml = f.read_string("/config");
   return s;
+}
+
+// Runs read(), turning every problem into CheckpointError "checkpoint <path>: ...".
+template <typename F>
+auto with_checkpoint_errors(const std::string& path, F&& read) {
+  // Errors of the HDF5 layer start with the file name; say it once.
+  auto problem_of = [&](const Error& e) {
+    std::string problem = e.what();
+    if (problem.rfind(path + ": ", 0) == 0) problem.erase(0, path.size() + 2);
+    return problem;
+  };
+  try {
+    return read();
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const h5::ChecksumError& e) {
+    throw CheckpointError(path, problem_of(e), "resume from an earlier checkpoint");
+  } catch (const Error& e) {
+    throw CheckpointError(path, problem_of(e),
+                          "resume from another checkpoint, or start afresh with resume: none");
+  }
 }
 
 }  // namespace
@@ -168,17 +252,18 @@ void write_checkpoint(const std::string& path, const CheckpointState& s) {
 }
 
 CheckpointState read_checkpoint(const std::string& path, const ParamLayout& expected_layout) {
-  try {
-    return read_validated(path, expected_layout);
-  } catch (const CheckpointError&) {
-    throw;
-  } catch (const Error& e) {
-    // Errors of the HDF5 layer start with the file name; say it once.
-    std::string problem = e.what();
-    if (problem.rfind(path + ": ", 0) == 0) problem.erase(0, path.size() + 2);
-    throw CheckpointError(path, problem,
-                          "resume from another checkpoint, or start afresh with resume: none");
-  }
+  return with_checkpoint_errors(path, [&] { return read_validated(path, expected_layout); });
+}
+
+std::string read_checkpoint_config(const std::string& path) {
+  return with_checkpoint_errors(path, [&] {
+    const h5::File f = h5::File::open_read(path);
+    require_format(f);
+    if (!f.exists("/config"))  // an episode store has a format_version too
+      throw CheckpointError(path, "not a metatrain checkpoint (no /config)",
+                            "pass a checkpoint written by metatrain");
+    return f.read_string("/config");
+  });
 }
 
 CheckpointManager::CheckpointManager(std::string dir, int keep)
@@ -198,8 +283,13 @@ std::string CheckpointManager::path_for_step(int64_t step) const {
 }
 
 std::string CheckpointManager::save(const CheckpointState& s) {
-  const std::string path = path_for_step(s.step);
-  write_checkpoint(path, s);
+  return save(s.step, [&s](const std::string& path) { write_checkpoint(path, s); });
+}
+
+std::string CheckpointManager::save(int64_t step,
+                                    const std::function<void(const std::string&)>& write) {
+  const std::string path = path_for_step(step);
+  write(path);
 
   // latest.h5 is replaced by a rename too, so it is always a complete checkpoint.
   const std::string latest = latest_path();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -49,11 +50,29 @@ constexpr int kCheckpointFormatVersion = 1;
 // /config (the YAML text); root attributes format_version and created_by = "metatrain".
 // /state/grad_evals was added within format version 1: a file without it reads as 0. Creates the
 // parent directory when missing; an unusable directory throws UsageError.
+//
+// Integrity (also within format version 1, so that older builds read these files): every dataset
+// is chunked with a Fletcher-32 checksum (core/hdf5.h), the /state values as one-element [1]
+// datasets and /config as a fixed-length string. Files of older builds, with scalar /state
+// values, a variable-length /config and no checksums, read as before, unverified.
 void write_checkpoint(const std::string& path, const CheckpointState& s);
 
-// Reads and validates (format version; every tensor of the layout present with its shape, and
-// no other; sizes of all fields). Any problem throws UsageError "checkpoint <path>: <problem>".
+// Reads and validates; any problem throws UsageError "checkpoint <path>: <problem>; <advice>"
+// naming the dataset or attribute and, for a bad value, the value:
+// - format version 1; every tensor of the layout present with its shape, and no other; the
+//   types and sizes of all fields;
+// - checksums: a dataset failing its Fletcher-32 checksum ("dataset /params/w fails its
+//   Fletcher-32 checksum: the file is damaged; resume from an earlier checkpoint");
+// - values: parameters and optimizer buffers finite (Adam's "v" also >= 0); step >= 0;
+//   optimizer step in [0, step]; data_cursor == step (episodes are keyed by (seed, step, task));
+//   world_size in [1, 2^30]; grad_evals >= 0; v2_ema, d2_ema finite and >= 0; count >= 0;
+//   q in [0, 1] (0 is FOMAML's); optimizer name non-empty, buffer names distinct.
+// The config text is parsed, and /state/seed compared with it, by the programs (launch/).
 CheckpointState read_checkpoint(const std::string& path, const ParamLayout& expected_layout);
+
+// The /config text of a checkpoint (after the format check), with read_checkpoint's errors: what
+// a program needs to rebuild the model before it can call read_checkpoint.
+std::string read_checkpoint_config(const std::string& path);
 
 // A directory of checkpoints <dir>/ckpt_<step, 8 digits>.h5 plus latest.h5 (a hard link to the
 // newest, or a copy where links are not supported). Keeps the newest `keep` ckpt_ files.
@@ -62,6 +81,9 @@ class CheckpointManager {
   CheckpointManager(std::string dir, int keep);
   // Writes the checkpoint of s.step, updates latest.h5, prunes; returns the ckpt_ path.
   std::string save(const CheckpointState& s);
+  // The same for any kind of checkpoint (core/bilevel_checkpoint.h): `write(path)` writes the
+  // file of `step` atomically, then latest.h5 is updated and old files pruned.
+  std::string save(int64_t step, const std::function<void(const std::string& path)>& write);
   std::string latest_path() const;
   std::string path_for_step(int64_t step) const;
 

@@ -213,14 +213,54 @@ void make_parents(hid_t file, const std::string& p) {
   }
 }
 
-// Reads every string of a dataset or attribute, fixed- or variable-length.
-std::vector<std::string> read_string_values(hid_t obj, bool is_attr) {
+// Chunks for a checksummed dataset without a chosen chunk shape: the whole dataset, with leading
+// dimensions halved until a chunk holds at most 16 MiB (HDF5 caps a chunk at 4 GiB).
+std::vector<hsize_t> auto_chunk(const std::vector<hsize_t>& dims, size_t element_bytes) {
+  constexpr hsize_t kMaxChunkBytes = hsize_t{16} << 20;
+  std::vector<hsize_t> chunk = dims;
+  auto bytes = [&] {
+    hsize_t b = element_bytes;
+    for (hsize_t d : chunk) b *= d;
+    return b;
+  };
+  for (size_t i = 0; i < chunk.size() && bytes() > kMaxChunkBytes; ++i)
+    while (chunk[i] > 1 && bytes() > kMaxChunkBytes) chunk[i] = (chunk[i] + 1) / 2;
+  return chunk;
+}
+
+// Chunked layout and Fletcher-32 on a dataset creation list, unless the data is empty (a chunk
+// needs non-zero dimensions) or scalar.
+void add_checksum(hid_t dcpl, const std::vector<hsize_t>& dims, size_t element_bytes) {
+  if (dims.empty()) return;
+  for (hsize_t d : dims)
+    if (d == 0) return;
+  const std::vector<hsize_t> chunk = auto_chunk(dims, element_bytes);
+  MT_H5_CHECK(H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()));
+  MT_H5_CHECK(H5Pset_fletcher32(dcpl));
+}
+
+// H5Dread of an open dataset failed: the bytes on disk are damaged. A Fletcher-32 mismatch
+// throws ChecksumError, anything else (a broken chunk index, a failing inflate) UsageError.
+// `where` is "<file>: dataset <path>", `rows` "" or " in rows [a, b)".
+[[noreturn]] void read_failed(const std::string& where, const std::string& rows) {
+  const std::string stack = detail::error_stack();
+  if (stack.find("Fletcher32") != std::string::npos)
+    throw ChecksumError(
+        concat(where, " fails its Fletcher-32 checksum", rows, ": the file is damaged"));
+  throw UsageError(concat(where, rows, " cannot be read: the file is damaged (", stack, ")"));
+}
+
+// Reads every string of a dataset or attribute, fixed- or variable-length. `where` names a
+// dataset for read_failed.
+std::vector<std::string> read_string_values(hid_t obj, bool is_attr, const std::string& where) {
   Type ftype(MT_H5_CHECK(is_attr ? H5Aget_type(obj) : H5Dget_type(obj)));
   Dataspace space(MT_H5_CHECK(is_attr ? H5Aget_space(obj) : H5Dget_space(obj)));
   const auto n = static_cast<size_t>(MT_H5_CHECK(H5Sget_simple_extent_npoints(space.get())));
   auto read = [&](hid_t mtype, void* buf) {
-    return is_attr ? H5Aread(obj, mtype, buf)
-                   : H5Dread(obj, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+    if (is_attr) return H5Aread(obj, mtype, buf);
+    const herr_t r = H5Dread(obj, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+    if (r < 0) read_failed(where, "");
+    return r;
   };
   std::vector<std::string> out;
   out.reserve(n);
@@ -426,6 +466,13 @@ void File::write_raw(const std::string& path, const std::vector<int64_t>& shape,
     MT_CHECK(!opt.chunk.empty(), "compression of ", p, " needs a chunk shape");
     MT_H5_CHECK(H5Pset_deflate(dcpl.get(), static_cast<unsigned>(opt.deflate)));
   }
+  // After deflate, so that a read verifies the stored bytes before inflating them.
+  if (opt.checksum && n > 0) {
+    if (opt.chunk.empty())
+      add_checksum(dcpl.get(), dims, H5Tget_size(file_type(e)));
+    else
+      MT_H5_CHECK(H5Pset_fletcher32(dcpl.get()));
+  }
   prepare_link(p);
   PropList lcpl = intermediate_groups();
   Dataset ds(MT_H5_CHECK(
@@ -433,35 +480,29 @@ void File::write_raw(const std::string& path, const std::vector<int64_t>& shape,
   if (n > 0) MT_H5_CHECK(H5Dwrite(ds.get(), mem_type(e), H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
 }
 
-void File::write_string(const std::string& path, const std::string& s) {
-  Guard g;
-  const std::string p = normalize(path);
-  Type type = vlen_string_type();
-  Dataspace space(MT_H5_CHECK(H5Screate(H5S_SCALAR)));
-  prepare_link(p);
-  PropList lcpl = intermediate_groups();
-  PropList dcpl = untimed(H5P_DATASET_CREATE);
-  Dataset ds(MT_H5_CHECK(
-      H5Dcreate2(id(), p.c_str(), type.get(), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT)));
-  const char* ptr = s.c_str();
-  MT_H5_CHECK(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &ptr));
-}
+void File::write_string(const std::string& path, const std::string& s) { write_strings(path, {s}); }
 
 void File::write_strings(const std::string& path, const std::vector<std::string>& s) {
   Guard g;
   const std::string p = normalize(path);
-  Type type = vlen_string_type();
-  const hsize_t n = s.size();
-  Dataspace space(MT_H5_CHECK(H5Screate_simple(1, &n, nullptr)));
+  size_t longest = 1;  // a string type holds at least one byte
+  for (const auto& str : s) longest = std::max(longest, str.size());
+  Type type(MT_H5_CHECK(H5Tcopy(H5T_C_S1)));
+  MT_H5_CHECK(H5Tset_size(type.get(), longest));
+  MT_H5_CHECK(H5Tset_strpad(type.get(), H5T_STR_NULLPAD));
+  MT_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));
+  const std::vector<hsize_t> dims = {s.size()};
+  Dataspace space(MT_H5_CHECK(H5Screate_simple(1, dims.data(), nullptr)));
+  PropList dcpl = untimed(H5P_DATASET_CREATE);
+  add_checksum(dcpl.get(), dims, longest);
   prepare_link(p);
   PropList lcpl = intermediate_groups();
-  PropList dcpl = untimed(H5P_DATASET_CREATE);
   Dataset ds(MT_H5_CHECK(
       H5Dcreate2(id(), p.c_str(), type.get(), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT)));
-  std::vector<const char*> ptrs;
-  for (const auto& str : s) ptrs.push_back(str.c_str());
-  if (n > 0)
-    MT_H5_CHECK(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()));
+  std::vector<char> buf(s.size() * longest, '\0');
+  for (size_t i = 0; i < s.size(); ++i) std::copy(s[i].begin(), s[i].end(), &buf[i * longest]);
+  if (!s.empty())
+    MT_H5_CHECK(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()));
 }
 
 Dataset File::open_dataset(const std::string& path) const {
@@ -502,7 +543,20 @@ void File::read_raw(const std::string& path, Element e, std::vector<int64_t>* sh
   if (shape) *shape = this->shape(path);
   const auto n = static_cast<size_t>(MT_H5_CHECK(H5Sget_simple_extent_npoints(space.get())));
   void* buf = alloc(n);
-  if (n > 0) MT_H5_CHECK(H5Dread(ds.get(), mem_type(e), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf));
+  if (n > 0 && H5Dread(ds.get(), mem_type(e), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
+    read_failed(concat(path_, ": dataset ", normalize(path)), "");
+}
+
+bool File::has_checksum(const std::string& path) const {
+  Guard g;
+  Dataset ds = open_dataset(path);
+  PropList dcpl(MT_H5_CHECK(H5Dget_create_plist(ds.get())));
+  unsigned flags = 0, config = 0;
+  size_t n_values = 0;
+  const herr_t found = H5Pget_filter_by_id2(dcpl.get(), H5Z_FILTER_FLETCHER32, &flags, &n_values,
+                                            nullptr, 0, nullptr, &config);
+  if (found < 0) H5Eclear2(H5E_DEFAULT);  // "filter not in pipeline"
+  return found >= 0;
 }
 
 RowReader File::row_reader_raw(const std::string& path, Element e) const {
@@ -528,10 +582,20 @@ void RowReader::read(int64_t first, int64_t count, void* out) const {
                                   extent.data(), nullptr));
   Dataspace mspace(
       MT_H5_CHECK(H5Screate_simple(static_cast<int>(extent.size()), extent.data(), nullptr)));
-  MT_H5_CHECK(H5Dread(ds_.get(), mem_type(element_), mspace.get(), fspace.get(), H5P_DEFAULT, out));
+  if (H5Dread(ds_.get(), mem_type(element_), mspace.get(), fspace.get(), H5P_DEFAULT, out) < 0)
+    read_failed(where_, concat(" in rows [", first, ", ", first + count, ")"));
 }
 
-void File::require_single(const std::string& path, size_t n) const {
+uint64_t File::elements(const std::string& path) const {
+  uint64_t n = 1;
+  for (int64_t d : shape(path)) {
+    const auto u = static_cast<uint64_t>(d);
+    n = u != 0 && n > UINT64_MAX / u ? UINT64_MAX : n * u;
+  }
+  return n;
+}
+
+void File::require_single(const std::string& path, uint64_t n) const {
   if (n != 1)
     throw UsageError(
         concat(path_, ": dataset ", normalize(path), " holds ", n, " values, expected one"));
@@ -544,13 +608,13 @@ std::vector<std::string> File::read_strings(const std::string& path) const {
   if (H5Tget_class(type.get()) != H5T_STRING)
     throw UsageError(concat(path_, ": dataset ", normalize(path), " holds ",
                             describe_type(type.get()), ", expected strings"));
-  return read_string_values(ds.get(), false);
+  return read_string_values(ds.get(), false, concat(path_, ": dataset ", normalize(path)));
 }
 
 std::string File::read_string(const std::string& path) const {
-  std::vector<std::string> v = read_strings(path);
-  require_single(path, v.size());
-  return v[0];
+  Guard g;
+  require_single(path, elements(path));
+  return read_strings(path)[0];
 }
 
 Object File::open_object(const std::string& obj_path) const {
@@ -667,7 +731,7 @@ std::string File::get_attr_string(const std::string& obj_path, const std::string
   Attribute attr = open_attr(obj_path, name);
   Type type(MT_H5_CHECK(H5Aget_type(attr.get())));
   std::vector<std::string> v;
-  if (H5Tget_class(type.get()) == H5T_STRING) v = read_string_values(attr.get(), true);
+  if (H5Tget_class(type.get()) == H5T_STRING) v = read_string_values(attr.get(), true, "");
   if (v.size() != 1)
     throw UsageError(concat(path_, ": attribute ", name, " on ", normalize(obj_path),
                             " is not a single string"));

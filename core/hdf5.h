@@ -1,6 +1,12 @@
 // Thin RAII layer over the HDF5 C API: move-only handles that close themselves, one check macro
 // that reports file:line, the failing call and HDF5's own error stack, and a File class that
 // reads and writes whole datasets, strings and attributes by path. Used by checkpoints and data.
+//
+// Integrity: every non-empty dataset this layer writes is chunked and carries HDF5's Fletcher-32
+// filter (one checksum per chunk), scalars and strings included; every read verifies the
+// checksums of the chunks it touches (libhdf5 does it inside H5Dread) and a mismatch throws
+// ChecksumError naming the file and the dataset. Datasets without the filter (files of older
+// builds) are read unverified: checksums are optional when absent, so old files keep working.
 #pragma once
 
 #include <hdf5.h>
@@ -95,8 +101,20 @@ constexpr Element element_of() {
 }
 
 struct WriteOptions {
-  std::vector<int64_t> chunk;  // chunk shape (same rank as the dataset); empty = contiguous
-  int deflate = 0;             // gzip level 1..9 (needs chunk); 0 = uncompressed
+  // Chunk shape (same rank as the dataset). Empty: contiguous without a checksum, or, with
+  // `checksum`, chunks the layer picks (the whole dataset, split along leading dimensions into
+  // blocks of at most 16 MiB).
+  std::vector<int64_t> chunk;
+  int deflate = 0;       // gzip level 1..9 (needs chunk); 0 = uncompressed
+  bool checksum = true;  // Fletcher-32 per chunk (after deflate); not for scalars or empty data
+};
+
+// A dataset whose stored Fletcher-32 checksum does not match its bytes: the file is damaged.
+// The message reads "<file>: dataset <path> fails its Fletcher-32 checksum[ in rows [a, b)]:
+// the file is damaged"; callers may rethrow it with advice appended.
+class ChecksumError : public UsageError {
+ public:
+  explicit ChecksumError(const std::string& message) : UsageError(message) {}
 };
 
 // A dataset held open for repeated reads of rows along its first dimension (one image of an
@@ -105,7 +123,8 @@ struct WriteOptions {
 class RowReader {
  public:
   RowReader() = default;
-  // Reads rows [first, first + count) into out; rows outside the dataset throw UsageError.
+  // Reads rows [first, first + count) into out; rows outside the dataset throw UsageError, a
+  // chunk failing its checksum ChecksumError.
   void read(int64_t first, int64_t count, void* out) const;
   const std::vector<int64_t>& shape() const { return dims_; }
 
@@ -139,21 +158,29 @@ class File {
 
   const std::string& path() const { return path_; }
 
-  // Writes a dataset of the given shape ({} = scalar) in the file's little-endian form of T,
-  // creating missing parent groups and replacing an existing object of that name.
+  // Writes a dataset of the given shape ({} = scalar, which cannot carry a checksum) in the
+  // file's little-endian form of T, creating missing parent groups and replacing an existing
+  // object of that name.
   template <typename T>
   void write(const std::string& path, const std::vector<int64_t>& shape, const T* data,
              const WriteOptions& opt = {}) {
     write_raw(path, shape, element_of<T>(), data, opt);
   }
+  // One value as a checksummed dataset of shape [1] (read_scalar reads it, and true scalars).
   template <typename T>
   void write_scalar(const std::string& path, T value) {
-    write_raw(path, {}, element_of<T>(), &value, {});
+    write_raw(path, {1}, element_of<T>(), &value, {});
   }
+  // UTF-8 text as fixed-length strings (so that the checksum covers the characters, which a
+  // variable-length string keeps outside the dataset): write_string gives shape [1],
+  // write_strings [n]. The readers accept fixed- and variable-length strings.
   void write_string(const std::string& path, const std::string& s);
-  void write_strings(const std::string& path, const std::vector<std::string>& s);  // 1-D
+  void write_strings(const std::string& path, const std::vector<std::string>& s);
   void create_group(const std::string& path);
 
+  // Every read verifies the Fletcher-32 checksums of the chunks it reads, when the dataset has
+  // them, and throws ChecksumError on a mismatch; any other failure to read the bytes of a
+  // dataset that opened throws UsageError (a damaged file).
   // Reads a whole dataset; its element type must match T exactly (class, size and sign).
   template <typename T>
   std::vector<T> read(const std::string& path, std::vector<int64_t>* shape = nullptr) const {
@@ -165,11 +192,11 @@ class File {
     return out;
   }
   // Reads a dataset holding exactly one element (a scalar, or shape [1]).
+  // The size is checked before anything is read (a small file may declare a huge dataset).
   template <typename T>
   T read_scalar(const std::string& path) const {
-    std::vector<T> v = read<T>(path);
-    require_single(path, v.size());
-    return v[0];
+    require_single(path, elements(path));
+    return read<T>(path)[0];
   }
   // Reads rows [first, first + count) along the first dimension into out.
   template <typename T>
@@ -181,11 +208,13 @@ class File {
   RowReader row_reader(const std::string& path) const {
     return row_reader_raw(path, element_of<T>());
   }
-  std::string read_string(const std::string& path) const;
+  std::string read_string(const std::string& path) const;  // exactly one string, checked first
   std::vector<std::string> read_strings(const std::string& path) const;
   std::vector<int64_t> shape(const std::string& path) const;
 
   bool exists(const std::string& path) const;
+  // Whether a dataset carries the Fletcher-32 filter (false for files of older builds).
+  bool has_checksum(const std::string& path) const;
   // Names of the links in a group, sorted.
   std::vector<std::string> list(const std::string& group) const;
 
@@ -220,7 +249,8 @@ class File {
   void read_raw(const std::string& path, Element e, std::vector<int64_t>* shape,
                 const std::function<void*(size_t)>& alloc) const;
   RowReader row_reader_raw(const std::string& path, Element e) const;
-  void require_single(const std::string& path, size_t n) const;
+  void require_single(const std::string& path, uint64_t n) const;
+  uint64_t elements(const std::string& path) const;  // saturating product of the dimensions
   Dataset open_dataset(const std::string& path, Element e) const;
   Dataset open_dataset(const std::string& path) const;
   Object open_object(const std::string& obj_path) const;

@@ -167,9 +167,13 @@ StoreContents read_metadata(const h5::File& f) {
   if (n > file_bytes || n > INT32_MAX)
     throw fail(
         concat("/images declares ", n, " images, more than a ", file_bytes, "-byte file can hold"));
-  auto count = [&](const std::string& name, int64_t most) {
+  // Checks the rank (1 unless given) and bounds the element count of a dataset before reading.
+  auto count = [&](const std::string& name, int64_t most, size_t rank = 1) {
+    const std::vector<int64_t> dims = f.shape(name);
+    if (dims.size() != rank)
+      throw fail(concat(name, " has ", dims.size(), " dimensions, expected ", rank));
     int64_t elements = 1;
-    for (int64_t d : f.shape(name)) elements *= d;
+    for (int64_t d : dims) elements *= d;
     if (elements > most)
       throw fail(concat(name, " holds ", elements, " entries, more than the ", most,
                         " this store can have"));
@@ -197,8 +201,15 @@ StoreContents read_metadata(const h5::File& f) {
       if (v < 1 || v > n) throw fail(concat("/episodes attribute ", names[i], " = ", v));
       *sizes[i] = static_cast<int>(v);
     }
-    count("/episodes/support", file_bytes);
-    count("/episodes/query", file_bytes);
+    count("/episodes/support", file_bytes, 2);
+    count("/episodes/query", file_bytes, 2);
+    const std::vector<int64_t> ss = f.shape("/episodes/support"), qs = f.shape("/episodes/query");
+    if (ss[1] != int64_t{e.ways} * e.shots || qs[1] != int64_t{e.ways} * e.queries ||
+        ss[0] != qs[0])
+      throw fail(concat("/episodes/support has shape [", ss[0], ", ", ss[1],
+                        "] and /episodes/query [", qs[0], ", ", qs[1], "], expected [E, ",
+                        int64_t{e.ways} * e.shots, "] and [E, ", int64_t{e.ways} * e.queries,
+                        "] for ways = ", e.ways, ", shots = ", e.shots, ", queries = ", e.queries));
     e.support = f.read<int64_t>("/episodes/support");
     e.query = f.read<int64_t>("/episodes/query");
     if (e.support.empty()) throw fail("/episodes holds no episodes");
@@ -208,17 +219,29 @@ StoreContents read_metadata(const h5::File& f) {
   return c;
 }
 
+// Runs f, adding what to do to a checksum failure's message.
+template <typename F>
+auto with_repack_advice(F&& f) {
+  try {
+    return f();
+  } catch (const h5::ChecksumError& e) {
+    throw h5::ChecksumError(concat(e.what(), "; re-pack it with metapack or copy it again"));
+  }
+}
+
 }  // namespace
 
 StoreContents read_store(const std::string& path) {
-  const h5::File f = h5::File::open_read(path);
-  StoreContents c = read_metadata(f);
-  c.images = f.read<uint8_t>("/images");
-  return c;
+  return with_repack_advice([&] {
+    const h5::File f = h5::File::open_read(path);
+    StoreContents c = read_metadata(f);
+    c.images = f.read<uint8_t>("/images");
+    return c;
+  });
 }
 
 EpisodeStore::EpisodeStore(const std::string& path) : file_(h5::File::open_read(path)) {
-  StoreContents c = read_metadata(file_);
+  StoreContents c = with_repack_advice([&] { return read_metadata(file_); });
   dataset_ = c.dataset;
   height_ = c.height;
   width_ = c.width;
@@ -262,7 +285,7 @@ void EpisodeStore::validate(const EpisodeSpec& spec) const {
 void EpisodeStore::load_image(int64_t i, std::vector<uint8_t>& raw, float* out) const {
   const int64_t pixels = int64_t{height_} * width_;
   raw.resize(static_cast<size_t>(pixels * channels_));
-  images_.read(i, 1, raw.data());
+  with_repack_advice([&] { images_.read(i, 1, raw.data()); });
   for (int64_t p = 0; p < pixels; ++p)
     for (int ch = 0; ch < channels_; ++ch)
       out[ch * pixels + p] = static_cast<float>(raw[p * channels_ + ch]) * (1.0f / 255.0f);

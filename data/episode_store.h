@@ -31,6 +31,12 @@ constexpr int kStoreFormatVersion = 1;
 //                    group's attributes ways, shots, queries give the shape.
 //   root attributes: format_version (int), dataset, created_by, source_sha256 (strings),
 //                    image_shape (int64 [H, W, C]), and any further string attributes.
+// Checksums (added within version 1, so that older builds read these files): every non-empty
+// dataset carries HDF5's Fletcher-32 filter, /images one checksum per image chunk (after deflate),
+// /class_names as fixed-length strings. A chunk is verified when it is read (an image when an
+// episode needs it, the index datasets at open); a mismatch throws h5::ChecksumError "<path>:
+// dataset /images fails its Fletcher-32 checksum in rows [i, i+1): the file is damaged; re-pack
+// it with metapack or copy it again". Stores of older builds have no checksums and read as before.
 struct FixedEpisodes {
   int ways = 0, shots = 0, queries = 0;
   std::vector<int64_t> support;  // [E, ways * shots]
@@ -77,7 +83,9 @@ StoreContents read_store(const std::string& path);
 // memory; images are read from the file per episode.
 class EpisodeStore : public EpisodeSource {
  public:
-  // Throws UsageError "<path>: <problem>" for a missing, foreign, truncated or inconsistent file.
+  // Throws UsageError "<path>: <problem>" for a missing, foreign, truncated or inconsistent file
+  // (every header field: version, attributes, dataset types, ranks, shapes and sizes, offsets,
+  // labels, splits, fixed episodes) or one whose index datasets fail their checksums.
   explicit EpisodeStore(const std::string& path);
 
   const std::string& path() const { return file_.path(); }

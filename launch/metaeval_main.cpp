@@ -1,6 +1,7 @@
 // metaeval: accuracy of a metatrain checkpoint on held-out classes, mean ± 95% CI over E
 // episodes (the standard protocol, 600 by default), or over Lake's 20 one-shot runs when the
-// store holds fixed episodes. A table for people, or one JSON object with --json.
+// store holds fixed episodes. A table for people, or one JSON object with --json. Under mpirun /
+// srun the episodes are divided among the ranks (same result for any number of ranks).
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -12,6 +13,7 @@
 #include "core/cpu_kernels.h"
 #include "core/hdf5.h"
 #include "data/episode_store.h"
+#include "dist/comm.h"
 #include "launch/backend.h"
 #include "launch/config.h"
 #include "launch/evaluation.h"
@@ -31,6 +33,8 @@ void usage() {
       "  inner.eval_steps=N  inner.lr=A  task.shots=K  task.queries=Q  seed=S  threads=T\n"
       "A store packed with `metapack omniglot-lake` is evaluated on its 20 fixed runs\n"
       "(20-way 1-shot; the checkpoint must be 20-way).\n"
+      "Under mpirun/srun the ranks share the episodes; rank 0 prints the same result as one\n"
+      "process would.\n"
       "Exit codes: 0 ok, 2 bad usage, checkpoint or data, 1 runtime failure.\n");
 }
 
@@ -68,6 +72,79 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
+// Evaluates args.checkpoint on the ranks of comm; rank 0 prints.
+void evaluate_checkpoint(const Args& args, mt::dist::Comm& comm) {
+  const std::string trained_yaml = mt::read_checkpoint_config(args.checkpoint);
+  const std::string where = args.checkpoint + ":/config";
+  const mt::Config cfg = mt::load_config_text(trained_yaml, where, args.overrides);
+  mt::blas_use_single_thread();
+  const auto source = mt::make_episode_source(cfg);
+  const auto model = mt::make_model(cfg, source->image_shape());
+  const mt::CheckpointState state = mt::read_checkpoint(args.checkpoint, model->layout());
+  // The stored seed is the trained config's (metaeval's seed= override aside).
+  const mt::Config trained = mt::load_config_text(trained_yaml, where, {});
+  MT_REQUIRE(state.seed == static_cast<uint64_t>(trained.seed), "checkpoint ", args.checkpoint,
+             ": /state/seed is ", state.seed, " but its /config has seed: ", trained.seed,
+             "; the file is damaged; evaluate an earlier checkpoint");
+  const int threads = mt::worker_threads(cfg);
+
+  const auto* store = dynamic_cast<const mt::EpisodeStore*>(source.get());
+  const bool lake = store != nullptr && store->num_fixed_episodes() > 0;
+  int shots = cfg.task.shots, queries = cfg.task.queries;
+  mt::EvalResult r;
+  if (lake) {
+    const mt::FixedEpisodes& fixed = store->fixed_episodes();
+    MT_REQUIRE(fixed.ways == cfg.task.ways, store->path(), " holds ", fixed.ways,
+               "-way fixed episodes but checkpoint ", args.checkpoint, " is ", cfg.task.ways,
+               "-way; evaluate a checkpoint trained with task.ways=", fixed.ways);
+    shots = fixed.shots;
+    queries = fixed.queries;
+  }
+  // The backend sized for the episodes evaluated (Lake's runs bring their own shots/queries).
+  mt::Config sized = cfg;
+  sized.task.shots = shots;
+  sized.task.queries = queries;
+  const auto backend =
+      mt::make_backend(sized, *model, source->image_shape(), comm.local_rank(), threads);
+  mt::MetaEngine<float> engine(*backend, mt::inner_loop(cfg));
+  if (lake) {
+    r = mt::evaluate(
+        engine, state.params, static_cast<int>(store->num_fixed_episodes()),
+        cfg.inner.eval_steps, threads,
+        [&](int64_t e, mt::Episode<float>& ep) { store->fixed_episode(e, ep); }, &comm);
+    r.split = "lake-runs";
+  } else {
+    const mt::EpisodeSpec spec{cfg.data.eval_split, cfg.task.ways, shots, queries};
+    source->validate(spec);
+    r = mt::evaluate_split(engine, state.params, *source, spec, static_cast<uint64_t>(cfg.seed),
+                           cfg.eval.episodes, cfg.inner.eval_steps, threads, &comm);
+  }
+  if (comm.rank() != 0) return;
+
+  if (args.json) {
+    mt::JsonObject o;
+    o.add("checkpoint", args.checkpoint).add("step", static_cast<double>(state.step));
+    o.add("data", cfg.data.path).add("split", r.split).add("ways", cfg.task.ways);
+    o.add("shots", shots).add("queries", queries).add("eval_steps", cfg.inner.eval_steps);
+    o.add("episodes", r.episodes).add("acc_mean", r.acc_mean).add("acc_ci95", r.acc_ci95);
+    o.add("loss_mean", r.loss_mean).add("ranks", comm.size());
+    std::printf("%s\n", o.str().c_str());
+  } else {
+    std::printf("checkpoint  %s (step %lld)\n", args.checkpoint.c_str(),
+                static_cast<long long>(state.step));
+    std::printf("data        %s, %s\n", source->name().c_str(),
+                lake ? "Lake's one-shot runs" : ("split " + r.split).c_str());
+    std::printf(
+        "protocol    %d-way %d-shot, %d queries per class, %d inner steps (lr %g), "
+        "%d episodes\n",
+        cfg.task.ways, shots, queries, cfg.inner.eval_steps, cfg.inner.lr, r.episodes);
+    if (comm.size() > 1) std::printf("ranks       %d (%s)\n", comm.size(), comm.backend().c_str());
+    std::printf("accuracy    %.2f%% ± %.2f%% (95%% CI)\nloss        %.4f\n", 100 * r.acc_mean,
+                100 * r.acc_ci95, r.loss_mean);
+  }
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -78,71 +155,9 @@ int main(int argc, char** argv) {
     }
     mt::print_cpu_kernels_line();
     const Args args = parse(argc, argv);
-    std::string trained_yaml;
-    {
-      const mt::h5::File f = mt::h5::File::open_read(args.checkpoint);
-      MT_REQUIRE(f.exists("/config"), "checkpoint ", args.checkpoint,
-                 ": no /config; this is not a metatrain checkpoint");
-      trained_yaml = f.read_string("/config");
-    }
-    const mt::Config cfg =
-        mt::load_config_text(trained_yaml, args.checkpoint + ":/config", args.overrides);
-    mt::blas_use_single_thread();
-    const auto source = mt::make_episode_source(cfg);
-    const auto model = mt::make_model(cfg, source->image_shape());
-    const mt::CheckpointState state = mt::read_checkpoint(args.checkpoint, model->layout());
-    const int threads = mt::worker_threads(cfg);
-
-    const auto* store = dynamic_cast<const mt::EpisodeStore*>(source.get());
-    const bool lake = store != nullptr && store->num_fixed_episodes() > 0;
-    int shots = cfg.task.shots, queries = cfg.task.queries;
-    mt::EvalResult r;
-    if (lake) {
-      const mt::FixedEpisodes& fixed = store->fixed_episodes();
-      MT_REQUIRE(fixed.ways == cfg.task.ways, store->path(), " holds ", fixed.ways,
-                 "-way fixed episodes but checkpoint ", args.checkpoint, " is ", cfg.task.ways,
-                 "-way; evaluate a checkpoint trained with task.ways=", fixed.ways);
-      shots = fixed.shots;
-      queries = fixed.queries;
-    }
-    // The backend sized for the episodes evaluated (Lake's runs bring their own shots/queries).
-    mt::Config sized = cfg;
-    sized.task.shots = shots;
-    sized.task.queries = queries;
-    const auto backend = mt::make_backend(sized, *model, source->image_shape(), 0, threads);
-    mt::MetaEngine<float> engine(*backend, mt::inner_loop(cfg));
-    if (lake) {
-      r = mt::evaluate(engine, state.params, static_cast<int>(store->num_fixed_episodes()),
-                       cfg.inner.eval_steps, threads,
-                       [&](int64_t e, mt::Episode<float>& ep) { store->fixed_episode(e, ep); });
-      r.split = "lake-runs";
-    } else {
-      const mt::EpisodeSpec spec{cfg.data.eval_split, cfg.task.ways, shots, queries};
-      source->validate(spec);
-      r = mt::evaluate_split(engine, state.params, *source, spec, static_cast<uint64_t>(cfg.seed),
-                             cfg.eval.episodes, cfg.inner.eval_steps, threads);
-    }
-
-    if (args.json) {
-      mt::JsonObject o;
-      o.add("checkpoint", args.checkpoint).add("step", static_cast<double>(state.step));
-      o.add("data", cfg.data.path).add("split", r.split).add("ways", cfg.task.ways);
-      o.add("shots", shots).add("queries", queries).add("eval_steps", cfg.inner.eval_steps);
-      o.add("episodes", r.episodes).add("acc_mean", r.acc_mean).add("acc_ci95", r.acc_ci95);
-      o.add("loss_mean", r.loss_mean);
-      std::printf("%s\n", o.str().c_str());
-    } else {
-      std::printf("checkpoint  %s (step %lld)\n", args.checkpoint.c_str(),
-                  static_cast<long long>(state.step));
-      std::printf("data        %s, %s\n", source->name().c_str(),
-                  lake ? "Lake's one-shot runs" : ("split " + r.split).c_str());
-      std::printf(
-          "protocol    %d-way %d-shot, %d queries per class, %d inner steps (lr %g), "
-          "%d episodes\n",
-          cfg.task.ways, shots, queries, cfg.inner.eval_steps, cfg.inner.lr, r.episodes);
-      std::printf("accuracy    %.2f%% ± %.2f%% (95%% CI)\nloss        %.4f\n", 100 * r.acc_mean,
-                  100 * r.acc_ci95, r.loss_mean);
-    }
+    // "mpi" when started by mpirun / srun as one of several ranks, else one process.
+    const auto comm = mt::dist::make_comm("auto");
+    mt::run_on_ranks("metaeval", *comm, [&] { evaluate_checkpoint(args, *comm); });
     return 0;
   });
 }

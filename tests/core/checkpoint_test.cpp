@@ -1,5 +1,6 @@
 // Tests of the HDF5 wrappers and of checkpoints: bit-exact round trips, the on-disk layout,
-// rejection of missing, foreign, truncated, wrong-version and wrong-model files, rotation by
+// rejection of missing, foreign, truncated, wrong-version and wrong-model files, of damaged
+// bytes (Fletcher-32), non-finite tensors and every out-of-range field, rotation by
 // CheckpointManager, atomic writes, and the debug dump.
 #include "core/checkpoint.h"
 
@@ -10,10 +11,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <limits>
 
 #include "core/hdf5.h"
+#include "tests/support/h5_damage.h"
 
 namespace mt {
 namespace {
@@ -60,12 +63,13 @@ CheckpointState sample_state() {
   s.params[2] = std::nextafter(1.0f, 2.0f);
   s.optimizer.name = "adam";
   s.optimizer.step = 41;
-  s.optimizer.buffers = {{"v", pattern(s.layout.total(), 1e-3f)},
-                         {"m", pattern(s.layout.total(), -0.7f)}};
+  std::vector<float> v = pattern(s.layout.total(), 1e-3f);
+  for (float& x : v) x = std::fabs(x);  // Adam's second moment is never negative
+  s.optimizer.buffers = {{"v", v}, {"m", pattern(s.layout.total(), -0.7f)}};
   s.step = 1234;
   s.seed = 0xFEDCBA9876543210ull;
   s.ufom = {1.0 / 3.0, 2.0 / 7.0, 17, 0.123456789012345};
-  s.data_cursor = 98765;
+  s.data_cursor = s.step;  // the trainer's cursor is the step
   s.config_yaml = "algo: ufom\nseed: 7\ntask: {ways: 5, shots: 1}\n# µ-note\n";
   s.world_size = 4;
   return s;
@@ -245,7 +249,7 @@ TEST_F(CheckpointTest, ManagerKeepsNewestAndLatest) {
   CheckpointManager mgr(dir, 2);
   CheckpointState s = sample_state();
   for (int64_t step = 1; step <= 5; ++step) {
-    s.step = step * 100;
+    s.step = s.data_cursor = step * 100;
     s.params[3] = static_cast<float>(step);
     EXPECT_EQ(mgr.save(s), mgr.path_for_step(step * 100));
   }
@@ -393,12 +397,221 @@ TEST_F(CheckpointTest, H5StringsAttributesRowsAndChunks) {
   EXPECT_EQ(f.read<uint8_t>("/images"), images);
   EXPECT_EQ(f.read_strings("/class_names"), (std::vector<std::string>{"alpha", "", "gamma/δ"}));
   EXPECT_EQ(f.read_scalar<double>("/pi"), 3.141592653589793);
-  EXPECT_EQ(f.shape("/pi"), std::vector<int64_t>{});
+  EXPECT_EQ(f.shape("/pi"), std::vector<int64_t>{1});  // one element, so that it has a checksum
   EXPECT_EQ(f.get_attr_string("/", "dataset"), "glyphs");
   EXPECT_EQ(f.get_attr_ints("/", "image_shape"), (std::vector<int64_t>{28, 28, 1}));
   EXPECT_EQ(f.get_attr_double("/images", "scale"), 0.25);
   EXPECT_TRUE(f.has_attr("/images", "scale"));
   EXPECT_FALSE(f.has_attr("/nothing", "scale"));
+}
+
+TEST_F(CheckpointTest, EveryDatasetCarriesAChecksum) {
+  write_checkpoint(file("c.h5"), sample_state());
+  const h5::File f = h5::File::open_read(file("c.h5"));
+  std::vector<std::string> datasets = {"/config"};
+  for (const char* g : {"/params", "/optimizer/m", "/optimizer/v"})
+    for (const std::string& n : f.list(g)) datasets.push_back(std::string(g) + "/" + n);
+  for (const char* n : {"step", "seed", "data_cursor", "world_size", "grad_evals", "ufom/v2_ema",
+                        "ufom/d2_ema", "ufom/count", "ufom/q"})
+    datasets.push_back(std::string("/state/") + n);
+  EXPECT_EQ(datasets.size(), 1u + 3 * 4 + 9);
+  for (const std::string& d : datasets) EXPECT_TRUE(f.has_checksum(d)) << d;
+}
+
+TEST_F(CheckpointTest, DamagedTensorBytesFailTheirChecksum) {
+  const std::string path = file("ckpt_00000010.h5");
+  for (const std::string& dataset :
+       {std::string("/params/block1.conv.weight"), std::string("/optimizer/v/head.weight"),
+        std::string("/state/step"), std::string("/config")}) {
+    write_checkpoint(path, sample_state());
+    testing::flip_chunk_byte(path, dataset, 2);
+    const std::string msg = usage_error([&] { read_checkpoint(path, small_layout()); });
+    EXPECT_EQ(msg, "checkpoint " + path + ": dataset " + dataset +
+                       " fails its Fletcher-32 checksum: the file is damaged; resume from an "
+                       "earlier checkpoint")
+        << msg;
+  }
+  // The config is read first by metaeval.
+  const std::string msg = usage_error([&] { read_checkpoint_config(path); });
+  EXPECT_NE(msg.find("dataset /config fails its Fletcher-32 checksum"), std::string::npos) << msg;
+  try {
+    read_checkpoint(path, small_layout());
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::kUsage);
+  }
+}
+
+TEST_F(CheckpointTest, NonFiniteTensorsAreRefusedNamingTheTensor) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  CheckpointState s = sample_state();
+  s.params[36 + 4 + 7] = nan;  // head.weight element 7
+  write_checkpoint(file("nan.h5"), s);
+  std::string msg = usage_error([&] { read_checkpoint(file("nan.h5"), small_layout()); });
+  EXPECT_EQ(msg, "checkpoint " + file("nan.h5") +
+                     ": /params/head.weight holds nan at element 7 of 80; the file is damaged; "
+                     "resume from an earlier checkpoint")
+      << msg;
+
+  s = sample_state();
+  s.optimizer.buffers[1].second[36] = -inf;  // m, block1.conv.bias element 0
+  write_checkpoint(file("inf.h5"), s);
+  msg = usage_error([&] { read_checkpoint(file("inf.h5"), small_layout()); });
+  EXPECT_NE(msg.find("/optimizer/m/block1.conv.bias holds -inf at element 0 of 4"),
+            std::string::npos)
+      << msg;
+
+  s = sample_state();
+  s.optimizer.buffers[0].second[3] = -1e-3f;  // Adam's v is an average of squares
+  write_checkpoint(file("v.h5"), s);
+  msg = usage_error([&] { read_checkpoint(file("v.h5"), small_layout()); });
+  EXPECT_NE(msg.find("/optimizer/v/block1.conv.weight holds -0.001 at element 3 of 36 (it must "
+                     "be >= 0)"),
+            std::string::npos)
+      << msg;
+}
+
+// Writes a valid checkpoint, lets `patch` change one field, and returns read_checkpoint's error.
+std::string patched_error(const std::string& path, const std::function<void(h5::File&)>& patch) {
+  write_checkpoint(path, sample_state());
+  {
+    h5::File f = h5::File::open_write(path);
+    patch(f);
+    f.close();
+  }
+  return usage_error([&] { read_checkpoint(path, small_layout()); });
+}
+
+TEST_F(CheckpointTest, EveryOutOfRangeFieldIsRefusedNamingFieldAndValue) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  struct Case {
+    std::function<void(h5::File&)> patch;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {[](h5::File& f) { f.write_scalar<int64_t>("/state/step", -5); },
+       "/state/step is -5, expected >= 0"},
+      {[](h5::File& f) { f.set_attr("/optimizer", "step", int64_t{1235}); },
+       "attribute step of /optimizer is 1235, expected 0 to /state/step = 1234"},
+      {[](h5::File& f) { f.set_attr("/optimizer", "step", int64_t{-1}); },
+       "attribute step of /optimizer is -1"},
+      {[](h5::File& f) { f.set_attr("/optimizer", "name", ""); },
+       "attribute name of /optimizer is empty"},
+      {[](h5::File& f) { f.set_attr("/optimizer", "buffers", "v,v"); },
+       "attribute buffers of /optimizer names buffer 'v' (empty, repeated or holding '/')"},
+      {[](h5::File& f) { f.set_attr("/optimizer", "buffers", "v,"); },
+       "attribute buffers of /optimizer names buffer ''"},
+      {[](h5::File& f) { f.write_scalar<int64_t>("/state/data_cursor", 99); },
+       "/state/data_cursor is 99, expected /state/step = 1234"},
+      {[](h5::File& f) { f.write_scalar<int64_t>("/state/world_size", 0); },
+       "/state/world_size is 0, expected 1 to 2^30"},
+      {[](h5::File& f) { f.write_scalar<int64_t>("/state/grad_evals", -3); },
+       "/state/grad_evals is -3, expected >= 0"},
+      {[nan](h5::File& f) { f.write_scalar<double>("/state/ufom/v2_ema", nan); },
+       "/state/ufom/v2_ema is nan, expected a finite number >= 0"},
+      {[](h5::File& f) { f.write_scalar<double>("/state/ufom/d2_ema", -0.5); },
+       "/state/ufom/d2_ema is -0.5, expected a finite number >= 0"},
+      {[](h5::File& f) { f.write_scalar<int64_t>("/state/ufom/count", -1); },
+       "/state/ufom/count is -1, expected >= 0"},
+      {[](h5::File& f) { f.write_scalar<double>("/state/ufom/q", 1.5); },
+       "/state/ufom/q is 1.5, expected in [0, 1]"},
+      {[nan](h5::File& f) { f.write_scalar<double>("/state/ufom/q", nan); },
+       "/state/ufom/q is nan, expected in [0, 1]"},
+      {[](h5::File& f) { f.set_attr("/", "format_version", 0); }, "format version 0"},
+      // Types and shapes.
+      {[](h5::File& f) { f.write_scalar<double>("/state/step", 3.0); },
+       "dataset /state/step holds float64, expected int64"},
+      {[](h5::File& f) {
+         const int64_t two[] = {1, 2};
+         f.write<int64_t>("/state/step", {2}, two);
+       },
+       "dataset /state/step holds 2 values, expected one"},
+      {[](h5::File& f) { f.set_attr("/optimizer", "step", 2.5); },
+       "attribute step on /optimizer holds float64, expected a integer"},
+      {[](h5::File& f) {
+         const std::vector<int32_t> w(36, 1);
+         f.write<int32_t>("/params/block1.conv.weight", {4, 1, 3, 3}, w.data());
+       },
+       "dataset /params/block1.conv.weight holds int32, expected float32"},
+      {[](h5::File& f) {
+         const std::vector<float> w(36, 1);
+         f.write<float>("/optimizer/m/block1.conv.weight", {36}, w.data());
+       },
+       "/optimizer/m/block1.conv.weight has shape [36], the model expects [4,1,3,3]"},
+      {[](h5::File& f) { f.write_scalar<int64_t>("/config", 1); },
+       "dataset /config holds int64, expected strings"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const std::string path = file("field" + std::to_string(i) + ".h5");
+    const std::string msg = patched_error(path, cases[i].patch);
+    EXPECT_EQ(msg.rfind("checkpoint " + path + ": ", 0), 0u) << msg;
+    EXPECT_NE(msg.find(cases[i].expected), std::string::npos) << "case " << i << ": " << msg;
+  }
+}
+
+TEST_F(CheckpointTest, H5ScalarsAndStringsAreChunkedOneElementDatasets) {
+  const std::string path = file("s.h5");
+  {
+    h5::File f = h5::File::create(path);
+    f.write_scalar<int64_t>("/n", 7);
+    f.write_string("/empty", "");
+    f.write_strings("/none", {});
+    const float one = 1;
+    f.write<float>("/true_scalar", {}, &one);
+    const std::vector<float> big(5 << 20, 0.5f);  // 20 MiB: two chunks of at most 16 MiB
+    f.write<float>("/big", {5, 1 << 20}, big.data());
+  }
+  // [5, 2^20] floats in chunks of 3 rows (12 MiB and the checksum).
+  EXPECT_EQ(testing::chunk_location(path, "/big", {0, 0}).second, (hsize_t{12} << 20) + 4);
+  EXPECT_NO_THROW(testing::chunk_location(path, "/big", {3, 0}));
+  const h5::File f = h5::File::open_read(path);
+  EXPECT_EQ(f.shape("/n"), std::vector<int64_t>{1});
+  EXPECT_EQ(f.read_scalar<int64_t>("/n"), 7);
+  EXPECT_TRUE(f.has_checksum("/n"));
+  EXPECT_EQ(f.read_string("/empty"), "");
+  EXPECT_TRUE(f.read_strings("/none").empty());
+  EXPECT_FALSE(f.has_checksum("/none"));         // nothing stored
+  EXPECT_FALSE(f.has_checksum("/true_scalar"));  // a scalar cannot be chunked
+  EXPECT_EQ(f.read_scalar<float>("/true_scalar"), 1.0f);
+  EXPECT_TRUE(f.has_checksum("/big"));
+  EXPECT_EQ(f.read<float>("/big")[(5 << 20) - 1], 0.5f);
+}
+
+// Replaces dataset `name` by one of `dims` that is declared but never written: a few bytes of file
+// whatever the size.
+void declare_unwritten(const std::string& path, const std::string& name,
+                       const std::vector<hsize_t>& dims, hid_t type) {
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(file, 0);
+  H5Ldelete(file, name.c_str(), H5P_DEFAULT);
+  const hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+  const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  std::vector<hsize_t> chunk(dims.size(), 1);
+  H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data());
+  const hid_t ds = H5Dcreate2(file, name.c_str(), type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  ASSERT_GE(ds, 0);
+  H5Dclose(ds);
+  H5Pclose(dcpl);
+  H5Sclose(space);
+  H5Fclose(file);
+}
+
+// Found by tests/fuzz/fuzz_checkpoint's design (regressions/checkpoint/huge-*): the reader once
+// read tensors and one-value fields whole before checking their size.
+TEST_F(CheckpointTest, HugeDeclaredDatasetsAreRefusedBeforeAnyAllocation) {
+  const hsize_t huge = hsize_t{1} << 40;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"/params/head.weight", "/params/head.weight has shape [1099511627776], the model expects"},
+      {"/state/step", "dataset /state/step holds 1099511627776 values, expected one"},
+      {"/config", "dataset /config holds 1099511627776 values, expected one"}};
+  for (const auto& [name, expected] : cases) {
+    const std::string path = file("huge.h5");
+    write_checkpoint(path, sample_state());
+    declare_unwritten(path, name, {huge},
+                      name == "/params/head.weight" ? H5T_IEEE_F32LE : H5T_STD_I64LE);
+    const std::string msg = usage_error([&] { read_checkpoint(path, small_layout()); });
+    EXPECT_NE(msg.find(expected), std::string::npos) << msg;
+  }
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Tests of the HDF5 episode store: round trip and byte-reproducible writes, every malformed file
-// rejected at open with a message naming the file and the problem, impossible episode specs,
+// rejected at open with a message naming the file and the problem, checksums of every chunk and
+// the store written by the build before them, impossible episode specs,
 // and the sampler's statistics (uniform classes and examples, support and query disjoint,
 // content a function of (seed, step, task) only).
 #include "data/episode_store.h"
@@ -16,9 +17,10 @@
 #include <vector>
 
 #include "core/check.h"
-#include "tests/support/errors.h"
 #include "core/checkpoint.h"
 #include "core/hdf5.h"
+#include "tests/support/errors.h"
+#include "tests/support/h5_damage.h"
 #include "tests/support/programs.h"
 
 namespace mt {
@@ -334,6 +336,112 @@ TEST(EpisodeStore, EpisodeIsAFunctionOfSeedStepAndTaskOnly) {
   EXPECT_NE(x.support.x, z.support.x);
   a.sample(spec, 6, 17, 3, z);
   EXPECT_NE(x.support.x, z.support.x);
+}
+
+TEST(EpisodeStore, EveryChunkCarriesAChecksumVerifiedOnRead) {
+  const std::string dir = testing::temp_dir("store_checksums");
+  StoreContents c = fixture(6, 5);
+  c.episodes = {2, 1, 1, {0, 7, 10, 15}, {1, 8, 11, 16}};
+  write_store(dir + "/good.h5", c);
+  {
+    const h5::File f = h5::File::open_read(dir + "/good.h5");
+    for (const char* d : {"/images", "/labels", "/class_offsets", "/class_names", "/splits/train",
+                          "/splits/test", "/episodes/support", "/episodes/query"})
+      EXPECT_TRUE(f.has_checksum(d)) << d;
+    EXPECT_FALSE(f.has_checksum("/splits/val"));  // empty: nothing stored
+  }
+  const std::vector<char> good = bytes_of(dir + "/good.h5");
+  auto damaged = [&](const std::string& name, const std::string& dataset,
+                     std::vector<hsize_t> coord) {
+    const std::string path = dir + "/" + name + ".h5";
+    std::ofstream(path, std::ios::binary).write(good.data(), good.size());
+    testing::flip_chunk_byte(path, dataset, 1, std::move(coord));
+    return path;
+  };
+  // An image chunk: the store opens (only the images an episode needs are read), and the episode
+  // holding image 7 fails naming the file, the dataset and the row.
+  std::string path = damaged("image7", "/images", {7, 0, 0, 0});
+  const EpisodeStore store(path);
+  Episode<float> ep;
+  store.fixed_episode(1, ep);  // images 10, 15, 11, 16
+  std::string m = usage_error([&] { store.fixed_episode(0, ep); });
+  EXPECT_EQ(m, path +
+                   ": dataset /images fails its Fletcher-32 checksum in rows [7, 8): the file "
+                   "is damaged; re-pack it with metapack or copy it again")
+      << m;
+  EXPECT_THROW(store.fixed_episode(0, ep), h5::ChecksumError);
+  m = usage_error([&] { read_store(path); });
+  EXPECT_NE(m.find(path + ": dataset /images fails its Fletcher-32 checksum"), std::string::npos)
+      << m;
+  // Index datasets are read at open.
+  for (const char* d : {"/labels", "/class_offsets", "/class_names", "/episodes/query"}) {
+    path = damaged("index", d, {});
+    m = usage_error([&] { EpisodeStore s(path); });
+    EXPECT_EQ(m, path + ": dataset " + d +
+                     " fails its Fletcher-32 checksum: the file is damaged; "
+                     "re-pack it with metapack or copy it again")
+        << m;
+  }
+}
+
+TEST(EpisodeStore, RanksAndShapesOfIndexDatasetsAreChecked) {
+  std::string m = open_error("labels_rank", [](h5::File& f) {
+    const std::vector<int32_t> labels = f.read<int32_t>("/labels");
+    f.write<int32_t>("/labels", {30, 1}, labels.data());
+  });
+  EXPECT_NE(m.find("/labels has 2 dimensions, expected 1"), std::string::npos) << m;
+  m = open_error("split_rank", [](h5::File& f) {
+    const std::vector<int32_t> train = {0, 1, 2, 3};
+    f.write<int32_t>("/splits/train", {2, 2}, train.data());
+  });
+  EXPECT_NE(m.find("/splits/train has 2 dimensions, expected 1"), std::string::npos) << m;
+
+  // Fixed episodes stored transposed ([ways*shots, E] instead of [E, ways*shots]).
+  const std::string path = testing::temp_dir("store_bad_episodes") + "/store.h5";
+  StoreContents c = fixture(6, 5);
+  c.episodes = {2, 1, 1, {0, 5, 10, 15, 20, 25}, {1, 6, 11, 16, 21, 26}};
+  write_store(path, c);
+  {
+    h5::File f = h5::File::open_write(path);
+    f.write<int64_t>("/episodes/support", {2, 3}, c.episodes.support.data());
+    f.close();
+  }
+  m = usage_error([&] { EpisodeStore s(path); });
+  EXPECT_NE(m.find("/episodes/support has shape [2, 3] and /episodes/query [3, 2], expected "
+                   "[E, 2] and [E, 2] for ways = 2, shots = 1, queries = 1"),
+            std::string::npos)
+      << m;
+}
+
+// tests/data/fixtures/store_pre_checksum.h5 was packed by the build before checksums (no filters,
+// variable-length names): it must open and serve what it served then.
+TEST(EpisodeStore, StoreOfTheBuildBeforeChecksumsStillOpens) {
+  const std::string path =
+      std::string(MT_SOURCE_DIR) + "/tests/data/fixtures/store_pre_checksum.h5";
+  const EpisodeStore store(path);
+  EXPECT_EQ(store.dataset(), "omniglot");
+  EXPECT_EQ(store.num_classes("train"), 24);
+  EXPECT_EQ(store.num_classes("test"), 2);
+  {
+    const h5::File f = h5::File::open_read(path);
+    EXPECT_FALSE(f.has_checksum("/images"));
+    EXPECT_FALSE(f.has_checksum("/class_names"));
+  }
+  const StoreContents c = read_store(path);
+  EXPECT_EQ(c.num_images(), 84);
+  EXPECT_EQ(c.class_names[0], "Balinese/character01");
+  // Rewritten by this build: the same contents, now with checksums.
+  const std::string copy = testing::temp_dir("store_old_rewrite") + "/store.h5";
+  write_store(copy, c);
+  const StoreContents again = read_store(copy);
+  EXPECT_EQ(again.images, c.images);
+  EXPECT_EQ(again.class_names, c.class_names);
+  EXPECT_TRUE(h5::File::open_read(copy).has_checksum("/images"));
+  Episode<float> a, b;
+  store.sample({"test", 2, 1, 1}, 3, 4, 5, a);
+  EpisodeStore(copy).sample({"test", 2, 1, 1}, 3, 4, 5, b);
+  EXPECT_EQ(a.support.x, b.support.x);
+  EXPECT_EQ(a.query.x, b.query.x);
 }
 
 }  // namespace

@@ -760,6 +760,23 @@ Written write_file(const std::string& path, const Spec& s, const Arrays& a) {
               // The reader (unlike store_problem) rejects an /episodes group without episodes,
               // and attribute values that do not fit an int.
               !(s.episodes_form == 1 && a.support.empty());
+  // The reader also wants the episodes as [E, ways*shots] and [E, ways*queries] (write_episodes
+  // writes [rows, cols] or, after an edit, 1-D).
+  if (s.episodes_form == 1) {
+    auto as_matrix = [&](const Dataset& d, const std::vector<int64_t>& v, int cols,
+                         int64_t want_cols) {
+      return d.form == kNatural && static_cast<int64_t>(v.size()) == s.episode_rows * cols &&
+             cols > 0 && cols == want_cols;
+    };
+    auto product = [](const Attr& x, const Attr& y) {  // no overflow for out-of-int values
+      const bool fits =
+          x.num >= INT32_MIN && x.num <= INT32_MAX && y.num >= INT32_MIN && y.num <= INT32_MAX;
+      return fits ? x.num * y.num : int64_t{-1};
+    };
+    out.valid = out.valid &&
+                as_matrix(s.support_ds, a.support, s.support_cols, product(s.ways, s.shots)) &&
+                as_matrix(s.query_ds, a.query, s.query_cols, product(s.ways, s.queries));
+  }
   for (const Attr* attr : {&s.ways, &s.shots, &s.queries})
     if (s.episodes_form == 1 && (attr->num < INT32_MIN || attr->num > INT32_MAX))
       out.valid = out.known = false;  // the reader truncates; store_problem sees other values

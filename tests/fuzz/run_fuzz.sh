@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of tests/fuzz in a separate Clang tree (ASan + UBSan + LSan) and runs
-# each for a bounded time from a seed corpus made at run time; any crash, leak, hang or OOM fails.
-# Usage: run_fuzz.sh SOURCE_DIR WORK_DIR   (the CTest test fuzz.store_and_config runs it)
+# each for a bounded time from a seed corpus made at run time plus the committed inputs of past
+# findings (tests/fuzz/regressions/<target>/); any crash, leak, hang or OOM fails.
+# Usage: run_fuzz.sh SOURCE_DIR WORK_DIR   (the CTest test fuzz.store_checkpoint_config runs it)
 #   WORK_DIR/tree      the Clang build tree (reused: later runs rebuild incrementally)
 #   WORK_DIR/corpus/*  the corpora (kept and grown across runs); WORK_DIR/seeds/*: remade each run
 #   WORK_DIR/artifacts the inputs of findings; WORK_DIR/fuzz_*.log: the last run of each target
-# Environment: MT_FUZZ_SECONDS (per target, default 30), MT_FUZZ_BIN_DIR (prebuilt fuzz_store and
-# fuzz_config: no build), MT_FUZZ_CC / MT_FUZZ_CXX (default clang / clang++), MT_FUZZ_OPENMP=gomp
+# Environment: MT_FUZZ_SECONDS (per target, default 30), MT_FUZZ_BIN_DIR (prebuilt fuzz_store,
+# fuzz_checkpoint and fuzz_config: no build), MT_FUZZ_CC / MT_FUZZ_CXX (default clang / clang++), MT_FUZZ_OPENMP=gomp
 # (force the libgomp fallback), CI=true (a missing Clang is a failure instead of a skip).
 set -uo pipefail
 
@@ -28,6 +29,7 @@ skip_or_fail() {
   exit $kSkip
 }
 
+targets=(fuzz_store fuzz_checkpoint fuzz_config)
 bin=${MT_FUZZ_BIN_DIR:-}
 if [ -z "$bin" ]; then
   command -v "$cxx" >/dev/null 2>&1 || skip_or_fail "no $cxx on PATH"
@@ -102,8 +104,8 @@ SHIM
     echo "run_fuzz: FAIL: configuring the fuzz tree failed"
     exit 1
   fi
-  echo "run_fuzz: building fuzz_store fuzz_config"
-  if ! cmake --build "$tree" --target fuzz_store fuzz_config >"$work/build.log" 2>&1; then
+  echo "run_fuzz: building ${targets[*]}"
+  if ! cmake --build "$tree" --target "${targets[@]}" >"$work/build.log" 2>&1; then
     tail -n 80 "$work/build.log"
     echo "run_fuzz: FAIL: building the fuzz targets failed"
     exit 1
@@ -117,8 +119,9 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export OMP_NUM_THREADS=1
 mkdir -p "$work/artifacts"
 status=0
-for target in fuzz_store fuzz_config; do
+for target in "${targets[@]}"; do
   name=${target#fuzz_}
+  regressions=$src/tests/fuzz/regressions/$name
   seeds=$work/seeds/$name
   corpus=$work/corpus/$name
   log=$work/$target.log
@@ -132,14 +135,17 @@ for target in fuzz_store fuzz_config; do
     status=1
     continue
   fi
+  # Past findings are read with the seeds (libFuzzer writes only to the first folder, the corpus).
+  inputs=("$corpus" "$seeds")
+  [ -d "$regressions" ] && inputs+=("$regressions")
   echo "run_fuzz: $target for $seconds s ($(ls "$seeds" | wc -l) seeds," \
-    "$(ls "$corpus" | wc -l) corpus files)"
+    "$(ls "$corpus" | wc -l) corpus files, $(ls "$regressions" 2>/dev/null | wc -l) regressions)"
   dict_arg=()
   [ -f "$dict" ] && dict_arg=("-dict=$dict")
   # -timeout: an input running 10 s is a hang; -rss_limit_mb also caps any single allocation.
   "$bin/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -detect_leaks=1 \
     "${dict_arg[@]}" -print_final_stats=1 -artifact_prefix="$work/artifacts/$name-" \
-    "$corpus" "$seeds" >"$log" 2>&1
+    "${inputs[@]}" >"$log" 2>&1
   rc=$?
   if [ $rc -ne 0 ] || grep -q -E '^(==[0-9]+==ERROR|SUMMARY: )' "$log"; then
     tail -n 60 "$log"
