@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bilevel_checkpoint.h"
 #include "core/blas.h"
 #include "core/check.h"
 #include "core/checkpoint.h"
@@ -19,6 +20,7 @@
 #include "launch/evaluation.h"
 #include "launch/exit_codes.h"
 #include "launch/metrics_log.h"
+#include "launch/run_scaffold.h"
 #include "launch/trainer.h"
 
 namespace {
@@ -74,6 +76,10 @@ Args parse(int argc, char** argv) {
 
 // Evaluates args.checkpoint on the ranks of comm; rank 0 prints.
 void evaluate_checkpoint(const Args& args, mt::dist::Comm& comm) {
+  MT_REQUIRE(mt::checkpoint_kind(args.checkpoint) != mt::kSlbammCheckpointKind, "checkpoint ",
+             args.checkpoint, " was written by an algo=slbamm run; metaeval evaluates the "
+             "few-shot checkpoints of maml, fomaml and ufom runs (an sl-BAMM run reports its "
+             "test accuracy when it ends)");
   const std::string trained_yaml = mt::read_checkpoint_config(args.checkpoint);
   const std::string where = args.checkpoint + ":/config";
   const mt::Config cfg = mt::load_config_text(trained_yaml, where, args.overrides);

@@ -157,5 +157,16 @@ TEST(Integrity, FilesOfTheBuildBeforeChecksumsStillEvaluateAndResume) {
   EXPECT_TRUE(f.has_checksum("/params/" + f.list("/params").front()));
 }
 
+// An sl-BAMM checkpoint is not a few-shot model: metaeval says so instead of a missing tensor.
+TEST(Integrity, MetaevalRefusesAnSlbammCheckpointSayingWhatItIs) {
+  const std::string dir = temp_dir("integrity_slbamm");
+  const ProgramResult t = run_program(
+      "metatrain", "algo=slbamm slbamm.toy_dim=4 steps=3 log.every=1 checkpoint.dir=" + dir);
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  const ProgramResult r = metaeval(dir + "/latest.h5");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(has(r, "was written by an algo=slbamm run; metaeval evaluates")) << r.output;
+}
+
 }  // namespace
 }  // namespace mt
