@@ -577,24 +577,6 @@ TEST_F(CheckpointTest, H5ScalarsAndStringsAreChunkedOneElementDatasets) {
   EXPECT_EQ(f.read<float>("/big")[(5 << 20) - 1], 0.5f);
 }
 
-// Replaces dataset `name` by one of `dims` that is declared but never written: a few bytes of file
-// whatever the size.
-void declare_unwritten(const std::string& path, const std::string& name,
-                       const std::vector<hsize_t>& dims, hid_t type) {
-  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-  ASSERT_GE(file, 0);
-  H5Ldelete(file, name.c_str(), H5P_DEFAULT);
-  const hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
-  const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-  std::vector<hsize_t> chunk(dims.size(), 1);
-  H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data());
-  const hid_t ds = H5Dcreate2(file, name.c_str(), type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-  ASSERT_GE(ds, 0);
-  H5Dclose(ds);
-  H5Pclose(dcpl);
-  H5Sclose(space);
-  H5Fclose(file);
-}
 
 // Found by tests/fuzz/fuzz_checkpoint's design (regressions/checkpoint/huge-*): the reader once
 // read tensors and one-value fields whole before checking their size.
@@ -607,8 +589,8 @@ TEST_F(CheckpointTest, HugeDeclaredDatasetsAreRefusedBeforeAnyAllocation) {
   for (const auto& [name, expected] : cases) {
     const std::string path = file("huge.h5");
     write_checkpoint(path, sample_state());
-    declare_unwritten(path, name, {huge},
-                      name == "/params/head.weight" ? H5T_IEEE_F32LE : H5T_STD_I64LE);
+    testing::declare_unwritten(path, name, {huge},
+                               name == "/params/head.weight" ? H5T_IEEE_F32LE : H5T_STD_I64LE);
     const std::string msg = usage_error([&] { read_checkpoint(path, small_layout()); });
     EXPECT_NE(msg.find(expected), std::string::npos) << msg;
   }

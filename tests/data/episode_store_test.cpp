@@ -171,29 +171,12 @@ TEST(EpisodeStore, MalformedFilesAreRejectedAtOpenNamingTheProblem) {
   EXPECT_TRUE(has(m, "/labels holds")) << m;
 }
 
-// Replaces dataset `name` by one of `dims` that is declared but never written: the file stays
-// small whatever the size (found by tests/fuzz/fuzz_store).
-void declare_unwritten(const std::string& path, const std::string& name,
-                       const std::vector<hsize_t>& dims, hid_t type) {
-  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-  ASSERT_GE(file, 0);
-  H5Ldelete(file, name.c_str(), H5P_DEFAULT);
-  const hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
-  const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-  std::vector<hsize_t> chunk(dims.size(), 1);
-  H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data());
-  const hid_t ds = H5Dcreate2(file, name.c_str(), type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-  ASSERT_GE(ds, 0);
-  H5Dclose(ds);
-  H5Pclose(dcpl);
-  H5Sclose(space);
-  H5Fclose(file);
-}
 
 TEST(EpisodeStore, HugeDeclaredSizesAreRejectedBeforeAnyAllocation) {
   const std::string dir = testing::temp_dir("store_huge");
   write_store(dir + "/labels.h5", fixture(6, 5));
-  declare_unwritten(dir + "/labels.h5", "/labels", {hsize_t{1} << 41}, H5T_STD_I32LE);
+  testing::declare_unwritten(dir + "/labels.h5", "/labels", {hsize_t{1} << 41},
+                             H5T_STD_I32LE);
   std::string m = usage_error([&] { EpisodeStore s(dir + "/labels.h5"); });
   EXPECT_NE(m.find("/labels holds 2199023255552 entries, more than the 30"), std::string::npos)
       << m;
@@ -204,12 +187,14 @@ TEST(EpisodeStore, HugeDeclaredSizesAreRejectedBeforeAnyAllocation) {
     f.set_attr("/", "image_shape", std::vector<int64_t>{4096, 4096, 4096});
     f.close();
   }
-  declare_unwritten(dir + "/images.h5", "/images", {30, 4096, 4096, 4096}, H5T_STD_U8LE);
+  testing::declare_unwritten(dir + "/images.h5", "/images", {30, 4096, 4096, 4096},
+                             H5T_STD_U8LE);
   m = usage_error([&] { EpisodeStore s(dir + "/images.h5"); });
   EXPECT_NE(m.find("makes images larger than 67108864 bytes"), std::string::npos) << m;
 
   write_store(dir + "/count.h5", fixture(6, 5));
-  declare_unwritten(dir + "/count.h5", "/images", {hsize_t{1} << 40, 2, 2, 1}, H5T_STD_U8LE);
+  testing::declare_unwritten(dir + "/count.h5", "/images", {hsize_t{1} << 40, 2, 2, 1},
+                             H5T_STD_U8LE);
   m = usage_error([&] { EpisodeStore s(dir + "/count.h5"); });
   EXPECT_NE(m.find("images, more than a"), std::string::npos) << m;
 }

@@ -51,4 +51,24 @@ inline void flip_chunk_byte(const std::string& path, const std::string& dataset,
   std::fclose(f);
 }
 
+// Replaces dataset `name` of the file at `path` by one of `dims` that is declared but never
+// written: the file stays a few bytes larger whatever the declared size (for readers that must
+// check sizes before allocating). Throws std::runtime_error when HDF5 refuses.
+inline void declare_unwritten(const std::string& path, const std::string& name,
+                              const std::vector<hsize_t>& dims, hid_t type) {
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  if (file < 0) throw std::runtime_error("cannot open " + path);
+  H5Ldelete(file, name.c_str(), H5P_DEFAULT);
+  const hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+  const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  const std::vector<hsize_t> chunk(dims.size(), 1);
+  H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data());
+  const hid_t ds = H5Dcreate2(file, name.c_str(), type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  if (ds >= 0) H5Dclose(ds);
+  H5Pclose(dcpl);
+  H5Sclose(space);
+  H5Fclose(file);
+  if (ds < 0) throw std::runtime_error("cannot declare " + name + " in " + path);
+}
+
 }  // namespace mt::testing
