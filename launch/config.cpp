@@ -601,10 +601,10 @@ bool key_applies(const Config& cfg, const std::string& key) {
   };
   if (cfg.algo == Algo::kSlbamm) {
     // The bilevel solver reads its own block, the data path and split, and the run's plumbing.
-    static const char* const kMetaOnly[] = {"budget.", "meta_batch", "task.",  "inner.",
-                                            "outer.",  "ufom.",      "model.", "eval.",
-                                            "cuda.",   "debug.",     "log.bias_", "dist.assign",
-                                            "data.eval_split", "data.prefetch"};
+    static const char* const kMetaOnly[] = {
+        "budget.",   "meta_batch",  "task.",           "inner.",       "outer.",
+        "ufom.",     "model.",      "eval.",           "cuda.",        "debug.",
+        "log.bias_", "dist.assign", "data.eval_split", "data.prefetch"};
     for (const char* s : kMetaOnly)
       if (in(s)) return false;
     return true;

@@ -77,7 +77,8 @@ Args parse(int argc, char** argv) {
 // Evaluates args.checkpoint on the ranks of comm; rank 0 prints.
 void evaluate_checkpoint(const Args& args, mt::dist::Comm& comm) {
   MT_REQUIRE(mt::checkpoint_kind(args.checkpoint) != mt::kSlbammCheckpointKind, "checkpoint ",
-             args.checkpoint, " was written by an algo=slbamm run; metaeval evaluates the "
+             args.checkpoint,
+             " was written by an algo=slbamm run; metaeval evaluates the "
              "few-shot checkpoints of maml, fomaml and ufom runs (an sl-BAMM run reports its "
              "test accuracy when it ends)");
   const std::string trained_yaml = mt::read_checkpoint_config(args.checkpoint);
@@ -115,9 +116,8 @@ void evaluate_checkpoint(const Args& args, mt::dist::Comm& comm) {
   mt::MetaEngine<float> engine(*backend, mt::inner_loop(cfg));
   if (lake) {
     r = mt::evaluate(
-        engine, state.params, static_cast<int>(store->num_fixed_episodes()),
-        cfg.inner.eval_steps, threads,
-        [&](int64_t e, mt::Episode<float>& ep) { store->fixed_episode(e, ep); }, &comm);
+        engine, state.params, static_cast<int>(store->num_fixed_episodes()), cfg.inner.eval_steps,
+        threads, [&](int64_t e, mt::Episode<float>& ep) { store->fixed_episode(e, ep); }, &comm);
     r.split = "lake-runs";
   } else {
     const mt::EpisodeSpec spec{cfg.data.eval_split, cfg.task.ways, shots, queries};

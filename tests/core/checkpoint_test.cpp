@@ -577,7 +577,6 @@ TEST_F(CheckpointTest, H5ScalarsAndStringsAreChunkedOneElementDatasets) {
   EXPECT_EQ(f.read<float>("/big")[(5 << 20) - 1], 0.5f);
 }
 
-
 // Found by tests/fuzz/fuzz_checkpoint's design (regressions/checkpoint/huge-*): the reader once
 // read tensors and one-value fields whole before checking their size.
 TEST_F(CheckpointTest, HugeDeclaredDatasetsAreRefusedBeforeAnyAllocation) {

@@ -171,12 +171,10 @@ TEST(EpisodeStore, MalformedFilesAreRejectedAtOpenNamingTheProblem) {
   EXPECT_TRUE(has(m, "/labels holds")) << m;
 }
 
-
 TEST(EpisodeStore, HugeDeclaredSizesAreRejectedBeforeAnyAllocation) {
   const std::string dir = testing::temp_dir("store_huge");
   write_store(dir + "/labels.h5", fixture(6, 5));
-  testing::declare_unwritten(dir + "/labels.h5", "/labels", {hsize_t{1} << 41},
-                             H5T_STD_I32LE);
+  testing::declare_unwritten(dir + "/labels.h5", "/labels", {hsize_t{1} << 41}, H5T_STD_I32LE);
   std::string m = usage_error([&] { EpisodeStore s(dir + "/labels.h5"); });
   EXPECT_NE(m.find("/labels holds 2199023255552 entries, more than the 30"), std::string::npos)
       << m;
@@ -187,8 +185,7 @@ TEST(EpisodeStore, HugeDeclaredSizesAreRejectedBeforeAnyAllocation) {
     f.set_attr("/", "image_shape", std::vector<int64_t>{4096, 4096, 4096});
     f.close();
   }
-  testing::declare_unwritten(dir + "/images.h5", "/images", {30, 4096, 4096, 4096},
-                             H5T_STD_U8LE);
+  testing::declare_unwritten(dir + "/images.h5", "/images", {30, 4096, 4096, 4096}, H5T_STD_U8LE);
   m = usage_error([&] { EpisodeStore s(dir + "/images.h5"); });
   EXPECT_NE(m.find("makes images larger than 67108864 bytes"), std::string::npos) << m;
 
