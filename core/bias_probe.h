@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "core/exact_sum.h"
 #include "core/meta_step.h"
 
 namespace mt {
@@ -20,6 +21,27 @@ struct BiasSums {
   void reset(int64_t d);
   std::vector<T> pack() const;
   void unpack(const std::vector<T>& buf);
+
+  // The exact reduction (dist.reduce = exact), on after reset_exact, like MetaStepSums': run()
+  // adds every task's float64 error vectors and g_E into fixed-point accumulators
+  // (core/exact_sum.h; elements must stay below 2^31, else an Error names the element) and puts
+  // its two squared norms in the task's slot, task − first_task. After one int64 sum-allreduce
+  // of pack_exact()ed buffers, unpack_exact gives fo, ufom, exact as the exact sums rounded once
+  // to T and the scalars summed in slot order: the same bits for any number of ranks.
+  enum TaskStat { kFoSq, kUfomSq, kTaskStats };
+  bool exact_reduce = false;
+  int64_t first_task = 0;
+  std::vector<Fixed> fo_fixed, ufom_fixed, exact_fixed;  // d accumulators each
+  std::vector<double> task_stats;                        // kTaskStats per slot
+  std::vector<int64_t> task_owned;                       // 1 for the slots this rank ran
+
+  // Zeroes everything for the probe tasks first_task … first_task + tasks − 1.
+  void reset_exact(int64_t d, int64_t first_task, int64_t tasks);
+  // The limbs of the three accumulators, then per slot its statistics' bit patterns and its
+  // owner count: 6d + (kTaskStats + 1)·tasks int64.
+  std::vector<int64_t> pack_exact() const;
+  // From the summed buffer; checks that every slot was run by exactly one rank.
+  void unpack_exact(const std::vector<int64_t>& buf);
 };
 
 // What the sums say. For an estimator with per-task error e_t = g − g_E over K tasks:
@@ -49,8 +71,9 @@ class BiasProbe {
   // and a sample spread that says nothing about the estimator's.
   static constexpr int kCoinDraws = 1000;
 
-  // Adds the probe's tasks (global indices < 2^44) at θ to `sums`. UFOM's coins are
-  // ufom_takes_exact(seed, step, task·2^16 + m, q), m < kCoinDraws; q ≤ 0 skips UFOM.
+  // Adds the probe's tasks (global indices < 2^44) at θ to `sums` (after reset_exact, every task
+  // must have a slot). UFOM's coins are ufom_takes_exact(seed, step, task·2^16 + m, q),
+  // m < kCoinDraws; q ≤ 0 skips UFOM.
   void run(const T* theta, uint64_t step, const std::vector<int64_t>& tasks,
            const typename MetaStep<T>::EpisodeFn& episode, double q, BiasSums<T>& sums);
 

@@ -6,10 +6,13 @@
 // Every derivative comes from the model's passes (DESIGN §3.2): ∇_y and ∇²_yy · v from
 // loss_grad / hvp on batches weighted per example (Batch::weight), ∂f/∂x_i = σ'(x_i) ℓ_i / n_train
 // from example_losses, and ∇²_xy f · z = σ'(x_i) ⟨∇_y ℓ_i, z⟩ / n_train from loss_directional.
-// Sharding: rank r of N owns training and validation examples with index ≡ r (mod N) and runs
-// them as one batch; it returns partial sums, and x-derivatives only for its own entries (zeros
-// elsewhere). With batch norm in the model, its statistics are those of each rank's batch, so f
-// and F on N ranks are a different (equally valid) function than on one rank, not a reordering.
+// Blocks: each set is split into ⌈n / block_size⌉ blocks of nearly equal size, block c of a set
+// holding the examples i ≡ c (mod its block count) (so every block mixes the classes); the
+// training blocks come first, then the validation blocks, and rank r of N owns the blocks
+// ≡ r (mod N) and keeps only their examples. A block is one batch of the model: with batch norm
+// in it, the statistics are those of the block (as ghost batch norm does), so f and F are sums
+// of per-block losses and the same function on any number of ranks. With block_size ≥ n a set
+// is one block, the whole-set statistics of a single process.
 // The data set is built by data/hyperclean_data.h, the classifier by the program.
 #pragma once
 
@@ -25,41 +28,54 @@ namespace mt {
 class HypercleanProblem : public BilevelProblem {
  public:
   // `train` and `val` are the whole sets, in the input scaling the model reads (their weights are
-  // ignored); this rank keeps its shard of each. The model must outlive the problem; the initial
-  // y is model.init(init_seed), x starts at 0 (weights ½). Not thread-safe (one workspace and
-  // the weights of the shard's batches are reused by every call).
+  // ignored); this rank keeps the examples of its blocks. The model must outlive the problem; the
+  // initial y is model.init(init_seed), x starts at 0 (weights ½). Not thread-safe (one
+  // workspace and the weights of the blocks' batches are reused by every call).
   HypercleanProblem(const Model<double>& model, const Batch<double>& train,
-                    const Batch<double>& val, uint64_t init_seed, int rank = 0, int ranks = 1);
+                    const Batch<double>& val, uint64_t init_seed, int rank = 0, int ranks = 1,
+                    int64_t block_size = kBlockSize);
+
+  // Examples per block at most (at least half of it once a set has more than kBlockSize).
+  static constexpr int64_t kBlockSize = 64;
 
   int64_t dim_x() const override { return n_train_; }
   int64_t dim_y() const override { return model_.layout().total(); }
   void init(double* x, double* y) const override;
 
-  BilevelValues values(const double* x, const double* y) const override;
-  void grad_y(Blend w, const double* x, const double* y, double* g) const override;
+  int64_t blocks() const override { return train_blocks_ + val_blocks_; }
+  std::vector<int64_t> owned_blocks() const override;
+  BilevelValues block_values(int64_t b, const double* x, const double* y) const override;
+  void block_grad_y(int64_t b, Blend w, const double* x, const double* y, double* g) const override;
+  void block_hvp_yy(int64_t b, Blend w, const double* x, const double* y, const double* v,
+                    double* Hv) const override;
   void grad_x(Blend w, const double* x, const double* y, double* g) const override;
-  void hvp_yy(Blend w, const double* x, const double* y, const double* v,
-              double* Hv) const override;
   void mixed_xy(Blend w, const double* x, const double* y, const double* z,
                 double* out) const override;
 
   const Model<double>& model() const { return model_; }
 
  private:
-  // Sets the shard batches' weights for a·F + b·f so that the model's weighted mean equals this
-  // shard's share of the blend: w_i = b σ(x_i) m_train / n_train, w_j = a m_val / n_val.
-  void weigh_train(double b, const double* x) const;
-  void weigh_val(double a) const;
-  // σ'(x_i) / n_train of training example i of the shard.
+  // One owned block: its examples as a batch, and their global indices.
+  struct Block {
+    int64_t id = 0;
+    bool train = true;
+    std::vector<int64_t> index;
+    mutable Batch<double> batch;
+  };
+  const Block* find(int64_t b) const;
+  // Sets the block's weights for a·F + b·f so that the model's weighted mean equals the block's
+  // share of the blend: w_i = b σ(x_i) m / n_train (training), w_j = a m / n_val (validation).
+  // False when the blend gives the block no weight.
+  bool weigh(const Block& blk, Blend w, const double* x) const;
+  // σ'(x_i) / n_train of training example i (global index).
   double dsigma(const double* x, int64_t i) const;
 
   const Model<double>& model_;
   uint64_t seed_;
-  int64_t n_train_, n_val_;           // whole sets
-  std::vector<int64_t> train_index_;  // global index of each local training example
-  mutable Batch<double> train_, val_;
+  int64_t n_train_, n_val_;  // whole sets
+  int64_t train_blocks_, val_blocks_;
+  std::vector<Block> owned_;  // ascending ids
   mutable std::unique_ptr<Workspace> ws_;
-  mutable std::vector<double> scratch_;  // dim_y doubles
 };
 
 // Accuracy of the classifier y on all of `set` (one batch).

@@ -10,8 +10,8 @@ namespace mt {
 
 class BilevelToy : public BilevelProblem {
  public:
-  // `active` = false makes every quantity zero: the toy has no examples to shard, so in a
-  // multi-rank run rank 0 holds it and the other ranks contribute nothing to the sums.
+  // The toy has no examples to shard: it is one block, and in a multi-rank run rank 0 holds it
+  // (`active`) while the other ranks own no block and return zeros for x.
   explicit BilevelToy(int64_t n = 100, bool active = true, double start = 0.01)
       : n_(n), active_(active), start_(start) {}
 
@@ -20,11 +20,14 @@ class BilevelToy : public BilevelProblem {
   void init(double* x, double* y) const override;
   std::vector<double> x_star() const override { return std::vector<double>(n_, 1.0); }
 
-  BilevelValues values(const double* x, const double* y) const override;
-  void grad_y(Blend w, const double* x, const double* y, double* g) const override;
+  std::vector<int64_t> owned_blocks() const override {
+    return active_ ? std::vector<int64_t>{0} : std::vector<int64_t>{};
+  }
+  BilevelValues block_values(int64_t b, const double* x, const double* y) const override;
+  void block_grad_y(int64_t b, Blend w, const double* x, const double* y, double* g) const override;
+  void block_hvp_yy(int64_t b, Blend w, const double* x, const double* y, const double* v,
+                    double* Hv) const override;
   void grad_x(Blend w, const double* x, const double* y, double* g) const override;
-  void hvp_yy(Blend w, const double* x, const double* y, const double* v,
-              double* Hv) const override;
   void mixed_xy(Blend w, const double* x, const double* y, const double* z,
                 double* out) const override;
 

@@ -7,9 +7,18 @@
 
 namespace mt {
 
-SlBamm::SlBamm(const BilevelProblem& problem, SlBammOptions opt, SumRanks sum_ranks)
-    : problem_(problem), opt_(opt), sum_ranks_(std::move(sum_ranks)) {
+SlBamm::SlBamm(const BilevelProblem& problem, SlBammOptions opt, SumRanks sum_ranks,
+               SumRanksInt sum_ranks_int)
+    : problem_(problem),
+      opt_(opt),
+      sum_ranks_(std::move(sum_ranks)),
+      sum_ranks_int_(std::move(sum_ranks_int)),
+      fixed_(opt.reduce == SlBammOptions::Reduce::kExact && problem.blocks() > 1) {
   MT_CHECK(opt_.mu0 > 0 && opt_.mu0 <= 1, "mu0 must be in (0, 1]");
+  MT_CHECK(!fixed_ || !sum_ranks_ || sum_ranks_int_,
+           "the exact reduction over ranks needs the int64 sum (sum_ranks_int)");
+  MT_CHECK(problem.blocks() >= 1 && problem.blocks() <= kExactMaxTasks, "the problem has ",
+           problem.blocks(), " blocks; the solver takes 1 to ", kExactMaxTasks);
   MT_CHECK(opt_.p > 0 && opt_.tau >= 0, "p must be > 0 and tau >= 0");
   const int64_t dx = problem.dim_x(), dy = problem.dim_y();
   x_.resize(dx);
@@ -55,13 +64,49 @@ double SlBamm::reg() const {
   return opt_.variant == SlBammOptions::Variant::kRegularised ? opt_.reg : 0.0;
 }
 
-void SlBamm::sum(std::vector<double>& buf) const {
-  if (sum_ranks_) sum_ranks_(buf.data(), buf.size());
+void SlBamm::sum_blocks(const Part& part, std::vector<double>& out, const char* what) const {
+  const size_t n = out.size();
+  part_.resize(n);
+  if (!fixed_) {
+    std::fill(out.begin(), out.end(), 0.0);
+    for (int64_t b : problem_.owned_blocks()) {
+      part(b, part_.data());
+      for (size_t j = 0; j < n; ++j) out[j] += part_[j];
+    }
+    sum_over_ranks(out);
+    return;
+  }
+  acc_.assign(n, 0);
+  for (int64_t b : problem_.owned_blocks()) {
+    part(b, part_.data());
+    for (size_t j = 0; j < n; ++j) {
+      Fixed v;
+      if (!to_fixed(part_[j], &v))
+        throw SlBammRangeError(
+            detail::concat("sl-BAMM iteration ", k_ + 1, ": element ", j, " of ", what, " (block ",
+                           b, ") is ", part_[j],
+                           ", beyond the exact reduction's range ±2^31 (dist.reduce = exact): the "
+                           "iteration diverged"));
+      acc_[j] += v;
+    }
+  }
+  limbs_.resize(2 * n);
+  for (size_t j = 0; j < n; ++j) split_limbs(acc_[j], &limbs_[j], &limbs_[n + j]);
+  if (sum_ranks_int_) sum_ranks_int_(limbs_.data(), limbs_.size());
+  for (size_t j = 0; j < n; ++j)
+    out[j] = fixed_to_real<double>(join_limbs(limbs_[j], limbs_[n + j]));
 }
 
-void SlBamm::hvp(Blend w, const double* v, std::vector<double>& Hv) const {
-  problem_.hvp_yy(w, x_.data(), y_.data(), v, Hv.data());
-  sum(Hv);
+void SlBamm::sum_over_ranks(std::vector<double>& buf) const {
+  if (sum_ranks_) sum_ranks_(buf.data(), buf.size());
+  if (opt_.reduce == SlBammOptions::Reduce::kExact)
+    for (double& v : buf) v += 0.0;  // −0 → +0: whether a −0 survives depends on the ranks
+}
+
+void SlBamm::hvp(Blend w, const double* v, std::vector<double>& Hv, const char* what) const {
+  sum_blocks(
+      [&](int64_t b, double* out) { problem_.block_hvp_yy(b, w, x_.data(), y_.data(), v, out); },
+      Hv, what);
   const double eps = w.b * reg();
   if (eps != 0)
     for (size_t i = 0; i < Hv.size(); ++i) Hv[i] += eps * v[i];
@@ -88,19 +133,22 @@ SlBammStats SlBamm::step(bool evaluate) {
   st.beta_x = beta_x(k);
 
   // y-step on φ_μ (plus the regulariser's ε y).
-  problem_.grad_y(w, x_.data(), y_.data(), gy_.data());
-  sum(gy_);
+  sum_blocks([&](int64_t b, double* g) { problem_.block_grad_y(b, w, x_.data(), y_.data(), g); },
+             gy_, "the y-gradient of phi_mu");
   for (int64_t i = 0; i < dy; ++i) y_[i] -= st.beta_y * (gy_[i] + eps * y_[i]);
 
   // z-step at the new y: r = ∇²_yy φ z − ∇_y F.
-  problem_.grad_y({1.0, 0.0}, x_.data(), y_.data(), gF_.data());
-  sum(gF_);
-  hvp(w, z_.data(), Hz_);
+  sum_blocks(
+      [&](int64_t b, double* g) {
+        problem_.block_grad_y(b, {1.0, 0.0}, x_.data(), y_.data(), g);
+      },
+      gF_, "the y-gradient of F");
+  hvp(w, z_.data(), Hz_, "the Hessian-vector product H z");
   for (int64_t i = 0; i < dy; ++i) r_[i] = Hz_[i] - gF_[i];
   const double rr = dot(dy, r_.data(), r_.data());
   st.z_res = std::sqrt(rr);
   if (opt_.z_step == SlBammOptions::ZStep::kLineSearch) {
-    hvp(w, r_.data(), Hr_);
+    hvp(w, r_.data(), Hr_, "the Hessian-vector product H r");
     const double rHr = dot(dy, r_.data(), Hr_.data());
     st.eta = rHr > 0 && rr < opt_.z_lr_max * rHr ? rr / rHr : opt_.z_lr_max;
   } else {
@@ -113,7 +161,7 @@ SlBammStats SlBamm::step(bool evaluate) {
   problem_.grad_x({1.0, 0.0}, x_.data(), y_.data(), gx_.data());
   problem_.mixed_xy(w, x_.data(), y_.data(), z_.data(), mixed_.data());
   for (size_t i = 0; i < gx_.size(); ++i) gx_[i] -= mixed_[i];
-  sum(gx_);
+  sum_over_ranks(gx_);
   st.x_grad = norm2(static_cast<int64_t>(gx_.size()), gx_.data());
   for (size_t i = 0; i < x_.size(); ++i) x_[i] -= st.beta_x * gx_[i];
 
@@ -121,9 +169,14 @@ SlBammStats SlBamm::step(bool evaluate) {
   st.step = k_;
   st.x_err = x_err();
   if (evaluate) {
-    const BilevelValues v = problem_.values(x_.data(), y_.data());
-    std::vector<double> buf = {v.F, v.f};
-    sum(buf);
+    std::vector<double> buf(2);
+    sum_blocks(
+        [&](int64_t b, double* out) {
+          const BilevelValues v = problem_.block_values(b, x_.data(), y_.data());
+          out[0] = v.F;
+          out[1] = v.f;
+        },
+        buf, "the values F, f");
     st.has_values = true;
     st.F = buf[0];
     st.f = buf[1];

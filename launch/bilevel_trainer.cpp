@@ -30,8 +30,11 @@ namespace mt {
 
 namespace {
 
-SlBammOptions solver_options(const Config::Slbamm& s) {
+SlBammOptions solver_options(const Config& cfg) {
+  const Config::Slbamm& s = cfg.slbamm;
   SlBammOptions o;
+  o.reduce =
+      cfg.dist.reduce == "float" ? SlBammOptions::Reduce::kFloat : SlBammOptions::Reduce::kExact;
   o.variant = s.variant == "averaged" ? SlBammOptions::Variant::kAveraged
               : s.variant == "plain"  ? SlBammOptions::Variant::kNoAveraging
                                       : SlBammOptions::Variant::kRegularised;
@@ -62,7 +65,7 @@ HypercleanSpec hyperclean_spec(const Config& cfg) {
 
 // The hyper-cleaning classifier of slbamm.model: Linear(D → K) on the standardised features,
 // y = [W (K×D), b (K)]; or Conv-4 (max-pool) with slbamm.filters channels on the pixels in
-// [0, 1], batch norm with the statistics of the batch at hand.
+// [0, 1], batch norm with the statistics of each block of examples (core/bilevel_hyperclean.h).
 std::unique_ptr<Model<double>> hyperclean_classifier(const Config& cfg, const HypercleanData& d) {
   if (cfg.slbamm.model == "conv4")
     return make_conv4<double>({d.item, cfg.slbamm.filters, d.classes, Conv4Pool::kMax});
@@ -137,8 +140,15 @@ BilevelTrainer::BilevelTrainer(const Config& cfg, dist::Comm& comm)
   }
 
   SumRanks sum_ranks;
-  if (comm.size() > 1) sum_ranks = [&comm](double* buf, size_t n) { comm.allreduce_sum(buf, n); };
-  solver_ = std::make_unique<SlBamm>(*problem_, solver_options(cfg.slbamm), sum_ranks);
+  SumRanksInt sum_ranks_int;
+  if (comm.size() > 1) {
+    MT_REQUIRE(cfg.dist.reduce == "float" || comm.size() <= kExactMaxRanks,
+               "dist.reduce = exact takes at most ", kExactMaxRanks, " ranks (here ", comm.size(),
+               "); use dist.reduce=float");
+    sum_ranks = [&comm](double* buf, size_t n) { comm.allreduce_sum(buf, n); };
+    sum_ranks_int = [&comm](int64_t* buf, size_t n) { comm.allreduce_sum(buf, n); };
+  }
+  solver_ = std::make_unique<SlBamm>(*problem_, solver_options(cfg), sum_ranks, sum_ranks_int);
   if (cfg.resume != "none") resume();
   first_step_ = solver_->iterations();
 
@@ -172,7 +182,15 @@ EvalResult BilevelTrainer::run() {
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t done = k + 1;
     const bool report = done % cfg_.log.every == 0 || done == cfg_.steps;
-    const SlBammStats st = solver_->step(report);
+    SlBammStats st;
+    try {
+      st = solver_->step(report);
+    } catch (const SlBammRangeError& e) {  // the exact reduction refuses huge block parts
+      throw Error(e.code(), detail::concat(e.what(),
+                                           "; lower slbamm.x_lr, y_lr or z_lr_max. "
+                                           "Checkpoints already in ",
+                                           cfg_.checkpoint.dir, " are intact."));
+    }
     if (report) {
       if (!std::isfinite(st.F) || !std::isfinite(st.f) || !std::isfinite(st.x_grad))
         diverged("objective", done);

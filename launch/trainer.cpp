@@ -509,14 +509,24 @@ void Trainer::probe_bias(int64_t step, double q) {
   for (int64_t k = comm_.rank(); k < cfg_.log.bias_tasks; k += comm_.size())
     mine.push_back(kProbeTaskBase + k);
   BiasSums<float> bs;
-  bs.reset(model_->layout().total());
+  const bool exact = cfg_.dist.reduce == "exact";  // the same bits for any number of ranks
+  if (exact)
+    bs.reset_exact(model_->layout().total(), kProbeTaskBase, cfg_.log.bias_tasks);
+  else
+    bs.reset(model_->layout().total());
   probe_->run(
       run_.theta.data(), static_cast<uint64_t>(step), mine,
       [&](int64_t t, Episode<float>& ep) { source_->sample(train_spec_, cfg_.seed, step, t, ep); },
       ufom ? q : 0.0, bs);
-  std::vector<float> packed = bs.pack();
-  comm_.allreduce_sum(packed.data(), packed.size());
-  bs.unpack(packed);
+  if (exact) {
+    std::vector<int64_t> packed = bs.pack_exact();
+    comm_.allreduce_sum(packed.data(), packed.size());
+    bs.unpack_exact(packed);
+  } else {
+    std::vector<float> packed = bs.pack();
+    comm_.allreduce_sum(packed.data(), packed.size());
+    bs.unpack(packed);
+  }
   const BiasReport r = bias_report(bs, ufom);
   JsonObject b;
   b.add("tasks", r.tasks).add("fo", r.fo).add("fo_noise", r.fo_noise);

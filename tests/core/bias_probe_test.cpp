@@ -1,11 +1,13 @@
 // The first-order bias probe (core/bias_probe.h): its sums and report against per-task gradients
 // computed directly, q = 1 giving UFOM no error at all, UFOM's error averaging to zero over
-// independent probes while FOMAML's does not, and the rank combination of its sums. float64.
+// independent probes while FOMAML's does not, and the rank combination of its sums (float, and
+// exact with the same bits for any number of ranks). float64.
 #include "core/bias_probe.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "tests/support/episodes.h"
 
@@ -151,6 +153,51 @@ TEST(BiasProbe, SumsOfTwoRanksAddUpToOneRank) {
   EXPECT_NEAR(r1.ufom, r2.ufom, 1e-12 * r1.ufom);
   EXPECT_NEAR(r1.ufom_noise, r2.ufom_noise, 1e-12 * r1.ufom_noise);
   EXPECT_EQ(r2.tasks, 10);
+}
+
+// The exact reduction: one rank, or three ranks with interleaved tasks whose packed int64 buffers
+// are added, give the same bits of every sum and of the report; and the float sums to rounding.
+TEST(BiasProbe, ExactSumsHaveTheSameBitsOnAnyNumberOfRanks) {
+  Problem p;
+  BiasProbe<double> probe(p.mg, 3, 1);
+  auto exact_sums = [&](int ranks) {
+    std::vector<int64_t> total;
+    for (int r = 0; r < ranks; ++r) {
+      BiasSums<double> s;
+      s.reset_exact(p.d, 100, 10);
+      std::vector<int64_t> mine;
+      for (int64_t t = 100 + r; t < 110; t += ranks) mine.push_back(t);
+      probe.run(p.theta.data(), 2, mine, p.episodes(), 0.5, s);
+      const std::vector<int64_t> packed = s.pack_exact();
+      if (total.empty()) total.assign(packed.size(), 0);
+      for (size_t i = 0; i < packed.size(); ++i) total[i] += packed[i];
+    }
+    BiasSums<double> s;
+    s.reset_exact(p.d, 100, 10);
+    s.unpack_exact(total);
+    return s;
+  };
+  const BiasSums<double> one = exact_sums(1), three = exact_sums(3);
+  EXPECT_TRUE(one.fo == three.fo && one.ufom == three.ufom && one.exact == three.exact);
+  EXPECT_EQ(std::memcmp(&one.fo_sq, &three.fo_sq, sizeof(double)), 0);
+  EXPECT_EQ(std::memcmp(&one.ufom_sq, &three.ufom_sq, sizeof(double)), 0);
+  EXPECT_EQ(three.tasks, 10);
+  const BiasReport r1 = bias_report(one, true), r3 = bias_report(three, true);
+  EXPECT_TRUE(r1.fo == r3.fo && r1.fo_noise == r3.fo_noise && r1.ufom == r3.ufom &&
+              r1.ufom_noise == r3.ufom_noise && r1.exact_norm == r3.exact_norm);
+
+  BiasSums<double> plain;
+  plain.reset(p.d);
+  probe.run(p.theta.data(), 2, range(100, 110), p.episodes(), 0.5, plain);
+  const BiasReport rf = bias_report(plain, true);
+  EXPECT_NEAR(rf.fo, r1.fo, 1e-12 * r1.fo);
+  EXPECT_NEAR(rf.ufom_noise, r1.ufom_noise, 1e-12 * r1.ufom_noise);
+
+  // A task run on no rank, or on two, is refused.
+  BiasSums<double> s;
+  s.reset_exact(p.d, 100, 10);
+  std::vector<int64_t> missing = s.pack_exact();
+  EXPECT_THROW(s.unpack_exact(missing), Error);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // The hyper-cleaning problem (core/bilevel_hyperclean.h) on the framework's classifiers: its
-// derivatives (from the layers' R-passes; linear and Conv-4) vs finite differences, shards that
-// sum to the whole problem, and a Conv-4 smoke run of sl-BAMM that lowers the validation loss.
+// derivatives (from the layers' R-passes; linear and Conv-4) vs finite differences, ranks' partial
+// sums over blocks that add up to the whole problem, batch norm per block, and a Conv-4 smoke run
+// of sl-BAMM that lowers the validation loss.
 #include "core/bilevel_hyperclean.h"
 
 #include <gtest/gtest.h>
@@ -43,11 +44,12 @@ std::unique_ptr<Model<double>> conv4(const HypercleanData& d, int filters) {
   return make_conv4<double>({d.item, filters, d.classes, Conv4Pool::kMax});
 }
 
-// The problem on `model` with the input scaling it reads, sharded as rank of ranks.
+// The problem on `model` with the input scaling it reads, the blocks of rank of ranks.
 HypercleanProblem problem(const Model<double>& model, const HypercleanData& d, HypercleanInput in,
-                          int rank = 0, int ranks = 1) {
+                          int rank = 0, int ranks = 1,
+                          int64_t block_size = HypercleanProblem::kBlockSize) {
   return HypercleanProblem(model, hyperclean_batch(d, d.train, in), hyperclean_batch(d, d.val, in),
-                           /*init_seed=*/3, rank, ranks);
+                           /*init_seed=*/3, rank, ranks, block_size);
 }
 
 // At x random and y = the model's init plus noise, for F, f and a blend. Tolerances of
@@ -74,12 +76,17 @@ TEST(Hyperclean, LinearDerivativesMatchFiniteDifferences) {
   EXPECT_EQ(p.dim_y(), 3 * (9 + 1));  // W (K×D) and b (K)
   EXPECT_EQ(p.dim_x(), 12);
   EXPECT_TRUE(check_problem(p, 11, "hyperclean linear"));
+  // Blocks of 5 (the sets in 3 and 2 blocks).
+  EXPECT_TRUE(check_problem(problem(*m, d, HypercleanInput::kFeatures, 0, 1, 5), 11,
+                            "hyperclean linear, blocks of 5"));
 }
 
 TEST(Hyperclean, Conv4DerivativesMatchFiniteDifferences) {
   const HypercleanData d = small_data(16);
   const auto m = conv4(d, 3);
   EXPECT_TRUE(check_problem(problem(*m, d, HypercleanInput::kPixels), 13, "hyperclean conv4"));
+  EXPECT_TRUE(check_problem(problem(*m, d, HypercleanInput::kPixels, 0, 1, 5), 13,
+                            "hyperclean conv4, blocks of 5"));
 }
 
 // Conv-4 smoke run on synthetic 16×16 images: 30 sl-BAMM iterations lower the clean validation
@@ -107,15 +114,20 @@ TEST(Hyperclean, Conv4FewIterationsLowerTheValidationLoss) {
   EXPECT_GT(testing::norm(solver.x()), 0.0);
 }
 
-TEST(Hyperclean, ShardsSumToTheWholeProblem) {
-  const HypercleanData d = small_data();
-  const auto m = linear(d);  // linear classifier: Conv-4's batch norm makes shards differ
-  const HypercleanInput in = HypercleanInput::kFeatures;
-  const HypercleanProblem whole = problem(*m, d, in), s0 = problem(*m, d, in, 0, 2),
-                          s1 = problem(*m, d, in, 1, 2);
+// Blocks of 2: the 12 training examples in 6 blocks, the 6 validation examples in 3. The two
+// ranks' partial sums add up to one process's, for Conv-4 too (its batch norm works per block).
+void expect_ranks_sum_to_whole(const Model<double>& m, const HypercleanData& d, HypercleanInput in,
+                               const char* what) {
+  const HypercleanProblem whole = problem(m, d, in, 0, 1, 2), s0 = problem(m, d, in, 0, 2, 2),
+                          s1 = problem(m, d, in, 1, 2, 2);
+  EXPECT_EQ(whole.blocks(), 9);
+  EXPECT_EQ(s0.owned_blocks(), (std::vector<int64_t>{0, 2, 4, 6, 8}));
+  EXPECT_EQ(s1.owned_blocks(), (std::vector<int64_t>{1, 3, 5, 7}));
   Rng rng(12, 0, 0, Stream::kTest);
   const Vec x = testing::random_vec(whole.dim_x(), rng);
-  const Vec y = testing::random_vec(whole.dim_y(), rng, 0.3);
+  Vec y(whole.dim_y()), x0(whole.dim_x());
+  whole.init(x0.data(), y.data());
+  y = testing::axpy(y, 0.3, testing::random_vec(whole.dim_y(), rng));
   const Vec v = testing::random_vec(whole.dim_y(), rng);
   const Blend w{0.3, 0.7};
   auto both = [&](auto fn, int64_t n) {
@@ -129,22 +141,52 @@ TEST(Hyperclean, ShardsSumToTheWholeProblem) {
   const int64_t dy = whole.dim_y(), dx = whole.dim_x();
   EXPECT_LT(
       both([&](const BilevelProblem& p, double* o) { p.grad_y(w, x.data(), y.data(), o); }, dy),
-      1e-12);
+      1e-12)
+      << what;
   EXPECT_LT(both([&](const BilevelProblem& p,
                      double* o) { p.hvp_yy(w, x.data(), y.data(), v.data(), o); },
                  dy),
-            1e-12);
+            1e-12)
+      << what;
   EXPECT_LT(both([&](const BilevelProblem& p,
                      double* o) { p.mixed_xy(w, x.data(), y.data(), v.data(), o); },
                  dx),
-            1e-12);
+            1e-12)
+      << what;
   EXPECT_LT(
       both([&](const BilevelProblem& p, double* o) { p.grad_x(w, x.data(), y.data(), o); }, dx),
-      1e-12);
+      1e-12)
+      << what;
   const BilevelValues a = whole.values(x.data(), y.data()), b = s0.values(x.data(), y.data()),
                       c = s1.values(x.data(), y.data());
-  EXPECT_NEAR(a.F, b.F + c.F, 1e-12);
-  EXPECT_NEAR(a.f, b.f + c.f, 1e-12);
+  EXPECT_NEAR(a.F, b.F + c.F, 1e-12) << what;
+  EXPECT_NEAR(a.f, b.f + c.f, 1e-12) << what;
+}
+
+TEST(Hyperclean, RanksPartialSumsOverBlocksAddUpToTheWholeProblem) {
+  const HypercleanData d = small_data();
+  expect_ranks_sum_to_whole(*linear(d), d, HypercleanInput::kFeatures, "linear");
+  const HypercleanData d16 = small_data(16);
+  expect_ranks_sum_to_whole(*conv4(d16, 3), d16, HypercleanInput::kPixels, "conv4");
+}
+
+// A block is one batch of the model: with blocks of 2, Conv-4's batch norm gives another
+// function than over the whole set (blocks of 64 here), the linear classifier the same.
+TEST(Hyperclean, BatchNormStatisticsArePerBlock) {
+  const HypercleanData d = small_data(16);
+  const auto m = conv4(d, 3);
+  const HypercleanProblem one = problem(*m, d, HypercleanInput::kPixels),
+                          blocks = problem(*m, d, HypercleanInput::kPixels, 0, 1, 2);
+  EXPECT_EQ(one.blocks(), 2);
+  Vec x(one.dim_x()), y(one.dim_y());
+  one.init(x.data(), y.data());
+  EXPECT_GT(std::abs(one.values(x.data(), y.data()).F - blocks.values(x.data(), y.data()).F), 1e-6);
+  const auto lin = linear(d);
+  const HypercleanProblem lone = problem(*lin, d, HypercleanInput::kFeatures),
+                          lblocks = problem(*lin, d, HypercleanInput::kFeatures, 0, 1, 2);
+  Vec lx(lone.dim_x()), ly(lone.dim_y());
+  lone.init(lx.data(), ly.data());
+  EXPECT_NEAR(lone.values(lx.data(), ly.data()).F, lblocks.values(lx.data(), ly.data()).F, 1e-12);
 }
 
 // The noisy-label baseline is plain gradient descent: with all weights 1 and one step it moves y

@@ -1,7 +1,8 @@
 // sl-BAMM on the merely-convex toy (DESIGN §3.7): exact derivatives vs finite differences, the
 // averaged loop reaching x* = e, and the non-averaged variants settling at the lower-level
 // solution they select instead, which is derived in the comments and asserted; the solver state
-// restored continues bit for bit, and its checkpoint file round-trips and is validated.
+// restored continues bit for bit, its exact reduction over blocks, and its checkpoint file
+// round-trips and is validated.
 #include "core/slbamm.h"
 
 #include <gtest/gtest.h>
@@ -168,6 +169,59 @@ TEST(SlBamm, RestoredStateContinuesBitForBit) {
   SlBammState bad = s.state();
   bad.z.pop_back();
   EXPECT_THROW(s.restore(bad), Error);
+}
+
+// A problem of three blocks whose parts of F are given (everything else zero).
+class ThreeParts : public BilevelProblem {
+ public:
+  explicit ThreeParts(std::vector<double> F) : F_(std::move(F)) {}
+  int64_t dim_x() const override { return 1; }
+  int64_t dim_y() const override { return 1; }
+  void init(double* x, double* y) const override { *x = *y = 0; }
+  int64_t blocks() const override { return 3; }
+  std::vector<int64_t> owned_blocks() const override { return {0, 1, 2}; }
+  BilevelValues block_values(int64_t b, const double*, const double*) const override {
+    return {F_[b], 0.0};
+  }
+  void block_grad_y(int64_t, Blend, const double*, const double*, double* g) const override {
+    *g = 0;
+  }
+  void block_hvp_yy(int64_t, Blend, const double*, const double*, const double*,
+                    double* Hv) const override {
+    *Hv = 0;
+  }
+  void grad_x(Blend, const double*, const double*, double* g) const override { *g = 0; }
+  void mixed_xy(Blend, const double*, const double*, const double*, double* o) const override {
+    *o = 0;
+  }
+
+ private:
+  std::vector<double> F_;
+};
+
+// The exact reduction adds the block parts exactly and rounds once: 1 + 2^-53 + 2^-53 is the
+// double after 1, where float64 additions in block order round twice back to 1. Parts beyond
+// ±2^31 (or non-finite) are an error that names the quantity and the block.
+TEST(SlBamm, ExactReductionSumsBlocksExactlyAndRefusesPartsOutOfRange) {
+  const double tiny = std::ldexp(1.0, -53);
+  const ThreeParts p({1.0, tiny, tiny});
+  SlBammOptions o;
+  EXPECT_EQ(SlBamm(p, o).step().F, 1.0 + 2 * tiny);
+  o.reduce = SlBammOptions::Reduce::kFloat;
+  EXPECT_EQ(SlBamm(p, o).step().F, 1.0);
+  o.reduce = SlBammOptions::Reduce::kExact;
+  for (double bad : {3e9, std::nan("")}) {
+    const ThreeParts q({1.0, bad, 0.0});
+    try {
+      SlBamm(q, o).step();
+      ADD_FAILURE() << "no error for " << bad;
+    } catch (const SlBammRangeError& e) {
+      EXPECT_NE(std::string(e.what()).find("element 0 of the values F, f (block 1) is "),
+                std::string::npos)
+          << e.what();
+      EXPECT_NE(std::string(e.what()).find("the iteration diverged"), std::string::npos);
+    }
+  }
 }
 
 TEST(BilevelCheckpoint, RoundTripsExactlyAndNamesTheBadField) {

@@ -242,7 +242,8 @@ TEST_F(SlbammResume, Usr1StopsAnMpirunJobThatResumesExactly) {
 }
 
 // A diverging run exits 1; no checkpoint it leaves holds a non-finite value (the state is checked
-// before every save, not only at logged iterations), so the latest one still resumes.
+// before every save, not only at logged iterations, and the exact reduction refuses non-finite and
+// huge parts), so the latest one still resumes.
 TEST_F(SlbammResume, DivergenceExitsWithCode1AndLeavesOnlyFiniteCheckpoints) {
   const std::string dir = testing::temp_dir("slbamm_diverge");
   const ProgramResult r =
@@ -254,6 +255,19 @@ TEST_F(SlbammResume, DivergenceExitsWithCode1AndLeavesOnlyFiniteCheckpoints) {
   EXPECT_GE(s.step, 1);
   EXPECT_LT(s.step, 7);
   for (const std::vector<double>* v : {&s.x, &s.y, &s.z})
+    for (double e : *v) EXPECT_TRUE(std::isfinite(e));
+
+  // Hyper-cleaning (two blocks): the exact reduction refuses the first part beyond its range.
+  const std::string hc = testing::temp_dir("slbamm_diverge_hc");
+  const ProgramResult h =
+      metatrain(1, hyperclean(hc) + "steps=50 log.every=7 checkpoint.every=1 slbamm.y_lr=1e300");
+  EXPECT_EQ(h.exit_code, 1) << h.output;
+  EXPECT_NE(h.output.find("beyond the exact reduction's range"), std::string::npos) << h.output;
+  EXPECT_NE(h.output.find("the iteration diverged; lower slbamm.x_lr"), std::string::npos)
+      << h.output;
+  const SolverState last = state_of(hc + "/latest.h5");
+  EXPECT_GE(last.step, 1);
+  for (const std::vector<double>* v : {&last.x, &last.y, &last.z})
     for (double e : *v) EXPECT_TRUE(std::isfinite(e));
 }
 
