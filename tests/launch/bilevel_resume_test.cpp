@@ -29,31 +29,18 @@ namespace {
 
 using testing::ProgramResult;
 
-const char* const kMpiEnv =
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
-    "OMP_WAIT_POLICY=PASSIVE ";
+const char* const kMpiEnv = testing::kMpiTestEnv;
 
 std::string metatrain_bin() { return testing::binary_dir() + "/bin/metatrain"; }
 
-ProgramResult shell(const std::string& cmd) {
-  ProgramResult r{-1, ""};
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+ProgramResult shell(const std::string& cmd) { return testing::run_shell(cmd); }
 
 bool have_mpiexec() { return shell("command -v mpiexec").exit_code == 0; }
 
 // metatrain on `ranks` ranks (1: the plain program, 2: under mpiexec).
 ProgramResult metatrain(int ranks, const std::string& args) {
   if (ranks == 1) return shell("timeout 300 " + metatrain_bin() + " " + args);
-  return shell(std::string(kMpiEnv) + "timeout 300 mpiexec --oversubscribe -n " +
-               std::to_string(ranks) + " " + metatrain_bin() + " " + args);
+  return testing::run_mpi(ranks, "metatrain", args);
 }
 
 std::string read_text(const std::string& path) {

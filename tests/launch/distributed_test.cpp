@@ -26,27 +26,14 @@ namespace {
 using testing::ProgramResult;
 namespace fs = std::filesystem;
 
-const char* const kMpiEnv =
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
-    "OMP_WAIT_POLICY=PASSIVE ";
+const char* const kMpiEnv = testing::kMpiTestEnv;
 
 std::string metatrain_bin() { return std::string(MT_BINARY_DIR) + "/bin/metatrain"; }
 
-ProgramResult shell(const std::string& cmd) {
-  ProgramResult r{-1, ""};
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+ProgramResult shell(const std::string& cmd) { return testing::run_shell(cmd); }
 
 ProgramResult mpirun(int ranks, const std::string& args) {
-  return shell(std::string(kMpiEnv) + "timeout 300 mpiexec --oversubscribe -n " +
-               std::to_string(ranks) + " " + metatrain_bin() + " " + args);
+  return testing::run_mpi(ranks, "metatrain", args);
 }
 
 // A small job: 8 filters, meta_batch 4, one thread per rank.
@@ -349,16 +336,13 @@ TEST_F(Distributed, BadCheckpointsExitWithCode2) {
 TEST_F(Distributed, EvaluationGivesTheSameBitsOnAnyNumberOfRanks) {
   const std::string dir = testing::temp_dir("dist_eval");
   ASSERT_EQ(shell(metatrain_bin() + " " + job(dir + "/trained", "steps=2")).exit_code, 0);
-  const std::string metaeval = std::string(MT_BINARY_DIR) + "/bin/metaeval";
   auto numbers = [](const std::string& json) {  // the JSON line without its "ranks" field
     return std::regex_replace(json, std::regex(", \"ranks\": [0-9]+"), "");
   };
   std::string eval_one, train_one;
   for (int n : {1, 2, 3, 4}) {
-    const ProgramResult e =
-        shell(std::string(kMpiEnv) + "timeout 300 mpiexec --oversubscribe -n " +
-              std::to_string(n) + " " + metaeval + " " + dir + "/trained/latest.h5 --json " +
-              "eval.episodes=7 threads=1");
+    const ProgramResult e = testing::run_mpi(
+        n, "metaeval", dir + "/trained/latest.h5 --json eval.episodes=7 threads=1");
     ASSERT_EQ(e.exit_code, 0) << n << " ranks\n" << e.output;
     std::smatch m;
     ASSERT_TRUE(std::regex_search(e.output, m, std::regex("\\{\"checkpoint\".*\\}")))

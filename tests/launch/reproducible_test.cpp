@@ -21,24 +21,10 @@ namespace {
 
 using testing::ProgramResult;
 
-ProgramResult shell(const std::string& cmd) {
-  ProgramResult r{-1, ""};
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+ProgramResult shell(const std::string& cmd) { return testing::run_shell(cmd); }
 
 ProgramResult mpirun(int ranks, const std::string& args) {
-  return shell(
-      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
-      "OMPI_MCA_rmaps_base_oversubscribe=1 OMP_WAIT_POLICY=PASSIVE timeout 300 mpiexec "
-      "--oversubscribe -n " +
-      std::to_string(ranks) + " " + std::string(MT_BINARY_DIR) + "/bin/metatrain " + args);
+  return testing::run_mpi(ranks, "metatrain", args);
 }
 
 // A small job: 4 filters, 6 tasks per step, one thread per rank; metrics every 2 steps (so both

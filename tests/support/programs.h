@@ -23,10 +23,10 @@ inline std::string binary_dir() {
   return env != nullptr && *env != '\0' ? std::string(env) : std::string(MT_BINARY_DIR);
 }
 
-inline ProgramResult run_program(const std::string& program, const std::string& args) {
-  const std::string cmd = binary_dir() + "/bin/" + program + " " + args + " 2>&1";
+// Runs a shell command line, capturing its stdout and stderr.
+inline ProgramResult run_shell(const std::string& cmd) {
   ProgramResult r{-1, ""};
-  FILE* p = popen(cmd.c_str(), "r");
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
   if (!p) return r;
   char buf[4096];
   size_t n;
@@ -34,6 +34,22 @@ inline ProgramResult run_program(const std::string& program, const std::string& 
   const int status = pclose(p);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+inline ProgramResult run_program(const std::string& program, const std::string& args) {
+  return run_shell(binary_dir() + "/bin/" + program + " " + args);
+}
+
+// What mpiexec needs in the tests: root inside containers, more ranks than cores, and OpenMP
+// threads that sleep instead of spinning while ranks share the cores.
+constexpr const char* kMpiTestEnv =
+    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
+    "OMP_WAIT_POLICY=PASSIVE ";
+
+// `program args` on `ranks` ranks under mpiexec, killed after 300 s.
+inline ProgramResult run_mpi(int ranks, const std::string& program, const std::string& args) {
+  return run_shell(std::string(kMpiTestEnv) + "timeout 300 mpiexec --oversubscribe -n " +
+                   std::to_string(ranks) + " " + binary_dir() + "/bin/" + program + " " + args);
 }
 
 // An empty folder <build>/test_runs/<name>, recreated on every call.
