@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/hdf5.h"
+#include "tests/support/processes.h"
 #include "tests/support/programs.h"
 
 namespace mt {
@@ -150,38 +151,9 @@ TEST_F(Distributed, ResumeContinuesTheRun) {
   EXPECT_LE(rel_diff(params_of(elastic + "/latest.h5"), params_of(straight + "/latest.h5")), 1e-6);
 }
 
-// Starts `cmd` in the background; returns its pid (of the shell's exec'd program).
-pid_t spawn(const std::string& cmd, const std::string& log) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", ("exec " + cmd + " > " + log + " 2>&1").c_str(),
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  return pid;
-}
-
-// Waits up to `seconds` for the process to end; returns its wait status or -1 on timeout.
-int wait_for(pid_t pid, double seconds) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  int status = 0;
-  while (std::chrono::steady_clock::now() < end) {
-    if (waitpid(pid, &status, WNOHANG) == pid) return status;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, &status, 0);
-  return -1;
-}
-
-bool wait_until(const std::function<bool()>& ready, double seconds) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < end) {
-    if (ready()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
+using testing::spawn;
+using testing::wait_for;
+using testing::wait_until;
 
 int64_t step_of(const std::string& ckpt) {
   return h5::File::open_read(ckpt).read_scalar<int64_t>("/state/step");
