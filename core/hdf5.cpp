@@ -346,6 +346,9 @@ File File::create(const std::string& path) {
   Guard g;
   PropList fapl(MT_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)));
   set_file_locking(fapl.get(), true);
+  // The 1.10 file format checksums its metadata too (superblock, object headers holding the
+  // attributes, B-trees, heaps): damage there fails the read instead of changing a value.
+  MT_H5_CHECK(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110));
   PropList fcpl = untimed(H5P_FILE_CREATE);
   const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
   if (id < 0)
@@ -417,11 +420,15 @@ std::vector<std::string> File::list(const std::string& group) const {
   if (!exists(p)) throw UsageError(concat(path_, ": missing group ", p));
   Group grp(H5Gopen2(id(), p.c_str(), H5P_DEFAULT));
   if (!grp.valid()) {
+    const std::string stack = detail::error_stack();
+    Dataset ds(H5Dopen2(id(), p.c_str(), H5P_DEFAULT));
     H5Eclear2(H5E_DEFAULT);
-    throw UsageError(concat(path_, ": ", p, " is not a group"));
+    if (ds.valid()) throw UsageError(concat(path_, ": ", p, " is not a group"));
+    throw damaged_metadata(p, stack);
   }
   std::vector<std::string> names;
-  MT_H5_CHECK(H5Literate(grp.get(), H5_INDEX_NAME, H5_ITER_INC, nullptr, collect_name, &names));
+  if (H5Literate(grp.get(), H5_INDEX_NAME, H5_ITER_INC, nullptr, collect_name, &names) < 0)
+    throw damaged_metadata(p, detail::error_stack());
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -510,10 +517,18 @@ Dataset File::open_dataset(const std::string& path) const {
   if (!exists(p)) throw UsageError(concat(path_, ": missing dataset ", p));
   Dataset ds(H5Dopen2(id(), p.c_str(), H5P_DEFAULT));
   if (!ds.valid()) {
+    const std::string stack = detail::error_stack();
+    Group grp(H5Gopen2(id(), p.c_str(), H5P_DEFAULT));
     H5Eclear2(H5E_DEFAULT);
-    throw UsageError(concat(path_, ": ", p, " is not a dataset"));
+    if (grp.valid()) throw UsageError(concat(path_, ": ", p, " is not a dataset"));
+    throw damaged_metadata(p, stack);
   }
   return ds;
+}
+
+UsageError File::damaged_metadata(const std::string& object, const std::string& stack) const {
+  return UsageError(concat(path_, ": the metadata of ", object,
+                           " cannot be read: the file is damaged (HDF5: ", stack, ")"));
 }
 
 Dataset File::open_dataset(const std::string& path, Element e) const {
@@ -620,7 +635,9 @@ std::string File::read_string(const std::string& path) const {
 Object File::open_object(const std::string& obj_path) const {
   const std::string p = normalize(obj_path);
   if (!exists(p)) throw UsageError(concat(path_, ": missing object ", p));
-  return Object(MT_H5_CHECK(H5Oopen(id(), p.c_str(), H5P_DEFAULT)));
+  const hid_t obj = H5Oopen(id(), p.c_str(), H5P_DEFAULT);
+  if (obj < 0) throw damaged_metadata(p, detail::error_stack());
+  return Object(obj);
 }
 
 void File::replace_attr(const std::string& obj_path, const std::string& name, hid_t ftype,
@@ -650,9 +667,14 @@ void File::set_attr(const std::string& obj_path, const std::string& name,
                     const std::string& value) {
   Guard g;
   Dataspace space(MT_H5_CHECK(H5Screate(H5S_SCALAR)));
-  Type type = vlen_string_type();
-  const char* ptr = value.c_str();
-  replace_attr(obj_path, name, type.get(), space.get(), type.get(), &ptr);
+  // Fixed length, inside the (checksummed) object header: a variable-length string would live
+  // in the global heap, which has no checksum, and a damaged heap can make HDF5 loop forever.
+  Type type(MT_H5_CHECK(H5Tcopy(H5T_C_S1)));
+  MT_H5_CHECK(H5Tset_size(type.get(), std::max<size_t>(1, value.size())));
+  MT_H5_CHECK(H5Tset_strpad(type.get(), H5T_STR_NULLPAD));
+  MT_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));
+  const std::string padded = value.empty() ? std::string(1, '\0') : value;
+  replace_attr(obj_path, name, type.get(), space.get(), type.get(), padded.data());
 }
 
 void File::set_attr(const std::string& obj_path, const std::string& name,
@@ -668,14 +690,18 @@ bool File::has_attr(const std::string& obj_path, const std::string& name) const 
   Guard g;
   const std::string p = normalize(obj_path);
   if (!exists(p)) return false;
-  return MT_H5_CHECK(H5Aexists_by_name(id(), p.c_str(), name.c_str(), H5P_DEFAULT)) > 0;
+  const htri_t r = H5Aexists_by_name(id(), p.c_str(), name.c_str(), H5P_DEFAULT);
+  if (r < 0) throw damaged_metadata(p, detail::error_stack());
+  return r > 0;
 }
 
 Attribute File::open_attr(const std::string& obj_path, const std::string& name) const {
   if (!has_attr(obj_path, name))
     throw UsageError(concat(path_, ": missing attribute ", name, " on ", normalize(obj_path)));
-  return Attribute(MT_H5_CHECK(
-      H5Aopen_by_name(id(), normalize(obj_path).c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT)));
+  const hid_t attr =
+      H5Aopen_by_name(id(), normalize(obj_path).c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT);
+  if (attr < 0) throw damaged_metadata(normalize(obj_path), detail::error_stack());
+  return Attribute(attr);
 }
 
 namespace {

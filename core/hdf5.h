@@ -254,6 +254,9 @@ class File {
   Dataset open_dataset(const std::string& path, Element e) const;
   Dataset open_dataset(const std::string& path) const;
   Object open_object(const std::string& obj_path) const;
+  // The error for an object that exists but whose header HDF5 cannot read (a failed metadata
+  // checksum, or bytes that no longer parse); `stack` is HDF5's error stack.
+  UsageError damaged_metadata(const std::string& object, const std::string& stack) const;
   Attribute open_attr(const std::string& obj_path, const std::string& name) const;
   void replace_attr(const std::string& obj_path, const std::string& name, hid_t file_type,
                     hid_t space, hid_t mem_type, const void* data);
