@@ -267,6 +267,8 @@ std::vector<std::string> read_string_values(hid_t obj, bool is_attr, const std::
   if (n == 0) return out;
   if (MT_H5_CHECK(H5Tis_variable_str(ftype.get())) > 0) {
     Type mtype = vlen_string_type();
+    // HDF5 converts no character sets: read ASCII strings (other writers') as ASCII.
+    MT_H5_CHECK(H5Tset_cset(mtype.get(), H5Tget_cset(ftype.get())));
     std::vector<char*> ptrs(n, nullptr);
     MT_H5_CHECK(read(mtype.get(), ptrs.data()));
     for (char* p : ptrs) out.emplace_back(p ? p : "");

@@ -644,5 +644,29 @@ TEST_F(CheckpointTest, NoSingleDamagedByteChangesAValueSilently) {
   EXPECT_GT(refused, static_cast<int>(bytes.size() * 9 / 10)) << unchanged << " unchanged";
 }
 
+// Found by tests/fuzz/fuzz_checkpoint (regressions/checkpoint/ascii-vlen-config): a /config
+// written by another tool as a variable-length ASCII string (HDF5 converts no character sets).
+TEST_F(CheckpointTest, ConfigAsAVariableLengthAsciiStringIsRead) {
+  const std::string path = file("ascii.h5");
+  write_checkpoint(path, sample_state());
+  const std::string text = "algo: ufom\nseed: 7\n";
+  {
+    const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    H5Ldelete(f, "/config", H5P_DEFAULT);
+    const hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);  // cset stays H5T_CSET_ASCII
+    const hid_t space = H5Screate(H5S_SCALAR);
+    const hid_t ds = H5Dcreate2(f, "/config", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const char* p = text.c_str();
+    EXPECT_GE(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &p), 0);
+    H5Dclose(ds);
+    H5Sclose(space);
+    H5Tclose(type);
+    H5Fclose(f);
+  }
+  EXPECT_EQ(read_checkpoint_config(path), text);
+}
+
 }  // namespace
 }  // namespace mt
