@@ -309,6 +309,36 @@ TEST(ExactSum, RefusedElementIsReportedWithItsTaskAndValue) {
   EXPECT_TRUE(std::isnan(f.value));
 }
 
+// The CUDA kernel's body, exact_sum_tasks_element (one call per element j, as each GPU thread
+// makes), run on the host: the same accumulators as the host ops bit for bit, and the same
+// refused (element, task) as the first one the kernel's atomicMin would keep.
+TEST(ExactSum, KernelBodyEqualsTheHostOpsBitForBit) {
+  Tasks p = adversarial(5, 13);
+  const BatchedLayout l(p.layout, 5);
+  const LayoutArgs args = make_layout_args(l);
+  const int64_t d = p.layout.total();
+  std::vector<Fixed> host(d, 0), body(d, 0);
+  for (int64_t j = 0; j < d; ++j) host[j] = body[j] = static_cast<Fixed>(j) * 12345 - 7;
+  ASSERT_FALSE(make_host_exact_sum_ops<float>(2)->sum_tasks(l, p.x.data(), host.data()));
+  for (int64_t j = 0; j < d; ++j)
+    EXPECT_EQ(exact_sum_tasks_element(args, j, p.x.data(), body.data()), -1);
+  EXPECT_TRUE(host == body);
+
+  p.at(3, 17) = std::numeric_limits<float>::infinity();
+  p.at(1, 17) = -4e9f;
+  p.at(0, 30) = std::numeric_limits<float>::quiet_NaN();
+  const FixedFault f = make_host_exact_sum_ops<float>(2)->sum_tasks(l, p.x.data(), host.data());
+  int64_t first_j = -1;
+  int first_t = -1;
+  for (int64_t j = 0; j < d && first_j < 0; ++j) {
+    const int t = exact_sum_tasks_element(args, j, p.x.data(), body.data());
+    if (t >= 0) first_j = j, first_t = t;
+  }
+  ASSERT_TRUE(f);
+  EXPECT_EQ(first_j, f.index);
+  EXPECT_EQ(first_t, f.task);
+}
+
 // MetaStep in exact mode: a meta-batch split over "ranks" in any way gives the bits of the
 // whole; and with inputs scaled so the gradient leaves the range, the error names the tensor.
 struct SoftmaxProblem {
