@@ -17,8 +17,10 @@ namespace mt {
 // captured work stays valid: same addresses, parameters updated in place (values passed by
 // value, e.g. an axpy's scalar, are frozen at capture). enqueue must only enqueue on `stream`:
 // no synchronisation, no allocation, no host-memory results. Disabled, run calls enqueue() on
-// every call. A failed capture throws mt::Error naming the pass (and key), leaves the stream
-// out of capture mode and stores nothing, so the next call for that key captures again.
+// every call. A failed capture (cuDNN's legacy calls promise nothing about capture) leaves the
+// stream out of capture mode, prints one warning naming the pass and the CUDA error, runs
+// enqueue() eagerly, and that key runs eagerly from then on. A failing eager run or graph
+// launch throws mt::Error naming the pass.
 // One runner per thread; the stream must outlive it. The CPU-only build supports only a
 // disabled runner (an enabled one throws UsageError at construction).
 class GraphRunner {
@@ -32,7 +34,8 @@ class GraphRunner {
   void run(const void* key, const std::function<void()>& enqueue, const std::string& pass = "");
 
   bool enabled() const { return enabled_; }
-  int graphs() const;  // number of keys captured so far
+  int graphs() const;        // number of keys captured so far
+  int eager_passes() const;  // number of keys whose capture failed (run eagerly)
 
  private:
   struct Impl;  // the instantiated graphs by key

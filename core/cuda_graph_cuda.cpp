@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <exception>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/cuda_check.h"
 #include "core/cuda_graph.h"
@@ -13,6 +14,7 @@ namespace mt {
 
 struct GraphRunner::Impl {
   std::unordered_map<const void*, cudaGraphExec_t> execs;
+  std::unordered_set<const void*> eager;  // keys whose capture failed: run eagerly
 };
 
 namespace {
@@ -82,9 +84,25 @@ void GraphRunner::run(const void* key, const std::function<void()>& enqueue,
     enqueue();
     return;
   }
+  if (impl_->eager.count(key)) {
+    enqueue();
+    return;
+  }
   auto it = impl_->execs.find(key);
-  if (it == impl_->execs.end())
-    it = impl_->execs.emplace(key, capture(stream_, key, enqueue, pass)).first;
+  if (it == impl_->execs.end()) {
+    cudaGraphExec_t exec = nullptr;
+    try {
+      exec = capture(stream_, key, enqueue, pass);
+    } catch (const Error& e) {
+      // Degrade loudly, once: this pass runs eagerly from now on (the captured work never ran).
+      std::fprintf(stderr, "warning: %s; this pass runs without CUDA Graphs from now on\n",
+                   e.what());
+      impl_->eager.insert(key);
+      enqueue();
+      return;
+    }
+    it = impl_->execs.emplace(key, exec).first;
+  }
   const cudaError_t e = cudaGraphLaunch(it->second, stream_);
   if (e != cudaSuccess)
     throw Error(ExitCode::kRuntime,
@@ -93,5 +111,6 @@ void GraphRunner::run(const void* key, const std::function<void()>& enqueue,
 }
 
 int GraphRunner::graphs() const { return static_cast<int>(impl_->execs.size()); }
+int GraphRunner::eager_passes() const { return static_cast<int>(impl_->eager.size()); }
 
 }  // namespace mt

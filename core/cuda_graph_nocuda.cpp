@@ -22,5 +22,6 @@ void GraphRunner::run(const void*, const std::function<void()>& enqueue, const s
 }
 
 int GraphRunner::graphs() const { return 0; }
+int GraphRunner::eager_passes() const { return 0; }
 
 }  // namespace mt

@@ -30,5 +30,8 @@ void select_gpu(int local_rank);
 size_t gpu_memory_used();
 // One line for logs: the backend and the visible GPUs, or why there are none.
 std::string describe_devices();
+// The CUDA stack this process runs on, for the start-up line: "CUDA runtime 13.0, driver 13.0,
+// cuBLAS 13.0.2" (each part says why when it cannot be queried); "CUDA not built" otherwise.
+std::string cuda_versions();
 
 }  // namespace mt

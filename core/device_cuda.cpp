@@ -73,4 +73,23 @@ std::string describe_devices() {
   return line;
 }
 
+namespace {
+std::string cuda_version_text(int v) { return detail::concat(v / 1000, ".", v % 1000 / 10); }
+}  // namespace
+
+std::string cuda_versions() {
+  int runtime = 0, driver = 0;
+  const cudaError_t r = cudaRuntimeGetVersion(&runtime);
+  const cudaError_t d = cudaDriverGetVersion(&driver);
+  int major = 0, minor = 0, patch = 0;
+  const bool blas = cublasGetProperty(MAJOR_VERSION, &major) == CUBLAS_STATUS_SUCCESS &&
+                    cublasGetProperty(MINOR_VERSION, &minor) == CUBLAS_STATUS_SUCCESS &&
+                    cublasGetProperty(PATCH_LEVEL, &patch) == CUBLAS_STATUS_SUCCESS;
+  return detail::concat(
+      "CUDA runtime ", r == cudaSuccess ? cuda_version_text(runtime) : detail::cuda_message(r),
+      ", driver ",
+      d == cudaSuccess ? (driver ? cuda_version_text(driver) : "none") : detail::cuda_message(d),
+      ", cuBLAS ", blas ? detail::concat(major, ".", minor, ".", patch) : "unknown");
+}
+
 }  // namespace mt

@@ -20,4 +20,6 @@ size_t gpu_memory_used() { return 0; }
 
 std::string describe_devices() { return "CUDA not built (CPU-only binary), 0 GPUs"; }
 
+std::string cuda_versions() { return "CUDA not built"; }
+
 }  // namespace mt

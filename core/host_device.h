@@ -8,3 +8,14 @@
 #else
 #define MT_HD
 #endif
+
+#include <math.h>
+
+namespace mt {
+
+// a·b + c rounded once, the same bits in host code (glibc's correctly rounded fma) and device
+// code: an explicit fused multiply-add leaves no contraction choice to either compiler.
+MT_HD inline float fused_multiply_add(float a, float b, float c) { return fmaf(a, b, c); }
+MT_HD inline double fused_multiply_add(double a, double b, double c) { return fma(a, b, c); }
+
+}  // namespace mt

@@ -89,6 +89,12 @@ void MetaEngine<T>::adapt_and_evaluate(const T* theta, const TaskBatch& b, int s
   model_.loss_grad(b, Split::kQuery, phi_.data(), nullptr, query);
 }
 
+template <typename T>
+TaskBatch& MetaEngine<T>::eval_batch() {
+  if (!eval_batch_) eval_batch_ = model_.make_batch();
+  return *eval_batch_;
+}
+
 template class MetaEngine<float>;
 template class MetaEngine<double>;
 

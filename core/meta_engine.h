@@ -32,6 +32,9 @@ class MetaEngine {
 
   // Evaluation: `steps` inner steps on every task's support, then host query[t].
   void adapt_and_evaluate(const T* theta, const TaskBatch& b, int steps, LossStats* query);
+  // The batch evaluations load their episodes into: made once and reused, so that every
+  // evaluation of a run runs on the same buffers (and, on a GPU, replays the same graphs).
+  TaskBatch& eval_batch();
 
  private:
   // φ ← φ − α ∇L_S(φ) for every task of b: the one inner update used everywhere.
@@ -46,6 +49,7 @@ class MetaEngine {
   Buffer<T> phi_, grad_, hv_, phi_exact_;
   std::vector<Buffer<T>> states_;  // φ_j of the exact tasks, j = C, 2C, … (φ_0 = θ is not kept)
   std::unique_ptr<TaskBatch> exact_batch_;
+  std::unique_ptr<TaskBatch> eval_batch_;  // made at the first evaluation
 };
 
 }  // namespace mt

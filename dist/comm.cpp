@@ -33,10 +33,10 @@ int launched_ranks() {
   return 0;
 }
 
-std::unique_ptr<Comm> make_comm(const std::string& backend) {
+std::unique_ptr<Comm> make_comm(const std::string& backend, double nccl_timeout_s) {
   if (backend == "single") return std::make_unique<SingleProcessComm>();
   if (backend == "mpi") return std::make_unique<MpiComm>();
-  if (backend == "nccl") return make_nccl_comm();
+  if (backend == "nccl") return make_nccl_comm(NcclOptions{nccl_timeout_s});
   if (backend == "auto") {
     if (launched_ranks() > 1) return std::make_unique<MpiComm>();
     return std::make_unique<SingleProcessComm>();

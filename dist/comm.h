@@ -65,8 +65,9 @@ class SingleProcessComm : public Comm {
 //             UsageError in a build without CUDA or on a machine without a usable GPU.
 //   "auto"    "mpi" when a launcher started this process as one of several ranks, else "single"
 //             (see launched_ranks).
-// Any other name is a UsageError.
-std::unique_ptr<Comm> make_comm(const std::string& backend);
+// Any other name is a UsageError. nccl_timeout_s bounds every wait of the NCCL backend
+// (NcclOptions::timeout_s); the others ignore it.
+std::unique_ptr<Comm> make_comm(const std::string& backend, double nccl_timeout_s = 60);
 
 // Number of ranks the launcher says this job has, from the environment, or 0 when no MPI
 // launcher is recognised. Read, in order: OMPI_COMM_WORLD_SIZE (Open MPI's mpirun/mpiexec, and

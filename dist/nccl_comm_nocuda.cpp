@@ -5,10 +5,12 @@
 
 namespace mt::dist {
 
-std::unique_ptr<Comm> make_nccl_comm() {
+std::unique_ptr<NcclComm> make_nccl_comm(const NcclOptions&) {
   throw UsageError(
       "communicator backend 'nccl': this build has no CUDA/NCCL (the nccl backend needs a CUDA "
       "build and a GPU); use the mpi backend, or rebuild with CUDA");
 }
+
+std::string nccl_version() { return "not built"; }
 
 }  // namespace mt::dist

@@ -29,6 +29,7 @@ std::unique_ptr<BatchedModel<float>> make_backend(const Config& cfg, const Model
   o.conv = cfg.cuda.conv == "gemm"    ? CudaBackendOptions::Conv::kGemm
            : cfg.cuda.conv == "cudnn" ? CudaBackendOptions::Conv::kCudnn
                                       : CudaBackendOptions::Conv::kAuto;
+  o.tune = cfg.cuda.tune;
   return make_conv4_cuda(spec, o);
 }
 

@@ -23,7 +23,7 @@ EvalResult evaluate(MetaEngine<float>& engine, const std::vector<float>& theta, 
   const int chunk = std::min(model.max_tasks(), kEvalBatch);
   std::vector<Episode<float>> eps(chunk);
   std::vector<LossStats> stats(chunk);
-  auto batch = model.make_batch();
+  TaskBatch& batch = engine.eval_batch();
   // acc[e] and loss[e] of every episode; this rank fills its block, the others stay 0.
   std::vector<double> values(2 * static_cast<size_t>(episodes), 0.0);
   double* acc = values.data();
@@ -36,8 +36,8 @@ EvalResult evaluate(MetaEngine<float>& engine, const std::vector<float>& theta, 
     parallel_for(threads, count, [&](int64_t i) { episode(first + i, eps[i]); });
     std::vector<const Episode<float>*> ptrs;
     for (int i = 0; i < count; ++i) ptrs.push_back(&eps[i]);
-    model.load(ptrs, *batch);
-    engine.adapt_and_evaluate(theta_b.data(), *batch, steps, stats.data());
+    model.load(ptrs, batch);
+    engine.adapt_and_evaluate(theta_b.data(), batch, steps, stats.data());
     for (int i = 0; i < count; ++i) {
       acc[first + i] = stats[i].acc;
       loss[first + i] = stats[i].loss;

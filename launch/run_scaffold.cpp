@@ -83,7 +83,8 @@ void check_resume_compatible(const Config& now, const Config& then, const std::s
 EvalResult train_on_ranks(const Config& cfg, const std::function<EvalResult(dist::Comm&)>& body) {
   blas_use_single_thread();
   const bool gpu_ranks = cfg.device == Config::Device::kCuda && dist::launched_ranks() > 1;
-  auto comm = dist::make_comm(cfg.dist.backend == "auto" && gpu_ranks ? "nccl" : cfg.dist.backend);
+  auto comm = dist::make_comm(cfg.dist.backend == "auto" && gpu_ranks ? "nccl" : cfg.dist.backend,
+                              cfg.dist.timeout);
   EvalResult result;
   run_on_ranks("metatrain", *comm, [&] { result = body(*comm); });
   return result;

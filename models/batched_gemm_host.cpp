@@ -1,6 +1,6 @@
 // Host side of the task-batched conv / linear head (models/conv2d_batched_index.h): the GemmCall
-// of every GEMM, cuBLAS's argument rules, a reference that executes a GemmCall column-major as
-// cuBLAS defines it, and the host twin executor over the shared MT_HD bodies. float and double.
+// of every GEMM, cuBLAS's argument rules, the host run of a GemmCall (element by element:
+// gemm_call_element) and the host twin executor over the shared MT_HD bodies. float and double.
 #include <algorithm>
 #include <limits>
 
@@ -123,24 +123,13 @@ template <typename S>
 void run_gemm_call_host(const GemmCall& c, const S* A, const S* B, S* C) {
   check_gemm_call(c);
   MT_CHECK(C && (c.k == 0 || (A && B)), "null GEMM operand");
-  const S alpha = static_cast<S>(c.alpha), beta = static_cast<S>(c.beta);
   for (int p = 0; p < c.batch; ++p) {
     const S* Ap = A + p * c.stride_a;
     const S* Bp = B + p * c.stride_b;
     S* Cp = C + p * c.stride_c;
     for (int j = 0; j < c.n; ++j)
-      for (int i = 0; i < c.m; ++i) {
-        S sum = S(0);
-        for (int l = 0; l < c.k; ++l) {
-          const S a = c.transa ? Ap[l + static_cast<int64_t>(i) * c.lda]
-                               : Ap[i + static_cast<int64_t>(l) * c.lda];
-          const S b = c.transb ? Bp[j + static_cast<int64_t>(l) * c.ldb]
-                               : Bp[l + static_cast<int64_t>(j) * c.ldb];
-          sum += a * b;
-        }
-        S& out = Cp[i + static_cast<int64_t>(j) * c.ldc];
-        out = c.beta == 0 ? alpha * sum : alpha * sum + beta * out;  // beta = 0: C not read
-      }
+      for (int i = 0; i < c.m; ++i)
+        Cp[i + static_cast<int64_t>(j) * c.ldc] = gemm_call_element(c, Ap, Bp, Cp, i, j);
   }
 }
 

@@ -124,21 +124,25 @@ NetBuffers<S> make_net_buffers(const NetSizes& sizes, Alloc alloc, AllocIndex al
   return b;
 }
 
-// The passes over an executor Ex with, for l the layer's index in the plan:
-//   conv_{forward,backward,r_forward,r_backward}(l, n, …) and linear_…(l, n, …) with the
+// The passes over an executor Ex with, for l the layer's index in the plan and T the call's
+// tasks: conv_{forward,backward,r_forward,r_backward}(l, T, n, …) and linear_…(l, T, n, …) with the
 //   argument lists of BatchedConv2dCuda / BatchedLinearCuda; bn_…, relu_…, max_pool_…,
 //   mean_pool_…, softmax_xent_… with those of the host twins in batched_kernels.h.
 template <typename S, class Ex>
 class BatchedNet {
  public:
-  BatchedNet(const std::vector<NetLayer>& plan, const ParamLayout& layout, int tasks, int classes,
-             Ex& ex, const NetBuffers<S>& buf)
-      : plan_(plan), layout_(layout, tasks), tasks_(tasks), classes_(classes), ex_(ex), b_(buf) {}
+  // One net for every call of up to max_tasks tasks: buf holds max_tasks tasks' buffers, and
+  // each pass names its own T (the layouts follow T; nothing is created per T).
+  BatchedNet(const std::vector<NetLayer>& plan, const ParamLayout& layout, int max_tasks,
+             int classes, Ex& ex, const NetBuffers<S>& buf)
+      : plan_(plan), layout_(layout, max_tasks), max_tasks_(max_tasks), classes_(classes), ex_(ex),
+        b_(buf) {}
 
-  int tasks() const { return tasks_; }
+  int max_tasks() const { return max_tasks_; }
 
   // Logits, per-task loss and hits in buf.loss / buf.correct, of the batch x, y at φ.
-  void forward(int n, const S* phi, const S* x, const int32_t* y) {
+  void forward(int tasks, int n, const S* phi, const S* x, const int32_t* y) {
+    check_tasks(tasks);
     const S* in = x;
     for (size_t l = 0; l < plan_.size(); ++l) {
       const NetLayer& L = plan_[l];
@@ -146,34 +150,35 @@ class BatchedNet {
       const int C = L.out.c, HW = L.out.h * L.out.w;
       switch (L.kind) {
         case NetLayer::kConv:
-          ex_.conv_forward(l, n, param(phi, L, 0), in, out);
+          ex_.conv_forward(l, tasks, n, param(tasks, phi, L, 0), in, out);
           break;
         case NetLayer::kBatchNorm:
-          ex_.bn_forward(n, tasks_, C, HW, in, param(phi, L, 0), param(phi, L, 1), out,
+          ex_.bn_forward(n, tasks, C, HW, in, param(tasks, phi, L, 0), param(tasks, phi, L, 1), out,
                          b_.xhat[l], b_.sigma[l]);
           break;
         case NetLayer::kRelu:
-          ex_.relu_forward(count(n, L), in, out);
+          ex_.relu_forward(count(tasks, n, L), in, out);
           break;
         case NetLayer::kMaxPool:
-          ex_.max_pool_forward(n, tasks_, L.in.c, L.in.h, L.in.w, in, out, b_.index[l]);
+          ex_.max_pool_forward(n, tasks, L.in.c, L.in.h, L.in.w, in, out, b_.index[l]);
           break;
         case NetLayer::kMeanPool:
-          ex_.mean_pool_forward(n, tasks_, L.in.c, L.in.h * L.in.w, in, out);
+          ex_.mean_pool_forward(n, tasks, L.in.c, L.in.h * L.in.w, in, out);
           break;
         case NetLayer::kLinear:
-          ex_.linear_forward(l, n, param(phi, L, 0), param(phi, L, 1), in, out);
+          ex_.linear_forward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, phi, L, 1), in, out);
           break;
       }
       in = out;
     }
-    ex_.softmax_xent_forward(n, tasks_, classes_, in, y, b_.prob, b_.loss, b_.correct);
+    ex_.softmax_xent_forward(n, tasks, classes_, in, y, b_.prob, b_.loss, b_.correct);
   }
 
   // After forward: grad ← ∇L at φ for every task (batched layout).
-  void backward(int n, const S* phi, const S* x, const int32_t* y, S* grad) {
+  void backward(int tasks, int n, const S* phi, const S* x, const int32_t* y, S* grad) {
+    check_tasks(tasks);
     const size_t last = plan_.size() - 1;
-    ex_.softmax_xent_backward(n, tasks_, classes_, b_.prob, y, b_.d_act[last]);
+    ex_.softmax_xent_backward(n, tasks, classes_, b_.prob, y, b_.d_act[last]);
     for (size_t l = plan_.size(); l-- > 0;) {
       const NetLayer& L = plan_[l];
       const S* in = l == 0 ? x : b_.act[l - 1];
@@ -182,34 +187,35 @@ class BatchedNet {
       const int C = L.out.c, HW = L.out.h * L.out.w;
       switch (L.kind) {
         case NetLayer::kConv:
-          ex_.conv_backward(l, n, param(phi, L, 0), in, dy, dx, param(grad, L, 0));
+          ex_.conv_backward(l, tasks, n, param(tasks, phi, L, 0), in, dy, dx, param(tasks, grad, L, 0));
           break;
         case NetLayer::kBatchNorm:
-          ex_.bn_backward(n, tasks_, C, HW, param(phi, L, 0), b_.xhat[l], b_.sigma[l], dy, dx,
-                          param(grad, L, 0), param(grad, L, 1));
+          ex_.bn_backward(n, tasks, C, HW, param(tasks, phi, L, 0), b_.xhat[l], b_.sigma[l], dy, dx,
+                          param(tasks, grad, L, 0), param(tasks, grad, L, 1));
           break;
         case NetLayer::kRelu:
-          ex_.relu_backward(count(n, L), in, dy, dx);
+          ex_.relu_backward(count(tasks, n, L), in, dy, dx);
           break;
         case NetLayer::kMaxPool:
-          ex_.max_pool_backward(n, tasks_, L.in.c, L.in.h, L.in.w, b_.index[l], dy, dx);
+          ex_.max_pool_backward(n, tasks, L.in.c, L.in.h, L.in.w, b_.index[l], dy, dx);
           break;
         case NetLayer::kMeanPool:
-          ex_.mean_pool_backward(n, tasks_, L.in.c, L.in.h * L.in.w, dy, dx);
+          ex_.mean_pool_backward(n, tasks, L.in.c, L.in.h * L.in.w, dy, dx);
           break;
         case NetLayer::kLinear:
-          ex_.linear_backward(l, n, param(phi, L, 0), in, dy, dx, param(grad, L, 0),
-                              param(grad, L, 1));
+          ex_.linear_backward(l, tasks, n, param(tasks, phi, L, 0), in, dy, dx, param(tasks, grad, L, 0),
+                              param(tasks, grad, L, 1));
           break;
       }
     }
   }
 
   // After forward and backward: Hv ← ∇²L(φ) v for every task (forward and backward R-passes).
-  void hvp(int n, const S* phi, const S* v, const S* x, S* Hv) {
-    r_forward(n, phi, v, x);
+  void hvp(int tasks, int n, const S* phi, const S* v, const S* x, S* Hv) {
+    check_tasks(tasks);
+    r_forward(tasks, n, phi, v, x);
     const size_t last = plan_.size() - 1;
-    ex_.softmax_xent_r_backward(n, tasks_, classes_, b_.prob, b_.R_act[last], b_.R_d_act[last]);
+    ex_.softmax_xent_r_backward(n, tasks, classes_, b_.prob, b_.R_act[last], b_.R_d_act[last]);
     for (size_t l = plan_.size(); l-- > 0;) {
       const NetLayer& L = plan_[l];
       const S* in = l == 0 ? x : b_.act[l - 1];
@@ -220,26 +226,26 @@ class BatchedNet {
       const int C = L.out.c, HW = L.out.h * L.out.w;
       switch (L.kind) {
         case NetLayer::kConv:
-          ex_.conv_r_backward(l, n, param(phi, L, 0), param(v, L, 0), in, R_in, dy, R_dy, R_dx,
-                              param(Hv, L, 0));
+          ex_.conv_r_backward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, v, L, 0), in, R_in, dy, R_dy, R_dx,
+                              param(tasks, Hv, L, 0));
           break;
         case NetLayer::kBatchNorm:
-          ex_.bn_r_backward(n, tasks_, C, HW, param(phi, L, 0), param(v, L, 0), b_.xhat[l],
-                            b_.sigma[l], R_in, dy, R_dy, R_dx, param(Hv, L, 0), param(Hv, L, 1),
+          ex_.bn_r_backward(n, tasks, C, HW, param(tasks, phi, L, 0), param(tasks, v, L, 0), b_.xhat[l],
+                            b_.sigma[l], R_in, dy, R_dy, R_dx, param(tasks, Hv, L, 0), param(tasks, Hv, L, 1),
                             b_.work);
           break;
         case NetLayer::kRelu:
-          ex_.relu_r_backward(count(n, L), in, R_dy, R_dx);
+          ex_.relu_r_backward(count(tasks, n, L), in, R_dy, R_dx);
           break;
         case NetLayer::kMaxPool:
-          ex_.max_pool_r_backward(n, tasks_, L.in.c, L.in.h, L.in.w, b_.index[l], R_dy, R_dx);
+          ex_.max_pool_r_backward(n, tasks, L.in.c, L.in.h, L.in.w, b_.index[l], R_dy, R_dx);
           break;
         case NetLayer::kMeanPool:
-          ex_.mean_pool_r_backward(n, tasks_, L.in.c, L.in.h * L.in.w, R_dy, R_dx);
+          ex_.mean_pool_r_backward(n, tasks, L.in.c, L.in.h * L.in.w, R_dy, R_dx);
           break;
         case NetLayer::kLinear:
-          ex_.linear_r_backward(l, n, param(phi, L, 0), param(v, L, 0), in, R_in, dy, R_dy, R_dx,
-                                param(Hv, L, 0), param(Hv, L, 1));
+          ex_.linear_r_backward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, v, L, 0), in, R_in, dy, R_dy, R_dx,
+                                param(tasks, Hv, L, 0), param(tasks, Hv, L, 1));
           break;
       }
     }
@@ -247,7 +253,7 @@ class BatchedNet {
 
  private:
   // R_act of every layer along v (the direction has no component in the images).
-  void r_forward(int n, const S* phi, const S* v, const S* x) {
+  void r_forward(int tasks, int n, const S* phi, const S* v, const S* x) {
     const S* R_in = nullptr;
     for (size_t l = 0; l < plan_.size(); ++l) {
       const NetLayer& L = plan_[l];
@@ -256,23 +262,23 @@ class BatchedNet {
       const int C = L.out.c, HW = L.out.h * L.out.w;
       switch (L.kind) {
         case NetLayer::kConv:
-          ex_.conv_r_forward(l, n, param(phi, L, 0), param(v, L, 0), in, R_in, R_out);
+          ex_.conv_r_forward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, v, L, 0), in, R_in, R_out);
           break;
         case NetLayer::kBatchNorm:
-          ex_.bn_r_forward(n, tasks_, C, HW, param(phi, L, 0), param(v, L, 0), param(v, L, 1),
+          ex_.bn_r_forward(n, tasks, C, HW, param(tasks, phi, L, 0), param(tasks, v, L, 0), param(tasks, v, L, 1),
                            b_.xhat[l], b_.sigma[l], R_in, R_out, b_.work);
           break;
         case NetLayer::kRelu:
-          ex_.relu_r_forward(count(n, L), in, R_in, R_out);
+          ex_.relu_r_forward(count(tasks, n, L), in, R_in, R_out);
           break;
         case NetLayer::kMaxPool:
-          ex_.max_pool_r_forward(n, tasks_, L.in.c, L.in.h, L.in.w, b_.index[l], R_in, R_out);
+          ex_.max_pool_r_forward(n, tasks, L.in.c, L.in.h, L.in.w, b_.index[l], R_in, R_out);
           break;
         case NetLayer::kMeanPool:
-          ex_.mean_pool_r_forward(n, tasks_, L.in.c, L.in.h * L.in.w, R_in, R_out);
+          ex_.mean_pool_r_forward(n, tasks, L.in.c, L.in.h * L.in.w, R_in, R_out);
           break;
         case NetLayer::kLinear:
-          ex_.linear_r_forward(l, n, param(phi, L, 0), param(v, L, 0), param(v, L, 1), in, R_in,
+          ex_.linear_r_forward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, v, L, 0), param(tasks, v, L, 1), in, R_in,
                                R_out);
           break;
       }
@@ -280,18 +286,23 @@ class BatchedNet {
     }
   }
 
-  // Tensor `which` of layer L, all tasks, in a batched buffer.
-  template <typename P>
-  P* param(P* base, const NetLayer& L, int which) const {
-    return base + layout_.tensor_start(L.param + which, 0);
+  void check_tasks(int tasks) const {
+    MT_CHECK(tasks >= 1 && tasks <= max_tasks_, "a batched net call of ", tasks,
+             " tasks; the net holds 1 to ", max_tasks_);
   }
-  int64_t count(int n, const NetLayer& L) const {
-    return static_cast<int64_t>(n) * tasks_ * L.out.size();
+  // Tensor `which` of layer L, all `tasks` tasks, in a batched buffer of that many tasks
+  // (T·offset_k: no allocation, unlike BatchedLayout::with_tasks).
+  template <typename P>
+  P* param(int tasks, P* base, const NetLayer& L, int which) const {
+    return base + static_cast<int64_t>(tasks) * layout_.ends()[L.param + which];
+  }
+  int64_t count(int tasks, int n, const NetLayer& L) const {
+    return static_cast<int64_t>(n) * tasks * L.out.size();
   }
 
   const std::vector<NetLayer>& plan_;
-  BatchedLayout layout_;
-  int tasks_, classes_;
+  BatchedLayout layout_;  // at max_tasks; only its tensor offsets are read
+  int max_tasks_, classes_;
   Ex& ex_;
   NetBuffers<S> b_;
 };

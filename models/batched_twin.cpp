@@ -11,50 +11,51 @@ namespace mt {
 template <typename S>
 class HostNetExec {
  public:
-  HostNetExec(const std::vector<NetLayer>& plan, int tasks, int max_n)
+  // Built once for up to max_tasks tasks of max_n examples; each call names its T.
+  HostNetExec(const std::vector<NetLayer>& plan, int max_tasks, int max_n)
       : conv_(plan.size()), head_(plan.size()), ws_(plan.size()), mem_(plan.size()) {
     for (size_t l = 0; l < plan.size(); ++l) {
       const NetLayer& L = plan[l];
       if (L.kind == NetLayer::kConv) {
-        conv_[l] = make_batched_conv_geom(L.in, L.out.c, L.stride, tasks);
+        conv_[l] = make_batched_conv_geom(L.in, L.out.c, L.stride, max_tasks);
         const int64_t col = conv_[l].col_size(max_n), out = conv_[l].out_size(max_n);
         mem_[l].resize(col + 2 * out);
         ws_[l] = {mem_[l].data(), mem_[l].data() + col, mem_[l].data() + col + out};
       } else if (L.kind == NetLayer::kLinear) {
-        head_[l] = {tasks, static_cast<int>(L.in.size()), L.out.c};
+        head_[l] = {max_tasks, static_cast<int>(L.in.size()), L.out.c};
       }
     }
   }
 
-  void conv_forward(size_t l, int n, const S* W, const S* x, S* y) {
-    conv_gemm_forward(ex_, conv_[l], n, W, x, y, ws_[l]);
+  void conv_forward(size_t l, int tasks, int n, const S* W, const S* x, S* y) {
+    conv_gemm_forward(ex_, conv_[l].at_tasks(tasks), n, W, x, y, ws_[l]);
   }
-  void conv_backward(size_t l, int n, const S* W, const S* x, const S* dy, S* dx, S* dW) {
-    if (dx) conv_gemm_backward_data(ex_, conv_[l], n, W, dy, dx, ws_[l]);
-    conv_gemm_backward_filter(ex_, conv_[l], n, x, dy, dW, ws_[l]);
+  void conv_backward(size_t l, int tasks, int n, const S* W, const S* x, const S* dy, S* dx, S* dW) {
+    if (dx) conv_gemm_backward_data(ex_, conv_[l].at_tasks(tasks), n, W, dy, dx, ws_[l]);
+    conv_gemm_backward_filter(ex_, conv_[l].at_tasks(tasks), n, x, dy, dW, ws_[l]);
   }
-  void conv_r_forward(size_t l, int n, const S* W, const S* R_W, const S* x, const S* R_x,
+  void conv_r_forward(size_t l, int tasks, int n, const S* W, const S* R_W, const S* x, const S* R_x,
                       S* R_y) {
-    conv_gemm_r_forward(ex_, conv_[l], n, W, R_W, x, R_x, R_y, ws_[l]);
+    conv_gemm_r_forward(ex_, conv_[l].at_tasks(tasks), n, W, R_W, x, R_x, R_y, ws_[l]);
   }
-  void conv_r_backward(size_t l, int n, const S* W, const S* R_W, const S* x, const S* R_x,
+  void conv_r_backward(size_t l, int tasks, int n, const S* W, const S* R_W, const S* x, const S* R_x,
                        const S* dy, const S* R_dy, S* R_dx, S* R_dW) {
-    conv_gemm_r_backward(ex_, conv_[l], n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, ws_[l]);
+    conv_gemm_r_backward(ex_, conv_[l].at_tasks(tasks), n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, ws_[l]);
   }
-  void linear_forward(size_t l, int n, const S* W, const S* b, const S* x, S* y) {
-    linear_gemm_forward(ex_, head_[l], n, W, b, x, y);
+  void linear_forward(size_t l, int tasks, int n, const S* W, const S* b, const S* x, S* y) {
+    linear_gemm_forward(ex_, head_[l].at_tasks(tasks), n, W, b, x, y);
   }
-  void linear_backward(size_t l, int n, const S* W, const S* x, const S* dy, S* dx, S* dW,
+  void linear_backward(size_t l, int tasks, int n, const S* W, const S* x, const S* dy, S* dx, S* dW,
                        S* db) {
-    linear_gemm_backward(ex_, head_[l], n, W, x, dy, dx, dW, db);
+    linear_gemm_backward(ex_, head_[l].at_tasks(tasks), n, W, x, dy, dx, dW, db);
   }
-  void linear_r_forward(size_t l, int n, const S* W, const S* R_W, const S* R_b, const S* x,
+  void linear_r_forward(size_t l, int tasks, int n, const S* W, const S* R_W, const S* R_b, const S* x,
                         const S* R_x, S* R_y) {
-    linear_gemm_r_forward(ex_, head_[l], n, W, R_W, R_b, x, R_x, R_y);
+    linear_gemm_r_forward(ex_, head_[l].at_tasks(tasks), n, W, R_W, R_b, x, R_x, R_y);
   }
-  void linear_r_backward(size_t l, int n, const S* W, const S* R_W, const S* x, const S* R_x,
+  void linear_r_backward(size_t l, int tasks, int n, const S* W, const S* R_W, const S* x, const S* R_x,
                          const S* dy, const S* R_dy, S* R_dx, S* R_dW, S* R_db) {
-    linear_gemm_r_backward(ex_, head_[l], n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, R_db);
+    linear_gemm_r_backward(ex_, head_[l].at_tasks(tasks), n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, R_db);
   }
 
   template <typename... A>
@@ -125,12 +126,12 @@ TwinTaskBatch<S>& twin_batch(const TaskBatch& b) {
 }  // namespace
 
 template <typename S>
-struct TwinBatchedModel<S>::PerTasks {
+struct TwinBatchedModel<S>::Plan {
   HostNetExec<S> exec;
   BatchedNet<S, HostNetExec<S>> net;
-  PerTasks(const std::vector<NetLayer>& plan, const ParamLayout& layout, int tasks, int classes,
-           int max_n, const NetBuffers<S>& buf)
-      : exec(plan, tasks, max_n), net(plan, layout, tasks, classes, exec, buf) {}
+  Plan(const std::vector<NetLayer>& plan, const ParamLayout& layout, int max_tasks, int classes,
+       int max_n, const NetBuffers<S>& buf)
+      : exec(plan, max_tasks, max_n), net(plan, layout, max_tasks, classes, exec, buf) {}
 };
 
 template <typename S>
@@ -150,6 +151,8 @@ TwinBatchedModel<S>::TwinBatchedModel(const Sequential<S>& net, int max_tasks, i
       sizes, [&](int64_t n) { return memory_.data() + (floats += n) - n; },
       [&](int64_t n) { return index_memory_.data() + (ints += n) - n; });
   grad_scratch_.resize(static_cast<size_t>(max_tasks) * net.layout().total());
+  plan_net_ = std::make_unique<Plan>(plan_, net_.layout(), max_tasks, net_.classes(), max_examples,
+                                     buffers_);
 }
 
 template <typename S>
@@ -192,15 +195,6 @@ void TwinBatchedModel<S>::gather(const TaskBatch& from, const std::vector<int>& 
 }
 
 template <typename S>
-typename TwinBatchedModel<S>::PerTasks& TwinBatchedModel<S>::for_tasks(int tasks) {
-  auto& p = nets_[tasks];
-  if (!p)
-    p = std::make_unique<PerTasks>(plan_, net_.layout(), tasks, net_.classes(), max_examples_,
-                                   buffers_);
-  return *p;
-}
-
-template <typename S>
 void TwinBatchedModel<S>::copy_stats(int tasks, int n, LossStats* stats) const {
   if (!stats) return;
   for (int t = 0; t < tasks; ++t)
@@ -213,9 +207,9 @@ void TwinBatchedModel<S>::loss_grad(const TaskBatch& b, Split s, const S* phi, S
                                     LossStats* stats) {
   const auto& t = twin_batch<S>(b);
   const int k = s == Split::kSupport ? 0 : 1;
-  auto& net = for_tasks(t.tasks()).net;
-  net.forward(t.n[k], phi, t.x[k].data(), t.y[k].data());
-  if (grad) net.backward(t.n[k], phi, t.x[k].data(), t.y[k].data(), grad);
+  auto& net = plan_net_->net;
+  net.forward(t.tasks(), t.n[k], phi, t.x[k].data(), t.y[k].data());
+  if (grad) net.backward(t.tasks(), t.n[k], phi, t.x[k].data(), t.y[k].data(), grad);
   copy_stats(t.tasks(), t.n[k], stats);
 }
 
@@ -224,10 +218,10 @@ void TwinBatchedModel<S>::hvp(const TaskBatch& b, Split s, const S* phi, const S
                               LossStats* stats) {
   const auto& t = twin_batch<S>(b);
   const int k = s == Split::kSupport ? 0 : 1;
-  auto& net = for_tasks(t.tasks()).net;
-  net.forward(t.n[k], phi, t.x[k].data(), t.y[k].data());
-  net.backward(t.n[k], phi, t.x[k].data(), t.y[k].data(), grad_scratch_.data());
-  net.hvp(t.n[k], phi, v, t.x[k].data(), Hv);
+  auto& net = plan_net_->net;
+  net.forward(t.tasks(), t.n[k], phi, t.x[k].data(), t.y[k].data());
+  net.backward(t.tasks(), t.n[k], phi, t.x[k].data(), t.y[k].data(), grad_scratch_.data());
+  net.hvp(t.tasks(), t.n[k], phi, v, t.x[k].data(), Hv);
   copy_stats(t.tasks(), t.n[k], stats);
 }
 

@@ -5,7 +5,6 @@
 // meta-step included, against the per-task CPU layers without a GPU.
 #pragma once
 
-#include <map>
 #include <memory>
 #include <vector>
 
@@ -38,8 +37,7 @@ class TwinBatchedModel final : public BatchedModel<S> {
            LossStats* stats) override;
 
  private:
-  struct PerTasks;  // the executor and net for one task count
-  PerTasks& for_tasks(int tasks);
+  struct Plan;  // the executor and net, built once for max_tasks and used for every T
   void copy_stats(int tasks, int n, LossStats* stats) const;
 
   const Sequential<S>& net_;
@@ -49,7 +47,7 @@ class TwinBatchedModel final : public BatchedModel<S> {
   std::vector<int32_t> index_memory_;
   NetBuffers<S> buffers_;
   std::vector<S> grad_scratch_;
-  std::map<int, std::unique_ptr<PerTasks>> nets_;
+  std::unique_ptr<Plan> plan_net_;
 };
 
 }  // namespace mt

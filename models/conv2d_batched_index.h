@@ -12,7 +12,7 @@
 #include "core/episode.h"
 #include "core/host_device.h"
 
-struct cublasContext;  // cublasHandle_t is cublasContext*
+struct CUstream_st;  // cudaStream_t is CUstream_st*
 
 namespace mt {
 
@@ -38,6 +38,13 @@ struct BatchedConvGeom {
     return static_cast<int64_t>(tasks) * col_rows() * n * out_plane();
   }
   int64_t weight_size() const { return static_cast<int64_t>(tasks) * out_c * col_rows(); }
+  // The same layer for a call of `t` tasks: a plan is built once for its most tasks and every
+  // call of t <= that many uses this view (layouts and GEMM batch follow t).
+  BatchedConvGeom at_tasks(int t) const {
+    BatchedConvGeom g = *this;
+    g.tasks = t;
+    return g;
+  }
 };
 
 // Checks the arguments (as Conv2d does) and derives the output size. Throws mt::Error.
@@ -142,6 +149,7 @@ GemmCall conv_backward_filter_gemm(const BatchedConvGeom& g, int n, double beta)
 // T·K); backward data dx = dy·W ([n, F]); backward filter dW = dyᵀ·x ([K, F]).
 struct BatchedLinearGeom {
   int tasks = 0, in_f = 0, out_f = 0;
+  BatchedLinearGeom at_tasks(int t) const { return {t, in_f, out_f}; }
 };
 GemmCall linear_forward_gemm(const BatchedLinearGeom& g, int n, double beta);
 GemmCall linear_backward_data_gemm(const BatchedLinearGeom& g, int n, double beta);
@@ -151,14 +159,39 @@ GemmCall linear_backward_filter_gemm(const BatchedLinearGeom& g, int n, double b
 // nonzero strides; throws mt::Error naming the offending field.
 void check_gemm_call(const GemmCall& call);
 
-// Host reference: executes call exactly as cuBLAS defines it, accumulating in S.
+// One element C_p[i, j] of a GemmCall's result as every executor computes it: the k products
+// op(A_p)[i, l]·op(B_p)[l, j] accumulated by fused multiply-add in the order l = 0 … k−1,
+// starting from zero, then alpha·sum, plus beta·C_p[i, j] (one more fused multiply-add) when
+// beta ≠ 0. One fixed order and no split of k: an element's bits depend on its own row and
+// column of the operands only — never on the batch count, the leading dimensions, the other
+// matrices of the batch or how a kernel tiles the work. This is what makes a task's result
+// independent of its batch-mates (DESIGN §6) on the GPU (gemm_pinned_cuda.cu) as on the host.
+template <typename S>
+MT_HD S gemm_call_element(const GemmCall& c, const S* Ap, const S* Bp, const S* Cp, int i, int j) {
+  S sum = S(0);
+  for (int l = 0; l < c.k; ++l) {
+    const S a = c.transa ? Ap[l + static_cast<int64_t>(i) * c.lda]
+                         : Ap[i + static_cast<int64_t>(l) * c.lda];
+    const S b = c.transb ? Bp[j + static_cast<int64_t>(l) * c.ldb]
+                         : Bp[l + static_cast<int64_t>(j) * c.ldb];
+    sum = fused_multiply_add(a, b, sum);
+  }
+  const S scaled = static_cast<S>(c.alpha) * sum;
+  if (c.beta == 0) return scaled;  // beta = 0: C is not read
+  return fused_multiply_add(static_cast<S>(c.beta), Cp[i + static_cast<int64_t>(j) * c.ldc],
+                            scaled);
+}
+
+// Host reference: executes call as cuBLAS defines it, every element by gemm_call_element.
 template <typename S>
 void run_gemm_call_host(const GemmCall& call, const S* A, const S* B, S* C);
 
-// CUDA build only (conv2d_gemm_cuda.cu): the same call through cublasSgemmStridedBatched on
-// the handle's stream, status checked.
-void run_gemm_call_cublas(cublasContext* handle, const GemmCall& call, const float* A,
-                          const float* B, float* C);
+// CUDA build only (gemm_pinned_cuda.cu): the same call by our tiled kernel on `stream`, each
+// element's arithmetic exactly gemm_call_element's (so bit-identical to the host twin for
+// float, and independent of the batch count). No cuBLAS: cuBLAS chooses kernels, split-K among
+// them, from (m, n, k, batch count), which would make a task's bits depend on its batch-mates.
+void run_gemm_call_pinned(const GemmCall& call, const float* A, const float* B, float* C,
+                          CUstream_st* stream);
 
 // The buffers a GEMM may read, by the operand names of GemmCall.
 template <typename S>

@@ -1,8 +1,8 @@
 // The GEMM form of the task-batched conv (models/conv2d_batched.h): im2col / col2im / layout
-// kernels over the MT_HD bodies of conv2d_batched_index.h and one cublasSgemmStridedBatched
-// (batch = tasks, FP32, no TF32) per GEMM; plus BatchedConv2dCuda itself, which dispatches every
-// pass to this form or the cuDNN one (conv2d_cudnn.cu) and times both in tune().
-#include <cublas_v2.h>
+// kernels over the MT_HD bodies of conv2d_batched_index.h and one batch-invariant GEMM
+// (run_gemm_call_pinned, batch = tasks, FP32) per product; plus BatchedConv2dCuda itself, which
+// dispatches every pass to this form or the cuDNN one (conv2d_cudnn.cu) and, with cuda.tune,
+// times both.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -15,17 +15,6 @@
 #include "models/conv2d_batched.h"
 
 namespace mt {
-
-void run_gemm_call_cublas(cublasContext* handle, const GemmCall& c, const float* A, const float* B,
-                          float* C) {
-  check_gemm_call(c);
-  MT_CHECK(A && B && C, "batched GEMM: null device pointer");
-  const float alpha = static_cast<float>(c.alpha), beta = static_cast<float>(c.beta);
-  MT_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, c.transa ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                            c.transb ? CUBLAS_OP_T : CUBLAS_OP_N, c.m, c.n, c.k,
-                                            &alpha, A, c.lda, c.stride_a, B, c.ldb, c.stride_b,
-                                            &beta, C, c.ldc, c.stride_c, c.batch));
-}
 
 const char* conv_form_name(ConvForm form) {
   return form == ConvForm::kGemm ? "gemm" : "cudnn_grouped";
@@ -50,7 +39,6 @@ const char* conv_pass_name(ConvPass pass) {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // CUDA_NOTES: 32 MiB on sm_90
 
 int blocks_for(int64_t n) {
   return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535));
@@ -102,7 +90,6 @@ __global__ void fill_pattern_kernel(int64_t size, uint32_t seed, float* __restri
 
 // The executor of conv2d_batched_index.h's pass sequences on one stream.
 struct CudaGemmExec {
-  cublasHandle_t handle;
   cudaStream_t stream;
 
   void im2col(const BatchedConvGeom& g, int n, const float* x, float* col) const {
@@ -131,89 +118,80 @@ struct CudaGemmExec {
     MT_CUDA_CHECK_LAUNCH();
   }
   void gemm(const GemmCall& call, const float* A, const float* B, float* C) const {
-    run_gemm_call_cublas(handle, call, A, B, C);
+    run_gemm_call_pinned(call, A, B, C, stream);
   }
-};
-
-// Owns a cuBLAS handle in plain FP32 math (CUBLAS_DEFAULT_MATH: no TF32).
-struct CublasHandle {
-  cublasHandle_t h = nullptr;
-  CublasHandle() {
-    MT_CUBLAS_CHECK(cublasCreate(&h));
-    const cublasStatus_t s = cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
-    if (s != CUBLAS_STATUS_SUCCESS) {
-      cublasDestroy(h);
-      MT_CUBLAS_CHECK(s);
-    }
-  }
-  ~CublasHandle() {
-    const cublasStatus_t s = cublasDestroy(h);
-    if (s != CUBLAS_STATUS_SUCCESS)
-      std::fprintf(stderr, "mt::BatchedConv2dCuda: cublasDestroy failed: %s\n",
-                   cublasGetStatusString(s));
-  }
-  CublasHandle(const CublasHandle&) = delete;
-  CublasHandle& operator=(const CublasHandle&) = delete;
 };
 
 }  // namespace
 
 struct BatchedConv2dCuda::Impl {
-  BatchedConvGeom g;
+  BatchedConvGeom g;  // at max_tasks
   int max_n;
-  CublasHandle cublas;
-  DeviceBuffer<char> cublas_workspace;
-  DeviceBuffer<float> col, gy, R_gy;  // the GEMM form's workspace at max_n
-  // The cuDNN form, or null when cuDNN offers no deterministic FMA-math algorithm for this
-  // geometry (then every pass uses the GEMM form and cudnn_missing says why).
+  ConvGemmWorkspace<float> ws;  // bound by bind()
+  bool bound = false;
+  // The cuDNN form, or null when no handle was given or cuDNN offers no usable algorithm for
+  // this geometry (then every pass uses the GEMM form and cudnn_missing says why).
   std::unique_ptr<detail::CudnnGroupedConv> cudnn;
   std::string cudnn_missing;
   ConvForm forms[kConvPassCount];
   float ms[kConvPassCount][2];  // tune()'s time per call: [pass][form], < 0 before tune()
   int tuned_n = 0;
 
-  Impl(const BatchedConvGeom& geom, int n_max)
-      : g(geom),
-        max_n(n_max),
-        cublas_workspace(kCublasWorkspaceBytes),
-        col(geom.col_size(n_max)),
-        gy(geom.out_size(n_max)),
-        R_gy(geom.out_size(n_max)) {
-    try {
-      cudnn = std::make_unique<detail::CudnnGroupedConv>(geom, n_max);
-    } catch (const Error& e) {
-      if (e.code() != ExitCode::kRuntime) throw;
-      cudnn_missing = e.what();
+  Impl(const BatchedConvGeom& geom, int n_max, ConvForm form, cudnnContext* handle)
+      : g(geom), max_n(n_max) {
+    if (handle) {
+      try {
+        cudnn = std::make_unique<detail::CudnnGroupedConv>(handle, geom, n_max);
+      } catch (const Error& e) {
+        if (e.code() != ExitCode::kRuntime || form == ConvForm::kCudnnGrouped) throw;
+        cudnn_missing = e.what();
+      }
+    } else {
+      cudnn_missing = "no cuDNN handle (cuda.conv=gemm without cuda.tune)";
+      MT_CHECK(form == ConvForm::kGemm, "the cuDNN form needs a cuDNN handle");
     }
     for (int p = 0; p < kConvPassCount; ++p) {
-      forms[p] = cudnn ? ConvForm::kCudnnGrouped : ConvForm::kGemm;
+      forms[p] = form;
       ms[p][0] = ms[p][1] = -1.0f;
     }
   }
 
-  // Binds the cuBLAS handle to the stream; cublasSetStream resets the workspace, so set it too.
-  CudaGemmExec exec(CUstream_st* stream) {
-    MT_CUBLAS_CHECK(cublasSetStream(cublas.h, stream));
-    MT_CUBLAS_CHECK(cublasSetWorkspace(cublas.h, cublas_workspace.data(), cublas_workspace.size()));
-    return CudaGemmExec{cublas.h, stream};
-  }
-  ConvGemmWorkspace<float> workspace() { return {col.data(), gy.data(), R_gy.data()}; }
   ConvForm form(ConvPass p) const { return forms[static_cast<int>(p)]; }
-  void check_n(int n) const {
+  // The geometry of a call of `tasks` tasks of n examples, checked against the plan.
+  BatchedConvGeom at(int tasks, int n) const {
+    MT_CHECK(bound, "batched conv: bind() its workspaces before the first pass");
     MT_CHECK(n >= 1 && n <= max_n, "batched conv: n = ", n, " outside [1, ", max_n, "]");
+    MT_CHECK(tasks >= 1 && tasks <= g.tasks, "batched conv: ", tasks, " tasks outside [1, ",
+             g.tasks, "]");
+    return g.at_tasks(tasks);
   }
 };
 
-BatchedConv2dCuda::BatchedConv2dCuda(Shape in, int out_channels, int stride, int tasks, int max_n) {
-  const BatchedConvGeom g = make_batched_conv_geom(in, out_channels, stride, tasks);
+BatchedConv2dCuda::BatchedConv2dCuda(Shape in, int out_channels, int stride, int max_tasks,
+                                     int max_n, ConvForm form, cudnnContext* cudnn) {
+  const BatchedConvGeom g = make_batched_conv_geom(in, out_channels, stride, max_tasks);
   MT_CHECK(max_n >= 1, "batched conv needs max_n >= 1, got ", max_n);
-  impl_ = std::make_unique<Impl>(g, max_n);
+  impl_ = std::make_unique<Impl>(g, max_n, form, cudnn);
 }
 
 BatchedConv2dCuda::~BatchedConv2dCuda() = default;
 
 const BatchedConvGeom& BatchedConv2dCuda::geom() const { return impl_->g; }
 int BatchedConv2dCuda::max_n() const { return impl_->max_n; }
+
+ConvWorkspaceNeed BatchedConv2dCuda::need() const {
+  const Impl& m = *impl_;
+  return {m.g.col_size(m.max_n), m.g.out_size(m.max_n),
+          m.cudnn ? m.cudnn->workspace_bytes() : 0};
+}
+
+void BatchedConv2dCuda::bind(const ConvGemmWorkspace<float>& gemm, void* cudnn_workspace) {
+  Impl& m = *impl_;
+  MT_CHECK(gemm.col && gemm.gy && gemm.R_gy, "batched conv: null GEMM workspace");
+  m.ws = gemm;
+  if (m.cudnn) m.cudnn->bind(cudnn_workspace);
+  m.bound = true;
+}
 
 void BatchedConv2dCuda::set_form(ConvPass pass, ConvForm form) {
   MT_CHECK(form == ConvForm::kGemm || impl_->cudnn, "the cuDNN form is unavailable here: ",
@@ -222,87 +200,90 @@ void BatchedConv2dCuda::set_form(ConvPass pass, ConvForm form) {
 }
 ConvForm BatchedConv2dCuda::form(ConvPass pass) const { return impl_->form(pass); }
 
-void BatchedConv2dCuda::forward(int n, const float* W, const float* x, float* y,
+void BatchedConv2dCuda::forward(int tasks, int n, const float* W, const float* x, float* y,
                                 CUstream_st* stream) {
   Impl& m = *impl_;
-  m.check_n(n);
+  const BatchedConvGeom g = m.at(tasks, n);
   MT_CHECK(W && x && y, "batched conv forward: null device pointer");
   if (m.form(ConvPass::kForward) == ConvForm::kCudnnGrouped) {
-    m.cudnn->forward(n, W, x, y, 0.0f, stream);
+    m.cudnn->forward(tasks, n, W, x, y, 0.0f, stream);
   } else {
-    CudaGemmExec ex = m.exec(stream);
-    conv_gemm_forward(ex, m.g, n, W, x, y, m.workspace());
+    CudaGemmExec ex{stream};
+    conv_gemm_forward(ex, g, n, W, x, y, m.ws);
   }
 }
 
-void BatchedConv2dCuda::backward_data(int n, const float* W, const float* dy, float* dx,
-                                      CUstream_st* stream) {
+void BatchedConv2dCuda::backward_data(int tasks, int n, const float* W, const float* dy,
+                                      float* dx, CUstream_st* stream) {
   Impl& m = *impl_;
-  m.check_n(n);
+  const BatchedConvGeom g = m.at(tasks, n);
   MT_CHECK(W && dy && dx, "batched conv backward data: null device pointer");
   if (m.form(ConvPass::kBackwardData) == ConvForm::kCudnnGrouped) {
-    m.cudnn->backward_data(n, W, dy, dx, 0.0f, stream);
+    m.cudnn->backward_data(tasks, n, W, dy, dx, 0.0f, stream);
   } else {
-    CudaGemmExec ex = m.exec(stream);
-    conv_gemm_backward_data(ex, m.g, n, W, dy, dx, m.workspace());
+    CudaGemmExec ex{stream};
+    conv_gemm_backward_data(ex, g, n, W, dy, dx, m.ws);
   }
 }
 
-void BatchedConv2dCuda::backward_filter(int n, const float* x, const float* dy, float* dW,
-                                        CUstream_st* stream) {
+void BatchedConv2dCuda::backward_filter(int tasks, int n, const float* x, const float* dy,
+                                        float* dW, CUstream_st* stream) {
   Impl& m = *impl_;
-  m.check_n(n);
+  const BatchedConvGeom g = m.at(tasks, n);
   MT_CHECK(x && dy && dW, "batched conv backward filter: null device pointer");
   if (m.form(ConvPass::kBackwardFilter) == ConvForm::kCudnnGrouped) {
-    m.cudnn->backward_filter(n, x, dy, dW, 0.0f, stream);
+    m.cudnn->backward_filter(tasks, n, x, dy, dW, 0.0f, stream);
   } else {
-    CudaGemmExec ex = m.exec(stream);
-    conv_gemm_backward_filter(ex, m.g, n, x, dy, dW, m.workspace());
+    CudaGemmExec ex{stream};
+    conv_gemm_backward_filter(ex, g, n, x, dy, dW, m.ws);
   }
 }
 
-void BatchedConv2dCuda::backward(int n, const float* W, const float* x, const float* dy, float* dx,
-                                 float* dW, CUstream_st* stream) {
-  backward_filter(n, x, dy, dW, stream);
-  if (dx) backward_data(n, W, dy, dx, stream);
+void BatchedConv2dCuda::backward(int tasks, int n, const float* W, const float* x,
+                                 const float* dy, float* dx, float* dW, CUstream_st* stream) {
+  backward_filter(tasks, n, x, dy, dW, stream);
+  if (dx) backward_data(tasks, n, W, dy, dx, stream);
 }
 
-void BatchedConv2dCuda::r_forward(int n, const float* W, const float* R_W, const float* x,
-                                  const float* R_x, float* R_y, CUstream_st* stream) {
+void BatchedConv2dCuda::r_forward(int tasks, int n, const float* W, const float* R_W,
+                                  const float* x, const float* R_x, float* R_y,
+                                  CUstream_st* stream) {
   Impl& m = *impl_;
-  m.check_n(n);
+  const BatchedConvGeom g = m.at(tasks, n);
   MT_CHECK(W && R_W && x && R_y, "batched conv r_forward: null device pointer");
   if (m.form(ConvPass::kRForward) == ConvForm::kCudnnGrouped) {
-    m.cudnn->forward(n, R_W, x, R_y, 0.0f, stream);
-    if (R_x) m.cudnn->forward(n, W, R_x, R_y, 1.0f, stream);
+    m.cudnn->forward(tasks, n, R_W, x, R_y, 0.0f, stream);
+    if (R_x) m.cudnn->forward(tasks, n, W, R_x, R_y, 1.0f, stream);
   } else {
-    CudaGemmExec ex = m.exec(stream);
-    conv_gemm_r_forward(ex, m.g, n, W, R_W, x, R_x, R_y, m.workspace());
+    CudaGemmExec ex{stream};
+    conv_gemm_r_forward(ex, g, n, W, R_W, x, R_x, R_y, m.ws);
   }
 }
 
-void BatchedConv2dCuda::r_backward(int n, const float* W, const float* R_W, const float* x,
-                                   const float* R_x, const float* dy, const float* R_dy,
-                                   float* R_dx, float* R_dW, CUstream_st* stream) {
+void BatchedConv2dCuda::r_backward(int tasks, int n, const float* W, const float* R_W,
+                                   const float* x, const float* R_x, const float* dy,
+                                   const float* R_dy, float* R_dx, float* R_dW,
+                                   CUstream_st* stream) {
   Impl& m = *impl_;
-  m.check_n(n);
+  const BatchedConvGeom g = m.at(tasks, n);
   MT_CHECK(W && R_W && x && dy && R_dy && R_dW, "batched conv r_backward: null device pointer");
   if (m.form(ConvPass::kRBackward) == ConvForm::kCudnnGrouped) {
-    m.cudnn->backward_filter(n, x, R_dy, R_dW, 0.0f, stream);
-    if (R_x) m.cudnn->backward_filter(n, R_x, dy, R_dW, 1.0f, stream);
+    m.cudnn->backward_filter(tasks, n, x, R_dy, R_dW, 0.0f, stream);
+    if (R_x) m.cudnn->backward_filter(tasks, n, R_x, dy, R_dW, 1.0f, stream);
     if (R_dx) {
-      m.cudnn->backward_data(n, R_W, dy, R_dx, 0.0f, stream);
-      m.cudnn->backward_data(n, W, R_dy, R_dx, 1.0f, stream);
+      m.cudnn->backward_data(tasks, n, R_W, dy, R_dx, 0.0f, stream);
+      m.cudnn->backward_data(tasks, n, W, R_dy, R_dx, 1.0f, stream);
     }
   } else {
-    CudaGemmExec ex = m.exec(stream);
-    conv_gemm_r_backward(ex, m.g, n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, m.workspace());
+    CudaGemmExec ex{stream};
+    conv_gemm_r_backward(ex, g, n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, m.ws);
   }
 }
 
 void BatchedConv2dCuda::tune(int n, CUstream_st* stream, int repeats) {
   Impl& m = *impl_;
-  m.check_n(n);
+  const int T = m.g.tasks;
+  m.at(T, n);
   MT_CHECK(repeats >= 1, "tune needs repeats >= 1, got ", repeats);
   const BatchedConvGeom& g = m.g;
   DeviceBuffer<float> x(g.in_size(n)), R_x(g.in_size(n)), dx(g.in_size(n));
@@ -318,19 +299,19 @@ void BatchedConv2dCuda::tune(int n, CUstream_st* stream, int repeats) {
   auto run = [&](ConvPass pass) {
     switch (pass) {
       case ConvPass::kForward:
-        forward(n, W.data(), x.data(), y.data(), stream);
+        forward(T, n, W.data(), x.data(), y.data(), stream);
         break;
       case ConvPass::kBackwardData:
-        backward_data(n, W.data(), dy.data(), dx.data(), stream);
+        backward_data(T, n, W.data(), dy.data(), dx.data(), stream);
         break;
       case ConvPass::kBackwardFilter:
-        backward_filter(n, x.data(), dy.data(), dW.data(), stream);
+        backward_filter(T, n, x.data(), dy.data(), dW.data(), stream);
         break;
       case ConvPass::kRForward:
-        r_forward(n, W.data(), R_W.data(), x.data(), R_x.data(), y.data(), stream);
+        r_forward(T, n, W.data(), R_W.data(), x.data(), R_x.data(), y.data(), stream);
         break;
       case ConvPass::kRBackward:
-        r_backward(n, W.data(), R_W.data(), x.data(), R_x.data(), dy.data(), R_dy.data(), dx.data(),
+        r_backward(T, n, W.data(), R_W.data(), x.data(), R_x.data(), dy.data(), R_dy.data(), dx.data(),
                    dW.data(), stream);
         break;
     }

@@ -1,13 +1,16 @@
 // The CUDA backend of the task-batched model (models/conv4_cuda.h): the batched layer sequence
-// (models/batched_net.h) over a CUDA executor (tuned grouped/GEMM convolutions, the strided-
-// batched head, the element-wise kernels), all on one stream. Memory: one pool sized at
-// construction holds every activation and scratch buffer; each task batch owns device arrays
-// and pinned staging for its examples. Passes without host results are captured as CUDA Graphs
-// after one eager warm-up per distinct call and replayed after that (cuda.graphs=false: eager).
+// (models/batched_net.h) over a CUDA executor (GEMM-form or cuDNN convolutions, the batched
+// head, the element-wise kernels), all on one stream. One plan: every layer is built once, at
+// construction, for up to max_tasks tasks, and each call names its T. Memory: one pool sized at
+// construction holds every activation, scratch buffer and workspace; each task batch owns
+// device arrays and pinned staging for its examples. Passes without host results are captured
+// as CUDA Graphs after one eager warm-up per distinct call and replayed after that
+// (cuda.graphs=false, or a capture that fails: eager).
 #include <cuda_runtime.h>
 
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <tuple>
 
@@ -33,28 +36,39 @@ void log_failure(const char* call, cudaError_t e) {
                  cudaGetErrorString(e));
 }
 
-// The executor of BatchedNet on the GPU: every pass enqueued on one stream.
+// The executor of BatchedNet on the GPU: every pass enqueued on one stream. Built once for up
+// to max_tasks tasks; the convs' workspaces are shared (one stream runs one pass at a time).
 class CudaNetExec {
  public:
-  CudaNetExec(const std::vector<NetLayer>& plan, int tasks, int max_n,
-              CudaBackendOptions::Conv conv, cudaStream_t stream)
+  CudaNetExec(const std::vector<NetLayer>& plan, int max_tasks, int max_n, ConvForm form,
+              cudnnContext* cudnn, cudaStream_t stream)
       : stream_(stream), conv_(plan.size()), head_(plan.size()) {
     for (size_t l = 0; l < plan.size(); ++l) {
       const NetLayer& L = plan[l];
       if (L.kind == NetLayer::kConv) {
-        conv_[l] = std::make_unique<BatchedConv2dCuda>(L.in, L.out.c, L.stride, tasks, max_n);
-        if (conv == CudaBackendOptions::Conv::kAuto)
-          conv_[l]->tune(max_n, stream);  // before any capture: it allocates and synchronises
-        else
-          for (int p = 0; p < kConvPassCount; ++p)
-            conv_[l]->set_form(static_cast<ConvPass>(p), conv == CudaBackendOptions::Conv::kGemm
-                                                             ? ConvForm::kGemm
-                                                             : ConvForm::kCudnnGrouped);
+        conv_[l] = std::make_unique<BatchedConv2dCuda>(L.in, L.out.c, L.stride, max_tasks, max_n,
+                                                       form, cudnn);
+        const ConvWorkspaceNeed n = conv_[l]->need();
+        need_.col = std::max(need_.col, n.col);
+        need_.gy = std::max(need_.gy, n.gy);
+        need_.cudnn_bytes = std::max(need_.cudnn_bytes, n.cudnn_bytes);
       } else if (L.kind == NetLayer::kLinear) {
         head_[l] = std::make_unique<BatchedLinearCuda>(static_cast<int>(L.in.size()), L.out.c,
-                                                       tasks, max_n);
+                                                       max_tasks, max_n);
       }
     }
+  }
+
+  // The shared workspaces every conv needs (bind() them from the pool).
+  const ConvWorkspaceNeed& need() const { return need_; }
+  void bind(const ConvGemmWorkspace<float>& gemm, void* cudnn_workspace) {
+    for (auto& c : conv_)
+      if (c) c->bind(gemm, cudnn_workspace);
+  }
+  // cuda.tune: times both forms of every conv at max_tasks tasks of n examples.
+  void tune(int n) {
+    for (auto& c : conv_)
+      if (c) c->tune(n, stream_);
   }
 
   std::string describe() const {
@@ -64,37 +78,38 @@ class CudaNetExec {
     return s;
   }
 
-  void conv_forward(size_t l, int n, const float* W, const float* x, float* y) {
-    conv_[l]->forward(n, W, x, y, stream_);
+  void conv_forward(size_t l, int T, int n, const float* W, const float* x, float* y) {
+    conv_[l]->forward(T, n, W, x, y, stream_);
   }
-  void conv_backward(size_t l, int n, const float* W, const float* x, const float* dy, float* dx,
-                     float* dW) {
-    conv_[l]->backward(n, W, x, dy, dx, dW, stream_);
+  void conv_backward(size_t l, int T, int n, const float* W, const float* x, const float* dy,
+                     float* dx, float* dW) {
+    conv_[l]->backward(T, n, W, x, dy, dx, dW, stream_);
   }
-  void conv_r_forward(size_t l, int n, const float* W, const float* R_W, const float* x,
+  void conv_r_forward(size_t l, int T, int n, const float* W, const float* R_W, const float* x,
                       const float* R_x, float* R_y) {
-    conv_[l]->r_forward(n, W, R_W, x, R_x, R_y, stream_);
+    conv_[l]->r_forward(T, n, W, R_W, x, R_x, R_y, stream_);
   }
-  void conv_r_backward(size_t l, int n, const float* W, const float* R_W, const float* x,
+  void conv_r_backward(size_t l, int T, int n, const float* W, const float* R_W, const float* x,
                        const float* R_x, const float* dy, const float* R_dy, float* R_dx,
                        float* R_dW) {
-    conv_[l]->r_backward(n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, stream_);
+    conv_[l]->r_backward(T, n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, stream_);
   }
-  void linear_forward(size_t l, int n, const float* W, const float* b, const float* x, float* y) {
-    head_[l]->forward(n, W, b, x, y, stream_);
+  void linear_forward(size_t l, int T, int n, const float* W, const float* b, const float* x,
+                      float* y) {
+    head_[l]->forward(T, n, W, b, x, y, stream_);
   }
-  void linear_backward(size_t l, int n, const float* W, const float* x, const float* dy,
+  void linear_backward(size_t l, int T, int n, const float* W, const float* x, const float* dy,
                        float* dx, float* dW, float* db) {
-    head_[l]->backward(n, W, x, dy, dx, dW, db, stream_);
+    head_[l]->backward(T, n, W, x, dy, dx, dW, db, stream_);
   }
-  void linear_r_forward(size_t l, int n, const float* W, const float* R_W, const float* R_b,
-                        const float* x, const float* R_x, float* R_y) {
-    head_[l]->r_forward(n, W, R_W, R_b, x, R_x, R_y, stream_);
+  void linear_r_forward(size_t l, int T, int n, const float* W, const float* R_W,
+                        const float* R_b, const float* x, const float* R_x, float* R_y) {
+    head_[l]->r_forward(T, n, W, R_W, R_b, x, R_x, R_y, stream_);
   }
-  void linear_r_backward(size_t l, int n, const float* W, const float* R_W, const float* x,
-                         const float* R_x, const float* dy, const float* R_dy, float* R_dx,
-                         float* R_dW, float* R_db) {
-    head_[l]->r_backward(n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, R_db, stream_);
+  void linear_r_backward(size_t l, int T, int n, const float* W, const float* R_W,
+                         const float* x, const float* R_x, const float* dy, const float* R_dy,
+                         float* R_dx, float* R_dW, float* R_db) {
+    head_[l]->r_backward(T, n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, R_db, stream_);
   }
 
 #define MT_FORWARD_TO_CUDA(pass) \
@@ -127,6 +142,20 @@ class CudaNetExec {
   cudaStream_t stream_;
   std::vector<std::unique_ptr<BatchedConv2dCuda>> conv_;
   std::vector<std::unique_ptr<BatchedLinearCuda>> head_;
+  ConvWorkspaceNeed need_;
+};
+
+// The backend's stream, destroyed last.
+class OwnedStream {
+ public:
+  OwnedStream() { MT_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+  ~OwnedStream() { log_failure("cudaStreamDestroy", cudaStreamDestroy(s_)); }
+  OwnedStream(const OwnedStream&) = delete;
+  OwnedStream& operator=(const OwnedStream&) = delete;
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
 };
 
 // Pinned host memory for the staging of a batch's examples.
@@ -237,7 +266,7 @@ class Conv4Cuda final : public BatchedModel<float> {
   void load(const std::vector<const Episode<float>*>& episodes, TaskBatch& b) override {
     MT_CHECK(!episodes.empty() && static_cast<int>(episodes.size()) <= o_.max_tasks,
              "a batch of ", episodes.size(), " tasks (1 to ", o_.max_tasks, ")");
-    cuda_batch(b).load(episodes, o_.max_examples, stream_);
+    cuda_batch(b).load(episodes, o_.max_examples, stream_.get());
   }
   void gather(const TaskBatch& from, const std::vector<int>& tasks, TaskBatch& to) override {
     load(pick_tasks(cuda_batch(from).episodes(), tasks), to);
@@ -248,30 +277,23 @@ class Conv4Cuda final : public BatchedModel<float> {
            LossStats* stats) override;
 
  private:
-  struct PerTasks {
-    CudaNetExec exec;
-    BatchedNet<float, CudaNetExec> net;
-    PerTasks(const std::vector<NetLayer>& plan, const ParamLayout& layout, int tasks, int classes,
-             int max_n, CudaBackendOptions::Conv conv, const NetBuffers<float>& buf,
-             cudaStream_t stream)
-        : exec(plan, tasks, max_n, conv, stream), net(plan, layout, tasks, classes, exec, buf) {}
-  };
-  PerTasks& for_tasks(int tasks);
   // Runs enqueue() eagerly the first time a call is seen, as a captured graph afterwards.
-  void launch(const CallKey& key,
-              const std::function<void()>& enqueue, const char* pass);
+  void launch(const CallKey& key, const std::function<void()>& enqueue, const char* pass);
   void copy_stats(int tasks, int n, LossStats* stats);
 
   Conv4Spec spec_;
   CudaBackendOptions o_;
   std::unique_ptr<Sequential<float>> net_;  // the layout and the plan
   std::vector<NetLayer> plan_;
-  cudaStream_t stream_ = nullptr;
+  OwnedStream stream_;
+  std::shared_ptr<cudnnContext> cudnn_;  // null unless a conv may use the cuDNN form
+  std::string cudnn_note_;               // why the cuDNN form is not used, when it is not
+  std::unique_ptr<CudaNetExec> exec_;
   std::unique_ptr<DevicePool> pool_;
+  std::unique_ptr<BatchedNet<float, CudaNetExec>> batched_;
   std::unique_ptr<VecOps<float>> ops_;
   NetBuffers<float> buffers_;
   float* grad_scratch_ = nullptr;  // hvp's gradient [max_tasks, d]
-  std::map<int, std::unique_ptr<PerTasks>> nets_;
   std::unique_ptr<GraphRunner> graphs_;
   std::map<CallKey,
            std::unique_ptr<char>>
@@ -281,37 +303,77 @@ class Conv4Cuda final : public BatchedModel<float> {
   std::vector<int32_t> host_correct_;
 };
 
+// The cuDNN handle the options call for: none for the GEMM form, a hard requirement for
+// cuda.conv=cudnn (UsageError naming the cause), optional for auto with tuning (note set).
+std::shared_ptr<cudnnContext> cudnn_for(const CudaBackendOptions& o, std::string* note) {
+  using Conv = CudaBackendOptions::Conv;
+  if (o.conv == Conv::kGemm || (o.conv == Conv::kAuto && !o.tune)) {
+    *note = "the GEMM form is the batch-invariant choice (cuda.conv=cudnn or cuda.tune=true to "
+            "use cuDNN)";
+    return nullptr;
+  }
+  try {
+    return make_cudnn_handle();
+  } catch (const Error& e) {
+    if (o.conv == Conv::kCudnn)
+      throw UsageError(detail::concat("cuda.conv=cudnn, but cuDNN is unusable: ", e.what(),
+                                      "; set cuda.conv=gemm (or auto)"));
+    *note = detail::concat("cuDNN is unusable (", e.what(), "), so every conv uses the GEMM form");
+    std::fprintf(stderr, "warning: cuda.conv=auto with cuda.tune: %s\n", note->c_str());
+    return nullptr;
+  }
+}
+
 Conv4Cuda::Conv4Cuda(const Conv4Spec& spec, const CudaBackendOptions& o)
     : spec_(spec), o_(o), net_(make_conv4<float>(spec)), plan_(batched_plan(*net_)) {
   MT_CHECK(o.max_tasks >= 1 && o.max_examples >= 1, "CUDA backend of ", o.max_tasks, " tasks, ",
            o.max_examples, " examples");
-  MT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  cudnn_ = cudnn_for(o, &cudnn_note_);
+  const ConvForm form =
+      o.conv == CudaBackendOptions::Conv::kCudnn ? ConvForm::kCudnnGrouped : ConvForm::kGemm;
+  exec_ = std::make_unique<CudaNetExec>(plan_, o.max_tasks, o.max_examples, form, cudnn_.get(),
+                                        stream_.get());
+
+  // Everything the passes touch, in one pool: net buffers, hvp's gradient, conv workspaces.
   const NetSizes sizes = net_sizes(plan_, o.max_tasks, o.max_examples, spec.ways);
-  size_t bytes = 0;  // what the pool must hold: every buffer rounded up to the pool's alignment
+  const int64_t grad_elems = static_cast<int64_t>(o.max_tasks) * net_->layout().total();
+  const ConvWorkspaceNeed& ws = exec_->need();
+  PoolArithmetic plan(std::numeric_limits<size_t>::max());
   auto count = [&](int64_t n, size_t elem) {
-    bytes += (static_cast<size_t>(n) * elem + 255) / 256 * 256;
+    plan.take(static_cast<size_t>(n) * elem);
     return nullptr;
   };
   make_net_buffers<float>(
       sizes, [&](int64_t n) -> float* { return count(n, sizeof(float)); },
       [&](int64_t n) -> int32_t* { return count(n, sizeof(int32_t)); });
-  const int64_t grad_elems = static_cast<int64_t>(o.max_tasks) * net_->layout().total();
   count(grad_elems, sizeof(float));
-  pool_ = std::make_unique<DevicePool>(bytes);
+  count(ws.col, sizeof(float));
+  count(2 * ws.gy, sizeof(float));
+  count(static_cast<int64_t>(ws.cudnn_bytes), 1);
+  pool_ = std::make_unique<DevicePool>(plan.used());
   buffers_ = make_net_buffers<float>(
       sizes, [&](int64_t n) { return pool_->allocate_array<float>(n); },
       [&](int64_t n) { return pool_->allocate_array<int32_t>(n); });
   grad_scratch_ = pool_->allocate_array<float>(grad_elems);
-  ops_ = make_cuda_vec_ops(stream_, nullptr);
-  graphs_ = std::make_unique<GraphRunner>(stream_, o.graphs);
+  ConvGemmWorkspace<float> gemm_ws;
+  gemm_ws.col = pool_->allocate_array<float>(ws.col);
+  gemm_ws.gy = pool_->allocate_array<float>(ws.gy);
+  gemm_ws.R_gy = pool_->allocate_array<float>(ws.gy);
+  exec_->bind(gemm_ws, ws.cudnn_bytes ? pool_->allocate(ws.cudnn_bytes) : nullptr);
+  if (o.tune) exec_->tune(o.max_examples);  // before any capture: it synchronises
+
+  batched_ = std::make_unique<BatchedNet<float, CudaNetExec>>(plan_, net_->layout(), o.max_tasks,
+                                                              spec.ways, *exec_, buffers_);
+  ops_ = make_cuda_vec_ops(stream_.get(), nullptr);
+  graphs_ = std::make_unique<GraphRunner>(stream_.get(), o.graphs);
   host_loss_.resize(o.max_tasks);
   host_correct_.resize(o.max_tasks);
 }
 
 Conv4Cuda::~Conv4Cuda() {
-  nets_.clear();
+  const cudaError_t e = cudaStreamSynchronize(stream_.get());  // nothing in flight on our memory
+  log_failure("cudaStreamSynchronize", e);
   graphs_.reset();
-  if (stream_) log_failure("cudaStreamDestroy", cudaStreamDestroy(stream_));
 }
 
 std::string Conv4Cuda::describe() const {
@@ -319,27 +381,23 @@ std::string Conv4Cuda::describe() const {
   int dev = 0;
   cudaDeviceProp prop{};
   if (cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess)
-    gpu = detail::concat("GPU ", dev, " (", prop.name, ")");
-  std::string convs;
-  if (!nets_.empty()) convs = "; convolutions " + nets_.begin()->second->exec.describe();
-  return detail::concat("cuda on ", gpu, ", up to ", o_.max_tasks, " tasks of ", o_.max_examples,
-                        " examples per call, CUDA Graphs ", o_.graphs ? "on" : "off",
-                        ", pool ", pool_->capacity() >> 20, " MiB", convs);
+    gpu = detail::concat("GPU ", dev, " (", prop.name, ", sm_", prop.major, prop.minor, ", ",
+                         prop.multiProcessorCount, " SMs)");
+  const char* conv = o_.conv == CudaBackendOptions::Conv::kCudnn  ? "cudnn"
+                     : o_.conv == CudaBackendOptions::Conv::kGemm ? "gemm"
+                                                                  : "auto";
+  return detail::concat("cuda on ", gpu, "; ", cuda_versions(), "; ", cudnn_version(), "; up to ",
+                        o_.max_tasks, " tasks of ", o_.max_examples, " examples per call, CUDA "
+                        "Graphs ", o_.graphs ? "on" : "off", ", pool ", pool_->capacity() >> 20,
+                        " MiB; cuda.conv=", conv, o_.tune ? " tuned (timings: not reproducible)" : "",
+                        cudnn_note_.empty() ? "" : " (" + cudnn_note_ + ")", "; convolutions ",
+                        exec_->describe());
 }
 
-Conv4Cuda::PerTasks& Conv4Cuda::for_tasks(int tasks) {
-  auto& p = nets_[tasks];
-  if (!p)
-    p = std::make_unique<PerTasks>(plan_, net_->layout(), tasks, spec_.ways, o_.max_examples,
-                                   o_.conv, buffers_, stream_);
-  return *p;
-}
-
-void Conv4Cuda::launch(
-    const CallKey& key,
-    const std::function<void()>& enqueue, const char* pass) {
+void Conv4Cuda::launch(const CallKey& key, const std::function<void()>& enqueue,
+                       const char* pass) {
   auto it = seen_.find(key);
-  if (it == seen_.end()) {  // warm-up: cuDNN and cuBLAS settle their state on the first run
+  if (it == seen_.end()) {  // warm-up: cuDNN settles its state on the first run
     enqueue();
     seen_.emplace(key, std::make_unique<char>());
     return;
@@ -350,10 +408,10 @@ void Conv4Cuda::launch(
 void Conv4Cuda::copy_stats(int tasks, int n, LossStats* stats) {
   if (!stats) return;
   MT_CUDA_CHECK(cudaMemcpyAsync(host_loss_.data(), buffers_.loss, tasks * sizeof(float),
-                                cudaMemcpyDeviceToHost, stream_));
+                                cudaMemcpyDeviceToHost, stream_.get()));
   MT_CUDA_CHECK(cudaMemcpyAsync(host_correct_.data(), buffers_.correct, tasks * sizeof(int32_t),
-                                cudaMemcpyDeviceToHost, stream_));
-  MT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+                                cudaMemcpyDeviceToHost, stream_.get()));
+  MT_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
   for (int t = 0; t < tasks; ++t)
     stats[t] = {host_loss_[t], n > 0 ? static_cast<double>(host_correct_[t]) / n : 0.0};
 }
@@ -361,37 +419,35 @@ void Conv4Cuda::copy_stats(int tasks, int n, LossStats* stats) {
 void Conv4Cuda::loss_grad(const TaskBatch& b, Split s, const float* phi, float* grad,
                           LossStats* stats) {
   const auto& c = cuda_batch(b);
-  auto& net = for_tasks(c.tasks()).net;
-  const int n = c.n(s);
+  const int T = c.tasks(), n = c.n(s);
   auto enqueue = [&] {
-    net.forward(n, phi, c.x(s), c.y(s));
-    if (grad) net.backward(n, phi, c.x(s), c.y(s), grad);
+    batched_->forward(T, n, phi, c.x(s), c.y(s));
+    if (grad) batched_->backward(T, n, phi, c.x(s), c.y(s), grad);
   };
   if (stats) {
     enqueue();  // host results: eager
-    copy_stats(c.tasks(), n, stats);
+    copy_stats(T, n, stats);
     return;
   }
-  launch({0, c.serial(), static_cast<int>(s), phi, grad, nullptr, c.tasks(), n}, enqueue,
+  launch({0, c.serial(), static_cast<int>(s), phi, grad, nullptr, T, n}, enqueue,
          s == Split::kSupport ? "support loss and gradient" : "query loss and gradient");
 }
 
 void Conv4Cuda::hvp(const TaskBatch& b, Split s, const float* phi, const float* v, float* Hv,
                     LossStats* stats) {
   const auto& c = cuda_batch(b);
-  auto& net = for_tasks(c.tasks()).net;
-  const int n = c.n(s);
+  const int T = c.tasks(), n = c.n(s);
   auto enqueue = [&] {
-    net.forward(n, phi, c.x(s), c.y(s));
-    net.backward(n, phi, c.x(s), c.y(s), grad_scratch_);
-    net.hvp(n, phi, v, c.x(s), Hv);
+    batched_->forward(T, n, phi, c.x(s), c.y(s));
+    batched_->backward(T, n, phi, c.x(s), c.y(s), grad_scratch_);
+    batched_->hvp(T, n, phi, v, c.x(s), Hv);
   };
   if (stats) {
     enqueue();
-    copy_stats(c.tasks(), n, stats);
+    copy_stats(T, n, stats);
     return;
   }
-  launch({1, c.serial(), static_cast<int>(s), phi, v, Hv, c.tasks(), n}, enqueue,
+  launch({1, c.serial(), static_cast<int>(s), phi, v, Hv, T, n}, enqueue,
          "Hessian-vector product");
 }
 

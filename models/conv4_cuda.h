@@ -15,14 +15,21 @@ struct CudaBackendOptions {
   int max_tasks = 1;        // most tasks per call (the rank's share of the meta-batch)
   int max_examples = 1;     // most examples per task in one call (support or query)
   bool graphs = true;       // replay captured CUDA Graphs of the inner and adjoint steps
-  // Convolution form of every pass: kAuto times both at start-up and keeps the faster per layer
-  // and pass (the pick can differ between runs when the timings are close, and with it the
-  // rounding); a fixed form makes reruns bit-identical.
+  // Convolution form of every pass, chosen once per layer geometry and never by timing unless
+  // `tune`: kGemm = im2col + our batch-invariant GEMM (a task's bits never depend on its
+  // batch-mates); kCudnn = cuDNN grouped convolution with heuristic-pinned algorithms (an error
+  // when cuDNN is unusable); kAuto = kGemm, or with `tune` the faster form per layer and pass
+  // (a warning, and the GEMM form, when cuDNN is unusable).
   enum class Conv { kAuto, kCudnn, kGemm } conv = Conv::kAuto;
+  // Time both forms at start-up and keep the faster per layer and pass: timings differ between
+  // runs, processes and ranks, so a tuned run gives up run-to-run and cross-rank identity.
+  bool tune = false;
 };
 
 // Throws UsageError (exit 2) naming `device` in a build without CUDA or without a usable GPU,
-// and Error (exit 1) with the bytes asked for when device memory does not suffice.
+// or for conv = kCudnn when cuDNN is unusable (naming the cause), and Error (exit 1) with the
+// bytes asked for when device memory does not suffice. Everything the backend runs on is built
+// here, once, for up to max_tasks tasks: calls of any T <= max_tasks create nothing new.
 std::unique_ptr<BatchedModel<float>> make_conv4_cuda(const Conv4Spec& spec,
                                                      const CudaBackendOptions& options);
 

@@ -1,19 +1,24 @@
 // Benchmark of one meta-iteration (not a test): B tasks of an N-way K-shot episode (Omniglot
 // 28×28×1 glyphs, or Mini-ImageNet-shaped 84×84×3 noise) through the chosen algorithm on the
 // CPU or CUDA backend, the sum, and one Adam step. Prints one JSON line: seconds per iteration
-// (median), tasks/s, peak RSS, peak device memory (cuda), and on the CPU GEMM GFLOP/s and the
+// (median), tasks/s, peak RSS, peak device memory (cuda: peak_device_mib, measured as the
+// PyTorch reference measures it, see DeviceMemorySampler), and on the CPU GEMM GFLOP/s and the
 // fraction of this machine's measured SGEMM peak. Run each configuration in its own process so
 // that peak memory belongs to it alone (tests/bench/run_cpu_bench.sh, run_gpu_bench.sh do).
 #include <omp.h>
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/batched_model_cpu.h"
@@ -54,6 +59,65 @@ double sgemm_peak_gflops(int threads) {
   }
   return best;
 }
+
+// The process's device memory in use, as tests/bench/reference/torch_metastep.py measures it
+// (the same quantity on the same schedule, named by kMemoryMethod in both): cudaMemGetInfo's
+// total − free, the maximum over a thread sampling every 5 ms during the timed iterations and a
+// reading after each; the caller subtracts the reading taken right after context creation.
+const char* kMemoryMethod =
+    "cudaMemGetInfo total-free: max over the timed iterations (5 ms sampler thread + after "
+    "each), minus the same right after context creation";
+
+class DeviceMemorySampler {
+ public:
+  explicit DeviceMemorySampler(int gpu) : gpu_(gpu) {}
+  ~DeviceMemorySampler() { stop(); }
+  void start() {
+    thread_ = std::thread([this] {
+      try {
+        mt::select_gpu(gpu_);  // the current device is per thread
+        while (!stop_) {
+          sample();
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        error_ = e.what();
+      }
+    });
+  }
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  void sample() {
+    const size_t used = mt::gpu_memory_used();
+    std::lock_guard<std::mutex> lock(mutex_);
+    peak_ = std::max(peak_, used);
+    ++samples_;
+  }
+  size_t peak() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return peak_;
+  }
+  int samples() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return samples_;
+  }
+  std::string error() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return error_;
+  }
+
+ private:
+  const int gpu_;
+  std::atomic<bool> stop_{false};
+  mutable std::mutex mutex_;
+  size_t peak_ = 0;
+  int samples_ = 0;
+  std::string error_;
+  std::thread thread_;
+};
 
 const char* kUsage =
     "usage: bench_metastep [--device cpu|cuda] [--dataset omniglot|miniimagenet] [--algo "
@@ -133,10 +197,12 @@ int run(int argc, char** argv) {
   mt::InnerLoop inner;
   inner.steps = r;
   inner.trajectory = mt::parse_trajectory(trajectory);
-  const size_t device_before = cuda ? mt::gpu_memory_used() : 0;
+  // Baseline: right after the context exists, before the backend's first allocation.
+  size_t device_baseline = 0;
   std::unique_ptr<mt::BatchedModel<float>> backend;
   if (cuda) {
     mt::select_gpu(0);
+    device_baseline = mt::gpu_memory_used();  // creates the primary context if not yet there
     mt::CudaBackendOptions o;
     o.max_tasks = B;
     o.max_examples = ways * std::max(shots, queries);
@@ -163,7 +229,9 @@ int run(int argc, char** argv) {
   std::vector<double> secs;
   uint64_t flops = 0;
   double exact = 0;
+  DeviceMemorySampler memory(0);
   for (int it = 0; it < n_iter; ++it) {
+    if (cuda && it == warmup) memory.start();
     const uint64_t f0 = mt::gemm_flops();
     const double t0 = now();
     sums.reset(d);
@@ -176,16 +244,19 @@ int run(int argc, char** argv) {
       secs.push_back(now() - t0);
       flops += mt::gemm_flops() - f0;
       exact += sums.exact_tasks;
+      if (cuda) memory.sample();  // the step has finished: its gradient is on the host
     }
   }
+  memory.stop();
   std::sort(secs.begin(), secs.end());
   const double med = secs[secs.size() / 2];
   double total = 0;
   for (double s : secs) total += s;
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  // Nothing on the device is freed during the run: the memory in use at the end is the peak.
-  const double device_mb = cuda ? (mt::gpu_memory_used() - device_before) / 1048576.0 : 0.0;
+  const size_t device_peak = memory.peak();
+  const double device_mib =
+      device_peak > device_baseline ? (device_peak - device_baseline) / 1048576.0 : 0.0;
   const double gflops = flops / total / 1e9;
   // Rounded to the digits worth reading: the line then prints without noise.
   auto fixed = [](double x, int decimals) {
@@ -203,7 +274,7 @@ int run(int argc, char** argv) {
       .add("sec_per_iter", fixed(med, 4))
       .add("tasks_per_s", fixed(B / med, 2))
       .add("peak_rss_mb", fixed(ru.ru_maxrss / 1024.0, 1))
-      .add("peak_mem_bytes", std::round(cuda ? device_mb * 1048576.0 : ru.ru_maxrss * 1024.0))
+      .add("peak_mem_bytes", std::round(cuda ? device_mib * 1048576.0 : ru.ru_maxrss * 1024.0))
       .add("gemm_gflops", fixed(gflops, 1))
       .add("sgemm_peak_gflops", fixed(peak, 1))
       .add("peak_fraction", fixed(cuda ? 0.0 : gflops / peak, 3))
@@ -211,6 +282,15 @@ int run(int argc, char** argv) {
       .add("params", static_cast<double>(d))
       .add("threads", threads)
       .add("blas_core", mt::blas_core_name());
+  if (cuda) {
+    line.add("peak_device_mib", fixed(device_mib, 1))
+        .add("baseline_device_mib", fixed(device_baseline / 1048576.0, 1))
+        .add("memory_method", memory.error().empty() ? std::string(kMemoryMethod)
+                                                     : std::string(kMemoryMethod) +
+                                                           " (sampler failed: " + memory.error() +
+                                                           "; after-each readings only)")
+        .add("memory_samples", memory.samples());
+  }
   std::printf("%s\n", line.str().c_str());
   return 0;
 }

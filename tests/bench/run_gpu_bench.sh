@@ -4,22 +4,29 @@
 # variants) in the same run: Omniglot 5-way 1-shot 15 queries B=32 r in {1,5} and Mini-ImageNet
 # 5-way 1-shot B=4 r=5 for FOMAML / MAML / UFOM q=0.1 (meta-iterations/s, peak device memory),
 # and exact-MAML peak memory for r = 1, 5, 10, 20, 50 (Omniglot, B=4; ours in recompute mode).
-# Writes OUTDIR/results_gpu.jsonl (every row, failures as rows with "error"), OUTDIR/summary.md
-# (tables, ratios ours / PyTorch-best) and OUTDIR/bench.log. Fits ~4 minutes: few iterations
-# per row, a timeout per process, and a total budget (MT_BENCH_BUDGET_S, default 230 s) after
-# which remaining rows are recorded as skipped.
+# Peak memory is measured the same way on both sides (peak_device_mib, memory_method: the
+# process's cudaMemGetInfo total - free, max over the timed iterations, less the reading right
+# after context creation).
+# Writes exactly three files into OUTDIR: results_gpu.jsonl (every row, failures as rows with
+# "error"), summary.md (tables, ratios ours / PyTorch-best) and bench.log (every process's
+# output); per-row scratch lives in a temporary folder. Fits its budget: few iterations per
+# row, a timeout per process that ends within the budget (kill grace included), and rows that
+# would start with too little budget left are recorded as skipped. Budget: MT_BENCH_BUDGET_S,
+# else this step's timeout under tests/gpu/device_check.sh (MT_STEP_TIMEOUT_S) less 20 s, else 230 s.
 #   usage: tests/bench/run_gpu_bench.sh BUNDLE OUTDIR      (env: MT_PYTHON, MT_BENCH_BUDGET_S)
 #
 # bench_metastep's interface used here (bench_metastep --help): --device cuda|cpu, --dataset
 # omniglot|miniimagenet (28x28x1 / 84x84x3; --filters 64 / 32 passed explicitly), --algo --r --B
 # --q --trajectory --ways --shots --queries --filters --iters --warmup; its last stdout line is a
-# JSON object with impl, algo, r, B, sec_per_iter and peak_mem_bytes (device memory on the GPU).
+# JSON object with impl, algo, r, B, sec_per_iter, peak_device_mib and memory_method.
 set -euo pipefail
 
 die() { echo "run_gpu_bench: error: $*" >&2; exit 2; }
 [ $# -eq 2 ] || die "usage: $0 BUNDLE OUTDIR"
 bundle="$(cd "$1" 2>/dev/null && pwd)" || die "bundle '$1' not found (make it with tests/gpu/make_bundle.sh)"
-[ -x "$bundle/run" ] && [ -x "$bundle/bin/bench_metastep" ] || die "$bundle is not a bundle (no run / bin/bench_metastep)"
+if [ ! -x "$bundle/run" ] || [ ! -x "$bundle/bin/bench_metastep" ]; then
+  die "$bundle is not a bundle (no run / bin/bench_metastep)"
+fi
 mkdir -p "$2"
 outdir="$(cd "$2" && pwd)"
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -30,15 +37,24 @@ if [ -z "$py" ]; then
   for c in /opt/torch/.venv/bin/python3 python3; do command -v "$c" >/dev/null && { py="$c"; break; }; done
 fi
 [ -n "$py" ] || die "no python3 found (set MT_PYTHON)"
-budget="${MT_BENCH_BUDGET_S:-230}"
+if [ -n "${MT_BENCH_BUDGET_S:-}" ]; then budget="$MT_BENCH_BUDGET_S"
+elif [ -n "${MT_STEP_TIMEOUT_S:-}" ]; then budget=$(( MT_STEP_TIMEOUT_S - 20 ))
+else budget=230; fi
+kill_s=5
 results="$outdir/results_gpu.jsonl"
 log="$outdir/bench.log"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
 : > "$results"
 : > "$log"
 start=$SECONDS
 export PYTHONUNBUFFERED=1
 
 left() { echo $((budget - (SECONDS - start))); }
+row_timeout() {  # row_timeout CAP: min(CAP, budget left less the kill grace)
+  local l=$(( $(left) - kill_s ))
+  echo $(( l < $1 ? l : $1 ))
+}
 skip_row() {  # skip_row IMPL DESC: record a row that did not run for lack of time
   printf '{"impl": "%s", "config": "%s", "error": "skipped: benchmark time budget (%s s) spent"}\n' "$1" "$2" "$budget" >> "$results"
   echo "SKIP $1 $2 (budget)" | tee -a "$log" >&2
@@ -47,49 +63,49 @@ skip_row() {  # skip_row IMPL DESC: record a row that did not run for lack of ti
 # ours ARGS...: one configuration per process (peak memory is per process).
 ours() {
   local desc="$*" t rc=0
-  t=$(( $(left) < 45 ? $(left) : 45 ))
+  t=$(row_timeout 45)
   if [ "$t" -lt 5 ]; then skip_row ours "$desc"; return 0; fi
   echo "+ [$((SECONDS - start)) s] ours $desc (timeout $t s)" | tee -a "$log" >&2
-  timeout -k 5 "$t" "$bundle/run" bench_metastep --device cuda "$@" > "$outdir/.row" 2> "$outdir/.err" || rc=$?
+  timeout -k "$kill_s" "$t" "$bundle/run" bench_metastep --device cuda "$@" > "$tmp/row" 2> "$tmp/err" < /dev/null || rc=$?
   local line
-  line="$(grep '^{' "$outdir/.row" | tail -n 1 || true)"
-  cat "$outdir/.row" "$outdir/.err" >> "$log"
+  line="$(grep '^{' "$tmp/row" | tail -n 1 || true)"
+  cat "$tmp/row" "$tmp/err" >> "$log"
   if [ "$rc" = 0 ] && [ -n "$line" ]; then
     echo "$line" >> "$results"
   else
     local why
-    why="exit $rc: $( (tail -1 "$outdir/.err" || true) | tr -d '"\\' | cut -c1-200)"
-    [ "$rc" = 124 ] || [ "$rc" = 137 ] && why="timeout after $t s"
+    why="exit $rc: $( (tail -1 "$tmp/err" || true) | tr -d '"\134' | cut -c1-200)"
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then why="timeout after $t s"; fi
     printf '{"impl": "ours", "config": "%s", "error": "%s"}\n' "$desc" "$why" >> "$results"
     echo "FAIL ours $desc: $why" | tee -a "$log" >&2
   fi
-  rm -f "$outdir/.row" "$outdir/.err"
+  rm -f "$tmp/row" "$tmp/err"
 }
 
-# torch TIMEOUT ARGS...: one process, many rows (every combination of the list arguments).
+# torch CAP ARGS...: one process, many rows (every combination of the list arguments).
 torch_rows() {
   local cap="$1"; shift
   local desc="$*" t rc=0
-  t=$(( $(left) < cap ? $(left) : cap ))
+  t=$(row_timeout "$cap")
   if [ "$t" -lt 10 ]; then skip_row pytorch "$desc"; return 0; fi
   echo "+ [$((SECONDS - start)) s] pytorch $desc (timeout $t s)" | tee -a "$log" >&2
-  # Rows stream to the results as they finish, so a timeout keeps the rows done before it.
-  local before after
-  before=$(grep -c . "$results" || true)
-  timeout -k 5 "$t" "$py" "$ref" --device cuda "$@" 2> "$outdir/.err" | grep --line-buffered '^{' >> "$results" || rc=$?
-  cat "$outdir/.err" >> "$log"
-  after=$(grep -c . "$results" || true)
+  # Rows are flushed one by one into the scratch file, so a timeout keeps the rows done before it.
+  timeout -k "$kill_s" "$t" "$py" "$ref" --device cuda "$@" > "$tmp/rows" 2> "$tmp/err" < /dev/null || rc=$?
+  local n
+  n=$(grep -c '^{' "$tmp/rows" || true)
+  grep '^{.*}$' "$tmp/rows" >> "$results" || true
+  cat "$tmp/rows" "$tmp/err" >> "$log"
   if [ "$rc" != 0 ]; then
     # Rows that finished are kept (a failed row is a row with "error"); say why the rest is missing.
     local why
-    why="exit $rc: $( (grep -v '^ ' "$outdir/.err" || true) | tail -1 | tr -d '"\\' | cut -c1-200)"
-    [ "$rc" = 124 ] || [ "$rc" = 137 ] && why="timeout after $t s ($((after - before)) rows done)"
-    if [ "$after" = "$before" ] || [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    why="exit $rc: $( (grep -v '^ ' "$tmp/err" || true) | tail -1 | tr -d '"\134' | cut -c1-200)"
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then why="timeout after $t s ($n rows done)"; fi
+    if [ "$n" = 0 ] || [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
       printf '{"impl": "pytorch", "config": "%s", "error": "%s"}\n' "$desc" "$why" >> "$results"
     fi
     echo "NOTE pytorch $desc: $why" | tee -a "$log" >&2
   fi
-  rm -f "$outdir/.err"
+  rm -f "$tmp/rows" "$tmp/err"
   return 0
 }
 
@@ -118,7 +134,8 @@ torch_rows 80 "${omni[@]}" --algo maml --r 1,5,10,20,50 --B 4 --variant loop,vma
 
 echo "benchmark: $((SECONDS - start)) s" | tee -a "$log" >&2
 
-"$py" - "$results" "$outdir/summary.md" <<'PY'
+# Tables (plain python, no torch): bounded, and a failure here keeps the rows.
+timeout 60 "$py" - "$results" "$outdir/summary.md" <<'PY' || echo "run_gpu_bench: the summary failed (rows are in $results)" | tee -a "$log" >&2
 import json, sys
 rows = []
 for line in open(sys.argv[1]):
@@ -137,14 +154,13 @@ def key(x):
 def fmt(v, f="{:.4f}"):
     return "–" if v is None else f.format(v)
 
-def mib(b):
-    return None if b is None else b / 2**20
+def mib(x):  # the comparable figure: the same field, measured the same way, on both sides
+    return x.get("peak_device_mib") if x else None
 
 ours, torch = {}, {}
 for x in ok:
     if x["impl"] == "ours":
-        traj = x.get("trajectory", "store")
-        ours[(key(x), traj)] = x
+        ours[(key(x), x.get("trajectory", "store"))] = x
     elif x["impl"] == "pytorch":
         torch[(key(x), x.get("variant", "loop"))] = x
 
@@ -153,10 +169,13 @@ meta = next((x for x in ok if x["impl"] == "pytorch"), {})
 if meta:
     out.append(f"PyTorch {meta.get('torch_version')} (CUDA {meta.get('cuda_version')}, cuDNN "
                f"{meta.get('cudnn_version')}, cudnn.benchmark={meta.get('cudnn_benchmark')}, "
-               f"TF32={meta.get('tf32')}) on {meta.get('device_name')}. Peak memory: ours "
-               f"peak_mem_bytes as bench_metastep reports it; PyTorch "
-               f"torch.cuda.max_memory_allocated (reset per row).")
+               f"TF32={meta.get('tf32')}) on {meta.get('device_name')}.")
     out.append("")
+methods = sorted({x.get("memory_method", "?") for x in ok})
+out.append("Memory (MiB): peak_device_mib, measured the same way for both: " + (" / ".join(methods) or "no rows") +
+           ". PyTorch's own torch.cuda.max_memory_allocated (tensors only) is in the rows as "
+           "max_memory_allocated_bytes.")
+out.append("")
 out += ["## Speed (seconds per meta-iteration, median)", "",
         "| dataset | algo | r | B | ours s/iter | ours it/s | torch loop s/iter | torch vmap s/iter "
         "| ours / torch-best time | ours MiB | torch-best MiB | ours / torch-best memory |",
@@ -168,14 +187,14 @@ for k in speed_keys:
     tl, tv = torch.get((k, "loop")), torch.get((k, "vmap"))
     tt = [t for t in (tl, tv) if t]
     best_t = min((t["sec_per_iter"] for t in tt), default=None)
-    best_m = min((t["peak_mem_bytes"] for t in tt if t.get("peak_mem_bytes")), default=None)
-    om = o.get("peak_mem_bytes") if o else None
+    best_m = min((mib(t) for t in tt if mib(t)), default=None)
+    om = mib(o)
     out.append("| " + " | ".join([
         k[0], k[1], str(k[2]), str(k[3]),
         fmt(o["sec_per_iter"] if o else None), fmt(1 / o["sec_per_iter"] if o else None, "{:.1f}"),
         fmt(tl["sec_per_iter"] if tl else None), fmt(tv["sec_per_iter"] if tv else None),
         fmt(o["sec_per_iter"] / best_t if o and best_t else None, "{:.2f}"),
-        fmt(mib(om), "{:.0f}"), fmt(mib(best_m), "{:.0f}"),
+        fmt(om, "{:.0f}"), fmt(best_m, "{:.0f}"),
         fmt(om / best_m if om and best_m else None, "{:.2f}")]) + " |")
 out += ["", "## Exact MAML peak memory against r (Omniglot, B = 4)", "",
         "| r | ours recompute MiB | torch loop MiB | torch vmap MiB | ours / torch-best memory "
@@ -186,16 +205,15 @@ for r in sorted({k[2] for (k, t) in ours if t == "recompute"} |
     k = ("omniglot", "maml", r, 4)
     o = ours.get((k, "recompute"))
     tl, tv = torch.get((k, "loop")), torch.get((k, "vmap"))
-    om = o.get("peak_mem_bytes") if o else None
-    best_m = min((t["peak_mem_bytes"] for t in (tl, tv) if t and t.get("peak_mem_bytes")), default=None)
+    om = mib(o)
+    best_m = min((mib(t) for t in (tl, tv) if mib(t)), default=None)
     out.append("| " + " | ".join([
-        str(r), fmt(mib(om), "{:.0f}"), fmt(mib(tl.get("peak_mem_bytes")) if tl else None, "{:.0f}"),
-        fmt(mib(tv.get("peak_mem_bytes")) if tv else None, "{:.0f}"),
+        str(r), fmt(om, "{:.0f}"), fmt(mib(tl), "{:.0f}"), fmt(mib(tv), "{:.0f}"),
         fmt(om / best_m if om and best_m else None, "{:.2f}"),
         fmt(o["sec_per_iter"] if o else None), fmt(tl["sec_per_iter"] if tl else None),
         fmt(tv["sec_per_iter"] if tv else None)]) + " |")
-if ours and not any("peak_mem_bytes" in x for x in ours.values()):
-    out += ["", "Note: ours printed no peak_mem_bytes (bench_metastep's CUDA path should add it)."]
+if len(methods) > 1:
+    out += ["", "Note: the rows name different memory methods: the MiB columns do not compare."]
 if bad:
     out += ["", f"## Rows that failed or were skipped ({len(bad)})", ""]
     for x in bad:

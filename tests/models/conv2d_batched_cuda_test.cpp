@@ -1,6 +1,8 @@
-// The task-batched conv (both GPU forms: cuDNN grouped, im2col + strided-batched SGEMM) and the
-// batched linear head on the GPU against the host twin (conv2d_batched_index.h), every pass;
-// the two forms against each other; and bit-identical repeats. Skips without a GPU.
+// The task-batched conv (both GPU forms: cuDNN grouped, im2col + our batch-invariant GEMM), the
+// batched linear head and the GEMM kernel itself on the GPU: against the host twin
+// (conv2d_batched_index.h), every pass; the two forms against each other; bit-identical
+// repeats; and a task's bits independent of its batch-mates (alone vs in batches of 1 … T).
+// Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -151,52 +153,89 @@ ConvTwin run_twin(const BatchedConvGeom& g, int n, const DVec& x, const DVec& R_
   return ConvTwin{{y, dx, dW, dW, R_y, R_y0, R_dx, R_dW, R_dx0, R_dW0, R_dW}};
 }
 
-ConvResults run_gpu(BatchedConv2dCuda& conv, int n, const FVec& x, const FVec& R_x, const FVec& W,
-                    const FVec& R_W, const FVec& dy, const FVec& R_dy, CUstream_st* s) {
-  const BatchedConvGeom& g = conv.geom();
+// The slices of T tasks' data: v holds `rows` rows of `from` task blocks of `block` elements
+// (row i, task t at (i·from + t)·block); the result holds the tasks of `pick`, in that order.
+FVec pick_tasks(const FVec& v, int64_t rows, int from, int64_t block, const std::vector<int>& pick) {
+  FVec out(static_cast<size_t>(rows * pick.size() * block));
+  for (int64_t i = 0; i < rows; ++i)
+    for (size_t k = 0; k < pick.size(); ++k)
+      std::copy_n(v.begin() + (i * from + pick[k]) * block, block,
+                  out.begin() + (i * static_cast<int64_t>(pick.size()) + k) * block);
+  return out;
+}
+
+// The device memory and cuDNN handle a BatchedConv2dCuda is bound to.
+struct BoundConv {
+  std::shared_ptr<cudnnContext> cudnn = make_cudnn_handle();
+  BatchedConv2dCuda conv;
+  DeviceBuffer<float> col, gy, R_gy;
+  DeviceBuffer<char> cudnn_ws;
+  BoundConv(const ConvCase& cc, ConvForm form)
+      : conv(Shape{cc.c, cc.hw, cc.hw}, cc.o, cc.stride, cc.tasks, cc.max_n, form, cudnn.get()) {
+    const ConvWorkspaceNeed need = conv.need();
+    col = DeviceBuffer<float>(need.col);
+    gy = DeviceBuffer<float>(need.gy);
+    R_gy = DeviceBuffer<float>(need.gy);
+    cudnn_ws = DeviceBuffer<char>(need.cudnn_bytes);
+    conv.bind({col.data(), gy.data(), R_gy.data()}, cudnn_ws.data());
+  }
+};
+
+// Every pass at T tasks (the first T of the inputs' layout, which must be for T tasks), with
+// each result's layout: rows and per-task block (for pick_tasks).
+struct Layout {
+  int64_t rows, block;
+};
+ConvResults run_gpu(BatchedConv2dCuda& conv, int T, int n, const FVec& x, const FVec& R_x,
+                    const FVec& W, const FVec& R_W, const FVec& dy, const FVec& R_dy,
+                    CUstream_st* s, std::vector<Layout>* layouts = nullptr) {
+  const BatchedConvGeom g = conv.geom().at_tasks(T);
+  const Layout in{n, g.in_c * g.in_plane()}, out{n, g.out_c * g.out_plane()},
+      weight{1, g.out_c * g.col_rows()};
   const DeviceBuffer<float> d_x = upload(x), d_R_x = upload(R_x), d_W = upload(W),
                             d_R_W = upload(R_W), d_dy = upload(dy), d_R_dy = upload(R_dy);
   ConvResults r;
-  auto keep = [&](const char* name, const DeviceBuffer<float>& b) {
+  auto keep = [&](const char* name, const DeviceBuffer<float>& b, Layout l) {
     r.names.push_back(name);
     r.values.push_back(download(b, s));
+    if (layouts) layouts->push_back(l);
   };
   {
     DeviceBuffer<float> y = poisoned(g.out_size(n));
-    conv.forward(n, d_W.data(), d_x.data(), y.data(), s);
-    keep("forward", y);
+    conv.forward(T, n, d_W.data(), d_x.data(), y.data(), s);
+    keep("forward", y, out);
   }
   {
     DeviceBuffer<float> dx = poisoned(g.in_size(n)), dW = poisoned(g.weight_size());
-    conv.backward(n, d_W.data(), d_x.data(), d_dy.data(), dx.data(), dW.data(), s);
-    keep("backward dx", dx);
-    keep("backward dW", dW);
+    conv.backward(T, n, d_W.data(), d_x.data(), d_dy.data(), dx.data(), dW.data(), s);
+    keep("backward dx", dx, in);
+    keep("backward dW", dW, weight);
     DeviceBuffer<float> dW_only = poisoned(g.weight_size());
-    conv.backward(n, d_W.data(), d_x.data(), d_dy.data(), nullptr, dW_only.data(), s);
-    keep("backward dW, null dx", dW_only);
+    conv.backward(T, n, d_W.data(), d_x.data(), d_dy.data(), nullptr, dW_only.data(), s);
+    keep("backward dW, null dx", dW_only, weight);
   }
   {
     DeviceBuffer<float> R_y = poisoned(g.out_size(n)), R_y0 = poisoned(g.out_size(n));
-    conv.r_forward(n, d_W.data(), d_R_W.data(), d_x.data(), d_R_x.data(), R_y.data(), s);
-    conv.r_forward(n, d_W.data(), d_R_W.data(), d_x.data(), nullptr, R_y0.data(), s);
-    keep("r_forward", R_y);
-    keep("r_forward, null R_x", R_y0);
+    conv.r_forward(T, n, d_W.data(), d_R_W.data(), d_x.data(), d_R_x.data(), R_y.data(), s);
+    conv.r_forward(T, n, d_W.data(), d_R_W.data(), d_x.data(), nullptr, R_y0.data(), s);
+    keep("r_forward", R_y, out);
+    keep("r_forward, null R_x", R_y0, out);
   }
   {
     DeviceBuffer<float> R_dx = poisoned(g.in_size(n)), R_dW = poisoned(g.weight_size());
     DeviceBuffer<float> R_dx0 = poisoned(g.in_size(n)), R_dW0 = poisoned(g.weight_size());
     DeviceBuffer<float> R_dW_only = poisoned(g.weight_size());
-    conv.r_backward(n, d_W.data(), d_R_W.data(), d_x.data(), d_R_x.data(), d_dy.data(),
+    conv.r_backward(T, n, d_W.data(), d_R_W.data(), d_x.data(), d_R_x.data(), d_dy.data(),
                     d_R_dy.data(), R_dx.data(), R_dW.data(), s);
-    conv.r_backward(n, d_W.data(), d_R_W.data(), d_x.data(), nullptr, d_dy.data(), d_R_dy.data(),
-                    R_dx0.data(), R_dW0.data(), s);
-    conv.r_backward(n, d_W.data(), d_R_W.data(), d_x.data(), d_R_x.data(), d_dy.data(),
+    conv.r_backward(T, n, d_W.data(), d_R_W.data(), d_x.data(), nullptr, d_dy.data(),
+                    d_R_dy.data(), R_dx0.data(), R_dW0.data(), s);
+    conv.r_backward(T, n, d_W.data(), d_R_W.data(), d_x.data(), d_R_x.data(), d_dy.data(),
                     d_R_dy.data(), nullptr, R_dW_only.data(), s);
-    keep("r_backward R_dx", R_dx);
-    keep("r_backward R_dW", R_dW);
-    keep("r_backward R_dx, null R_x", R_dx0);
-    keep("r_backward R_dW, null R_x", R_dW0);
-    keep("r_backward R_dW, null R_dx", R_dW_only);
+    keep("r_backward R_dx", R_dx, in);
+    keep("r_backward R_dW", R_dW, weight);
+    keep("r_backward R_dx, null R_x", R_dx0, in);
+    keep("r_backward R_dW, null R_x", R_dW0, weight);
+    keep("r_backward R_dW, null R_dx", R_dW_only, weight);
   }
   return r;
 }
@@ -226,13 +265,14 @@ TEST_P(BatchedConvCuda, BothFormsMatchTheHostTwinAgreeAndRepeatBitwise) {
                     2.0};
 
   CudaStream stream;
-  BatchedConv2dCuda conv(Shape{cc.c, cc.hw, cc.hw}, cc.o, cc.stride, cc.tasks, cc.max_n);
+  BoundConv bc(cc, ConvForm::kCudnnGrouped);
+  BatchedConv2dCuda& conv = bc.conv;
   std::vector<ConvResults> by_form;
   for (ConvForm form : {ConvForm::kCudnnGrouped, ConvForm::kGemm}) {
     set_all(conv, form);
     for (int p = 0; p < kConvPassCount; ++p) ASSERT_EQ(conv.form(static_cast<ConvPass>(p)), form);
-    const ConvResults first = run_gpu(conv, n, x, R_x, W, R_W, dy, R_dy, stream.get());
-    const ConvResults again = run_gpu(conv, n, x, R_x, W, R_W, dy, R_dy, stream.get());
+    const ConvResults first = run_gpu(conv, cc.tasks, n, x, R_x, W, R_W, dy, R_dy, stream.get());
+    const ConvResults again = run_gpu(conv, cc.tasks, n, x, R_x, W, R_W, dy, R_dy, stream.get());
     ASSERT_EQ(first.values.size(), ref.values.size());
     for (size_t k = 0; k < first.values.size(); ++k) {
       const std::string what = std::string(conv_form_name(form)) + " " + first.names[k];
@@ -247,13 +287,68 @@ TEST_P(BatchedConvCuda, BothFormsMatchTheHostTwinAgreeAndRepeatBitwise) {
   std::printf("%s\n", conv.describe().c_str());
 }
 
+// Every task's results, for every pass, are the same bits alone (T = 1), among the first
+// T = 1 … max tasks, and in the full batch: what dist.reduce=exact's promise rests on.
+void expect_batch_invariant(const ConvCase& cc, ConvForm form) {
+  const BatchedConvGeom g =
+      make_batched_conv_geom(Shape{cc.c, cc.hw, cc.hw}, cc.o, cc.stride, cc.tasks);
+  const int n = cc.n, Tmax = cc.tasks;
+  const Layout in{n, g.in_c * g.in_plane()}, out{n, g.out_c * g.out_plane()},
+      weight{1, g.out_c * g.col_rows()};
+  const FVec x = random_vec(g.in_size(n), 31), R_x = random_vec(g.in_size(n), 32);
+  const FVec W = random_vec(g.weight_size(), 33), R_W = random_vec(g.weight_size(), 34);
+  const FVec dy = random_vec(g.out_size(n), 35), R_dy = random_vec(g.out_size(n), 36);
+  CudaStream stream;
+  BoundConv bc(cc, form);
+  std::vector<Layout> layouts;
+  const ConvResults full =
+      run_gpu(bc.conv, Tmax, n, x, R_x, W, R_W, dy, R_dy, stream.get(), &layouts);
+  std::vector<std::vector<int>> subsets;
+  for (int T = 1; T < Tmax; ++T) {
+    subsets.emplace_back();
+    for (int t = 0; t < T; ++t) subsets.back().push_back(t);
+  }
+  for (int t = 0; t < Tmax; ++t) subsets.push_back({t});
+  subsets.push_back({Tmax - 1, 0});  // order within the batch does not matter either
+  for (const std::vector<int>& pick : subsets) {
+    auto sub = [&](const FVec& v, Layout l) { return pick_tasks(v, l.rows, Tmax, l.block, pick); };
+    const int T = static_cast<int>(pick.size());
+    const ConvResults part = run_gpu(bc.conv, T, n, sub(x, in), sub(R_x, in), sub(W, weight),
+                                     sub(R_W, weight), sub(dy, out), sub(R_dy, out), stream.get());
+    for (size_t k = 0; k < part.values.size(); ++k)
+      for (int j = 0; j < T; ++j) {
+        const FVec mine = pick_tasks(part.values[k], layouts[k].rows, T, layouts[k].block, {j});
+        const FVec whole =
+            pick_tasks(full.values[k], layouts[k].rows, Tmax, layouts[k].block, {pick[j]});
+        EXPECT_EQ(std::memcmp(mine.data(), whole.data(), mine.size() * sizeof(float)), 0)
+            << conv_form_name(form) << " " << part.names[k] << ": task " << pick[j]
+            << " differs between a batch of " << T << " and of " << Tmax;
+      }
+  }
+}
+
+TEST_P(BatchedConvCuda, GemmFormGivesEachTaskTheBitsItHasAlone) {
+  MT_REQUIRE_GPU();
+  select_gpu(0);
+  expect_batch_invariant(GetParam(), ConvForm::kGemm);
+}
+
+// cuDNN promises nothing about a group's bits across group counts; this says whether it holds
+// on the GPU at hand (README's status table records the answer).
+TEST_P(BatchedConvCuda, CudnnFormGivesEachTaskTheBitsItHasAlone) {
+  MT_REQUIRE_GPU();
+  select_gpu(0);
+  expect_batch_invariant(GetParam(), ConvForm::kCudnnGrouped);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, BatchedConvCuda,
     ::testing::Values(ConvCase{3, 3, 5, 2, 4, 7, 1}, ConvCase{3, 3, 5, 2, 4, 7, 2},
                       ConvCase{3, 3, 3, 3, 4, 7, 1}, ConvCase{3, 3, 3, 3, 4, 7, 2},
                       ConvCase{3, 3, 4, 2, 4, 6, 1}, ConvCase{3, 3, 4, 2, 4, 6, 2},
                       ConvCase{3, 3, 3, 3, 4, 6, 1}, ConvCase{3, 3, 3, 3, 4, 6, 2},
-                      ConvCase{4, 6, 8, 16, 16, 14, 1}, ConvCase{4, 6, 6, 16, 16, 14, 2}),
+                      ConvCase{4, 6, 8, 16, 16, 14, 1}, ConvCase{4, 6, 6, 16, 16, 14, 2},
+                      ConvCase{6, 5, 5, 64, 64, 14, 1}),
     [](const ::testing::TestParamInfo<ConvCase>& info) { return name_of(info.param); });
 
 TEST(BatchedConvCuda, TuneKeepsTheFasterFormAndStaysCorrect) {
@@ -274,7 +369,8 @@ TEST(BatchedConvCuda, TuneKeepsTheFasterFormAndStaysCorrect) {
                                             static_cast<double>(n * g.out_plane())}) +
                     2.0};
   CudaStream stream;
-  BatchedConv2dCuda conv(Shape{cc.c, cc.hw, cc.hw}, cc.o, cc.stride, cc.tasks, cc.max_n);
+  BoundConv bc(cc, ConvForm::kGemm);
+  BatchedConv2dCuda& conv = bc.conv;
   conv.tune(n, stream.get(), 3);
   const std::string d = conv.describe();
   std::printf("%s\n", d.c_str());
@@ -283,10 +379,56 @@ TEST(BatchedConvCuda, TuneKeepsTheFasterFormAndStaysCorrect) {
     EXPECT_NE(d.find(pass), std::string::npos) << d;
   EXPECT_NE(d.find(" ms"), std::string::npos) << "no timings in: " << d;
   EXPECT_NE(d.find("cudnn algos"), std::string::npos) << d;
-  const ConvResults r = run_gpu(conv, n, x, R_x, W, R_W, dy, R_dy, stream.get());
+  const ConvResults r = run_gpu(conv, cc.tasks, n, x, R_x, W, R_W, dy, R_dy, stream.get());
   for (size_t k = 0; k < r.values.size(); ++k)
     expect_within("tuned " + r.names[k], ref.values[k], mag.values[k], r.values[k], bound);
-  EXPECT_THROW(conv.forward(cc.max_n + 1, nullptr, nullptr, nullptr, stream.get()), Error);
+  EXPECT_THROW(conv.forward(cc.tasks, cc.max_n + 1, nullptr, nullptr, nullptr, stream.get()),
+               Error);
+  EXPECT_THROW(conv.forward(cc.tasks + 1, n, nullptr, nullptr, nullptr, stream.get()), Error);
+}
+
+// ----------------------------------------------------------------------------------------------
+// The GEMM kernel: every element the bits of gemm_call_element (the host twin), for both
+// transposes, beta 0 and 1, leading dimensions above the rows, sizes that are not multiples of
+// the tiles, and k = 0.
+
+TEST(PinnedGemmCuda, EqualsTheHostTwinBitForBit) {
+  MT_REQUIRE_GPU();
+  select_gpu(0);
+  CudaStream stream;
+  int seed = 100;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (double beta : {0.0, 1.0})
+        for (int k : {0, 1, 17, 300}) {
+          GemmCall c;
+          c.transa = ta;
+          c.transb = tb;
+          c.m = 70;
+          c.n = 131;
+          c.k = k;
+          c.lda = (ta ? k : c.m) + 3;
+          c.ldb = (tb ? c.n : k) + 5;
+          c.ldc = c.m + 2;
+          c.stride_a = static_cast<int64_t>(c.lda) * (ta ? c.m : std::max(k, 1)) + 7;
+          c.stride_b = static_cast<int64_t>(c.ldb) * (tb ? std::max(k, 1) : c.n) + 1;
+          c.stride_c = static_cast<int64_t>(c.ldc) * c.n + 9;
+          c.batch = 3;
+          c.beta = beta;
+          c.lda = std::max(c.lda, 1);
+          c.ldb = std::max(c.ldb, 1);
+          const FVec A = random_vec(c.stride_a * c.batch, seed++),
+                     B = random_vec(c.stride_b * c.batch, seed++),
+                     C0 = random_vec(c.stride_c * c.batch, seed++);
+          FVec host = C0;
+          run_gemm_call_host(c, A.data(), B.data(), host.data());
+          const DeviceBuffer<float> dA = upload(A), dB = upload(B);
+          DeviceBuffer<float> dC = upload(C0);
+          run_gemm_call_pinned(c, dA.data(), dB.data(), dC.data(), stream.get());
+          const FVec dev = download(dC, stream.get());
+          EXPECT_EQ(std::memcmp(dev.data(), host.data(), dev.size() * sizeof(float)), 0)
+              << "transa " << ta << " transb " << tb << " beta " << beta << " k " << k;
+        }
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -323,18 +465,21 @@ TEST(BatchedLinearCuda, EveryPassMatchesTheHostTwinAndRepeatsBitwise) {
   CudaStream stream;
   CUstream_st* s = stream.get();
   BatchedLinearCuda lin(F, K, T, max_n);
-  const DeviceBuffer<float> d_x = upload(x), d_R_x = upload(R_x), d_W = upload(W),
-                            d_R_W = upload(R_W), d_b = upload(b), d_R_b = upload(R_b),
-                            d_dy = upload(dy), d_R_dy = upload(R_dy);
-  auto run = [&] {
-    DeviceBuffer<float> y = poisoned(n * T * K), dx = poisoned(n * T * F), dW = poisoned(T * K * F),
-                        db = poisoned(T * K), R_y = poisoned(n * T * K), R_dx = poisoned(n * T * F),
-                        R_dW = poisoned(T * K * F), R_db = poisoned(T * K);
-    lin.forward(n, d_W.data(), d_b.data(), d_x.data(), y.data(), s);
-    lin.backward(n, d_W.data(), d_x.data(), d_dy.data(), dx.data(), dW.data(), db.data(), s);
-    lin.r_forward(n, d_W.data(), d_R_W.data(), d_R_b.data(), d_x.data(), d_R_x.data(), R_y.data(),
-                  s);
-    lin.r_backward(n, d_W.data(), d_R_W.data(), d_x.data(), d_R_x.data(), d_dy.data(),
+  // Every pass at Tc tasks on inputs laid out for Tc tasks.
+  auto run = [&](int Tc, const FVec& x_, const FVec& R_x_, const FVec& W_, const FVec& R_W_,
+                 const FVec& b_, const FVec& R_b_, const FVec& dy_, const FVec& R_dy_) {
+    const DeviceBuffer<float> d_x = upload(x_), d_R_x = upload(R_x_), d_W = upload(W_),
+                              d_R_W = upload(R_W_), d_b = upload(b_), d_R_b = upload(R_b_),
+                              d_dy = upload(dy_), d_R_dy = upload(R_dy_);
+    DeviceBuffer<float> y = poisoned(n * Tc * K), dx = poisoned(n * Tc * F),
+                        dW = poisoned(Tc * K * F), db = poisoned(Tc * K),
+                        R_y = poisoned(n * Tc * K), R_dx = poisoned(n * Tc * F),
+                        R_dW = poisoned(Tc * K * F), R_db = poisoned(Tc * K);
+    lin.forward(Tc, n, d_W.data(), d_b.data(), d_x.data(), y.data(), s);
+    lin.backward(Tc, n, d_W.data(), d_x.data(), d_dy.data(), dx.data(), dW.data(), db.data(), s);
+    lin.r_forward(Tc, n, d_W.data(), d_R_W.data(), d_R_b.data(), d_x.data(), d_R_x.data(),
+                  R_y.data(), s);
+    lin.r_backward(Tc, n, d_W.data(), d_R_W.data(), d_x.data(), d_R_x.data(), d_dy.data(),
                    d_R_dy.data(), R_dx.data(), R_dW.data(), R_db.data(), s);
     return std::vector<FVec>{download(y, s),    download(dx, s),  download(dW, s),
                              download(db, s),   download(R_y, s), download(R_dx, s),
@@ -342,19 +487,38 @@ TEST(BatchedLinearCuda, EveryPassMatchesTheHostTwinAndRepeatsBitwise) {
   };
   const char* names[] = {"forward",   "backward dx",     "backward dW",     "backward db",
                          "r_forward", "r_backward R_dx", "r_backward R_dW", "r_backward R_db"};
-  const std::vector<FVec> first = run(), again = run();
+  const std::vector<FVec> first = run(T, x, R_x, W, R_W, b, R_b, dy, R_dy),
+                          again = run(T, x, R_x, W, R_W, b, R_b, dy, R_dy);
   for (size_t k = 0; k < first.size(); ++k) {
     expect_within(names[k], ref[k], mag[k], first[k], bound);
     expect_same_bits(names[k], first[k], again[k]);
   }
+  // Each task alone gives the bits it has in the batch (rows, block) of every result.
+  const Layout lay[] = {{n, K}, {n, F}, {1, K * F}, {1, K}, {n, K}, {n, F}, {1, K * F}, {1, K}};
+  for (int t = 0; t < T; ++t) {
+    auto one = [&](const FVec& v, Layout l) { return pick_tasks(v, l.rows, T, l.block, {t}); };
+    const Layout in{n, F}, out{n, K}, weight{1, K * F}, bias{1, K};
+    const std::vector<FVec> alone = run(1, one(x, in), one(R_x, in), one(W, weight),
+                                        one(R_W, weight), one(b, bias), one(R_b, bias),
+                                        one(dy, out), one(R_dy, out));
+    for (size_t k = 0; k < alone.size(); ++k) {
+      const FVec whole = one(first[k], lay[k]);
+      EXPECT_EQ(std::memcmp(alone[k].data(), whole.data(), whole.size() * sizeof(float)), 0)
+          << names[k] << ": task " << t << " alone differs from the batch of " << T;
+    }
+  }
 
   // Null R_x and null dx / R_dx.
+  const DeviceBuffer<float> d_x = upload(x), d_R_x = upload(R_x), d_W = upload(W),
+                            d_R_W = upload(R_W), d_R_b = upload(R_b), d_dy = upload(dy),
+                            d_R_dy = upload(R_dy);
   DeviceBuffer<float> R_y0 = poisoned(n * T * K), dW1 = poisoned(T * K * F), db1 = poisoned(T * K),
                       R_dW1 = poisoned(T * K * F), R_db1 = poisoned(T * K);
-  lin.r_forward(n, d_W.data(), d_R_W.data(), d_R_b.data(), d_x.data(), nullptr, R_y0.data(), s);
-  lin.backward(n, d_W.data(), d_x.data(), d_dy.data(), nullptr, dW1.data(), db1.data(), s);
-  lin.r_backward(n, d_W.data(), d_R_W.data(), d_x.data(), d_R_x.data(), d_dy.data(), d_R_dy.data(),
-                 nullptr, R_dW1.data(), R_db1.data(), s);
+  lin.r_forward(T, n, d_W.data(), d_R_W.data(), d_R_b.data(), d_x.data(), nullptr, R_y0.data(),
+                s);
+  lin.backward(T, n, d_W.data(), d_x.data(), d_dy.data(), nullptr, dW1.data(), db1.data(), s);
+  lin.r_backward(T, n, d_W.data(), d_R_W.data(), d_x.data(), d_R_x.data(), d_dy.data(),
+                 d_R_dy.data(), nullptr, R_dW1.data(), R_db1.data(), s);
   expect_within("backward dW, null dx", ref[2], mag[2], download(dW1, s), bound);
   expect_within("backward db, null dx", ref[3], mag[3], download(db1, s), bound);
   expect_within("r_backward R_dW, null R_dx", ref[6], mag[6], download(R_dW1, s), bound);

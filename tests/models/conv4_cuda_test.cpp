@@ -1,14 +1,21 @@
 // The CUDA backend (models/conv4_cuda.h) against the CPU backend on the same episodes and θ:
 // every pass of both Conv-4 variants, whole meta-steps (FOMAML, MAML r = 5 in each trajectory
 // mode, UFOM q = 0.3), a batch against its tasks one at a time, graphs against eager launches,
-// and the same step twice. Needs a GPU: skips with the reason otherwise (label gpu).
+// the same step twice, every task's bits independent of its batch-mates on one backend built
+// once (no device memory taken after construction), and a capture that fails degrading to eager.
+// Needs a GPU: skips with the reason otherwise (label gpu).
 #include "models/conv4_cuda.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 
+#include <cuda_runtime.h>
+
+#include <cstring>
+
 #include "core/batched_model_cpu.h"
+#include "core/cuda_graph.h"
 #include "core/device.h"
 #include "core/meta_step.h"
 #include "models/conv4.h"
@@ -178,6 +185,122 @@ TEST(Conv4Cuda, GraphsEqualEagerAndBatchedEqualsOneByOne) {
     by_form[conv == CudaBackendOptions::Conv::kGemm] = g.grad;
   }
   EXPECT_LT(rel_max_err(by_form[1], by_form[0]), kStepTol);
+}
+
+size_t device_free() {
+  size_t free_bytes = 0, total = 0;
+  if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) return 0;
+  return free_bytes;
+}
+
+// One backend built for 4 tasks (GEMM form, eager so that no graph memory is counted): every
+// task's loss, gradient and Hv are the same bits alone, among the first T = 1 … 4, and in a
+// reordered batch; and calls of any T take no device memory after construction.
+TEST(Conv4Cuda, EveryTaskHasTheSameBitsInEveryBatchAndNoCallAllocates) {
+  MT_NEED_GPU();
+  const int T = 4;
+  Fixture s(kOmniglot, T);
+  auto gpu = s.cuda(T, false, CudaBackendOptions::Conv::kGemm);
+  const ParamLayout& layout = s.net->layout();
+  const BatchedLayout full(layout, T);
+  std::vector<float> phi(full.total()), v(full.total());
+  host_vec_ops<float>().broadcast(full, s.theta.data(), phi.data());
+  Rng rng(6, 0, 0, Stream::kInit);
+  for (auto& x : phi) x += static_cast<float>(0.05 * rng.uniform(-1, 1));
+  for (auto& x : v) x = static_cast<float>(rng.uniform(-1, 1));
+  auto batch = gpu->make_batch();
+  Buffer<float> d_phi = gpu->ops().alloc(full.total()), d_v = gpu->ops().alloc(full.total()),
+                d_g = gpu->ops().alloc(full.total()), d_h = gpu->ops().alloc(full.total());
+  // Per split: gradient and Hv (host, the call's batched layout) and the losses.
+  auto run = [&](const std::vector<int>& pick, std::vector<float> out[4],
+                 std::vector<LossStats> stats[2]) {
+    const BatchedLayout mine(layout, static_cast<int>(pick.size()));
+    std::vector<float> p(mine.total()), w(mine.total());
+    std::vector<const Episode<float>*> eps;
+    for (size_t k = 0; k < pick.size(); ++k) {
+      eps.push_back(&s.eps[pick[k]]);
+      for (int64_t j = 0; j < layout.total(); ++j) {
+        p[mine.index(static_cast<int>(k), j)] = phi[full.index(pick[k], j)];
+        w[mine.index(static_cast<int>(k), j)] = v[full.index(pick[k], j)];
+      }
+    }
+    gpu->load(eps, *batch);
+    gpu->ops().upload(mine.total(), p.data(), d_phi.data());
+    gpu->ops().upload(mine.total(), w.data(), d_v.data());
+    for (int k = 0; k < 2; ++k) {
+      const Split split = k == 0 ? Split::kSupport : Split::kQuery;
+      stats[k].resize(pick.size());
+      gpu->loss_grad(*batch, split, d_phi.data(), d_g.data(), stats[k].data());
+      gpu->hvp(*batch, split, d_phi.data(), d_v.data(), d_h.data(), nullptr);
+      out[2 * k].resize(mine.total());
+      out[2 * k + 1].resize(mine.total());
+      gpu->ops().download(mine.total(), d_g.data(), out[2 * k].data());
+      gpu->ops().download(mine.total(), d_h.data(), out[2 * k + 1].data());
+    }
+  };
+  std::vector<float> whole[4];
+  std::vector<LossStats> whole_stats[2];
+  run({0, 1, 2, 3}, whole, whole_stats);
+  const size_t free_before = device_free();  // after the first call: kernels load lazily
+  std::vector<std::vector<int>> picks = {{0}, {1}, {2}, {3}, {0, 1}, {0, 1, 2}, {3, 1}};
+  for (const auto& pick : picks) {
+    std::vector<float> part[4];
+    std::vector<LossStats> part_stats[2];
+    run(pick, part, part_stats);
+    const BatchedLayout mine(layout, static_cast<int>(pick.size()));
+    for (size_t k = 0; k < pick.size(); ++k) {
+      for (int r = 0; r < 4; ++r) {
+        int64_t differ = 0;
+        for (int64_t j = 0; j < layout.total(); ++j) {
+          const float a = part[r][mine.index(static_cast<int>(k), j)];
+          const float b = whole[r][full.index(pick[k], j)];
+          differ += std::memcmp(&a, &b, sizeof a) != 0;
+        }
+        EXPECT_EQ(differ, 0) << (r % 2 ? "Hv" : "gradient") << (r < 2 ? " support" : " query")
+                             << ": task " << pick[k] << " in a batch of " << pick.size();
+      }
+      for (int sp = 0; sp < 2; ++sp)
+        EXPECT_EQ(part_stats[sp][k].loss, whole_stats[sp][pick[k]].loss) << "task " << pick[k];
+    }
+  }
+  EXPECT_EQ(device_free(), free_before) << "calls of 1 to 4 tasks took device memory";
+}
+
+// A capture that fails (a synchronising call inside it) prints a warning and runs eagerly,
+// then and on every later call: the work is done, nothing is thrown.
+TEST(GraphRunner, AFailedCaptureRunsThePassEagerlyFromThenOn) {
+  MT_NEED_GPU();
+  select_gpu(0);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  int* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, sizeof(int)), cudaSuccess);
+  {
+    GraphRunner graphs(stream, true);
+    const char key = 0;
+    int calls = 0;
+    for (int i = 1; i <= 3; ++i) {
+      EXPECT_NO_THROW(graphs.run(
+          &key,
+          [&] {
+            ++calls;
+            const int value = i;
+            // Synchronous copy from pageable memory: illegal while capturing.
+            const cudaError_t e = cudaMemcpy(d, &value, sizeof value, cudaMemcpyHostToDevice);
+            if (e != cudaSuccess) throw Error(ExitCode::kRuntime, cudaGetErrorString(e));
+          },
+          "test pass"));
+      int back = 0;
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(&back, d, sizeof back, cudaMemcpyDeviceToHost), cudaSuccess);
+      EXPECT_EQ(back, i) << "call " << i << " did not run";
+    }
+    EXPECT_EQ(graphs.graphs(), 0);
+    EXPECT_EQ(graphs.eager_passes(), 1);
+    EXPECT_EQ(calls, 4);  // the failed capture, then three eager runs
+  }
+  cudaFree(d);
+  cudaStreamDestroy(stream);
 }
 
 TEST(Conv4Cuda, TooLargeABatchIsAnErrorWithTheBytesAndAHint) {

@@ -13,8 +13,17 @@ over tasks (what learn2learn / higher users write) and torch.func.vmap over task
 
 --algo, --r, --B and --variant take comma-separated lists: every combination is one row, timed
 in this process (seconds per meta-iteration: median over --iters after --warmup, CUDA
-synchronised) with its peak device memory (torch.cuda.max_memory_allocated, reset per row; on
-the CPU the process's peak RSS, which cannot be reset). Prints one JSON line per row.
+synchronised) with its peak device memory measured as our bench_metastep measures it
+(peak_device_mib, memory_method = MEMORY_METHOD, the same text in both): the process's device
+memory in use, cudaMemGetInfo's total - free (torch.cuda.mem_get_info), the maximum over a
+thread sampling every 5 ms during the timed iterations and a reading after each, minus the same
+reading right after context creation (before the model exists). So it counts what PyTorch's
+caching allocator holds, not only live tensors; the cache is emptied before each row and after
+the warm-up (one more untimed iteration then refills it), so cuDNN's trial workspaces and earlier
+rows do not count. One batch is on the device at a time (ours holds one too). The old figure,
+torch.cuda.max_memory_allocated (tensors only, reset per row), stays as
+max_memory_allocated_bytes. On the CPU: the process's peak RSS, which cannot be reset. Prints
+one JSON line per row.
 --selftest checks the gradients in float64 instead (MAML != FOMAML, UFOM(q=1) == MAML, loop ==
 vmap, MAML == finite differences of the meta-loss) and exits non-zero on a failure.
   usage: torch_metastep.py --device cuda --dataset omniglot --algo fomaml,maml,ufom --r 1,5 \
@@ -23,6 +32,7 @@ vmap, MAML == finite differences of the meta-loss) and exits non-zero on a failu
 """
 
 import argparse
+import contextlib
 import gc
 import itertools
 import json
@@ -31,6 +41,7 @@ import os
 import platform
 import resource
 import sys
+import threading
 import time
 import traceback
 
@@ -44,6 +55,10 @@ DATASETS = {  # image size, channels, Conv-4 filters (the paper's set-ups, as ou
     "miniimagenet": (84, 3, 32),
 }
 BN_EPS = 1e-5
+# Word for word the same as kMemoryMethod in tests/bench/bench_metastep.cpp.
+MEMORY_METHOD = ("cudaMemGetInfo total-free: max over the timed iterations (5 ms sampler thread + "
+                 "after each), minus the same right after context creation")
+MEMORY_SAMPLE_PERIOD_S = 0.005
 
 
 def csv_list(kind):
@@ -284,6 +299,46 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
+def device_used(device):
+    """Bytes of the GPU's memory in use (cudaMemGetInfo total - free); the first call creates
+    the CUDA context."""
+    free, total = torch.cuda.mem_get_info(device)
+    return total - free
+
+
+class DeviceMemorySampler:
+    """Maximum of device_used over a background thread (every MEMORY_SAMPLE_PERIOD_S) and the
+    explicit sample() calls, while the `with` block runs."""
+
+    def __init__(self, device):
+        self.device, self.peak, self.samples, self.error = device, 0, 0, None
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self):
+        used = device_used(self.device)
+        with self._lock:
+            self.peak = max(self.peak, used)
+            self.samples += 1
+
+    def _run(self):
+        try:
+            while not self._stop.is_set():
+                self.sample()
+                self._stop.wait(MEMORY_SAMPLE_PERIOD_S)
+        except Exception as e:  # noqa: BLE001 - reported in the row; after-each samples remain
+            self.error = f"{type(e).__name__}: {e}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+
 def versions(device):
     v = {"torch_version": torch.__version__, "cuda_version": torch.version.cuda,
          "python": platform.python_version()}
@@ -321,32 +376,46 @@ def run_row(args, device, model, algo, r, B, variant, common):
                 seen.add(sum(flags[i]))
                 warm.append(i)
     data_gen = torch.Generator().manual_seed(args.seed * 1000003 + 2)
-    batches = [random_batch(args, B, data_gen, device, dtype) for _ in range(total)]
+    # Made on the host, moved to the device one at a time outside the timing.
+    batches = [random_batch(args, B, data_gen, torch.device("cpu"), dtype) for _ in range(total)]
+    cuda = device.type == "cuda"
 
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        sync(device)
+    def empty_cache():
+        gc.collect()
+        if cuda:
+            sync(device)
+            torch.cuda.empty_cache()
+
+    empty_cache()
+    if cuda:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
 
     def iteration(i):
-        g_sum, loss_sum = step.meta_gradient(variant, algo, args.q, theta, batches[i], flags[i])
+        batch = tuple(t.to(device) for t in batches[i])
+        sync(device)
+        t0 = time.perf_counter()
+        g_sum, loss_sum = step.meta_gradient(variant, algo, args.q, theta, batch, flags[i])
         for k, p in theta.items():
             p.grad = g_sum[k].div_(B)
         opt.step()
-        return loss_sum / B
+        sync(device)
+        return time.perf_counter() - t0, loss_sum / B
 
     for i in warm:
         iteration(i)
+    if cuda and warm:
+        empty_cache()  # drop the warm-up's cache (cuDNN's trial workspaces) ...
+        iteration(warm[-1])  # ... and let one untimed iteration take what the steady state needs
     sync(device)
     times, losses = [], []
-    for i in range(args.warmup, total):
-        t0 = time.perf_counter()
-        loss = iteration(i)
-        sync(device)
-        times.append(time.perf_counter() - t0)
-        losses.append(float(loss))
+    with DeviceMemorySampler(device) if cuda else contextlib.nullcontext() as memory:
+        for i in range(args.warmup, total):
+            dt, loss = iteration(i)
+            times.append(dt)
+            losses.append(float(loss))
+            if cuda:
+                memory.sample()
     times_sorted = sorted(times)
     med = times_sorted[len(times) // 2] if len(times) % 2 else 0.5 * (
         times_sorted[len(times) // 2 - 1] + times_sorted[len(times) // 2])
@@ -355,9 +424,16 @@ def run_row(args, device, model, algo, r, B, variant, common):
            "it_per_s": 1.0 / med, "variant": variant, "batching": variant,
            "bn": ("manual" if args.bn != "native" else "native") if variant == "vmap" else
                  ("manual" if args.bn == "manual" else "native")}
-    if device.type == "cuda":
-        row["peak_mem_bytes"] = torch.cuda.max_memory_allocated(device)
-        row["peak_mem_kind"] = "torch.cuda.max_memory_allocated"
+    if cuda:
+        peak = max(memory.peak - args.device_baseline, 0)
+        row["peak_device_mib"] = round(peak / 2**20, 1)
+        row["baseline_device_mib"] = round(args.device_baseline / 2**20, 1)
+        row["memory_method"] = MEMORY_METHOD + (
+            f" (sampler failed: {memory.error}; after-each readings only)" if memory.error else "")
+        row["memory_samples"] = memory.samples
+        row["peak_mem_bytes"] = peak
+        row["peak_mem_kind"] = "device memory in use (memory_method)"
+        row["max_memory_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
         row["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
         row["base_mem_bytes"] = base
     else:
@@ -472,6 +548,10 @@ def main():
         return selftest(args, device)
     args.size, args.channels, filters = DATASETS[args.dataset]
     args.filters = args.filters or filters
+    if device.type == "cuda":
+        # The baseline of peak_device_mib: the context alone, before anything is allocated.
+        device = torch.device("cuda", torch.cuda.current_device())
+        args.device_baseline = device_used(device)
     model = Conv4(args.channels, args.filters, args.ways, args.size).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     common = {"device": device.type, "dataset": args.dataset, "ways": args.ways,
