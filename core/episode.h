@@ -23,14 +23,17 @@ struct Batch {
   // [n] per-example loss weights w_i: the loss is Σ_i w_i ℓ_i / n. Empty means every w_i = 1
   // (what episodes use); the bilevel hyper-cleaning problem weights its training examples.
   std::vector<T> weight;
+  std::vector<int64_t> source;  // [n] store image index of each example; empty if not from a store
 
-  // Sizes x and y for `count` examples of shape s; clears weight (all examples weight 1).
+  // Sizes x and y for `count` examples of shape s; clears weight (all examples weight 1) and
+  // source (the caller that draws from a store fills it).
   void resize(Shape s, int count) {
     item = s;
     n = count;
     x.resize(static_cast<size_t>(count) * s.size());
     y.resize(count);
     weight.clear();
+    source.clear();
   }
   template <typename U>
   Batch<U> cast() const {
@@ -40,6 +43,7 @@ struct Batch {
     b.x.assign(x.begin(), x.end());
     b.y = y;
     b.weight.assign(weight.begin(), weight.end());
+    b.source = source;
     return b;
   }
 };

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <utility>
 
 #include "core/check.h"
 
@@ -49,10 +50,14 @@ void sample_distinct(Rng& rng, int64_t n, int k, std::vector<int64_t>& out) {
   }
 }
 
-void shape_episode(const EpisodeSpec& spec, Shape image, Episode<float>& ep) {
+void shape_episode(const EpisodeSpec& spec, Shape image, Episode<float>& ep, bool pixels) {
   ep.ways = spec.ways;
-  ep.support.resize(image, spec.ways * spec.shots);
-  ep.query.resize(image, spec.ways * spec.queries);
+  for (auto [b, n] : {std::pair{&ep.support, spec.ways * spec.shots},
+                      std::pair{&ep.query, spec.ways * spec.queries}}) {
+    b->resize(image, pixels ? n : 0);
+    b->n = n;
+    b->y.resize(n);
+  }
   for (int c = 0; c < spec.ways; ++c) {
     std::fill_n(ep.support.y.begin() + c * spec.shots, spec.shots, c);
     std::fill_n(ep.query.y.begin() + c * spec.queries, spec.queries, c);

@@ -25,6 +25,7 @@ void sample_distinct(Rng& rng, int64_t n, int k, std::vector<int64_t>& out);
 // Sizes ep for `spec` and writes its labels. Layout is class-major: support example
 // c * shots + s and query example c * queries + q belong to label c. Buffers are only
 // reallocated when their sizes change; image values are left for the caller to overwrite.
-void shape_episode(const EpisodeSpec& spec, Shape image, Episode<float>& ep);
+// Clears `source` (a store fills it). pixels = false leaves x empty (indices-only episodes).
+void shape_episode(const EpisodeSpec& spec, Shape image, Episode<float>& ep, bool pixels = true);
 
 }  // namespace mt

@@ -32,7 +32,8 @@ class EpisodeSource {
   // uniformly from the split in random order (label = draw position), support = ways * shots
   // and query = ways * queries examples, laid out class-major (see shape_episode in
   // data/episode_sampler.h). A pure function of its arguments: thread-safe, independent of
-  // call order and thread. Reuses ep's buffers when their sizes already match.
+  // call order and thread. Reuses ep's buffers when their sizes already match. A store also
+  // fills each batch's `source` (the image index of every example); other sources clear it.
   virtual void sample(const EpisodeSpec& spec, uint64_t seed, uint64_t step, uint64_t task,
                       Episode<float>& ep) const = 0;
 };

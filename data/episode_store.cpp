@@ -2,6 +2,7 @@
 // (data/episode_store.h).
 #include "data/episode_store.h"
 
+#include <algorithm>
 #include <climits>
 #include <filesystem>
 #include <set>
@@ -10,6 +11,7 @@
 #include "core/check.h"
 #include "core/rng.h"
 #include "data/episode_sampler.h"
+#include "data/resident_gather.h"
 
 namespace mt {
 
@@ -240,17 +242,71 @@ StoreContents read_store(const std::string& path) {
   });
 }
 
-EpisodeStore::EpisodeStore(const std::string& path) : file_(h5::File::open_read(path)) {
+namespace {
+
+// Every image of /images, through the checksummed reader, in blocks; a damaged block is read
+// again image by image so that the error names the image, as the per-episode reads do.
+std::vector<uint8_t> read_all_images(const h5::RowReader& images, int64_t n, int64_t item) {
+  constexpr int64_t kBlock = 1024;
+  std::vector<uint8_t> all(static_cast<size_t>(n * item));
+  for (int64_t first = 0; first < n; first += kBlock) {
+    const int64_t count = std::min(kBlock, n - first);
+    try {
+      images.read(first, count, all.data() + first * item);
+    } catch (const h5::ChecksumError&) {
+      for (int64_t i = first; i < first + count; ++i) images.read(i, 1, all.data() + i * item);
+      throw;
+    }
+  }
+  return all;
+}
+
+}  // namespace
+
+EpisodeStore::EpisodeStore(const std::string& path, StoreOptions opt)
+    : file_(h5::File::open_read(path)) {
   StoreContents c = with_repack_advice([&] { return read_metadata(file_); });
   dataset_ = c.dataset;
   height_ = c.height;
   width_ = c.width;
   channels_ = c.channels;
+  num_images_ = c.num_images();
   class_offsets_ = std::move(c.class_offsets);
   splits_ = std::move(c.splits);
   attrs_ = std::move(c.string_attrs);
   fixed_ = std::move(c.episodes);
+  for (const auto& [name, members] : splits_) {
+    int64_t least = INT64_MAX;
+    for (int32_t k : members) least = std::min(least, class_offsets_[k + 1] - class_offsets_[k]);
+    if (!members.empty()) min_per_class_[name] = static_cast<int>(least);
+  }
   images_ = file_.row_reader<uint8_t>("/images");
+
+  const int64_t item = resident_shape().item();
+  const bool gpu =
+      opt.cuda && (opt.residency == Residency::kAuto || opt.residency == Residency::kDevice);
+  const ResidencyPlan plan =
+      plan_residency(opt.residency, opt.cuda, num_images_ * item,
+                     opt.residency == Residency::kOff ? MemoryFacts{} : query_memory(gpu), path);
+  residency_ = plan.mode;
+  residency_note_ = plan.note;
+  if (residency_ != Residency::kOff)
+    resident_ = with_repack_advice([&] { return read_all_images(images_, num_images_, item); });
+}
+
+EpisodeStore::~EpisodeStore() = default;
+
+std::string EpisodeStore::name() const {
+  return concat(dataset_, " store ", file_.path(), " (resident: ", residency_note_, ")");
+}
+
+const DeviceImages& EpisodeStore::device_images() const {
+  MT_CHECK(residency_ == Residency::kDevice, path(), " is resident in ", to_string(residency_),
+           " memory, not on the device");
+  std::lock_guard<std::mutex> lock(device_mutex_);
+  if (!device_)
+    device_ = std::make_unique<DeviceImages>(resident_.data(), num_images_, resident_shape());
+  return *device_;
 }
 
 const std::string& EpisodeStore::attr(const std::string& name) const {
@@ -273,22 +329,25 @@ int64_t EpisodeStore::num_classes(const std::string& s) const {
 }
 
 int EpisodeStore::min_examples_per_class(const std::string& s) const {
-  int64_t least = INT64_MAX;
-  for (int32_t k : split(s)) least = std::min(least, class_offsets_[k + 1] - class_offsets_[k]);
-  return static_cast<int>(least);
+  split(s);  // throws for an unknown or empty split
+  return min_per_class_.at(s);
 }
 
 void EpisodeStore::validate(const EpisodeSpec& spec) const {
   check_episode_spec(spec, path(), num_classes(spec.split), min_examples_per_class(spec.split));
 }
 
-void EpisodeStore::load_image(int64_t i, std::vector<uint8_t>& raw, float* out) const {
-  const int64_t pixels = int64_t{height_} * width_;
-  raw.resize(static_cast<size_t>(pixels * channels_));
-  with_repack_advice([&] { images_.read(i, 1, raw.data()); });
-  for (int64_t p = 0; p < pixels; ++p)
-    for (int ch = 0; ch < channels_; ++ch)
-      out[ch * pixels + p] = static_cast<float>(raw[p * channels_ + ch]) * (1.0f / 255.0f);
+void EpisodeStore::fill_pixels(Batch<float>& b) const {
+  if (indices_only_) return;
+  const ResidentShape shape = resident_shape();
+  const int64_t item = shape.item();
+  if (!resident_.empty())
+    return gather_images(resident_.data(), shape, b.source.data(), b.n, b.x.data());
+  std::vector<uint8_t> raw(static_cast<size_t>(item));
+  for (int i = 0; i < b.n; ++i) {
+    with_repack_advice([&] { images_.read(b.source[i], 1, raw.data()); });
+    convert_image(raw.data(), shape, b.x.data() + i * item);
+  }
 }
 
 void EpisodeStore::sample(const EpisodeSpec& spec, uint64_t seed, uint64_t step, uint64_t task,
@@ -298,33 +357,31 @@ void EpisodeStore::sample(const EpisodeSpec& spec, uint64_t seed, uint64_t step,
   Rng rng(seed, step, task, Stream::kEpisode);
   std::vector<int64_t> picked, items;
   sample_distinct(rng, static_cast<int64_t>(classes.size()), spec.ways, picked);
-  shape_episode(spec, image_shape(), ep);
-  const int64_t item = image_shape().size();
-  std::vector<uint8_t> raw;
+  shape_episode(spec, image_shape(), ep, !indices_only_);
+  ep.support.source.resize(ep.support.n);
+  ep.query.source.resize(ep.query.n);
   for (int c = 0; c < spec.ways; ++c) {
     const int32_t k = classes[picked[c]];
     const int64_t first = class_offsets_[k];
     sample_distinct(rng, class_offsets_[k + 1] - first, spec.shots + spec.queries, items);
-    for (int s = 0; s < spec.shots; ++s)
-      load_image(first + items[s], raw, ep.support.x.data() + (c * spec.shots + s) * item);
+    for (int s = 0; s < spec.shots; ++s) ep.support.source[c * spec.shots + s] = first + items[s];
     for (int q = 0; q < spec.queries; ++q)
-      load_image(first + items[spec.shots + q], raw,
-                 ep.query.x.data() + (c * spec.queries + q) * item);
+      ep.query.source[c * spec.queries + q] = first + items[spec.shots + q];
   }
+  fill_pixels(ep.support);
+  fill_pixels(ep.query);
 }
 
 void EpisodeStore::fixed_episode(int64_t e, Episode<float>& ep) const {
   MT_REQUIRE(e >= 0 && e < num_fixed_episodes(), path(), " has ", num_fixed_episodes(),
              " fixed episodes; episode ", e, " does not exist");
   const FixedEpisodes& f = fixed_;
-  shape_episode({"fixed", f.ways, f.shots, f.queries}, image_shape(), ep);
-  const int64_t item = image_shape().size();
+  shape_episode({"fixed", f.ways, f.shots, f.queries}, image_shape(), ep, !indices_only_);
   const int64_t ns = int64_t{f.ways} * f.shots, nq = int64_t{f.ways} * f.queries;
-  std::vector<uint8_t> raw;
-  for (int64_t i = 0; i < ns; ++i)
-    load_image(f.support[e * ns + i], raw, ep.support.x.data() + i * item);
-  for (int64_t i = 0; i < nq; ++i)
-    load_image(f.query[e * nq + i], raw, ep.query.x.data() + i * item);
+  ep.support.source.assign(f.support.begin() + e * ns, f.support.begin() + (e + 1) * ns);
+  ep.query.source.assign(f.query.begin() + e * nq, f.query.begin() + (e + 1) * nq);
+  fill_pixels(ep.support);
+  fill_pixels(ep.query);
 }
 
 }  // namespace mt

@@ -1,19 +1,23 @@
 // The HDF5 episode store (DESIGN §7): the file format every packer writes and every rank reads.
 // StoreContents is a whole store in memory, as packers build it; write_store puts it on disk
 // byte-reproducibly; EpisodeStore opens a file read-only, validates every field at open, and
-// serves few-shot episodes from it, reading only the images each episode needs.
+// serves few-shot episodes from it, reading only the images each episode needs, or gathering
+// them from a copy decoded once at open (data.resident, data/residency.h).
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "core/episode.h"
 #include "core/hdf5.h"
 #include "data/episode_source.h"
+#include "data/residency.h"
+#include "data/resident_images.h"
 
 namespace mt {
 
@@ -78,48 +82,87 @@ void write_store(const std::string& path, const StoreContents& c);
 // Reads a whole store into memory (tests, tools); validated like EpisodeStore::open.
 StoreContents read_store(const std::string& path);
 
+// Where an EpisodeStore keeps the images it serves (data.resident).
+struct StoreOptions {
+  // kOff: each image read from the file (one checksummed chunk) when an episode needs it.
+  // kHost: every image read (checksums verified) once at open into host memory as stored,
+  // uint8 [n, H, W, C]; episodes are gathered from there. kDevice: as kHost, plus a GPU copy
+  // made by the first device_images(). kAuto: plan_residency decides from query_memory(cuda).
+  Residency residency = Residency::kOff;
+  bool cuda = false;  // the run computes on a GPU (device=cuda): auto may choose kDevice
+};
+
 // A validated, read-only store serving episodes. Opening never locks the file, so every rank of
 // a job (and other jobs) can read it at once. Labels, offsets, names and splits are held in
-// memory; images are read from the file per episode.
+// memory; images are read from the file per episode, or held resident (StoreOptions). Every
+// mode serves the same episodes bit for bit: one pixel converter (resident_pixel).
 class EpisodeStore : public EpisodeSource {
  public:
   // Throws UsageError "<path>: <problem>" for a missing, foreign, truncated or inconsistent file
   // (every header field: version, attributes, dataset types, ranks, shapes and sizes, offsets,
-  // labels, splits, fixed episodes) or one whose index datasets fail their checksums.
-  explicit EpisodeStore(const std::string& path);
+  // labels, splits, fixed episodes) or one whose index datasets fail their checksums; resident,
+  // also h5::ChecksumError for a damaged image (the message of the file path's per-episode
+  // read), and UsageError from plan_residency for a forced mode that cannot be had.
+  explicit EpisodeStore(const std::string& path, StoreOptions opt = {});
+  ~EpisodeStore() override;
 
   const std::string& path() const { return file_.path(); }
   const std::string& dataset() const { return dataset_; }
   const std::string& attr(const std::string& name) const;  // "" when absent
-  std::string name() const override { return dataset_ + " store " + file_.path(); }
+  // "<dataset> store <path> (resident: <mode>, <bytes>[, why auto chose it])".
+  std::string name() const override;
+  Residency residency() const { return residency_; }  // never kAuto
+  int64_t num_images() const { return num_images_; }
+  ResidentShape resident_shape() const { return {int64_t{height_} * width_, channels_}; }
+  // The resident images, uint8 [n, H, W, C]; null when residency() is kOff.
+  const uint8_t* resident_images() const { return resident_.empty() ? nullptr : resident_.data(); }
+  // kDevice only: the images on the GPU. The first call copies them to the GPU current in the
+  // calling thread (the backend's, after select_gpu); later calls, from any thread with that
+  // GPU current, return the same copy. Throws UsageError when they do not fit there.
+  const DeviceImages& device_images() const;
+  // Indices only: from this call on, sample() and fixed_episode() fill labels and `source` but
+  // leave x empty, for a consumer that gathers the pixels itself (pack_rows, then
+  // DeviceImages::gather_rows): only the indices cross PCIe. Any residency. Set it before the
+  // store is shared (it is not synchronised with sample()).
+  void set_indices_only(bool on) { indices_only_ = on; }
+  bool indices_only() const { return indices_only_; }
   Shape image_shape() const override { return {channels_, height_, width_}; }
   int64_t num_classes(const std::string& split) const override;
   int min_examples_per_class(const std::string& split) const override;
   void validate(const EpisodeSpec& spec) const override;
   // Classes by sample_distinct from Rng(seed, step, task, kEpisode), then per class
   // shots + queries distinct images (the first `shots` to the support set). Pixels are scaled
-  // to [0, 1] and laid out channel-first.
+  // to [0, 1] by resident_pixel and laid out channel-first; `source` holds each example's image
+  // index (x is left empty when indices only).
   void sample(const EpisodeSpec& spec, uint64_t seed, uint64_t step, uint64_t task,
               Episode<float>& ep) const override;
 
-  // Fixed evaluation episodes (Lake's runs); 0 when the file has none.
+  // Fixed evaluation episodes (Lake's runs); 0 when the file has none. Filled like sample().
   int64_t num_fixed_episodes() const { return fixed_.count(); }
   const FixedEpisodes& fixed_episodes() const { return fixed_; }
   void fixed_episode(int64_t e, Episode<float>& ep) const;
 
  private:
   const std::vector<int32_t>& split(const std::string& name) const;
-  // Copies image i into out[c][h][w] as floats in [0, 1].
-  void load_image(int64_t i, std::vector<uint8_t>& raw, float* out) const;
+  // Writes b.x from b.source (nothing when indices only): resident, or read from the file.
+  void fill_pixels(Batch<float>& b) const;
 
   h5::File file_;
   h5::RowReader images_;  // /images, held open
   std::string dataset_;
   int height_ = 0, width_ = 0, channels_ = 0;
+  int64_t num_images_ = 0;
   std::vector<int64_t> class_offsets_;
   std::map<std::string, std::vector<int32_t>> splits_;
+  std::map<std::string, int> min_per_class_;  // per split with classes
   std::map<std::string, std::string> attrs_;
   FixedEpisodes fixed_;
+  bool indices_only_ = false;
+  Residency residency_ = Residency::kOff;
+  std::string residency_note_;
+  std::vector<uint8_t> resident_;  // [n, H, W, C] unless kOff
+  mutable std::mutex device_mutex_;
+  mutable std::unique_ptr<DeviceImages> device_;  // made by the first device_images()
 };
 
 }  // namespace mt

@@ -153,6 +153,8 @@ constexpr Choice<const char*> kZSteps[] = {{"line_search", "line_search"},
                                            {"scheduled", "scheduled"}};
 constexpr Choice<const char*> kAssignments[] = {{"modulo", "modulo"}, {"balanced", "balanced"}};
 constexpr Choice<const char*> kReductions[] = {{"exact", "exact"}, {"float", "float"}};
+constexpr Choice<const char*> kResidentModes[] = {
+    {"auto", "auto"}, {"host", "host"}, {"device", "device"}, {"off", "off"}};
 
 template <typename E, size_t N>
 E parse_choice(const std::string& key, const std::string& text, const Choice<E> (&table)[N],
@@ -315,6 +317,8 @@ const std::vector<Field>& schema() {
       text("data.eval_split", REF(data.eval_split), false, "evaluation split"),
       integer("data.prefetch", REF(data.prefetch), 0,
               "background threads drawing training episodes ahead, 0 = inline"),
+      choice("data.resident", REF(data.resident), kResidentModes,
+             "where the store's images live: auto, host or device memory, or off (the file)"),
       integer("eval.every", REF(eval.every), 0,
               "outer steps between evaluations, 0 = only at the end"),
       integer("eval.episodes", REF(eval.episodes), 1, "episodes per evaluation"),
@@ -329,11 +333,16 @@ const std::vector<Field>& schema() {
              "meta-batch sum: exact (same bits for any rank count) or float"),
       integer("dist.check_every", REF(dist.check_every), 0,
               "steps between parameter checksum comparisons of the ranks, 0 = never"),
+      real("dist.timeout", REF(dist.timeout), {0, true},
+           "seconds an NCCL init or collective may wait for its peers before the job aborts"),
       choice("device", REF(device), kDevices, "compute device"),
       choice("cuda.graphs", REF(cuda.graphs), kSwitches,
              "replay CUDA Graphs of the inner and adjoint steps (false = eager launches)"),
       choice("cuda.conv", REF(cuda.conv), kConvForms,
-             "convolution form: auto (timed at start-up), cudnn (grouped) or gemm"),
+             "convolution form: gemm (batch-invariant bits), cudnn (grouped) or auto (gemm; "
+             "with cuda.tune the faster per layer and pass)"),
+      choice("cuda.tune", REF(cuda.tune), kSwitches,
+             "time the convolution forms at start-up (not reproducible across runs or ranks)"),
       text("log.jsonl", REF(log.jsonl), true, "metrics log file"),
       integer("log.every", REF(log.every), 1, "outer steps between metrics lines"),
       integer("log.bias_every", REF(log.bias_every), 0,
@@ -507,6 +516,11 @@ Config build(const YAML::Node* file_root, const std::string& source,
              ": must be -1 (all inner steps) or in 0..inner.steps = 0..", r, " [",
              settings.at("inner.truncate").origin, "; inner.steps from ",
              settings.at("inner.steps").origin, "]");
+  MT_REQUIRE(cfg.data.resident != "device" || cfg.device == Config::Device::kCuda,
+             "data.resident = device needs device = cuda (this run computes on the CPU); set "
+             "data.resident = host, auto or off [",
+             settings.at("data.resident").origin, "; device from ", settings.at("device").origin,
+             "]");
   cfg.effective_yaml = to_yaml(cfg);
   return cfg;
 }
@@ -602,9 +616,9 @@ bool key_applies(const Config& cfg, const std::string& key) {
   if (cfg.algo == Algo::kSlbamm) {
     // The bilevel solver reads its own block, the data path and split, and the run's plumbing.
     static const char* const kMetaOnly[] = {
-        "budget.",   "meta_batch",  "task.",           "inner.",       "outer.",
-        "ufom.",     "model.",      "eval.",           "cuda.",        "debug.",
-        "log.bias_", "dist.assign", "data.eval_split", "data.prefetch"};
+        "budget.",   "meta_batch",  "task.",           "inner.",        "outer.",
+        "ufom.",     "model.",      "eval.",           "cuda.",         "debug.",
+        "log.bias_", "dist.assign", "data.eval_split", "data.prefetch", "data.resident"};
     for (const char* s : kMetaOnly)
       if (in(s)) return false;
     return true;

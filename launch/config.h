@@ -49,6 +49,8 @@ struct Config {
     std::string train_split;
     std::string eval_split;
     int prefetch = 0;  // producer threads of the episode stream; 0 = draw inline
+    // auto | host | device | off: where the store's images live (data/residency.h)
+    std::string resident;
   };
   struct Budget {
     int64_t grad_evals = 0;  // stop once this many gradient evaluations are spent; 0 = off
@@ -76,6 +78,7 @@ struct Config {
     std::string assign;       // modulo | balanced (UFOM: even out predicted cost)
     std::string reduce;       // exact (same bits for any N, core/exact_sum.h) | float
     int64_t check_every = 0;  // 0 = never
+    double timeout = 60;      // seconds an NCCL init or collective may wait before the abort
   };
   // sl-BAMM (algo: slbamm; DESIGN §3.7, core/slbamm.h). Steps, seed, data.path, log.* and
   // dist.backend come from the top-level keys.
@@ -97,7 +100,8 @@ struct Config {
   enum class Device { kCpu, kCuda };
   struct Cuda {
     bool graphs = true;        // replay captured CUDA Graphs of the inner and adjoint steps
-    std::string conv = "auto";  // auto (timed at start-up) | cudnn | gemm
+    std::string conv = "auto";  // auto (= gemm, or timed with tune) | cudnn | gemm
+    bool tune = false;          // time the conv forms at start-up (gives up reproducibility)
   };
 
   Algo algo = Algo::kMaml;

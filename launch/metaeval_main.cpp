@@ -33,6 +33,7 @@ void usage() {
       "defaults come from the config stored in the checkpoint; these keys may be overridden:\n"
       "  data.path=FILE.h5|glyphs  data.eval_split=test|val|train  eval.episodes=600\n"
       "  inner.eval_steps=N  inner.lr=A  task.shots=K  task.queries=Q  seed=S  threads=T\n"
+      "  data.resident=auto|host|device|off\n"
       "A store packed with `metapack omniglot-lake` is evaluated on its 20 fixed runs\n"
       "(20-way 1-shot; the checkpoint must be 20-way).\n"
       "Under mpirun/srun the ranks share the episodes; rank 0 prints the same result as one\n"
@@ -42,7 +43,7 @@ void usage() {
 
 const char* const kOverridable[] = {
     "data.path=",  "data.eval_split=", "eval.episodes=", "inner.eval_steps=", "inner.lr=",
-    "task.shots=", "task.queries=",    "seed=",          "threads="};
+    "task.shots=", "task.queries=",    "seed=",          "threads=",         "data.resident="};
 
 struct Args {
   std::string checkpoint;

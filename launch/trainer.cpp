@@ -19,6 +19,7 @@
 #include "data/episode_stream.h"
 #include "data/glyphs.h"
 #include "dist/comm.h"
+#include "dist/nccl_comm.h"
 #include "dist/task_assignment.h"
 #include "launch/backend.h"
 #include "launch/bilevel_trainer.h"
@@ -129,7 +130,12 @@ void write_dump(const Config& cfg, BatchedModel<float>& backend, const InnerLoop
 
 std::unique_ptr<EpisodeSource> make_episode_source(const Config& cfg) {
   if (cfg.data.path == "glyphs") return std::make_unique<GlyphSource>();
-  return std::make_unique<EpisodeStore>(cfg.data.path);
+  // Device residency still fills x (no set_indices_only) until the CUDA backend gathers on the
+  // GPU from the store's device_images(); the chosen mode shows in the store's name().
+  StoreOptions opt;
+  opt.residency = parse_residency(cfg.data.resident);
+  opt.cuda = cfg.device == Config::Device::kCuda;
+  return std::make_unique<EpisodeStore>(cfg.data.path, opt);
 }
 
 namespace {
@@ -288,6 +294,7 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
   print_run_header(cfg, comm,
                    detail::concat("model conv4: ", d, " parameters; data ", source_->name(), " (",
                                   cfg.data.path, "); ", threads_, " threads; ", comm.backend(),
+                                  comm.backend() == "nccl" ? " (NCCL " + dist::nccl_version() + ")" : "",
                                   " backend, ", comm.size(), comm.size() == 1 ? " rank" : " ranks",
                                   "\ndevice: ", backend_->describe()));
   if (!cfg.debug.dump.empty() && lead_ && first_step_ == 0)

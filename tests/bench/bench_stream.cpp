@@ -1,7 +1,9 @@
-// Benchmark of episode streaming (not a test): episodes/s taken through EpisodeStream with 1 and
-// 2 producer threads, next to direct single-threaded source.sample, for Omniglot (a packed store
-// given by --omniglot), a synthetic Mini-ImageNet-shaped store and the built-in glyphs.
-// JSON lines (one per configuration) go to stdout, the table and notes to stderr.
+// Benchmark of episode streaming (not a test): episodes/s drawn directly on one thread and through
+// EpisodeStream with 1 and 2 producer threads, for each residency of the store (data.resident:
+// off = HDF5 per image, host = gathered from memory; device = indices only + the GPU gather, when
+// a GPU is usable), for Omniglot (a packed store given by --omniglot), a synthetic
+// Mini-ImageNet-shaped store and the built-in glyphs; 5-way 1-shot 15 queries, B = 32 tasks per
+// step. JSON lines (one per row) go to stdout, the table and notes to stderr.
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,18 +12,25 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
+#include <memory>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
 
 #include "core/check.h"
+#include "core/device.h"
 #include "data/episode_store.h"
 #include "data/episode_stream.h"
 #include "data/glyphs.h"
 #include "launch/metrics_log.h"
+#if defined(MT_WITH_CUDA)
+#include "core/cuda_check.h"  // the device rows' buffers
+#endif
 
 namespace {
 
@@ -34,10 +43,10 @@ double now() {
 }
 
 struct Row {
-  std::string config, source, mode;
+  std::string set_up, source, mode, draw;
   int threads = 1, depth = 0, tasks_per_step = 0;
   int64_t episodes = 0;
-  double seconds = 0;
+  double seconds = 0, open_seconds = 0;
 };
 
 // Takes whole steps of `tasks_per_step` episodes through take_step(step) for `warmup` seconds,
@@ -55,34 +64,76 @@ void time_steps(TakeStep&& take_step, int tasks_per_step, double warmup, double 
   } while (row.seconds < min_seconds);
 }
 
-Row run_direct(const std::string& config, const EpisodeSource& source, const EpisodeSpec& spec,
-               int tasks_per_step, double warmup, double min_seconds) {
-  Row row{config, source.name(), "direct", 1, 0, tasks_per_step};
-  Episode<float> ep;
+// `after_step(eps)` runs on the consumer once a step's episodes are all taken (the device rows'
+// GPU gather); empty for the others.
+using AfterStep = std::function<void(const std::vector<const Episode<float>*>&)>;
+
+Row run_direct(Row row, const EpisodeSource& source, const EpisodeSpec& spec, double warmup,
+               double min_seconds, const AfterStep& after_step) {
+  row.draw = "direct";
+  std::vector<Episode<float>> eps(row.tasks_per_step);
+  std::vector<const Episode<float>*> ptrs;
+  for (const auto& ep : eps) ptrs.push_back(&ep);
   time_steps(
       [&](int64_t step) {
-        for (int t = 0; t < tasks_per_step; ++t) source.sample(spec, 0, step, t, ep);
+        for (int t = 0; t < row.tasks_per_step; ++t) source.sample(spec, 0, step, t, eps[t]);
+        if (after_step) after_step(ptrs);
       },
-      tasks_per_step, warmup, min_seconds, row);
+      row.tasks_per_step, warmup, min_seconds, row);
   return row;
 }
 
-Row run_stream(const std::string& config, const EpisodeSource& source, const EpisodeSpec& spec,
-               int tasks_per_step, int threads, double warmup, double min_seconds) {
-  std::vector<int64_t> tasks(tasks_per_step);
-  for (int t = 0; t < tasks_per_step; ++t) tasks[t] = t;
+Row run_stream(Row row, const EpisodeSource& source, const EpisodeSpec& spec, int threads,
+               double warmup, double min_seconds, const AfterStep& after_step) {
+  row.draw = "stream";
+  row.threads = threads;
+  std::vector<int64_t> tasks(row.tasks_per_step);
+  for (int t = 0; t < row.tasks_per_step; ++t) tasks[t] = t;
   mt::EpisodeStream stream(source, spec, 0, tasks, 0, std::numeric_limits<int64_t>::max(),
                            {threads, 0});
-  Row row{config,        source.name(), "stream", threads, static_cast<int>(stream.capacity()),
-          tasks_per_step};
-  Episode<float> ep;
+  row.depth = static_cast<int>(stream.capacity());
+  std::vector<Episode<float>> eps(row.tasks_per_step);
+  std::vector<const Episode<float>*> ptrs;
+  for (const auto& ep : eps) ptrs.push_back(&ep);
   time_steps(
       [&](int64_t step) {
-        for (int t = 0; t < tasks_per_step; ++t) stream.take(step, t, ep);
+        for (int t = 0; t < row.tasks_per_step; ++t) stream.take(step, t, eps[t]);
+        if (after_step) after_step(ptrs);
       },
-      tasks_per_step, warmup, min_seconds, row);
+      row.tasks_per_step, warmup, min_seconds, row);
   return row;
 }
+
+#if defined(MT_WITH_CUDA)
+// The device path's consumer per step: pack_rows of both splits, the indices up to the GPU and
+// gather_rows into float rows there, waited for (what the CUDA backend's batch loader would do).
+class DeviceGather {
+ public:
+  DeviceGather(const mt::DeviceImages& images, int64_t max_rows)
+      : images_(images),
+        rows_host_(max_rows),
+        y_(max_rows),
+        rows_(max_rows),
+        x_(max_rows * images.shape().item()) {}
+  void operator()(const std::vector<const Episode<float>*>& eps) {
+    for (mt::Split s : {mt::Split::kSupport, mt::Split::kQuery}) {
+      const int64_t rows = int64_t{s == mt::Split::kSupport ? eps[0]->support.n : eps[0]->query.n} *
+                           static_cast<int64_t>(eps.size());
+      mt::pack_rows(eps, s, rows_host_.data(), y_.data());
+      rows_.copy_from_host(rows_host_.data(), rows);
+      images_.gather_rows(rows_.data(), rows, x_.data(), nullptr);
+    }
+    MT_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+ private:
+  const mt::DeviceImages& images_;
+  std::vector<int64_t> rows_host_;
+  std::vector<int32_t> y_;
+  mt::DeviceBuffer<int64_t> rows_;
+  mt::DeviceBuffer<float> x_;
+};
+#endif
 
 // A temporary file, removed however the scope is left.
 struct RemoveOnExit {
@@ -126,15 +177,17 @@ void print(const Row& r, const std::string& origin) {
   };
   mt::JsonObject line;
   line.add("bench", "stream")
-      .add("config", r.config)
-      .add("source", r.source)
+      .add("set_up", r.set_up)
       .add("mode", r.mode)
+      .add("draw", r.draw)
       .add("threads", r.threads)
       .add("depth", r.depth)
       .add("tasks_per_step", r.tasks_per_step)
       .add("episodes", static_cast<double>(r.episodes))
       .add("seconds", fixed(r.seconds, 3))
       .add("episodes_per_s", fixed(r.episodes / r.seconds, 1))
+      .add("open_s", fixed(r.open_seconds, 3))
+      .add("source", r.source)
       .add("cores", std::thread::hardware_concurrency());
   if (!origin.empty()) line.add("store", origin);
   std::printf("%s\n", line.str().c_str());
@@ -146,14 +199,16 @@ void print(const Row& r, const std::string& origin) {
 int main(int argc, char** argv) {
   std::string omniglot, mini;
   double seconds = 2, warmup = 0.5;
+  int max_threads = 2;
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (k == "--help" || k == "-h" || i + 1 >= argc) {
       std::fprintf(stderr,
                    "usage: bench_stream [--omniglot FILE.h5] [--mini FILE.h5] [--seconds S]"
-                   " [--warmup S]\n  --mini: a Mini-ImageNet store to read; when the file does"
-                   " not exist a synthetic one\n  (64 x 600 random 84x84x3 images) is written"
-                   " there and kept; default a temporary file.\n");
+                   " [--warmup S] [--threads 1|2]\n  --mini: a Mini-ImageNet store to read; when"
+                   " the file does not exist a synthetic one\n  (64 x 600 random 84x84x3 images)"
+                   " is written there and kept; default a temporary file.\n  --threads: the"
+                   " most producer threads of the stream rows (1 under taskset -c 0).\n");
       return k == "--help" || k == "-h" ? 0 : 2;
     }
     const std::string v = argv[++i];
@@ -165,24 +220,89 @@ int main(int argc, char** argv) {
       seconds = std::atof(v.c_str());
     else if (k == "--warmup")
       warmup = std::atof(v.c_str());
+    else if (k == "--threads")
+      max_threads = std::atoi(v.c_str());
     else {
       std::fprintf(stderr, "bench_stream: unknown option %s (see --help)\n", k.c_str());
       return 2;
     }
   }
 
+  const EpisodeSpec spec{"train", 5, 1, 15};
+  const int tasks_per_step = 32;
   std::vector<Row> rows;
-  auto bench = [&](const std::string& config, const EpisodeSource& source, int tasks_per_step,
-                   const std::string& origin) {
-    const EpisodeSpec spec{"train", 5, 1, 15};
-    std::fprintf(stderr, "%s: %s, %d tasks per step\n", config.c_str(), source.name().c_str(),
-                 tasks_per_step);
-    rows.push_back(run_direct(config, source, spec, tasks_per_step, warmup, seconds));
+  // Every draw (direct, stream with 1..max_threads producers) of one source in one mode.
+  auto bench = [&](Row base, const EpisodeSource& source, const std::string& origin,
+                   const AfterStep& after_step) {
+    base.source = source.name();
+    base.tasks_per_step = tasks_per_step;
+    std::fprintf(stderr, "%s, %s: %s\n", base.set_up.c_str(), base.mode.c_str(),
+                 source.name().c_str());
+    rows.push_back(run_direct(base, source, spec, warmup, seconds, after_step));
     print(rows.back(), origin);
-    for (int threads : {1, 2}) {
-      rows.push_back(run_stream(config, source, spec, tasks_per_step, threads, warmup, seconds));
+    for (int threads = 1; threads <= max_threads; ++threads) {
+      rows.push_back(run_stream(base, source, spec, threads, warmup, seconds, after_step));
       print(rows.back(), origin);
     }
+  };
+  // A store in each mode, side by side: off (HDF5 per image), host (gathered from memory),
+  // indices (labels and sources only: the producer of device mode, no GPU needed) and device
+  // (indices + the GPU gather, when a GPU is usable). Then the write bound: memset of the
+  // episodes' float bytes, the most any producer of float episodes can do on this core.
+  auto bench_store = [&](const std::string& set_up, const std::string& path,
+                         const std::string& origin) {
+    struct Mode {
+      const char* name;
+      mt::StoreOptions options;
+      bool indices_only;
+    };
+    const Mode modes[] = {{"off", {mt::Residency::kOff}, false},
+                          {"host", {mt::Residency::kHost}, false},
+                          {"indices", {mt::Residency::kOff}, true},
+                          {"device", {mt::Residency::kDevice, true}, true}};
+    int64_t floats_per_episode = 0;
+    for (const Mode& mode : modes) {
+      Row base;
+      base.set_up = set_up;
+      base.mode = mode.name;
+      const bool device = mode.options.residency == mt::Residency::kDevice;
+      if (device && mt::gpu_count() == 0) {
+        std::fprintf(stderr, "%s, device: skipped (no GPU: %s)\n", set_up.c_str(),
+                     mt::describe_devices().c_str());
+        continue;
+      }
+      if (device) mt::select_gpu(0);
+      const double t0 = now();
+      mt::EpisodeStore store(path, mode.options);
+      store.set_indices_only(mode.indices_only);
+      AfterStep after_step;
+#if defined(MT_WITH_CUDA)
+      std::unique_ptr<DeviceGather> gather;
+      if (device) {
+        gather = std::make_unique<DeviceGather>(store.device_images(),
+                                                int64_t{tasks_per_step} * spec.ways * spec.queries);
+        after_step = [&gather](const auto& eps) { (*gather)(eps); };
+      }
+#endif
+      base.open_seconds = now() - t0;
+      bench(base, store, origin, after_step);
+      floats_per_episode = store.image_shape().size() * spec.ways * (spec.shots + spec.queries);
+    }
+    Row bound;
+    bound.set_up = set_up;
+    bound.mode = "write bound";
+    bound.draw = "memset";
+    bound.tasks_per_step = tasks_per_step;
+    bound.source = "memset of the floats of B episodes";
+    std::vector<std::vector<float>> xs(tasks_per_step,
+                                       std::vector<float>(static_cast<size_t>(floats_per_episode)));
+    time_steps(
+        [&](int64_t step) {
+          for (auto& x : xs) std::memset(x.data(), static_cast<int>(step & 1), x.size() * 4);
+        },
+        tasks_per_step, warmup, seconds, bound);
+    rows.push_back(bound);
+    print(rows.back(), origin);
   };
 
   try {
@@ -191,8 +311,7 @@ int main(int argc, char** argv) {
           stderr, "omniglot: skipped (%s)\n",
           omniglot.empty() ? "no --omniglot FILE.h5 given" : ("no file " + omniglot).c_str());
     } else {
-      const mt::EpisodeStore store(omniglot);
-      bench("omniglot 5w1s15q B=32", store, 32, "");
+      bench_store("omniglot 5-way 1-shot 15-query B=32", omniglot, "");
     }
 
     std::string mini_path = mini, mini_origin = "given";
@@ -213,23 +332,26 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "  written in %.1f s\n", now() - t0);
       mini_origin = "synthetic random bytes";
     }
-    {
-      const mt::EpisodeStore store(mini_path);
-      bench("mini-imagenet-shaped 5w1s15q B=4", store, 4, mini_origin);
-    }
+    bench_store("miniimagenet-shaped 5-way 1-shot 15-query B=32", mini_path, mini_origin);
 
     const mt::GlyphSource glyphs;
-    bench("glyphs 5w1s15q B=32", glyphs, 32, "");
+    Row base;
+    base.set_up = "glyphs 5-way 1-shot 15-query B=32";
+    base.mode = "generated";
+    bench(base, glyphs, "", {});
   } catch (const mt::Error& e) {
     std::fprintf(stderr, "bench_stream: %s\n", e.what());
     return static_cast<int>(e.code());
   }
 
-  std::fprintf(stderr, "\n| config | mode | threads | depth | episodes | s | episodes/s |\n");
-  std::fprintf(stderr, "|---|---|---|---|---|---|---|\n");
+  std::fprintf(
+      stderr,
+      "\n| set-up | mode | draw | threads | depth | open s | episodes | s | episodes/s |\n");
+  std::fprintf(stderr, "|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows)
-    std::fprintf(stderr, "| %s | %s | %d | %d | %lld | %.2f | %.1f |\n", r.config.c_str(),
-                 r.mode.c_str(), r.threads, r.depth, static_cast<long long>(r.episodes), r.seconds,
+    std::fprintf(stderr, "| %s | %s | %s | %d | %d | %.2f | %lld | %.2f | %.1f |\n",
+                 r.set_up.c_str(), r.mode.c_str(), r.draw.c_str(), r.threads, r.depth,
+                 r.open_seconds, static_cast<long long>(r.episodes), r.seconds,
                  r.episodes / r.seconds);
   return 0;
 }
