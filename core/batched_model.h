@@ -15,6 +15,8 @@
 #include "core/param_layout.h"
 #include "core/vec_ops.h"
 
+struct CUstream_st;  // cudaStream_t is CUstream_st*
+
 namespace mt {
 
 enum class Split { kSupport, kQuery };
@@ -28,6 +30,16 @@ class TaskBatch {
 
  protected:
   int tasks_ = 0;
+};
+
+// Examples that live in device memory (data.resident=device; data/resident_images.h): a GPU
+// backend uploads only a batch's row indices (Batch::source, listed by pack_rows in
+// models/batched_net.h) and has this write the float rows, rows × item floats at x, on `stream`.
+class DeviceRowSource {
+ public:
+  virtual ~DeviceRowSource() = default;
+  virtual void gather_rows(const int64_t* index_of_row, int64_t rows, float* x,
+                           CUstream_st* stream) const = 0;
 };
 
 // tasks[i] of `episodes`, i = 0.. (what gather() loads for the backends that keep pointers).

@@ -1,7 +1,7 @@
 // The device side of resident images (data.resident = device, DESIGN §7): a store's images as
 // stored (uint8 [n, H, W, C]) copied once into GPU memory, and the gather kernel that writes
-// float rows of them where the caller says; plus pack_rows, which lists the rows of the batched
-// example layout from episodes that carry image indices (Batch::source). DeviceImages lives in
+// float rows of them where the caller says (the rows of the batched example layout come from
+// pack_rows in models/batched_net.h, for episodes that carry Batch::source). DeviceImages lives in
 // resident_images_cuda.cu; the CPU-only build's (resident_images_nocuda.cpp) throws UsageError.
 // No CUDA header here.
 #pragma once
@@ -22,13 +22,13 @@ namespace mt {
 // the reason in *why_not when there is no usable GPU (CPU-only build, no device or driver).
 int64_t current_gpu_free_bytes(std::string* why_not);
 
-class DeviceImages {
+class DeviceImages final : public DeviceRowSource {
  public:
   // Copies `count` images of shape s from host memory to the GPU current in the calling thread.
   // Throws UsageError when they do not fit its free memory (naming the bytes) or there is no
   // GPU (the CPU-only build always).
   DeviceImages(const uint8_t* images, int64_t count, ResidentShape s);
-  ~DeviceImages();  // frees; a failure is logged, never thrown
+  ~DeviceImages() override;  // frees; a failure is logged, never thrown
   DeviceImages(const DeviceImages&) = delete;
   DeviceImages& operator=(const DeviceImages&) = delete;
 
@@ -43,7 +43,8 @@ class DeviceImages {
   // resident_pixel. index_of_row (rows entries, each in [0, count()): not checked on the device)
   // and x (rows · item floats) are device memory of device(). Asynchronous on `stream` (null:
   // the legacy default stream), launch checked; rows = 0 launches nothing.
-  void gather_rows(const int64_t* index_of_row, int64_t rows, float* x, CUstream_st* stream) const;
+  void gather_rows(const int64_t* index_of_row, int64_t rows, float* x,
+                   CUstream_st* stream) const override;
 
  private:
   uint8_t* data_ = nullptr;
@@ -51,12 +52,5 @@ class DeviceImages {
   ResidentShape shape_;
   int device_ = -1;
 };
-
-// The rows of split s of `eps` in the batched example layout of pack_examples
-// (models/batched_net.h), as store image indices: with T = eps.size(), overwrites
-// index_of_row[i·T + t] = source[i] and y[i·T + t] = y[i] of task t's batch, for i < n. Every
-// batch must carry its source indices and have the same n (MT_CHECK).
-void pack_rows(const std::vector<const Episode<float>*>& eps, Split s, int64_t* index_of_row,
-               int32_t* y);
 
 }  // namespace mt

@@ -5,12 +5,14 @@
 
 #include "core/batched_model_cpu.h"
 #include "core/device.h"
+#include "data/episode_store.h"
 #include "models/conv4_cuda.h"
 
 namespace mt {
 
 std::unique_ptr<BatchedModel<float>> make_backend(const Config& cfg, const Model<float>& model,
-                                                  Shape input, int local_rank, int threads) {
+                                                  const EpisodeSource& source, int local_rank,
+                                                  int threads) {
   if (cfg.device == Config::Device::kCpu)
     return std::make_unique<CpuBatchedModel<float>>(model, threads, kCpuMaxTasks);
   MT_REQUIRE(cuda_built(),
@@ -18,7 +20,7 @@ std::unique_ptr<BatchedModel<float>> make_backend(const Config& cfg, const Model
              "CUDA toolkit on PATH, or set device=cpu");
   select_gpu(local_rank);
   Conv4Spec spec;
-  spec.input = input;
+  spec.input = source.image_shape();
   spec.filters = cfg.model.filters;
   spec.ways = cfg.task.ways;
   spec.pool = cfg.model.pool == Config::Model::Pool::kMax ? Conv4Pool::kMax : Conv4Pool::kStride;
@@ -30,6 +32,8 @@ std::unique_ptr<BatchedModel<float>> make_backend(const Config& cfg, const Model
            : cfg.cuda.conv == "cudnn" ? CudaBackendOptions::Conv::kCudnn
                                       : CudaBackendOptions::Conv::kAuto;
   o.tune = cfg.cuda.tune;
+  const auto* store = dynamic_cast<const EpisodeStore*>(&source);
+  if (store && store->residency() == Residency::kDevice) o.resident = &store->device_images();
   return make_conv4_cuda(spec, o);
 }
 

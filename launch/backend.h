@@ -6,14 +6,17 @@
 #include <memory>
 
 #include "core/batched_model.h"
+#include "data/episode_source.h"
 #include "launch/config.h"
 
 namespace mt {
 
-// `model` (the per-task CPU model of cfg) must outlive the result on the CPU backend. For cuda,
-// binds this rank to GPU local_rank % gpus first. Throws UsageError naming `device` when the
-// binary has no CUDA backend or no GPU is usable.
+// `model` (the per-task CPU model of cfg) must outlive the result on the CPU backend, `source`
+// on the CUDA backend. For cuda, binds this rank to GPU local_rank % gpus first; a store with
+// data.resident=device is copied to that GPU and the backend gathers its batches there. Throws
+// UsageError naming `device` when the binary has no CUDA backend or no GPU is usable.
 std::unique_ptr<BatchedModel<float>> make_backend(const Config& cfg, const Model<float>& model,
-                                                  Shape input, int local_rank, int threads);
+                                                  const EpisodeSource& source, int local_rank,
+                                                  int threads);
 
 }  // namespace mt

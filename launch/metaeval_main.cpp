@@ -113,7 +113,7 @@ void evaluate_checkpoint(const Args& args, mt::dist::Comm& comm) {
   sized.task.shots = shots;
   sized.task.queries = queries;
   const auto backend =
-      mt::make_backend(sized, *model, source->image_shape(), comm.local_rank(), threads);
+      mt::make_backend(sized, *model, *source, comm.local_rank(), threads);
   mt::MetaEngine<float> engine(*backend, mt::inner_loop(cfg));
   if (lake) {
     r = mt::evaluate(

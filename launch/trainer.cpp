@@ -130,12 +130,15 @@ void write_dump(const Config& cfg, BatchedModel<float>& backend, const InnerLoop
 
 std::unique_ptr<EpisodeSource> make_episode_source(const Config& cfg) {
   if (cfg.data.path == "glyphs") return std::make_unique<GlyphSource>();
-  // Device residency still fills x (no set_indices_only) until the CUDA backend gathers on the
-  // GPU from the store's device_images(); the chosen mode shows in the store's name().
   StoreOptions opt;
   opt.residency = parse_residency(cfg.data.resident);
   opt.cuda = cfg.device == Config::Device::kCuda;
-  return std::make_unique<EpisodeStore>(cfg.data.path, opt);
+  auto store = std::make_unique<EpisodeStore>(cfg.data.path, opt);
+  // Device residency: episodes carry only image indices and the CUDA backend gathers the pixels
+  // on the GPU (make_backend), except where the host needs pixels (the debug dump writes them).
+  if (store->residency() == Residency::kDevice && cfg.debug.dump.empty())
+    store->set_indices_only(true);
+  return store;
 }
 
 namespace {
@@ -266,7 +269,7 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
   source_->validate(train_spec_);
   source_->validate(eval_spec_);
   model_ = make_model(cfg, source_->image_shape());
-  backend_ = make_backend(cfg, *model_, source_->image_shape(), comm.local_rank(), threads_);
+  backend_ = make_backend(cfg, *model_, *source_, comm.local_rank(), threads_);
   EstimatorSettings es{cfg.algo, cfg.ufom.q, cfg.ufom.adaptive, cfg.ufom.q_min,
                        cfg.ufom.d2_scale, cost_fo_, cost_exact_};
   estimator_ = make_estimator(es);

@@ -327,4 +327,27 @@ void pack_examples(const std::vector<const Episode<S>*>& eps, Split s, S* x, int
   }
 }
 
+// The rows of split s of `eps` in the layout of pack_examples, as store image indices (for a
+// device-resident store, core/batched_model.h DeviceRowSource): with T = eps.size(), overwrites
+// index_of_row[i·T + t] = source[i] and y[i·T + t] = y[i] of task t's batch, for i < n. Every
+// batch must carry its source indices and have the same n (MT_CHECK).
+template <typename S>
+void pack_rows(const std::vector<const Episode<S>*>& eps, Split s, int64_t* index_of_row,
+               int32_t* y) {
+  const int T = static_cast<int>(eps.size());
+  MT_CHECK(T > 0, "pack_rows of no tasks");
+  const Batch<S>& first = s == Split::kSupport ? eps[0]->support : eps[0]->query;
+  for (int t = 0; t < T; ++t) {
+    const Batch<S>& b = s == Split::kSupport ? eps[t]->support : eps[t]->query;
+    MT_CHECK(b.n == first.n && b.item == first.item,
+             "the tasks of a batch differ in examples or image shape");
+    MT_CHECK(static_cast<int64_t>(b.source.size()) == b.n, "task ", t, " carries ", b.source.size(),
+             " image indices for ", b.n, " examples: draw it from an EpisodeStore");
+    for (int i = 0; i < b.n; ++i) {
+      index_of_row[static_cast<int64_t>(i) * T + t] = b.source[i];
+      y[static_cast<int64_t>(i) * T + t] = b.y[i];
+    }
+  }
+}
+
 }  // namespace mt

@@ -181,18 +181,26 @@ class PinnedBuffer {
 };
 
 // A batch on the GPU: the examples of both splits in the batched layout, device and pinned host.
+// Without a resident store the episodes' pixels are packed on the host and uploaded; with one
+// (data.resident=device) only their store image indices (Batch::source) are uploaded and the
+// GPU gathers the pixels from the store's device copy.
 class CudaTaskBatch final : public TaskBatch {
  public:
-  CudaTaskBatch(int max_tasks, int max_examples, int64_t item, uint64_t serial)
+  CudaTaskBatch(int max_tasks, int max_examples, int64_t item, uint64_t serial,
+                const DeviceRowSource* resident)
       : serial_(serial),
         capacity_(static_cast<int64_t>(max_tasks) * max_examples),
         item_(item),
-        pool_(2 * capacity_ * (item * sizeof(float) + sizeof(int32_t)) + 4 * 256),
-        staged_x_(2 * capacity_ * item),
-        staged_y_(2 * capacity_) {
+        resident_(resident),
+        pool_(2 * capacity_ * (item * sizeof(float) + sizeof(int32_t) + sizeof(int64_t)) +
+              6 * 256),
+        staged_x_(resident ? 0 : 2 * capacity_ * item),
+        staged_y_(2 * capacity_),
+        staged_rows_(2 * capacity_) {
     for (int k = 0; k < 2; ++k) {
       x_[k] = pool_.allocate_array<float>(capacity_ * item);
       y_[k] = pool_.allocate_array<int32_t>(capacity_);
+      rows_[k] = pool_.allocate_array<int64_t>(capacity_);
     }
   }
 
@@ -209,12 +217,23 @@ class CudaTaskBatch final : public TaskBatch {
                "was sized for ", max_examples);
       MT_CHECK(first.item.size() == item_, "an episode of another image shape");
       n_[k] = first.n;
-      float* hx = staged_x_.data() + k * capacity_ * item_;
-      int32_t* hy = staged_y_.data() + k * capacity_;
-      pack_examples(eps, s, hx, hy);
       const int64_t rows = static_cast<int64_t>(n_[k]) * tasks_;
-      MT_CUDA_CHECK(cudaMemcpyAsync(x_[k], hx, rows * item_ * sizeof(float),
-                                    cudaMemcpyHostToDevice, stream));
+      int32_t* hy = staged_y_.data() + k * capacity_;
+      if (resident_) {  // only the indices cross PCIe; the GPU gathers the pixels
+        int64_t* hr = staged_rows_.data() + k * capacity_;
+        pack_rows(eps, s, hr, hy);
+        MT_CUDA_CHECK(cudaMemcpyAsync(rows_[k], hr, rows * sizeof(int64_t),
+                                      cudaMemcpyHostToDevice, stream));
+        resident_->gather_rows(rows_[k], rows, x_[k], stream);
+      } else {
+        MT_CHECK(first.x.size() == static_cast<size_t>(first.n * item_),
+                 "episodes without pixels (drawn for a device-resident store) reached a CUDA "
+                 "backend that has none");
+        float* hx = staged_x_.data() + k * capacity_ * item_;
+        pack_examples(eps, s, hx, hy);
+        MT_CUDA_CHECK(cudaMemcpyAsync(x_[k], hx, rows * item_ * sizeof(float),
+                                      cudaMemcpyHostToDevice, stream));
+      }
       MT_CUDA_CHECK(cudaMemcpyAsync(y_[k], hy, rows * sizeof(int32_t), cudaMemcpyHostToDevice,
                                     stream));
     }
@@ -229,11 +248,14 @@ class CudaTaskBatch final : public TaskBatch {
  private:
   uint64_t serial_;  // identifies the batch's buffers in graph keys (addresses may be reused)
   int64_t capacity_, item_;
+  const DeviceRowSource* resident_;
   DevicePool pool_;
-  PinnedBuffer<float> staged_x_;
+  PinnedBuffer<float> staged_x_;  // empty with a resident store: only indices are staged
   PinnedBuffer<int32_t> staged_y_;
+  PinnedBuffer<int64_t> staged_rows_;
   float* x_[2] = {nullptr, nullptr};
   int32_t* y_[2] = {nullptr, nullptr};
+  int64_t* rows_[2] = {nullptr, nullptr};  // store image index of each row (resident store)
   int n_[2] = {0, 0};
   std::vector<const Episode<float>*> episodes_;
 };
@@ -261,7 +283,7 @@ class Conv4Cuda final : public BatchedModel<float> {
 
   std::unique_ptr<TaskBatch> make_batch() const override {
     return std::make_unique<CudaTaskBatch>(o_.max_tasks, o_.max_examples, spec_.input.size(),
-                                           ++serial_);
+                                           ++serial_, o_.resident);
   }
   void load(const std::vector<const Episode<float>*>& episodes, TaskBatch& b) override {
     MT_CHECK(!episodes.empty() && static_cast<int>(episodes.size()) <= o_.max_tasks,

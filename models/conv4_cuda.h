@@ -24,6 +24,9 @@ struct CudaBackendOptions {
   // Time both forms at start-up and keep the faster per layer and pass: timings differ between
   // runs, processes and ranks, so a tuned run gives up run-to-run and cross-rank identity.
   bool tune = false;
+  // A device-resident store (data.resident=device), or null: episodes that carry only image
+  // indices (Batch::source, empty x) are gathered on the GPU from it, so only indices cross PCIe.
+  const DeviceRowSource* resident = nullptr;
 };
 
 // Throws UsageError (exit 2) naming `device` in a build without CUDA or without a usable GPU,

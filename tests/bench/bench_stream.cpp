@@ -28,6 +28,7 @@
 #include "data/episode_stream.h"
 #include "data/glyphs.h"
 #include "launch/metrics_log.h"
+#include "models/batched_net.h"  // pack_rows
 #if defined(MT_WITH_CUDA)
 #include "core/cuda_check.h"  // the device rows' buffers
 #endif

@@ -10,7 +10,9 @@
 
 #include "core/device.h"
 #include "core/hdf5.h"
+#include "data/episode_store.h"
 #include "tests/support/programs.h"
+#include "tests/support/synthetic_store.h"
 
 namespace mt {
 namespace {
@@ -99,6 +101,27 @@ TEST(MetatrainCuda, StartUpLineNamesVersionsAndTheConvolutionChoice) {
   for (const char* part : {"CUDA runtime", "driver", "cuBLAS", "cuDNN", "cuda.conv=auto tuned",
                            "not reproducible", " ms"})
     EXPECT_NE(r.output.find(part), std::string::npos) << part << " missing in:\n" << r.output;
+}
+
+// A device-resident store (only indices cross PCIe, the GPU gathers the pixels) trains to the
+// same bits as the same store read through HDF5 and as a host-resident one.
+TEST(MetatrainCuda, DeviceResidentStoreGivesTheBitsOfTheOtherModes) {
+  MT_NEED_GPU();
+  const std::string store = temp_dir("resident_store") + "/s.h5";
+  write_store(store, testing::synthetic_store(12, 8, 28, 5));
+  std::vector<float> by_mode[3];
+  int k = 0;
+  for (const char* mode : {"off", "host", "device"}) {
+    const std::string dir = temp_dir(std::string("resident_") + mode);
+    const Result r = metatrain(small(dir) + " steps=3 device=cuda data.path=" + store +
+                               " data.train_split=train data.eval_split=train data.resident=" +
+                               mode);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find(std::string("resident: ") + mode), std::string::npos) << r.output;
+    by_mode[k++] = params(dir + "/latest.h5");
+  }
+  EXPECT_EQ(by_mode[0], by_mode[1]);
+  EXPECT_EQ(by_mode[0], by_mode[2]);
 }
 
 TEST(MetatrainCuda, CheckpointsMoveBetweenCudaAndCpu) {
