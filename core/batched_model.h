@@ -61,8 +61,8 @@ class BatchedModel {
   virtual ~BatchedModel() = default;
   virtual const ParamLayout& layout() const = 0;  // one task's parameters (θ's layout)
   virtual const VecOps<T>& ops() const = 0;
-  virtual int max_tasks() const = 0;              // most tasks per call
-  virtual std::string describe() const = 0;       // one line for logs
+  virtual int max_tasks() const = 0;         // most tasks per call
+  virtual std::string describe() const = 0;  // one line for logs
 
   virtual std::unique_ptr<TaskBatch> make_batch() const = 0;
   // b ← the episodes (1 ≤ count ≤ max_tasks). The CPU backend keeps pointers: the episodes must
@@ -73,8 +73,7 @@ class BatchedModel {
 
   // Loss of split s of every task at φ (layout BatchedLayout(layout(), b.tasks())); overwrites
   // grad with the gradients when non-null, and host stats[t] when non-null.
-  virtual void loss_grad(const TaskBatch& b, Split s, const T* phi, T* grad,
-                         LossStats* stats) = 0;
+  virtual void loss_grad(const TaskBatch& b, Split s, const T* phi, T* grad, LossStats* stats) = 0;
   // Overwrites Hv with ∇²L_t(φ_t) v_t for every task t; host stats[t] when non-null.
   virtual void hvp(const TaskBatch& b, Split s, const T* phi, const T* v, T* Hv,
                    LossStats* stats) = 0;

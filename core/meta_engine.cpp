@@ -32,8 +32,8 @@ void MetaEngine<T>::clip(int64_t n, T* lambda) const {
 }
 
 template <typename T>
-void MetaEngine<T>::run(const T* theta, const TaskBatch& b, const std::vector<int>& exact,
-                        T* g_fo, T* g_exact, LossStats* query) {
+void MetaEngine<T>::run(const T* theta, const TaskBatch& b, const std::vector<int>& exact, T* g_fo,
+                        T* g_exact, LossStats* query) {
   const int r = inner_.steps, k = inner_.adjoint_steps(), c = inner_.state_interval();
   const BatchedLayout all = layout_.with_tasks(b.tasks());
   reserve(phi_, all.total());
@@ -52,7 +52,8 @@ void MetaEngine<T>::run(const T* theta, const TaskBatch& b, const std::vector<in
   }
   ops().broadcast(all, theta, phi_.data());
   for (int j = 0; j < r; ++j) {
-    if (any_exact && j > 0 && j % c == 0) ops().gather(all, phi_.data(), exact, states_[j / c].data());
+    if (any_exact && j > 0 && j % c == 0)
+      ops().gather(all, phi_.data(), exact, states_[j / c].data());
     inner_step(b, phi_.data());
   }
   model_.loss_grad(b, Split::kQuery, phi_.data(), g_fo, query);

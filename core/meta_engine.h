@@ -27,8 +27,8 @@ class MetaEngine {
   // g_F and g_exact [exact.size(), d] with the exact (or k-truncated) meta-gradient of tasks
   // exact[i] (ascending indices into b; both buffers batched). Host query[t]: the query
   // loss/accuracy after adaptation. g_exact may be null when exact is empty.
-  void run(const T* theta, const TaskBatch& b, const std::vector<int>& exact, T* g_fo,
-           T* g_exact, LossStats* query);
+  void run(const T* theta, const TaskBatch& b, const std::vector<int>& exact, T* g_fo, T* g_exact,
+           LossStats* query);
 
   // Evaluation: `steps` inner steps on every task's support, then host query[t].
   void adapt_and_evaluate(const T* theta, const TaskBatch& b, int steps, LossStats* query);

@@ -142,7 +142,8 @@ constexpr Choice<Config::Device> kDevices[] = {{"cpu", Config::Device::kCpu},
                                                {"cuda", Config::Device::kCuda}};
 constexpr Choice<const char*> kModels[] = {{"conv4", "conv4"}};
 constexpr Choice<bool> kSwitches[] = {{"true", true}, {"false", false}};
-constexpr Choice<const char*> kConvForms[] = {{"auto", "auto"}, {"cudnn", "cudnn"}, {"gemm", "gemm"}};
+constexpr Choice<const char*> kConvForms[] = {
+    {"auto", "auto"}, {"cudnn", "cudnn"}, {"gemm", "gemm"}};
 constexpr Choice<const char*> kBackends[] = {
     {"auto", "auto"}, {"single", "single"}, {"mpi", "mpi"}, {"nccl", "nccl"}};
 constexpr Choice<const char*> kBilevelProblems[] = {{"toy", "toy"}, {"hyperclean", "hyperclean"}};

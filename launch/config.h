@@ -99,7 +99,7 @@ struct Config {
   };
   enum class Device { kCpu, kCuda };
   struct Cuda {
-    bool graphs = true;        // replay captured CUDA Graphs of the inner and adjoint steps
+    bool graphs = true;         // replay captured CUDA Graphs of the inner and adjoint steps
     std::string conv = "auto";  // auto (= gemm, or timed with tune) | cudnn | gemm
     bool tune = false;          // time the conv forms at start-up (gives up reproducibility)
   };

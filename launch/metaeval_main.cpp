@@ -43,7 +43,7 @@ void usage() {
 
 const char* const kOverridable[] = {
     "data.path=",  "data.eval_split=", "eval.episodes=", "inner.eval_steps=", "inner.lr=",
-    "task.shots=", "task.queries=",    "seed=",          "threads=",         "data.resident="};
+    "task.shots=", "task.queries=",    "seed=",          "threads=",          "data.resident="};
 
 struct Args {
   std::string checkpoint;
@@ -112,8 +112,7 @@ void evaluate_checkpoint(const Args& args, mt::dist::Comm& comm) {
   mt::Config sized = cfg;
   sized.task.shots = shots;
   sized.task.queries = queries;
-  const auto backend =
-      mt::make_backend(sized, *model, *source, comm.local_rank(), threads);
+  const auto backend = mt::make_backend(sized, *model, *source, comm.local_rank(), threads);
   mt::MetaEngine<float> engine(*backend, mt::inner_loop(cfg));
   if (lake) {
     r = mt::evaluate(

@@ -105,8 +105,9 @@ CheckpointState checkpoint_state(const Config& cfg, const ParamLayout& layout,
 void write_dump(const Config& cfg, BatchedModel<float>& backend, const InnerLoop& inner,
                 const std::vector<float>& theta, const EpisodeSource& source,
                 const EpisodeSpec& spec, int threads) {
-  MetaStep<float> exact(backend, inner, {Algo::kMaml, static_cast<uint64_t>(cfg.seed), threads,
-                                         /*keep_task_gradients=*/true});
+  MetaStep<float> exact(backend, inner,
+                        {Algo::kMaml, static_cast<uint64_t>(cfg.seed), threads,
+                         /*keep_task_gradients=*/true});
   std::vector<int64_t> ids(cfg.meta_batch);
   for (int t = 0; t < cfg.meta_batch; ++t) ids[t] = t;
   MetaStepSums<float> sums;
@@ -120,8 +121,8 @@ void write_dump(const Config& cfg, BatchedModel<float>& backend, const InnerLoop
     tasks[t].g_fo.assign(exact.task_fo(t), exact.task_fo(t) + theta.size());
     tasks[t].g_exact.assign(exact.task_exact(t), exact.task_exact(t) + theta.size());
   }
-  write_debug_dump(cfg.debug.dump, backend.layout(), theta, tasks, cfg.effective_yaml,
-                   cfg.inner.lr, cfg.inner.steps);
+  write_debug_dump(cfg.debug.dump, backend.layout(), theta, tasks, cfg.effective_yaml, cfg.inner.lr,
+                   cfg.inner.steps);
   std::printf("wrote debug dump of step 0 (%d tasks) to %s\n", cfg.meta_batch,
               cfg.debug.dump.c_str());
 }
@@ -270,8 +271,8 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
   source_->validate(eval_spec_);
   model_ = make_model(cfg, source_->image_shape());
   backend_ = make_backend(cfg, *model_, *source_, comm.local_rank(), threads_);
-  EstimatorSettings es{cfg.algo, cfg.ufom.q, cfg.ufom.adaptive, cfg.ufom.q_min,
-                       cfg.ufom.d2_scale, cost_fo_, cost_exact_};
+  EstimatorSettings es{cfg.algo,          cfg.ufom.q, cfg.ufom.adaptive, cfg.ufom.q_min,
+                       cfg.ufom.d2_scale, cost_fo_,   cost_exact_};
   estimator_ = make_estimator(es);
   meta_step_ = std::make_unique<MetaStep<float>>(
       *backend_, inner_, MetaStepSettings{cfg.algo, static_cast<uint64_t>(cfg.seed), threads_});
@@ -280,9 +281,9 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
     probe_ = std::make_unique<BiasProbe<float>>(*backend_, inner_, static_cast<uint64_t>(cfg.seed),
                                                 threads_);
   const int64_t d = model_->layout().total();
-  opt_ = make_optimizer<float>(
-      cfg.outer.optimizer == Config::Outer::Optimizer::kAdam ? "adam" : "sgd", d, cfg.outer.lr,
-      cfg.outer.momentum);
+  opt_ =
+      make_optimizer<float>(cfg.outer.optimizer == Config::Outer::Optimizer::kAdam ? "adam" : "sgd",
+                            d, cfg.outer.lr, cfg.outer.momentum);
 
   run_.theta.resize(d);
   model_->init(run_.theta.data(), static_cast<uint64_t>(cfg.seed));
@@ -294,12 +295,13 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
   evals_at_start_ = run_.grad_evals;
   log_ = std::make_unique<MetricsLog>(lead_ ? metrics_jsonl_path(cfg) : "", first_step_ > 0);
 
-  print_run_header(cfg, comm,
-                   detail::concat("model conv4: ", d, " parameters; data ", source_->name(), " (",
-                                  cfg.data.path, "); ", threads_, " threads; ", comm.backend(),
-                                  comm.backend() == "nccl" ? " (NCCL " + dist::nccl_version() + ")" : "",
-                                  " backend, ", comm.size(), comm.size() == 1 ? " rank" : " ranks",
-                                  "\ndevice: ", backend_->describe()));
+  print_run_header(
+      cfg, comm,
+      detail::concat("model conv4: ", d, " parameters; data ", source_->name(), " (", cfg.data.path,
+                     "); ", threads_, " threads; ", comm.backend(),
+                     comm.backend() == "nccl" ? " (NCCL " + dist::nccl_version() + ")" : "",
+                     " backend, ", comm.size(), comm.size() == 1 ? " rank" : " ranks",
+                     "\ndevice: ", backend_->describe()));
   if (!cfg.debug.dump.empty() && lead_ && first_step_ == 0)
     write_dump(cfg, *backend_, inner_, run_.theta, *source_, train_spec_, threads_);
 
@@ -345,9 +347,9 @@ Trainer::StepResult Trainer::meta_step(int64_t step) {
 
   if (cfg_.dist.reduce == "exact") {
     MT_REQUIRE(comm_.size() <= kExactMaxRanks && cfg_.meta_batch <= kExactMaxTasks,
-               "dist.reduce = exact takes at most ", kExactMaxRanks, " ranks and meta_batch = ",
-               kExactMaxTasks, " (here ", comm_.size(), " and ", cfg_.meta_batch,
-               "); use dist.reduce=float");
+               "dist.reduce = exact takes at most ", kExactMaxRanks,
+               " ranks and meta_batch = ", kExactMaxTasks, " (here ", comm_.size(), " and ",
+               cfg_.meta_batch, "); use dist.reduce=float");
     sums_.reset_exact(model_->layout().total(), cfg_.meta_batch);
   } else {
     sums_.reset(model_->layout().total());
@@ -546,9 +548,8 @@ void Trainer::probe_bias(int64_t step, double q) {
 }
 
 std::string Trainer::save(int64_t step) {
-  return lead_ ? checkpoints_.save(checkpoint_state(cfg_, model_->layout(), run_.theta, *opt_,
-                                                    step, run_.grad_evals, *estimator_,
-                                                    comm_.size()))
+  return lead_ ? checkpoints_.save(checkpoint_state(cfg_, model_->layout(), run_.theta, *opt_, step,
+                                                    run_.grad_evals, *estimator_, comm_.size()))
                : std::string();
 }
 

@@ -100,7 +100,7 @@ struct NetBuffers {
   std::vector<int32_t*> index;
   S* work = nullptr;
   S* prob = nullptr;
-  S* loss = nullptr;          // [T] per-task mean cross-entropy
+  S* loss = nullptr;           // [T] per-task mean cross-entropy
   int32_t* correct = nullptr;  // [T] argmax hits
 };
 
@@ -135,7 +135,11 @@ class BatchedNet {
   // each pass names its own T (the layouts follow T; nothing is created per T).
   BatchedNet(const std::vector<NetLayer>& plan, const ParamLayout& layout, int max_tasks,
              int classes, Ex& ex, const NetBuffers<S>& buf)
-      : plan_(plan), layout_(layout, max_tasks), max_tasks_(max_tasks), classes_(classes), ex_(ex),
+      : plan_(plan),
+        layout_(layout, max_tasks),
+        max_tasks_(max_tasks),
+        classes_(classes),
+        ex_(ex),
         b_(buf) {}
 
   int max_tasks() const { return max_tasks_; }
@@ -166,7 +170,8 @@ class BatchedNet {
           ex_.mean_pool_forward(n, tasks, L.in.c, L.in.h * L.in.w, in, out);
           break;
         case NetLayer::kLinear:
-          ex_.linear_forward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, phi, L, 1), in, out);
+          ex_.linear_forward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, phi, L, 1), in,
+                             out);
           break;
       }
       in = out;
@@ -187,7 +192,8 @@ class BatchedNet {
       const int C = L.out.c, HW = L.out.h * L.out.w;
       switch (L.kind) {
         case NetLayer::kConv:
-          ex_.conv_backward(l, tasks, n, param(tasks, phi, L, 0), in, dy, dx, param(tasks, grad, L, 0));
+          ex_.conv_backward(l, tasks, n, param(tasks, phi, L, 0), in, dy, dx,
+                            param(tasks, grad, L, 0));
           break;
         case NetLayer::kBatchNorm:
           ex_.bn_backward(n, tasks, C, HW, param(tasks, phi, L, 0), b_.xhat[l], b_.sigma[l], dy, dx,
@@ -203,8 +209,8 @@ class BatchedNet {
           ex_.mean_pool_backward(n, tasks, L.in.c, L.in.h * L.in.w, dy, dx);
           break;
         case NetLayer::kLinear:
-          ex_.linear_backward(l, tasks, n, param(tasks, phi, L, 0), in, dy, dx, param(tasks, grad, L, 0),
-                              param(tasks, grad, L, 1));
+          ex_.linear_backward(l, tasks, n, param(tasks, phi, L, 0), in, dy, dx,
+                              param(tasks, grad, L, 0), param(tasks, grad, L, 1));
           break;
       }
     }
@@ -226,13 +232,13 @@ class BatchedNet {
       const int C = L.out.c, HW = L.out.h * L.out.w;
       switch (L.kind) {
         case NetLayer::kConv:
-          ex_.conv_r_backward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, v, L, 0), in, R_in, dy, R_dy, R_dx,
-                              param(tasks, Hv, L, 0));
+          ex_.conv_r_backward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, v, L, 0), in, R_in,
+                              dy, R_dy, R_dx, param(tasks, Hv, L, 0));
           break;
         case NetLayer::kBatchNorm:
-          ex_.bn_r_backward(n, tasks, C, HW, param(tasks, phi, L, 0), param(tasks, v, L, 0), b_.xhat[l],
-                            b_.sigma[l], R_in, dy, R_dy, R_dx, param(tasks, Hv, L, 0), param(tasks, Hv, L, 1),
-                            b_.work);
+          ex_.bn_r_backward(n, tasks, C, HW, param(tasks, phi, L, 0), param(tasks, v, L, 0),
+                            b_.xhat[l], b_.sigma[l], R_in, dy, R_dy, R_dx, param(tasks, Hv, L, 0),
+                            param(tasks, Hv, L, 1), b_.work);
           break;
         case NetLayer::kRelu:
           ex_.relu_r_backward(count(tasks, n, L), in, R_dy, R_dx);
@@ -244,8 +250,9 @@ class BatchedNet {
           ex_.mean_pool_r_backward(n, tasks, L.in.c, L.in.h * L.in.w, R_dy, R_dx);
           break;
         case NetLayer::kLinear:
-          ex_.linear_r_backward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, v, L, 0), in, R_in, dy, R_dy, R_dx,
-                                param(tasks, Hv, L, 0), param(tasks, Hv, L, 1));
+          ex_.linear_r_backward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, v, L, 0), in,
+                                R_in, dy, R_dy, R_dx, param(tasks, Hv, L, 0),
+                                param(tasks, Hv, L, 1));
           break;
       }
     }
@@ -262,11 +269,12 @@ class BatchedNet {
       const int C = L.out.c, HW = L.out.h * L.out.w;
       switch (L.kind) {
         case NetLayer::kConv:
-          ex_.conv_r_forward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, v, L, 0), in, R_in, R_out);
+          ex_.conv_r_forward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, v, L, 0), in, R_in,
+                             R_out);
           break;
         case NetLayer::kBatchNorm:
-          ex_.bn_r_forward(n, tasks, C, HW, param(tasks, phi, L, 0), param(tasks, v, L, 0), param(tasks, v, L, 1),
-                           b_.xhat[l], b_.sigma[l], R_in, R_out, b_.work);
+          ex_.bn_r_forward(n, tasks, C, HW, param(tasks, phi, L, 0), param(tasks, v, L, 0),
+                           param(tasks, v, L, 1), b_.xhat[l], b_.sigma[l], R_in, R_out, b_.work);
           break;
         case NetLayer::kRelu:
           ex_.relu_r_forward(count(tasks, n, L), in, R_in, R_out);
@@ -278,8 +286,8 @@ class BatchedNet {
           ex_.mean_pool_r_forward(n, tasks, L.in.c, L.in.h * L.in.w, R_in, R_out);
           break;
         case NetLayer::kLinear:
-          ex_.linear_r_forward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, v, L, 0), param(tasks, v, L, 1), in, R_in,
-                               R_out);
+          ex_.linear_r_forward(l, tasks, n, param(tasks, phi, L, 0), param(tasks, v, L, 0),
+                               param(tasks, v, L, 1), in, R_in, R_out);
           break;
       }
       R_in = R_out;

@@ -30,72 +30,113 @@ class HostNetExec {
   void conv_forward(size_t l, int tasks, int n, const S* W, const S* x, S* y) {
     conv_gemm_forward(ex_, conv_[l].at_tasks(tasks), n, W, x, y, ws_[l]);
   }
-  void conv_backward(size_t l, int tasks, int n, const S* W, const S* x, const S* dy, S* dx, S* dW) {
+  void conv_backward(size_t l, int tasks, int n, const S* W, const S* x, const S* dy, S* dx,
+                     S* dW) {
     if (dx) conv_gemm_backward_data(ex_, conv_[l].at_tasks(tasks), n, W, dy, dx, ws_[l]);
     conv_gemm_backward_filter(ex_, conv_[l].at_tasks(tasks), n, x, dy, dW, ws_[l]);
   }
-  void conv_r_forward(size_t l, int tasks, int n, const S* W, const S* R_W, const S* x, const S* R_x,
-                      S* R_y) {
+  void conv_r_forward(size_t l, int tasks, int n, const S* W, const S* R_W, const S* x,
+                      const S* R_x, S* R_y) {
     conv_gemm_r_forward(ex_, conv_[l].at_tasks(tasks), n, W, R_W, x, R_x, R_y, ws_[l]);
   }
-  void conv_r_backward(size_t l, int tasks, int n, const S* W, const S* R_W, const S* x, const S* R_x,
-                       const S* dy, const S* R_dy, S* R_dx, S* R_dW) {
-    conv_gemm_r_backward(ex_, conv_[l].at_tasks(tasks), n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, ws_[l]);
+  void conv_r_backward(size_t l, int tasks, int n, const S* W, const S* R_W, const S* x,
+                       const S* R_x, const S* dy, const S* R_dy, S* R_dx, S* R_dW) {
+    conv_gemm_r_backward(ex_, conv_[l].at_tasks(tasks), n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW,
+                         ws_[l]);
   }
   void linear_forward(size_t l, int tasks, int n, const S* W, const S* b, const S* x, S* y) {
     linear_gemm_forward(ex_, head_[l].at_tasks(tasks), n, W, b, x, y);
   }
-  void linear_backward(size_t l, int tasks, int n, const S* W, const S* x, const S* dy, S* dx, S* dW,
-                       S* db) {
+  void linear_backward(size_t l, int tasks, int n, const S* W, const S* x, const S* dy, S* dx,
+                       S* dW, S* db) {
     linear_gemm_backward(ex_, head_[l].at_tasks(tasks), n, W, x, dy, dx, dW, db);
   }
-  void linear_r_forward(size_t l, int tasks, int n, const S* W, const S* R_W, const S* R_b, const S* x,
-                        const S* R_x, S* R_y) {
+  void linear_r_forward(size_t l, int tasks, int n, const S* W, const S* R_W, const S* R_b,
+                        const S* x, const S* R_x, S* R_y) {
     linear_gemm_r_forward(ex_, head_[l].at_tasks(tasks), n, W, R_W, R_b, x, R_x, R_y);
   }
-  void linear_r_backward(size_t l, int tasks, int n, const S* W, const S* R_W, const S* x, const S* R_x,
-                         const S* dy, const S* R_dy, S* R_dx, S* R_dW, S* R_db) {
-    linear_gemm_r_backward(ex_, head_[l].at_tasks(tasks), n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, R_db);
+  void linear_r_backward(size_t l, int tasks, int n, const S* W, const S* R_W, const S* x,
+                         const S* R_x, const S* dy, const S* R_dy, S* R_dx, S* R_dW, S* R_db) {
+    linear_gemm_r_backward(ex_, head_[l].at_tasks(tasks), n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW,
+                           R_db);
   }
 
   template <typename... A>
-  void bn_forward(A... a) { bn_forward_host<S>(a...); }
+  void bn_forward(A... a) {
+    bn_forward_host<S>(a...);
+  }
   template <typename... A>
-  void bn_backward(A... a) { bn_backward_host<S>(a...); }
+  void bn_backward(A... a) {
+    bn_backward_host<S>(a...);
+  }
   template <typename... A>
-  void bn_r_forward(A... a) { bn_r_forward_host<S>(a...); }
+  void bn_r_forward(A... a) {
+    bn_r_forward_host<S>(a...);
+  }
   template <typename... A>
-  void bn_r_backward(A... a) { bn_r_backward_host<S>(a...); }
+  void bn_r_backward(A... a) {
+    bn_r_backward_host<S>(a...);
+  }
   template <typename... A>
-  void relu_forward(A... a) { relu_forward_host<S>(a...); }
+  void relu_forward(A... a) {
+    relu_forward_host<S>(a...);
+  }
   template <typename... A>
-  void relu_backward(A... a) { relu_backward_host<S>(a...); }
+  void relu_backward(A... a) {
+    relu_backward_host<S>(a...);
+  }
   template <typename... A>
-  void relu_r_forward(A... a) { relu_r_forward_host<S>(a...); }
+  void relu_r_forward(A... a) {
+    relu_r_forward_host<S>(a...);
+  }
   template <typename... A>
-  void relu_r_backward(A... a) { relu_r_backward_host<S>(a...); }
+  void relu_r_backward(A... a) {
+    relu_r_backward_host<S>(a...);
+  }
   template <typename... A>
-  void max_pool_forward(A... a) { max_pool_forward_host<S>(a...); }
+  void max_pool_forward(A... a) {
+    max_pool_forward_host<S>(a...);
+  }
   template <typename... A>
-  void max_pool_backward(A... a) { max_pool_backward_host<S>(a...); }
+  void max_pool_backward(A... a) {
+    max_pool_backward_host<S>(a...);
+  }
   template <typename... A>
-  void max_pool_r_forward(A... a) { max_pool_r_forward_host<S>(a...); }
+  void max_pool_r_forward(A... a) {
+    max_pool_r_forward_host<S>(a...);
+  }
   template <typename... A>
-  void max_pool_r_backward(A... a) { max_pool_r_backward_host<S>(a...); }
+  void max_pool_r_backward(A... a) {
+    max_pool_r_backward_host<S>(a...);
+  }
   template <typename... A>
-  void mean_pool_forward(A... a) { mean_pool_forward_host<S>(a...); }
+  void mean_pool_forward(A... a) {
+    mean_pool_forward_host<S>(a...);
+  }
   template <typename... A>
-  void mean_pool_backward(A... a) { mean_pool_backward_host<S>(a...); }
+  void mean_pool_backward(A... a) {
+    mean_pool_backward_host<S>(a...);
+  }
   template <typename... A>
-  void mean_pool_r_forward(A... a) { mean_pool_r_forward_host<S>(a...); }
+  void mean_pool_r_forward(A... a) {
+    mean_pool_r_forward_host<S>(a...);
+  }
   template <typename... A>
-  void mean_pool_r_backward(A... a) { mean_pool_r_backward_host<S>(a...); }
+  void mean_pool_r_backward(A... a) {
+    mean_pool_r_backward_host<S>(a...);
+  }
   template <typename... A>
-  void softmax_xent_forward(A... a) { softmax_xent_forward_host<S>(a...); }
+  void softmax_xent_forward(A... a) {
+    softmax_xent_forward_host<S>(a...);
+  }
   template <typename... A>
-  void softmax_xent_backward(A... a) { softmax_xent_backward_host<S>(a...); }
+  void softmax_xent_backward(A... a) {
+    softmax_xent_backward_host<S>(a...);
+  }
   template <typename... A>
-  void softmax_xent_r_backward(A... a) { softmax_xent_r_backward_host<S>(a...); }
+  void softmax_xent_r_backward(A... a) {
+    softmax_xent_r_backward_host<S>(a...);
+  }
 
  private:
   HostGemmExec<S> ex_;

@@ -33,8 +33,7 @@ class TwinBatchedModel final : public BatchedModel<S> {
   void load(const std::vector<const Episode<S>*>& episodes, TaskBatch& b) override;
   void gather(const TaskBatch& from, const std::vector<int>& tasks, TaskBatch& to) override;
   void loss_grad(const TaskBatch& b, Split s, const S* phi, S* grad, LossStats* stats) override;
-  void hvp(const TaskBatch& b, Split s, const S* phi, const S* v, S* Hv,
-           LossStats* stats) override;
+  void hvp(const TaskBatch& b, Split s, const S* phi, const S* v, S* Hv, LossStats* stats) override;
 
  private:
   struct Plan;  // the executor and net, built once for max_tasks and used for every T

@@ -89,8 +89,8 @@ class BatchedConv2dCuda {
   // be null) is the cuDNN handle the cuDNN form uses. With form kCudnnGrouped and no usable
   // cuDNN algorithm this throws mt::Error naming the cause; with kGemm the cuDNN form is still
   // prepared when a handle is given (for tune()), and its absence is only noted in describe().
-  BatchedConv2dCuda(Shape in, int out_channels, int stride, int max_tasks, int max_n,
-                    ConvForm form, cudnnContext* cudnn);
+  BatchedConv2dCuda(Shape in, int out_channels, int stride, int max_tasks, int max_n, ConvForm form,
+                    cudnnContext* cudnn);
   ~BatchedConv2dCuda();
   BatchedConv2dCuda(const BatchedConv2dCuda&) = delete;
   BatchedConv2dCuda& operator=(const BatchedConv2dCuda&) = delete;

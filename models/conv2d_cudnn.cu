@@ -114,7 +114,7 @@ struct CudnnGroupedConv::Impl {
   BatchedConvGeom g;  // at max_tasks
   int max_n = 0;
   int current_tasks = 0, current_n = 0;  // what the descriptors describe
-  cudnnHandle_t handle = nullptr;         // the owner's
+  cudnnHandle_t handle = nullptr;        // the owner's
   cudnnTensorDescriptor_t x_desc = nullptr, y_desc = nullptr;
   cudnnFilterDescriptor_t w_desc = nullptr;
   cudnnConvolutionDescriptor_t conv_desc = nullptr;
@@ -124,8 +124,7 @@ struct CudnnGroupedConv::Impl {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 
-  Impl(cudnnHandle_t h, const BatchedConvGeom& geom, int n_max)
-      : g(geom), max_n(n_max), handle(h) {
+  Impl(cudnnHandle_t h, const BatchedConvGeom& geom, int n_max) : g(geom), max_n(n_max), handle(h) {
     MT_CHECK(handle, "the cuDNN form needs a cuDNN handle");
     try {
       create();
@@ -195,8 +194,8 @@ struct CudnnGroupedConv::Impl {
     int count = 0, returned = 0;
     MT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &count));
     std::vector<cudnnConvolutionFwdAlgoPerf_t> fwd(std::max(count, 1));
-    MT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, x_desc, w_desc, conv_desc,
-                                                          y_desc, count, &returned, fwd.data()));
+    MT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, x_desc, w_desc, conv_desc, y_desc,
+                                                          count, &returned, fwd.data()));
     fwd_algo = pick(fwd, returned, "forward");
 
     MT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &count));
@@ -220,16 +219,16 @@ struct CudnnGroupedConv::Impl {
       for (int n = 1; n <= max_n; ++n) {
         set_shape(t, n);
         size_t bytes = 0;
-        check_at(cudnnGetConvolutionForwardWorkspaceSize(handle, x_desc, w_desc, conv_desc,
-                                                         y_desc, fwd_algo, &bytes),
+        check_at(cudnnGetConvolutionForwardWorkspaceSize(handle, x_desc, w_desc, conv_desc, y_desc,
+                                                         fwd_algo, &bytes),
                  "forward", t, n);
         need = std::max(need, bytes);
         check_at(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, w_desc, y_desc, conv_desc,
                                                               x_desc, bwd_data_algo, &bytes),
                  "backward data", t, n);
         need = std::max(need, bytes);
-        check_at(cudnnGetConvolutionBackwardFilterWorkspaceSize(
-                     handle, x_desc, y_desc, conv_desc, w_desc, bwd_filter_algo, &bytes),
+        check_at(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, x_desc, y_desc, conv_desc,
+                                                                w_desc, bwd_filter_algo, &bytes),
                  "backward filter", t, n);
         need = std::max(need, bytes);
       }
@@ -239,9 +238,9 @@ struct CudnnGroupedConv::Impl {
   void check_at(cudnnStatus_t s, const char* what, int tasks, int n) const {
     if (s == CUDNN_STATUS_SUCCESS) return;
     throw Error(ExitCode::kRuntime,
-                concat("cuDNN cannot run the grouped ", what, " algorithm it chose for ",
-                       g.tasks, " tasks at ", tasks, " tasks of ", n, " examples (",
-                       cudnnGetErrorString(s), "); use the GEMM form (cuda.conv=gemm)"));
+                concat("cuDNN cannot run the grouped ", what, " algorithm it chose for ", g.tasks,
+                       " tasks at ", tasks, " tasks of ", n, " examples (", cudnnGetErrorString(s),
+                       "); use the GEMM form (cuda.conv=gemm)"));
   }
 
   void begin(int tasks, int n, CUstream_st* stream) {
@@ -262,8 +261,8 @@ CudnnGroupedConv::~CudnnGroupedConv() = default;
 size_t CudnnGroupedConv::workspace_bytes() const { return impl_->workspace_bytes; }
 void CudnnGroupedConv::bind(void* workspace) { impl_->workspace = workspace; }
 
-void CudnnGroupedConv::forward(int tasks, int n, const float* W, const float* x, float* y, float beta,
-                               CUstream_st* stream) {
+void CudnnGroupedConv::forward(int tasks, int n, const float* W, const float* x, float* y,
+                               float beta, CUstream_st* stream) {
   MT_CHECK(W && x && y, "batched conv forward: null device pointer");
   Impl& m = *impl_;
   m.begin(tasks, n, stream);
@@ -273,8 +272,8 @@ void CudnnGroupedConv::forward(int tasks, int n, const float* W, const float* x,
                                          m.y_desc, y));
 }
 
-void CudnnGroupedConv::backward_data(int tasks, int n, const float* W, const float* dy, float* dx, float beta,
-                                     CUstream_st* stream) {
+void CudnnGroupedConv::backward_data(int tasks, int n, const float* W, const float* dy, float* dx,
+                                     float beta, CUstream_st* stream) {
   MT_CHECK(W && dy && dx, "batched conv backward data: null device pointer");
   Impl& m = *impl_;
   m.begin(tasks, n, stream);
@@ -312,19 +311,20 @@ std::string version_text(size_t v) {  // cuDNN 9 encodes major·10000 + minor·1
 
 std::string cudnn_version() {
   return detail::concat("cuDNN ", version_text(cudnnGetVersion()), " (built against ",
-                version_text(CUDNN_VERSION), ")");
+                        version_text(CUDNN_VERSION), ")");
 }
 
 std::shared_ptr<cudnnContext> make_cudnn_handle() {
   const size_t loaded = cudnnGetVersion();
   if (loaded / 10000 != CUDNN_MAJOR)
-    throw Error(ExitCode::kRuntime, detail::concat("the loaded cuDNN is ", version_text(loaded),
-                                           ", this build needs major version ", CUDNN_MAJOR));
+    throw Error(ExitCode::kRuntime,
+                detail::concat("the loaded cuDNN is ", version_text(loaded),
+                               ", this build needs major version ", CUDNN_MAJOR));
   cudnnHandle_t h = nullptr;
   const cudnnStatus_t s = cudnnCreate(&h);
   if (s != CUDNN_STATUS_SUCCESS)
-    throw Error(ExitCode::kRuntime,
-                detail::concat("cudnnCreate failed: ", cudnnGetErrorString(s), " (", cudnn_version(), ")"));
+    throw Error(ExitCode::kRuntime, detail::concat("cudnnCreate failed: ", cudnnGetErrorString(s),
+                                                   " (", cudnn_version(), ")"));
   return std::shared_ptr<cudnnContext>(h, [](cudnnHandle_t handle) {
     const cudnnStatus_t d = cudnnDestroy(handle);
     if (d != CUDNN_STATUS_SUCCESS)

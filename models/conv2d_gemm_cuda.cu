@@ -181,8 +181,7 @@ int BatchedConv2dCuda::max_n() const { return impl_->max_n; }
 
 ConvWorkspaceNeed BatchedConv2dCuda::need() const {
   const Impl& m = *impl_;
-  return {m.g.col_size(m.max_n), m.g.out_size(m.max_n),
-          m.cudnn ? m.cudnn->workspace_bytes() : 0};
+  return {m.g.col_size(m.max_n), m.g.out_size(m.max_n), m.cudnn ? m.cudnn->workspace_bytes() : 0};
 }
 
 void BatchedConv2dCuda::bind(const ConvGemmWorkspace<float>& gemm, void* cudnn_workspace) {
@@ -194,8 +193,8 @@ void BatchedConv2dCuda::bind(const ConvGemmWorkspace<float>& gemm, void* cudnn_w
 }
 
 void BatchedConv2dCuda::set_form(ConvPass pass, ConvForm form) {
-  MT_CHECK(form == ConvForm::kGemm || impl_->cudnn, "the cuDNN form is unavailable here: ",
-           impl_->cudnn_missing);
+  MT_CHECK(form == ConvForm::kGemm || impl_->cudnn,
+           "the cuDNN form is unavailable here: ", impl_->cudnn_missing);
   impl_->forms[static_cast<int>(pass)] = form;
 }
 ConvForm BatchedConv2dCuda::form(ConvPass pass) const { return impl_->form(pass); }
@@ -213,8 +212,8 @@ void BatchedConv2dCuda::forward(int tasks, int n, const float* W, const float* x
   }
 }
 
-void BatchedConv2dCuda::backward_data(int tasks, int n, const float* W, const float* dy,
-                                      float* dx, CUstream_st* stream) {
+void BatchedConv2dCuda::backward_data(int tasks, int n, const float* W, const float* dy, float* dx,
+                                      CUstream_st* stream) {
   Impl& m = *impl_;
   const BatchedConvGeom g = m.at(tasks, n);
   MT_CHECK(W && dy && dx, "batched conv backward data: null device pointer");
@@ -239,8 +238,8 @@ void BatchedConv2dCuda::backward_filter(int tasks, int n, const float* x, const 
   }
 }
 
-void BatchedConv2dCuda::backward(int tasks, int n, const float* W, const float* x,
-                                 const float* dy, float* dx, float* dW, CUstream_st* stream) {
+void BatchedConv2dCuda::backward(int tasks, int n, const float* W, const float* x, const float* dy,
+                                 float* dx, float* dW, CUstream_st* stream) {
   backward_filter(tasks, n, x, dy, dW, stream);
   if (dx) backward_data(tasks, n, W, dy, dx, stream);
 }
@@ -311,8 +310,8 @@ void BatchedConv2dCuda::tune(int n, CUstream_st* stream, int repeats) {
         r_forward(T, n, W.data(), R_W.data(), x.data(), R_x.data(), y.data(), stream);
         break;
       case ConvPass::kRBackward:
-        r_backward(T, n, W.data(), R_W.data(), x.data(), R_x.data(), dy.data(), R_dy.data(), dx.data(),
-                   dW.data(), stream);
+        r_backward(T, n, W.data(), R_W.data(), x.data(), R_x.data(), dy.data(), R_dy.data(),
+                   dx.data(), dW.data(), stream);
         break;
     }
   };

@@ -74,7 +74,8 @@ class CudaNetExec {
   std::string describe() const {
     std::string s;
     for (size_t l = 0; l < conv_.size(); ++l)
-      if (conv_[l]) s += detail::concat(s.empty() ? "" : "; ", "layer ", l, ": ", conv_[l]->describe());
+      if (conv_[l])
+        s += detail::concat(s.empty() ? "" : "; ", "layer ", l, ": ", conv_[l]->describe());
     return s;
   }
 
@@ -102,13 +103,13 @@ class CudaNetExec {
                        float* dx, float* dW, float* db) {
     head_[l]->backward(T, n, W, x, dy, dx, dW, db, stream_);
   }
-  void linear_r_forward(size_t l, int T, int n, const float* W, const float* R_W,
-                        const float* R_b, const float* x, const float* R_x, float* R_y) {
+  void linear_r_forward(size_t l, int T, int n, const float* W, const float* R_W, const float* R_b,
+                        const float* x, const float* R_x, float* R_y) {
     head_[l]->r_forward(T, n, W, R_W, R_b, x, R_x, R_y, stream_);
   }
-  void linear_r_backward(size_t l, int T, int n, const float* W, const float* R_W,
-                         const float* x, const float* R_x, const float* dy, const float* R_dy,
-                         float* R_dx, float* R_dW, float* R_db) {
+  void linear_r_backward(size_t l, int T, int n, const float* W, const float* R_W, const float* x,
+                         const float* R_x, const float* dy, const float* R_dy, float* R_dx,
+                         float* R_dW, float* R_db) {
     head_[l]->r_backward(T, n, W, R_W, x, R_x, dy, R_dy, R_dx, R_dW, R_db, stream_);
   }
 
@@ -192,8 +193,7 @@ class CudaTaskBatch final : public TaskBatch {
         capacity_(static_cast<int64_t>(max_tasks) * max_examples),
         item_(item),
         resident_(resident),
-        pool_(2 * capacity_ * (item * sizeof(float) + sizeof(int32_t) + sizeof(int64_t)) +
-              6 * 256),
+        pool_(2 * capacity_ * (item * sizeof(float) + sizeof(int32_t) + sizeof(int64_t)) + 6 * 256),
         staged_x_(resident ? 0 : 2 * capacity_ * item),
         staged_y_(2 * capacity_),
         staged_rows_(2 * capacity_) {
@@ -213,8 +213,10 @@ class CudaTaskBatch final : public TaskBatch {
     for (int k = 0; k < 2; ++k) {
       const Split s = k == 0 ? Split::kSupport : Split::kQuery;
       const Batch<float>& first = k == 0 ? eps[0]->support : eps[0]->query;
-      MT_CHECK(first.n <= max_examples, "a task of ", first.n, " examples; the CUDA backend "
-               "was sized for ", max_examples);
+      MT_CHECK(first.n <= max_examples, "a task of ", first.n,
+               " examples; the CUDA backend "
+               "was sized for ",
+               max_examples);
       MT_CHECK(first.item.size() == item_, "an episode of another image shape");
       n_[k] = first.n;
       const int64_t rows = static_cast<int64_t>(n_[k]) * tasks_;
@@ -222,8 +224,8 @@ class CudaTaskBatch final : public TaskBatch {
       if (resident_) {  // only the indices cross PCIe; the GPU gathers the pixels
         int64_t* hr = staged_rows_.data() + k * capacity_;
         pack_rows(eps, s, hr, hy);
-        MT_CUDA_CHECK(cudaMemcpyAsync(rows_[k], hr, rows * sizeof(int64_t),
-                                      cudaMemcpyHostToDevice, stream));
+        MT_CUDA_CHECK(
+            cudaMemcpyAsync(rows_[k], hr, rows * sizeof(int64_t), cudaMemcpyHostToDevice, stream));
         resident_->gather_rows(rows_[k], rows, x_[k], stream);
       } else {
         MT_CHECK(first.x.size() == static_cast<size_t>(first.n * item_),
@@ -234,8 +236,8 @@ class CudaTaskBatch final : public TaskBatch {
         MT_CUDA_CHECK(cudaMemcpyAsync(x_[k], hx, rows * item_ * sizeof(float),
                                       cudaMemcpyHostToDevice, stream));
       }
-      MT_CUDA_CHECK(cudaMemcpyAsync(y_[k], hy, rows * sizeof(int32_t), cudaMemcpyHostToDevice,
-                                    stream));
+      MT_CUDA_CHECK(
+          cudaMemcpyAsync(y_[k], hy, rows * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
     }
   }
 
@@ -286,8 +288,8 @@ class Conv4Cuda final : public BatchedModel<float> {
                                            ++serial_, o_.resident);
   }
   void load(const std::vector<const Episode<float>*>& episodes, TaskBatch& b) override {
-    MT_CHECK(!episodes.empty() && static_cast<int>(episodes.size()) <= o_.max_tasks,
-             "a batch of ", episodes.size(), " tasks (1 to ", o_.max_tasks, ")");
+    MT_CHECK(!episodes.empty() && static_cast<int>(episodes.size()) <= o_.max_tasks, "a batch of ",
+             episodes.size(), " tasks (1 to ", o_.max_tasks, ")");
     cuda_batch(b).load(episodes, o_.max_examples, stream_.get());
   }
   void gather(const TaskBatch& from, const std::vector<int>& tasks, TaskBatch& to) override {
@@ -330,8 +332,9 @@ class Conv4Cuda final : public BatchedModel<float> {
 std::shared_ptr<cudnnContext> cudnn_for(const CudaBackendOptions& o, std::string* note) {
   using Conv = CudaBackendOptions::Conv;
   if (o.conv == Conv::kGemm || (o.conv == Conv::kAuto && !o.tune)) {
-    *note = "the GEMM form is the batch-invariant choice (cuda.conv=cudnn or cuda.tune=true to "
-            "use cuDNN)";
+    *note =
+        "the GEMM form is the batch-invariant choice (cuda.conv=cudnn or cuda.tune=true to "
+        "use cuDNN)";
     return nullptr;
   }
   try {
@@ -408,16 +411,17 @@ std::string Conv4Cuda::describe() const {
   const char* conv = o_.conv == CudaBackendOptions::Conv::kCudnn  ? "cudnn"
                      : o_.conv == CudaBackendOptions::Conv::kGemm ? "gemm"
                                                                   : "auto";
-  return detail::concat("cuda on ", gpu, "; ", cuda_versions(), "; ", cudnn_version(), "; up to ",
-                        o_.max_tasks, " tasks of ", o_.max_examples, " examples per call, CUDA "
-                        "Graphs ", o_.graphs ? "on" : "off", ", pool ", pool_->capacity() >> 20,
-                        " MiB; cuda.conv=", conv, o_.tune ? " tuned (timings: not reproducible)" : "",
-                        cudnn_note_.empty() ? "" : " (" + cudnn_note_ + ")", "; convolutions ",
-                        exec_->describe());
+  return detail::concat(
+      "cuda on ", gpu, "; ", cuda_versions(), "; ", cudnn_version(), "; up to ", o_.max_tasks,
+      " tasks of ", o_.max_examples,
+      " examples per call, CUDA "
+      "Graphs ",
+      o_.graphs ? "on" : "off", ", pool ", pool_->capacity() >> 20, " MiB; cuda.conv=", conv,
+      o_.tune ? " tuned (timings: not reproducible)" : "",
+      cudnn_note_.empty() ? "" : " (" + cudnn_note_ + ")", "; convolutions ", exec_->describe());
 }
 
-void Conv4Cuda::launch(const CallKey& key, const std::function<void()>& enqueue,
-                       const char* pass) {
+void Conv4Cuda::launch(const CallKey& key, const std::function<void()>& enqueue, const char* pass) {
   auto it = seen_.find(key);
   if (it == seen_.end()) {  // warm-up: cuDNN settles its state on the first run
     enqueue();
@@ -469,8 +473,7 @@ void Conv4Cuda::hvp(const TaskBatch& b, Split s, const float* phi, const float* 
     copy_stats(T, n, stats);
     return;
   }
-  launch({1, c.serial(), static_cast<int>(s), phi, v, Hv, T, n}, enqueue,
-         "Hessian-vector product");
+  launch({1, c.serial(), static_cast<int>(s), phi, v, Hv, T, n}, enqueue, "Hessian-vector product");
 }
 
 }  // namespace

@@ -12,9 +12,9 @@
 namespace mt {
 
 struct CudaBackendOptions {
-  int max_tasks = 1;        // most tasks per call (the rank's share of the meta-batch)
-  int max_examples = 1;     // most examples per task in one call (support or query)
-  bool graphs = true;       // replay captured CUDA Graphs of the inner and adjoint steps
+  int max_tasks = 1;     // most tasks per call (the rank's share of the meta-batch)
+  int max_examples = 1;  // most examples per task in one call (support or query)
+  bool graphs = true;    // replay captured CUDA Graphs of the inner and adjoint steps
   // Convolution form of every pass, chosen once per layer geometry and never by timing unless
   // `tune`: kGemm = im2col + our batch-invariant GEMM (a task's bits never depend on its
   // batch-mates); kCudnn = cuDNN grouped convolution with heuristic-pinned algorithms (an error

@@ -16,9 +16,9 @@ namespace mt {
 
 namespace {
 
-constexpr int kTile = 64;      // rows (i) and columns (j) of C per block
-constexpr int kSlice = 16;     // k per shared-memory stage
-constexpr int kSide = 16;      // threads per tile side; each thread owns 4×4 elements
+constexpr int kTile = 64;   // rows (i) and columns (j) of C per block
+constexpr int kSlice = 16;  // k per shared-memory stage
+constexpr int kSide = 16;   // threads per tile side; each thread owns 4×4 elements
 constexpr int kThreads = kSide * kSide;
 constexpr int kPer = kTile / kSide;
 
@@ -101,8 +101,9 @@ void run_gemm_call_pinned(const GemmCall& c, const float* A, const float* B, flo
   if (c.m == 0 || c.n == 0 || c.batch == 0) return;
   MT_CHECK(C && (c.k == 0 || (A && B)), "batched GEMM: null device pointer");
   const int64_t tiles_i = (c.m + kTile - 1) / kTile, tiles_j = (c.n + kTile - 1) / kTile;
-  MT_CHECK(tiles_j <= 65535 && c.batch <= 65535, "batched GEMM of ", c.n, " columns and ",
-           c.batch, " matrices exceeds the grid (65535 tiles of ", kTile, " columns, 65535 "
+  MT_CHECK(tiles_j <= 65535 && c.batch <= 65535, "batched GEMM of ", c.n, " columns and ", c.batch,
+           " matrices exceeds the grid (65535 tiles of ", kTile,
+           " columns, 65535 "
            "matrices)");
   const dim3 grid(static_cast<unsigned>(tiles_i), static_cast<unsigned>(tiles_j),
                   static_cast<unsigned>(c.batch));

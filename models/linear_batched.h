@@ -31,16 +31,16 @@ class BatchedLinearCuda {
   void forward(int tasks, int n, const float* W, const float* b, const float* x, float* y,
                CUstream_st* stream);
   // dW = dyᵀ x, db = Σ_i dy, dx = dy W (when dx is not null). Overwrites dW, db, dx.
-  void backward(int tasks, int n, const float* W, const float* x, const float* dy, float* dx, float* dW,
-                float* db, CUstream_st* stream);
+  void backward(int tasks, int n, const float* W, const float* x, const float* dy, float* dx,
+                float* dW, float* db, CUstream_st* stream);
   // R_y = x R_Wᵀ + R_x Wᵀ + R_b. Overwrites R_y.
-  void r_forward(int tasks, int n, const float* W, const float* R_W, const float* R_b, const float* x,
-                 const float* R_x, float* R_y, CUstream_st* stream);
+  void r_forward(int tasks, int n, const float* W, const float* R_W, const float* R_b,
+                 const float* x, const float* R_x, float* R_y, CUstream_st* stream);
   // R_dW = R_dyᵀ x + dyᵀ R_x, R_db = Σ_i R_dy, R_dx = dy R_W + R_dy W (when R_dx is not
   // null). Overwrites R_dW, R_db, R_dx.
-  void r_backward(int tasks, int n, const float* W, const float* R_W, const float* x, const float* R_x,
-                  const float* dy, const float* R_dy, float* R_dx, float* R_dW, float* R_db,
-                  CUstream_st* stream);
+  void r_backward(int tasks, int n, const float* W, const float* R_W, const float* x,
+                  const float* R_x, const float* dy, const float* R_dy, float* R_dx, float* R_dW,
+                  float* R_db, CUstream_st* stream);
 
  private:
   BatchedLinearGeom at(int tasks, int n) const;  // the call's geometry, checked

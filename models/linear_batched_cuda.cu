@@ -56,8 +56,7 @@ struct CudaLinearExec {
 
 }  // namespace
 
-BatchedLinearCuda::BatchedLinearCuda(int in_features, int out_features, int max_tasks,
-                                     int max_n)
+BatchedLinearCuda::BatchedLinearCuda(int in_features, int out_features, int max_tasks, int max_n)
     : max_n_(max_n) {
   MT_CHECK(in_features > 0 && out_features > 0 && max_tasks >= 1 && max_n >= 1,
            "batched linear head ", in_features, " -> ", out_features, ", ", max_tasks,
@@ -65,32 +64,31 @@ BatchedLinearCuda::BatchedLinearCuda(int in_features, int out_features, int max_
   g_ = {max_tasks, in_features, out_features};
 }
 
-
 BatchedLinearGeom BatchedLinearCuda::at(int tasks, int n) const {
   MT_CHECK(n >= 1 && n <= max_n_, "batched linear head: n = ", n, " outside [1, ", max_n_, "]");
-  MT_CHECK(tasks >= 1 && tasks <= g_.tasks, "batched linear head: ", tasks,
-           " tasks outside [1, ", g_.tasks, "]");
+  MT_CHECK(tasks >= 1 && tasks <= g_.tasks, "batched linear head: ", tasks, " tasks outside [1, ",
+           g_.tasks, "]");
   return g_.at_tasks(tasks);
 }
 
-void BatchedLinearCuda::forward(int tasks, int n, const float* W, const float* b, const float* x, float* y,
-                                CUstream_st* stream) {
+void BatchedLinearCuda::forward(int tasks, int n, const float* W, const float* b, const float* x,
+                                float* y, CUstream_st* stream) {
   const BatchedLinearGeom g = at(tasks, n);
   MT_CHECK(W && b && x && y, "batched linear forward: null device pointer");
   CudaLinearExec ex{stream};
   linear_gemm_forward(ex, g, n, W, b, x, y);
 }
 
-void BatchedLinearCuda::backward(int tasks, int n, const float* W, const float* x, const float* dy, float* dx,
-                                 float* dW, float* db, CUstream_st* stream) {
+void BatchedLinearCuda::backward(int tasks, int n, const float* W, const float* x, const float* dy,
+                                 float* dx, float* dW, float* db, CUstream_st* stream) {
   const BatchedLinearGeom g = at(tasks, n);
   MT_CHECK(W && x && dy && dW && db, "batched linear backward: null device pointer");
   CudaLinearExec ex{stream};
   linear_gemm_backward(ex, g, n, W, x, dy, dx, dW, db);
 }
 
-void BatchedLinearCuda::r_forward(int tasks, int n, const float* W, const float* R_W, const float* R_b,
-                                  const float* x, const float* R_x, float* R_y,
+void BatchedLinearCuda::r_forward(int tasks, int n, const float* W, const float* R_W,
+                                  const float* R_b, const float* x, const float* R_x, float* R_y,
                                   CUstream_st* stream) {
   const BatchedLinearGeom g = at(tasks, n);
   MT_CHECK(W && R_W && R_b && x && R_y, "batched linear r_forward: null device pointer");
@@ -98,9 +96,10 @@ void BatchedLinearCuda::r_forward(int tasks, int n, const float* W, const float*
   linear_gemm_r_forward(ex, g, n, W, R_W, R_b, x, R_x, R_y);
 }
 
-void BatchedLinearCuda::r_backward(int tasks, int n, const float* W, const float* R_W, const float* x,
-                                   const float* R_x, const float* dy, const float* R_dy,
-                                   float* R_dx, float* R_dW, float* R_db, CUstream_st* stream) {
+void BatchedLinearCuda::r_backward(int tasks, int n, const float* W, const float* R_W,
+                                   const float* x, const float* R_x, const float* dy,
+                                   const float* R_dy, float* R_dx, float* R_dW, float* R_db,
+                                   CUstream_st* stream) {
   const BatchedLinearGeom g = at(tasks, n);
   MT_CHECK(W && R_W && x && dy && R_dy && R_dW && R_db,
            "batched linear r_backward: null device pointer");

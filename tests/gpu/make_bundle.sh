@@ -5,7 +5,8 @@
 # plug-ins included, so that a singleton MPI_Init works without mpirun), plus env.sh / run
 # wrappers that set the library path on the device, and a manifest.
 #   usage: tests/gpu/make_bundle.sh BUILD_DIR DEST
-#   env:   MT_BUNDLE_MAX_MIB (default 40; 0 = no limit): libraries are xz-packed, largest first,
+#   env:   MT_BUNDLE_MAX_MIB (default 56: the device tool carries 64 MiB in all; 0 = no limit):
+#          libraries are xz-packed, largest first,
 #          until DEST fits;  MT_BUNDLE_STRIP=debug|all|none (default debug)
 set -euo pipefail
 
@@ -15,7 +16,7 @@ log() { echo "make_bundle: $*" >&2; }
 [ $# -eq 2 ] || die "usage: $0 BUILD_DIR DEST"
 build="$(cd "$1" 2>/dev/null && pwd)" || die "BUILD_DIR '$1' does not exist"
 dest_arg="$2"
-max_mib="${MT_BUNDLE_MAX_MIB:-40}"
+max_mib="${MT_BUNDLE_MAX_MIB:-56}"
 strip_mode="${MT_BUNDLE_STRIP:-debug}"
 case "$strip_mode" in debug|all|none) ;; *) die "MT_BUNDLE_STRIP must be debug, all or none" ;; esac
 for tool in ldd python3 tar xz; do

@@ -113,9 +113,9 @@ TEST(MetatrainCuda, DeviceResidentStoreGivesTheBitsOfTheOtherModes) {
   int k = 0;
   for (const char* mode : {"off", "host", "device"}) {
     const std::string dir = temp_dir(std::string("resident_") + mode);
-    const Result r = metatrain(small(dir) + " steps=3 device=cuda data.path=" + store +
-                               " data.train_split=train data.eval_split=train data.resident=" +
-                               mode);
+    const Result r =
+        metatrain(small(dir) + " steps=3 device=cuda data.path=" + store +
+                  " data.train_split=train data.eval_split=train data.resident=" + mode);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find(std::string("resident: ") + mode), std::string::npos) << r.output;
     by_mode[k++] = params(dir + "/latest.h5");

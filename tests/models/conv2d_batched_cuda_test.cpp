@@ -155,7 +155,8 @@ ConvTwin run_twin(const BatchedConvGeom& g, int n, const DVec& x, const DVec& R_
 
 // The slices of T tasks' data: v holds `rows` rows of `from` task blocks of `block` elements
 // (row i, task t at (i·from + t)·block); the result holds the tasks of `pick`, in that order.
-FVec pick_tasks(const FVec& v, int64_t rows, int from, int64_t block, const std::vector<int>& pick) {
+FVec pick_tasks(const FVec& v, int64_t rows, int from, int64_t block,
+                const std::vector<int>& pick) {
   FVec out(static_cast<size_t>(rows * pick.size() * block));
   for (int64_t i = 0; i < rows; ++i)
     for (size_t k = 0; k < pick.size(); ++k)
@@ -227,8 +228,8 @@ ConvResults run_gpu(BatchedConv2dCuda& conv, int T, int n, const FVec& x, const 
     DeviceBuffer<float> R_dW_only = poisoned(g.weight_size());
     conv.r_backward(T, n, d_W.data(), d_R_W.data(), d_x.data(), d_R_x.data(), d_dy.data(),
                     d_R_dy.data(), R_dx.data(), R_dW.data(), s);
-    conv.r_backward(T, n, d_W.data(), d_R_W.data(), d_x.data(), nullptr, d_dy.data(),
-                    d_R_dy.data(), R_dx0.data(), R_dW0.data(), s);
+    conv.r_backward(T, n, d_W.data(), d_R_W.data(), d_x.data(), nullptr, d_dy.data(), d_R_dy.data(),
+                    R_dx0.data(), R_dW0.data(), s);
     conv.r_backward(T, n, d_W.data(), d_R_W.data(), d_x.data(), d_R_x.data(), d_dy.data(),
                     d_R_dy.data(), nullptr, R_dW_only.data(), s);
     keep("r_backward R_dx", R_dx, in);
@@ -498,9 +499,9 @@ TEST(BatchedLinearCuda, EveryPassMatchesTheHostTwinAndRepeatsBitwise) {
   for (int t = 0; t < T; ++t) {
     auto one = [&](const FVec& v, Layout l) { return pick_tasks(v, l.rows, T, l.block, {t}); };
     const Layout in{n, F}, out{n, K}, weight{1, K * F}, bias{1, K};
-    const std::vector<FVec> alone = run(1, one(x, in), one(R_x, in), one(W, weight),
-                                        one(R_W, weight), one(b, bias), one(R_b, bias),
-                                        one(dy, out), one(R_dy, out));
+    const std::vector<FVec> alone =
+        run(1, one(x, in), one(R_x, in), one(W, weight), one(R_W, weight), one(b, bias),
+            one(R_b, bias), one(dy, out), one(R_dy, out));
     for (size_t k = 0; k < alone.size(); ++k) {
       const FVec whole = one(first[k], lay[k]);
       EXPECT_EQ(std::memcmp(alone[k].data(), whole.data(), whole.size() * sizeof(float)), 0)
@@ -514,8 +515,7 @@ TEST(BatchedLinearCuda, EveryPassMatchesTheHostTwinAndRepeatsBitwise) {
                             d_R_dy = upload(R_dy);
   DeviceBuffer<float> R_y0 = poisoned(n * T * K), dW1 = poisoned(T * K * F), db1 = poisoned(T * K),
                       R_dW1 = poisoned(T * K * F), R_db1 = poisoned(T * K);
-  lin.r_forward(T, n, d_W.data(), d_R_W.data(), d_R_b.data(), d_x.data(), nullptr, R_y0.data(),
-                s);
+  lin.r_forward(T, n, d_W.data(), d_R_W.data(), d_R_b.data(), d_x.data(), nullptr, R_y0.data(), s);
   lin.backward(T, n, d_W.data(), d_x.data(), d_dy.data(), nullptr, dW1.data(), db1.data(), s);
   lin.r_backward(T, n, d_W.data(), d_R_W.data(), d_x.data(), d_R_x.data(), d_dy.data(),
                  d_R_dy.data(), nullptr, R_dW1.data(), R_db1.data(), s);

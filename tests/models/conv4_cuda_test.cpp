@@ -6,12 +6,10 @@
 // Needs a GPU: skips with the reason otherwise (label gpu).
 #include "models/conv4_cuda.h"
 
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
-
-#include <cuda_runtime.h>
-
 #include <cstring>
 
 #include "core/batched_model_cpu.h"
@@ -116,8 +114,8 @@ TEST(Conv4Cuda, PassesMatchTheCpuStride) {
   expect_passes_match(kStride);
 }
 
-MetaStepSums<float> step(BatchedModel<float>& m, const Fixture& s, const InnerLoop& inner, Algo algo,
-                         double q, const std::vector<int64_t>& tasks) {
+MetaStepSums<float> step(BatchedModel<float>& m, const Fixture& s, const InnerLoop& inner,
+                         Algo algo, double q, const std::vector<int64_t>& tasks) {
   MetaStep<float> ms(m, inner, {algo, 13, 2});
   MetaStepSums<float> sums;
   sums.reset(s.theta.size());
@@ -152,9 +150,9 @@ TEST(Conv4Cuda, FomamlStepMatchesTheCpu) {
 }
 TEST(Conv4Cuda, MamlStepMatchesTheCpuInEveryTrajectoryMode) {
   MT_NEED_GPU();
-  for (TrajectoryMode m : {TrajectoryMode{TrajectoryMode::kStore, 1},
-                           TrajectoryMode{TrajectoryMode::kRecompute, 1},
-                           TrajectoryMode{TrajectoryMode::kCheckpoint, 2}})
+  for (TrajectoryMode m :
+       {TrajectoryMode{TrajectoryMode::kStore, 1}, TrajectoryMode{TrajectoryMode::kRecompute, 1},
+        TrajectoryMode{TrajectoryMode::kCheckpoint, 2}})
     expect_step_matches(Algo::kMaml, 1, m, 5);
 }
 TEST(Conv4Cuda, UfomStepMatchesTheCpu) {
@@ -174,7 +172,8 @@ TEST(Conv4Cuda, GraphsEqualEagerAndBatchedEqualsOneByOne) {
   const std::vector<int64_t> tasks = {0, 1, 2, 3};
   std::vector<float> by_form[2];
   for (auto conv : {CudaBackendOptions::Conv::kCudnn, CudaBackendOptions::Conv::kGemm}) {
-    auto graphs = s.cuda(T, true, conv), eager = s.cuda(T, false, conv), one = s.cuda(1, true, conv);
+    auto graphs = s.cuda(T, true, conv), eager = s.cuda(T, false, conv),
+         one = s.cuda(1, true, conv);
     const MetaStepSums<float> g = step(*graphs, s, inner, Algo::kMaml, 1, tasks);
     const MetaStepSums<float> g2 = step(*graphs, s, inner, Algo::kMaml, 1, tasks);  // replays
     const MetaStepSums<float> e = step(*eager, s, inner, Algo::kMaml, 1, tasks);
