@@ -3,9 +3,11 @@
 // gemm_call_element) and the host twin executor over the shared MT_HD bodies. float and double.
 #include <algorithm>
 #include <limits>
+#include <vector>
 
 #include "core/check.h"
 #include "models/conv2d_batched_index.h"
+#include "models/gemm_tiled.h"
 
 namespace mt {
 
@@ -131,6 +133,32 @@ void run_gemm_call_host(const GemmCall& c, const S* A, const S* B, S* C) {
       for (int i = 0; i < c.m; ++i)
         Cp[i + static_cast<int64_t>(j) * c.ldc] = gemm_call_element(c, Ap, Bp, Cp, i, j);
   }
+}
+
+void run_gemm_call_tiled_host(const GemmCall& c, const float* A, const float* B, float* C) {
+  using G = GemmTiling;
+  check_gemm_call(c);
+  MT_CHECK(C && (c.k == 0 || (A && B)), "null GEMM operand");
+  GemmTileStage stage;
+  std::vector<float> acc(static_cast<size_t>(G::kThreads) * G::kPer * G::kPer);
+  auto acc_of = [&](int tid) -> float(&)[G::kPer][G::kPer] {
+    return *reinterpret_cast<float(*)[G::kPer][G::kPer]>(&acc[tid * G::kPer * G::kPer]);
+  };
+  for (int p = 0; p < c.batch; ++p)
+    for (int i0 = 0; i0 < c.m; i0 += G::kTile)
+      for (int j0 = 0; j0 < c.n; j0 += G::kTile) {  // one block
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int l0 = 0; l0 < c.k; l0 += G::kSlice) {
+          const int slice = std::min(G::kSlice, c.k - l0);
+          for (int tid = 0; tid < G::kThreads; ++tid)  // then __syncthreads()
+            gemm_tile_stage(c, A + p * c.stride_a, B + p * c.stride_b, i0, j0, l0, slice, tid,
+                            stage);
+          for (int tid = 0; tid < G::kThreads; ++tid)
+            gemm_tile_accumulate(stage, slice, tid, acc_of(tid));
+        }
+        for (int tid = 0; tid < G::kThreads; ++tid)
+          gemm_tile_store(c, C + p * c.stride_c, i0, j0, tid, acc_of(tid));
+      }
 }
 
 template <typename S>

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <ostream>
 #include <string>
@@ -14,6 +15,7 @@
 #include "core/rng.h"
 #include "models/conv2d.h"
 #include "models/conv2d_batched_index.h"
+#include "models/gemm_tiled.h"
 #include "models/linear.h"
 
 namespace mt {
@@ -122,6 +124,76 @@ TEST(BatchedGemmHost, ExecutesTheCallColumnMajorAsCublasDefinesIt) {
         }
       }
     }
+}
+
+// The GPU kernel's own steps (gemm_tiled.h), run block by block on the host, give every element
+// the bits of gemm_call_element: both transposes, beta 0 and 1, sizes off the 64×64 tiles and
+// the 16-wide k slices, leading dimensions and strides with padding, k = 0, and the calls of a
+// real conv and head. This is what makes the GPU's bits those of the host twin and independent
+// of the batch: checked here without a GPU (the gpu test PinnedGemmCuda.* runs the kernel).
+std::vector<float> random_floats(int64_t n, uint64_t seed) {
+  Rng rng(seed, 0, 0, Stream::kTest);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = static_cast<float>(rng.uniform(-1, 1));
+  return v;
+}
+
+void expect_tiled_equals_element(const GemmCall& c, uint64_t seed, const std::string& what) {
+  const int64_t a_rows = c.transa ? c.k : c.m, a_cols = c.transa ? c.m : c.k;
+  const int64_t b_rows = c.transb ? c.n : c.k, b_cols = c.transb ? c.k : c.n;
+  const int64_t a_size = (c.batch - 1) * c.stride_a + c.lda * std::max<int64_t>(a_cols, 1) + a_rows;
+  const int64_t b_size = (c.batch - 1) * c.stride_b + c.ldb * std::max<int64_t>(b_cols, 1) + b_rows;
+  const int64_t c_size = (c.batch - 1) * c.stride_c + static_cast<int64_t>(c.ldc) * c.n;
+  const std::vector<float> A = random_floats(a_size, seed), B = random_floats(b_size, seed + 1),
+                           C0 = random_floats(c_size, seed + 2);
+  std::vector<float> element = C0, tiled = C0;
+  run_gemm_call_host(c, A.data(), B.data(), element.data());
+  run_gemm_call_tiled_host(c, A.data(), B.data(), tiled.data());
+  int64_t differ = 0, first = -1;
+  for (int64_t e = 0; e < c_size; ++e)
+    if (std::memcmp(&element[e], &tiled[e], sizeof(float)) != 0) {
+      if (first < 0) first = e;
+      ++differ;
+    }
+  EXPECT_EQ(differ, 0) << what << ": first differing element " << first;
+}
+
+TEST(BatchedGemmHost, TheKernelsTiledStepsGiveEveryElementItsOwnBits) {
+  uint64_t seed = 40;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (double beta : {0.0, 1.0})
+        for (int k : {0, 1, 16, 37}) {
+          GemmCall c;
+          c.transa = ta;
+          c.transb = tb;
+          c.m = 70;
+          c.n = 131;
+          c.k = k;
+          c.lda = std::max(ta ? k : c.m, 1) + 3;
+          c.ldb = std::max(tb ? c.n : k, 1) + 5;
+          c.ldc = c.m + 2;
+          c.stride_a = static_cast<int64_t>(c.lda) * std::max(ta ? c.m : k, 1) + 7;
+          c.stride_b = static_cast<int64_t>(c.ldb) * std::max(tb ? k : c.n, 1) + 1;
+          c.stride_c = static_cast<int64_t>(c.ldc) * c.n + 9;
+          c.batch = 3;
+          c.beta = beta;
+          expect_tiled_equals_element(c, seed += 3,
+                                      "transa " + std::to_string(ta) + " transb " +
+                                          std::to_string(tb) + " beta " + std::to_string(beta) +
+                                          " k " + std::to_string(k));
+        }
+  const BatchedConvGeom g = make_batched_conv_geom(Shape{8, 9, 9}, 12, 1, 3);
+  const BatchedLinearGeom h{3, 40, 5};
+  for (double beta : {0.0, 1.0}) {
+    expect_tiled_equals_element(conv_forward_gemm(g, 2, beta), 90, "conv forward");
+    expect_tiled_equals_element(conv_backward_data_gemm(g, 2, beta), 91, "conv backward data");
+    expect_tiled_equals_element(conv_backward_filter_gemm(g, 2, beta), 92, "conv backward filter");
+    expect_tiled_equals_element(linear_forward_gemm(h, 7, beta), 93, "linear forward");
+    expect_tiled_equals_element(linear_backward_data_gemm(h, 7, beta), 94, "linear backward data");
+    expect_tiled_equals_element(linear_backward_filter_gemm(h, 7, beta), 95,
+                                "linear backward filter");
+  }
 }
 
 TEST(BatchedGemmHost, RejectsArgumentsCublasWouldRefuse) {
