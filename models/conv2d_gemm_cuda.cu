@@ -351,7 +351,7 @@ std::string BatchedConv2dCuda::describe() const {
   const Impl& m = *impl_;
   const BatchedConvGeom& g = m.g;
   std::ostringstream s;
-  s << "batched conv T=" << g.tasks << " [" << g.in_c << "," << g.in_h << "," << g.in_w << "]->["
+  s << "batched conv, up to T=" << g.tasks << " [" << g.in_c << "," << g.in_h << "," << g.in_w << "]->["
     << g.out_c << "," << g.out_h << "," << g.out_w << "] stride " << g.stride << " max_n "
     << m.max_n << ":";
   for (int p = 0; p < kConvPassCount; ++p) {
