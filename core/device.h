@@ -30,6 +30,10 @@ void select_gpu(int local_rank);
 size_t gpu_memory_used();
 // One line for logs: the backend and the visible GPUs, or why there are none.
 std::string describe_devices();
+// Why no GPU is usable, in plain words ("" when one is): no CUDA in this binary, no NVIDIA
+// driver on the machine, a driver that sees no GPU (CUDA_VISIBLE_DEVICES named when set), or a
+// driver older than this build's CUDA runtime (both versions named).
+std::string no_gpu_reason();
 // The CUDA stack this process runs on, for the start-up line: "CUDA runtime 13.0, driver 13.0,
 // cuBLAS 13.0.2" (each part says why when it cannot be queried); "CUDA not built" otherwise.
 std::string cuda_versions();

@@ -1,8 +1,10 @@
 // Device queries of the CUDA build, from the CUDA runtime. A failing cudaGetDeviceCount (no
 // driver, no device, driver older than the runtime) is reported as zero GPUs, never thrown.
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "core/cuda_check.h"
 #include "core/device.h"
@@ -44,8 +46,8 @@ bool cuda_built() { return true; }
 void select_gpu(int local_rank) {
   MT_CHECK(local_rank >= 0, "local rank ", local_rank);
   const int n = gpu_count();
-  MT_REQUIRE(n > 0, "device=cuda requested, but no GPU is usable (", describe_devices(),
-             "): run on a node with a GPU and a working driver, or set device=cpu");
+  MT_REQUIRE(n > 0, "device=cuda, but ", no_gpu_reason(),
+             ": run on a node with an NVIDIA GPU and its driver, or set device=cpu");
   MT_CUDA_CHECK(cudaSetDevice(local_rank % n));
 }
 
@@ -59,10 +61,7 @@ size_t gpu_memory_used() {
 std::string describe_devices() {
   cudaError_t error;
   const int n = query_count(&error);
-  if (n == 0) {
-    return detail::concat(
-        "CUDA built, 0 GPUs visible (cudaGetDeviceCount: ", cudaGetErrorString(error), ")");
-  }
+  if (n == 0) return detail::concat("CUDA built, 0 GPUs usable: ", no_gpu_reason());
   std::string line = detail::concat("CUDA built, ", n, n == 1 ? " GPU" : " GPUs", " visible:");
   for (const GpuInfo& g : list_gpus()) {
     char memory[32];
@@ -76,6 +75,29 @@ std::string describe_devices() {
 namespace {
 std::string cuda_version_text(int v) { return detail::concat(v / 1000, ".", v % 1000 / 10); }
 }  // namespace
+
+std::string no_gpu_reason() {
+  cudaError_t error;
+  if (query_count(&error) > 0) return "";
+  // The runtime reports a missing driver as "insufficient driver": ask the loader first.
+  void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+  if (!driver)
+    return "no NVIDIA driver is installed or loaded here (libcuda.so.1 cannot be loaded)";
+  dlclose(driver);
+  int runtime = 0, version = 0;
+  cudaRuntimeGetVersion(&runtime);
+  cudaDriverGetVersion(&version);
+  if (error == cudaErrorInsufficientDriver)
+    return detail::concat("the NVIDIA driver supports CUDA ", cuda_version_text(version),
+                          ", older than this build's CUDA runtime ", cuda_version_text(runtime),
+                          ": update the driver");
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  if (error == cudaErrorNoDevice || error == cudaSuccess)
+    return detail::concat("the NVIDIA driver sees no GPU",
+                          visible ? detail::concat(" (CUDA_VISIBLE_DEVICES=", visible, ")") : "");
+  return detail::concat(
+      "the CUDA runtime cannot use a GPU (cudaGetDeviceCount: ", detail::cuda_message(error), ")");
+}
 
 std::string cuda_versions() {
   int runtime = 0, driver = 0;

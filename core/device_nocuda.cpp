@@ -22,4 +22,6 @@ std::string describe_devices() { return "CUDA not built (CPU-only binary), 0 GPU
 
 std::string cuda_versions() { return "CUDA not built"; }
 
+std::string no_gpu_reason() { return "this binary was built without CUDA (a CPU-only build)"; }
+
 }  // namespace mt

@@ -263,8 +263,51 @@ std::vector<uint8_t> read_all_images(const h5::RowReader& images, int64_t n, int
 
 }  // namespace
 
-EpisodeStore::EpisodeStore(const std::string& path, StoreOptions opt)
-    : file_(h5::File::open_read(path)) {
+namespace {
+
+// What a user should do when data.path is not an episode store: raw data (a zip, a folder) is
+// packed with metapack first (the exact command), a missing file named as data.path.
+std::string store_advice(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const bool is_dir = fs::is_directory(path, ec);
+  const bool is_zip = path.size() > 4 && path.compare(path.size() - 4, 4, ".zip") == 0;
+  const std::string out = "data/" + fs::path(path).stem().string() + ".h5";
+  if (is_zip && fs::path(path).filename() == "all_runs.zip")
+    return concat(
+        "it is Lake's one-shot runs as a zip, not an episode store: pack it with "
+        "`build/bin/metapack omniglot-lake -o ",
+        out, " ", path, "`");
+  if (is_zip)
+    return concat(
+        "it is a zip archive, not an episode store: pack it first, e.g. Omniglot "
+        "with `build/bin/metapack omniglot -o data/omniglot.h5 ",
+        path, "` (`build/bin/metapack --help` lists the formats)");
+  if (is_dir)
+    return concat(
+        "it is a folder, not an episode store: pack it first, e.g. Mini-ImageNet with "
+        "`build/bin/metapack miniimagenet -o ",
+        out, " ", path, "` or Omniglot with `build/bin/metapack omniglot -o ", out, " ", path,
+        "` (`build/bin/metapack --help` lists the formats)");
+  if (!fs::exists(path, ec))
+    return "set data.path to an episode store made by metapack (`build/bin/metapack --help`), "
+           "or to glyphs (the built-in synthetic data)";
+  return "";
+}
+
+h5::File open_store(const std::string& path) {
+  try {
+    return h5::File::open_read(path);
+  } catch (const UsageError& e) {
+    const std::string advice = store_advice(path);
+    if (advice.empty()) throw;
+    throw UsageError(concat(e.what(), "; ", advice));
+  }
+}
+
+}  // namespace
+
+EpisodeStore::EpisodeStore(const std::string& path, StoreOptions opt) : file_(open_store(path)) {
   StoreContents c = with_repack_advice([&] { return read_metadata(file_); });
   dataset_ = c.dataset;
   height_ = c.height;

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "core/cuda_check.h"
+#include "core/device.h"
 #include "data/residency.h"
 #include "data/resident_images.h"
 
@@ -31,9 +32,7 @@ int64_t current_gpu_free_bytes(std::string* why_not) {
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess || n == 0) {
     cudaGetLastError();  // the failed query must not surface at the next checked call
-    if (why_not)
-      *why_not = e != cudaSuccess ? detail::concat("cudaGetDeviceCount: ", cudaGetErrorString(e))
-                                  : std::string("no GPU visible");
+    if (why_not) *why_not = no_gpu_reason();
     return -1;
   }
   size_t free_bytes = 0, total = 0;

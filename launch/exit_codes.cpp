@@ -10,6 +10,9 @@
 namespace mt {
 
 int guarded_main(const char* program, const char* usage_hint, const std::function<int()>& body) {
+  // Progress lines appear as they are printed, also when stdout is a file or a pipe (nohup,
+  // Slurm's output file), not at exit.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   try {
     return body();
   } catch (const UsageError& e) {

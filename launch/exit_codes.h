@@ -10,7 +10,8 @@ namespace dist {
 class Comm;
 }
 
-// Runs `body` and returns its exit code; an exception is printed as "<program>: error: ..."
+// Runs `body` and returns its exit code, stdout line-buffered (progress shows live in a file or
+// pipe); an exception is printed as "<program>: error: ..."
 // (UsageError, followed by `usage_hint` when given) or "<program>: fatal: ..." and mapped to
 // its exit code.
 int guarded_main(const char* program, const char* usage_hint, const std::function<int()>& body);

@@ -480,8 +480,8 @@ void Conv4Cuda::hvp(const TaskBatch& b, Split s, const float* phi, const float* 
 
 std::unique_ptr<BatchedModel<float>> make_conv4_cuda(const Conv4Spec& spec,
                                                      const CudaBackendOptions& options) {
-  MT_REQUIRE(gpu_count() > 0, "device = cuda, but no GPU is usable (", describe_devices(),
-             "): run on a node with a GPU and a working driver, or set device=cpu");
+  MT_REQUIRE(gpu_count() > 0, "device=cuda, but ", no_gpu_reason(),
+             ": run on a node with an NVIDIA GPU and its driver, or set device=cpu");
   return std::make_unique<Conv4Cuda>(spec, options);
 }
 

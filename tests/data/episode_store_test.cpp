@@ -428,3 +428,38 @@ TEST(EpisodeStore, StoreOfTheBuildBeforeChecksumsStillOpens) {
 
 }  // namespace
 }  // namespace mt
+
+namespace mt {
+namespace {
+
+// data.path pointing at something that is not a store: the message says what it is and what
+// to run (metapack, with the exact command for raw data).
+TEST(EpisodeStore, WhatIsNotAStoreIsNamedWithTheCommandThatPacksIt) {
+  const std::string dir = testing::temp_dir("store_not_a_store");
+  const std::string zip = dir + "/images_background.zip", runs = dir + "/all_runs.zip";
+  for (const std::string& p : {zip, runs}) std::ofstream(p) << "PK not really a zip";
+  std::filesystem::create_directories(dir + "/folder/train");
+  auto message = [](const std::string& path) {
+    return testing::usage_error([&] { EpisodeStore s(path); });
+  };
+  const std::string missing = message(dir + "/missing.h5");
+  EXPECT_NE(missing.find("No such file"), std::string::npos) << missing;
+  EXPECT_NE(missing.find("data.path"), std::string::npos) << missing;
+  EXPECT_NE(missing.find("glyphs"), std::string::npos) << missing;
+  const std::string z = message(zip);
+  EXPECT_NE(z.find("zip archive"), std::string::npos) << z;
+  EXPECT_NE(z.find("build/bin/metapack omniglot -o data/omniglot.h5 " + zip), std::string::npos)
+      << z;
+  const std::string r = message(runs);
+  EXPECT_NE(r.find("build/bin/metapack omniglot-lake -o data/all_runs.h5 " + runs),
+            std::string::npos)
+      << r;
+  const std::string f = message(dir + "/folder");
+  EXPECT_NE(f.find("is a folder"), std::string::npos) << f;
+  EXPECT_NE(f.find("build/bin/metapack miniimagenet -o data/folder.h5 " + dir + "/folder"),
+            std::string::npos)
+      << f;
+}
+
+}  // namespace
+}  // namespace mt
