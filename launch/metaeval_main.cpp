@@ -31,9 +31,12 @@ void usage() {
       "Evaluates a metatrain checkpoint: every episode adapts the checkpoint's parameters with\n"
       "inner.eval_steps steps on its support set and scores its query set. The model and the\n"
       "defaults come from the config stored in the checkpoint; these keys may be overridden:\n"
-      "  data.path=FILE.h5|glyphs  data.eval_split=test|val|train  eval.episodes=600\n"
+      "  data.path=FILE.h5|glyphs  data.eval_split=test|val|train  eval.episodes=E\n"
       "  inner.eval_steps=N  inner.lr=A  task.shots=K  task.queries=Q  seed=S  threads=T\n"
-      "  data.resident=auto|host|device|off\n"
+      "  data.resident=auto|host|device|off  device=cpu|cuda  cuda.graphs=B  cuda.conv=F\n"
+      "  cuda.tune=B\n"
+      "E is 600 (the standard protocol) unless given, whatever the training run's periodic\n"
+      "evaluations used.\n"
       "A store packed with `metapack omniglot-lake` is evaluated on its 20 fixed runs\n"
       "(20-way 1-shot; the checkpoint must be 20-way).\n"
       "Under mpirun/srun the ranks share the episodes; rank 0 prints the same result as one\n"
@@ -43,12 +46,16 @@ void usage() {
 
 const char* const kOverridable[] = {
     "data.path=",  "data.eval_split=", "eval.episodes=", "inner.eval_steps=", "inner.lr=",
-    "task.shots=", "task.queries=",    "seed=",          "threads=",          "data.resident="};
+    "task.shots=", "task.queries=",    "seed=",          "threads=",          "data.resident=",
+    "device=",     "cuda.graphs=",     "cuda.conv=",     "cuda.tune="};
+// The standard protocol's episode count, used unless eval.episodes= is given (the checkpoint's
+// eval.episodes is the training run's periodic evaluation, often smaller).
+constexpr const char* kStandardEpisodes = "eval.episodes=600";
 
 struct Args {
   std::string checkpoint;
   bool json = false;
-  std::vector<std::string> overrides;
+  std::vector<std::string> overrides{kStandardEpisodes};  // the user's come after, and win
 };
 
 Args parse(int argc, char** argv) {
