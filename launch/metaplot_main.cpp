@@ -1,6 +1,6 @@
 // metaplot: turns the metrics JSONL logs of one or more metatrain runs into SVG figures
-// (validation accuracy and training loss against outer step, gradient evaluations and seconds;
-// UFOM's q and the measured first-order bias against step), one polyline per run.
+// (evaluation accuracy, training loss and accuracy against outer step, gradient evaluations and
+// seconds; UFOM's q and the measured first-order bias against step), one polyline per run.
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -23,9 +23,11 @@ void usage() {
       "%s\n\n"
       "Draws the metrics logs of metatrain runs (log.jsonl, by default\n"
       "<checkpoint.dir>/metrics.jsonl) as SVG figures in OUT_DIR, one line per run:\n"
-      "  accuracy_vs_{step,grad_evals,seconds}.svg  validation accuracy, shaded 95%% CI\n"
+      "  accuracy_vs_{step,grad_evals,seconds}.svg  evaluation accuracy (titled by the split\n"
+      "                                             evaluated), shaded 95%% CI\n"
       "  loss_vs_{step,grad_evals,seconds}.svg      training loss\n"
-      "  ufom_q_vs_step.svg, fo_bias_vs_step.svg    when a run logs q / fo_bias\n"
+      "  train_accuracy_vs_{step,grad_evals,seconds}.svg  training (query) accuracy\n"
+      "  ufom_q_vs_step.svg, fo_bias_vs_step.svg    when a run logs q / fo_bias (log scale)\n"
       "  bias_vs_step.svg                           when a run has bias probes (log.bias_every):\n"
       "                                             FOMAML's error solid, UFOM's dashed\n"
       "A run has the same colour in every figure.\n"

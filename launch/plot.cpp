@@ -4,6 +4,7 @@
 #include "launch/plot.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -21,11 +22,16 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // ---- JSON lines ----------------------------------------------------------------------------
 
-// Flattens a parsed JSON object into dotted keys: numbers into `out` ("eval.acc_mean"), null as
-// NaN (metatrain writes null for NaN / Inf); strings and booleans are skipped. Throws std::string
-// for lists and for objects nested more than four deep.
-void flatten(const nlohmann::json& object, const std::string& prefix,
-             std::map<std::string, double>& out, int depth) {
+// One metrics line as dotted keys: its numbers (null as NaN: metatrain writes null for NaN /
+// Inf) and its strings ("eval.split"); booleans are skipped.
+struct Line {
+  std::map<std::string, double> numbers;
+  std::map<std::string, std::string> strings;
+};
+
+// Flattens a parsed JSON object into dotted keys ("eval.acc_mean"). Throws std::string for
+// lists and for objects nested more than four deep.
+void flatten(const nlohmann::json& object, const std::string& prefix, Line& out, int depth) {
   if (depth > 4) throw std::string("malformed JSON: objects nested too deeply");
   for (const auto& [name, value] : object.items()) {
     const std::string key = prefix + name;
@@ -34,15 +40,17 @@ void flatten(const nlohmann::json& object, const std::string& prefix,
     else if (value.is_array())
       throw concat("malformed JSON: \"", key, "\": lists are not supported");
     else if (value.is_number())
-      out[key] = value.get<double>();
+      out.numbers[key] = value.get<double>();
     else if (value.is_null())
-      out[key] = kNaN;
+      out.numbers[key] = kNaN;
+    else if (value.is_string())
+      out.strings[key] = value.get<std::string>();
   }
 }
 
 // One metrics line as dotted keys. Throws std::string "malformed JSON at column N: ..." with
 // nlohmann's description of the problem.
-std::map<std::string, double> parse_line(const std::string& line) {
+Line parse_line(const std::string& line) {
   nlohmann::json object;
   try {
     object = nlohmann::json::parse(line);
@@ -55,14 +63,14 @@ std::map<std::string, double> parse_line(const std::string& line) {
                  colon == std::string::npos ? what : what.substr(colon + 2));
   }
   if (!object.is_object()) throw std::string("malformed JSON at column 1: expected '{'");
-  std::map<std::string, double> numbers;
-  flatten(object, "", numbers, 0);
-  return numbers;
+  Line out;
+  flatten(object, "", out, 0);
+  return out;
 }
 
-double get(const std::map<std::string, double>& m, const char* key) {
-  const auto it = m.find(key);
-  return it == m.end() ? kNaN : it->second;
+double get(const Line& m, const char* key) {
+  const auto it = m.numbers.find(key);
+  return it == m.numbers.end() ? kNaN : it->second;
 }
 
 // y at `x` by linear interpolation in (xs, ys), xs increasing; clamped at the ends.
@@ -147,6 +155,17 @@ std::string tick_label(double v, double step) {
 
 const char* const kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
                                "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+// A log axis in log10 units: whole decades covering [lo, hi], a tick every decade (or every
+// few when they are many).
+Axis decade_axis(double lo, double hi) {
+  if (!(std::isfinite(lo) && std::isfinite(hi))) lo = -1, hi = 0;
+  Axis a;
+  a.lo = std::floor(lo);
+  a.hi = std::max(std::ceil(hi), a.lo + 1);
+  a.step = std::max(1.0, std::ceil((a.hi - a.lo) / 6));
+  a.hi = a.lo + a.step * std::ceil((a.hi - a.lo) / a.step);
+  return a;
+}
 
 }  // namespace
 
@@ -163,7 +182,7 @@ MetricsRun read_metrics_jsonl(const std::string& path, const std::string& label)
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    std::map<std::string, double> m;
+    Line m;
     try {
       m = parse_line(line);
     } catch (const std::string& what) {
@@ -173,7 +192,7 @@ MetricsRun read_metrics_jsonl(const std::string& path, const std::string& label)
     MT_REQUIRE(std::isfinite(step), path, ":", line_no, ": no numeric \"step\"; not a metatrain ",
                "metrics line");
     const bool is_eval = std::isfinite(get(m, "eval.acc_mean"));
-    const bool is_train = std::isfinite(get(m, "loss")) && !m.count("eval.split");
+    const bool is_train = std::isfinite(get(m, "loss")) && !m.strings.count("eval.split");
     if (std::isfinite(get(m, "bias.fo"))) {
       while (!run.biases.empty() && run.biases.back().step >= step) run.biases.pop_back();
       run.biases.push_back({step, get(m, "bias.fo"), get(m, "bias.fo_noise"), get(m, "bias.ufom"),
@@ -191,6 +210,7 @@ MetricsRun read_metrics_jsonl(const std::string& path, const std::string& label)
       MetricsRun::Train t;
       t.step = step;
       t.loss = get(m, "loss");
+      t.acc = get(m, "acc");
       t.q = get(m, "q");
       t.fo_bias = get(m, "fo_bias");
       double total = get(m, "grad_evals_total");
@@ -215,6 +235,8 @@ MetricsRun read_metrics_jsonl(const std::string& path, const std::string& label)
       e.acc_mean = get(m, "eval.acc_mean");
       const double ci = get(m, "eval.acc_ci95");
       e.acc_ci95 = std::isfinite(ci) ? ci : 0;
+      const auto split = m.strings.find("eval.split");
+      if (split != m.strings.end()) e.split = split->second;
       run.evals.push_back(e);
     }
   }
@@ -251,19 +273,28 @@ std::string render_svg(const Figure& fig) {
   const double width = left + 490 + right, height = 460;
   const double pw = width - left - right, ph = height - top - bottom;
 
+  // On a log axis everything is placed by log10(y); values <= 0 have no place and are skipped.
+  auto ty = [&](double y) { return fig.log_y ? (y > 0 ? std::log10(y) : kNaN) : y; };
   double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
   for (const Curve& c : fig.curves)
     for (size_t i = 0; i < c.x.size(); ++i) {
       xlo = std::min(xlo, c.x[i]);
       xhi = std::max(xhi, c.x[i]);
-      const double lo = c.band_lo.empty() ? c.y[i] : std::min(c.y[i], c.band_lo[i]);
-      const double hi = c.band_hi.empty() ? c.y[i] : std::max(c.y[i], c.band_hi[i]);
-      ylo = std::min(ylo, lo);
-      yhi = std::max(yhi, hi);
+      for (double y : {c.y[i], c.band_lo.empty() ? c.y[i] : c.band_lo[i],
+                       c.band_hi.empty() ? c.y[i] : c.band_hi[i]}) {
+        if (!std::isfinite(ty(y))) continue;
+        ylo = std::min(ylo, ty(y));
+        yhi = std::max(yhi, ty(y));
+      }
     }
-  const Axis ax = nice_axis(xlo, xhi), ay = nice_axis(ylo, yhi);
+  const Axis ax = nice_axis(xlo, xhi);
+  const Axis ay = fig.log_y ? decade_axis(ylo, yhi) : nice_axis(ylo, yhi);
   auto px = [&](double x) { return left + (x - ax.lo) / (ax.hi - ax.lo) * pw; };
-  auto py = [&](double y) { return top + ph - (y - ay.lo) / (ay.hi - ay.lo) * ph; };
+  auto py = [&](double y) { return top + ph - (ty(y) - ay.lo) / (ay.hi - ay.lo) * ph; };
+  auto y_tick = [&](double v) {  // v is in axis units (log10 on a log axis)
+    return fig.log_y ? concat("1e", static_cast<int>(std::lround(v))) : tick_label(v, ay.step);
+  };
+  auto py_axis = [&](double v) { return top + ph - (v - ay.lo) / (ay.hi - ay.lo) * ph; };
 
   std::string s;
   s += concat("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
@@ -281,15 +312,15 @@ std::string render_svg(const Figure& fig) {
     s += concat("<line x1=\"", num(px(v)), "\" y1=\"", num(top), "\" x2=\"", num(px(v)), "\" y2=\"",
                 num(top + ph), "\"/>\n");
   for (double v = ay.lo; v <= ay.hi + ay.step * 1e-6; v += ay.step)
-    s += concat("<line x1=\"", num(left), "\" y1=\"", num(py(v)), "\" x2=\"", num(left + pw),
-                "\" y2=\"", num(py(v)), "\"/>\n");
+    s += concat("<line x1=\"", num(left), "\" y1=\"", num(py_axis(v)), "\" x2=\"", num(left + pw),
+                "\" y2=\"", num(py_axis(v)), "\"/>\n");
   s += "</g>\n<g fill=\"#333333\">\n";
   for (double v = ax.lo; v <= ax.hi + ax.step * 1e-6; v += ax.step)
     s += concat("<text x=\"", num(px(v)), "\" y=\"", num(top + ph + 18),
                 "\" text-anchor=\"middle\">", tick_label(v, ax.step), "</text>\n");
   for (double v = ay.lo; v <= ay.hi + ay.step * 1e-6; v += ay.step)
-    s += concat("<text x=\"", num(left - 8), "\" y=\"", num(py(v) + 4), "\" text-anchor=\"end\">",
-                tick_label(v, ay.step), "</text>\n");
+    s += concat("<text x=\"", num(left - 8), "\" y=\"", num(py_axis(v) + 4),
+                "\" text-anchor=\"end\">", y_tick(v), "</text>\n");
   s += "</g>\n";
   s += concat("<rect x=\"", num(left), "\" y=\"", num(top), "\" width=\"", num(pw), "\" height=\"",
               num(ph), "\" fill=\"none\" stroke=\"#333333\"/>\n");
@@ -312,9 +343,12 @@ std::string render_svg(const Figure& fig) {
     if (c.band_lo.empty() || c.x.empty()) continue;
     std::string pts;
     for (size_t i = 0; i < c.x.size(); ++i)
-      pts += num(px(c.x[i])) + "," + num(py(c.band_hi[i])) + " ";
+      if (std::isfinite(py(c.band_hi[i])))
+        pts += num(px(c.x[i])) + "," + num(py(c.band_hi[i])) + " ";
     for (size_t i = c.x.size(); i-- > 0;)
-      pts += num(px(c.x[i])) + "," + num(py(c.band_lo[i])) + " ";
+      if (std::isfinite(py(c.band_lo[i])))
+        pts += num(px(c.x[i])) + "," + num(py(c.band_lo[i])) + " ";
+    if (pts.empty()) continue;
     pts.pop_back();
     s += concat("<polygon points=\"", pts, "\" fill=\"", color(k),
                 "\" fill-opacity=\"0.15\" stroke=\"none\"/>\n");
@@ -323,7 +357,8 @@ std::string render_svg(const Figure& fig) {
     const Curve& c = fig.curves[k];
     std::string pts;
     for (size_t i = 0; i < c.x.size(); ++i)
-      pts += (i ? " " : "") + num(px(c.x[i])) + "," + num(py(c.y[i]));
+      if (std::isfinite(py(c.y[i])))
+        pts += (pts.empty() ? "" : " ") + num(px(c.x[i])) + "," + num(py(c.y[i]));
     s += concat("<polyline points=\"", pts, "\" fill=\"none\" stroke=\"", color(k),
                 "\" stroke-width=\"1.8\" stroke-linejoin=\"round\"", dash(k), "/>\n");
   }
@@ -339,14 +374,36 @@ std::string render_svg(const Figure& fig) {
   return s;
 }
 
+namespace {
+// "Test-split accuracy ..." from the splits the runs evaluated ("Evaluation accuracy ..." when
+// none is logged; the splits joined when runs differ).
+std::string evaluation_title(const std::vector<MetricsRun>& runs) {
+  std::vector<std::string> splits;
+  for (const MetricsRun& r : runs)
+    for (const auto& e : r.evals)
+      if (!e.split.empty() && std::find(splits.begin(), splits.end(), e.split) == splits.end())
+        splits.push_back(e.split);
+  std::string which = "Evaluation";
+  if (!splits.empty()) {
+    which.clear();
+    for (const std::string& s : splits) which += (which.empty() ? "" : " / ") + s;
+    which[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(which[0])));
+    which += splits.size() == 1 ? "-split" : " splits";
+  }
+  return which + " accuracy (mean, shaded: 95% CI)";
+}
+}  // namespace
+
 std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<MetricsRun>& runs) {
   struct XAxis {
     const char* suffix;
     const char* label;
   };
-  const XAxis xs[] = {{"step", "outer step"},
-                      {"grad_evals", "gradient evaluations (cumulative)"},
-                      {"seconds", "seconds of training (without evaluation)"}};
+  const XAxis xs[] = {
+      {"step", "outer step"},
+      {"grad_evals", "gradient evaluations (cumulative)"},
+      {"seconds",
+       "wall-clock seconds of training, evaluation excluded (the machine's load shows)"}};
   auto pick = [](int axis, double step, double evals, double sec) {
     return axis == 0 ? step : axis == 1 ? evals : sec;
   };
@@ -362,26 +419,40 @@ std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<M
   };
 
   std::vector<std::pair<std::string, Figure>> out;
+  const std::string acc_title = evaluation_title(runs);
   for (int a = 0; a < 3; ++a) {
-    Figure acc{"Validation accuracy (mean, shaded: 95% CI)", xs[a].label, "accuracy", {}};
-    Figure loss{"Training loss (meta-batch mean)", xs[a].label, "query loss", {}};
+    Figure acc{acc_title, xs[a].label, "accuracy on held-out tasks", {}};
+    Figure loss{"Training loss (query, meta-batch mean)", xs[a].label, "query loss", {}};
+    Figure train_acc{"Training accuracy (query, meta-batch mean)",
+                     xs[a].label,
+                     "query accuracy after adaptation",
+                     {}};
     for (size_t k = 0; k < runs.size(); ++k) {
       const MetricsRun& r = runs[k];
       Curve ca{r.label, {}, {}, {}, {}, static_cast<int>(k)};
       Curve cl{r.label, {}, {}, {}, {}, static_cast<int>(k)};
+      Curve ct{r.label, {}, {}, {}, {}, static_cast<int>(k)};
       for (const auto& e : r.evals)
         push(ca, pick(a, e.step, e.grad_evals_total, e.elapsed), e.acc_mean,
              e.acc_mean - e.acc_ci95, e.acc_mean + e.acc_ci95, true);
-      for (const auto& t : r.train)
+      for (const auto& t : r.train) {
         push(cl, pick(a, t.step, t.grad_evals_total, t.elapsed), t.loss, 0, 0, false);
+        push(ct, pick(a, t.step, t.grad_evals_total, t.elapsed), t.acc, 0, 0, false);
+      }
       acc.curves.push_back(ca);
       loss.curves.push_back(cl);
+      train_acc.curves.push_back(ct);
     }
     out.emplace_back(concat("accuracy_vs_", xs[a].suffix, ".svg"), acc);
     out.emplace_back(concat("loss_vs_", xs[a].suffix, ".svg"), loss);
+    out.emplace_back(concat("train_accuracy_vs_", xs[a].suffix, ".svg"), train_acc);
   }
-  Figure q{"UFOM: probability q of the exact path", "outer step", "q", {}};
-  Figure bias{"Measured first-order bias |mean(g_E - g_F)|", "outer step", "fo_bias", {}};
+  Figure q{"UFOM: probability q of the exact path", "outer step", "probability q", {}};
+  Figure bias{"Measured first-order bias |mean(g_E - g_F)| (log scale)",
+              "outer step",
+              "first-order bias |mean(g_E - g_F)|",
+              {},
+              true};
   for (size_t k = 0; k < runs.size(); ++k) {
     const MetricsRun& r = runs[k];
     Curve cq{r.label, {}, {}, {}, {}, static_cast<int>(k)};

@@ -12,10 +12,11 @@ namespace mt {
 // One run's metrics log, reduced to what the figures need. Absent numbers are NaN.
 struct MetricsRun {
   struct Train {
-    double step = 0, loss = 0, grad_evals_total = 0, elapsed = 0, q = 0, fo_bias = 0;
+    double step = 0, loss = 0, acc = 0, grad_evals_total = 0, elapsed = 0, q = 0, fo_bias = 0;
   };
   struct Eval {
     double step = 0, acc_mean = 0, acc_ci95 = 0, grad_evals_total = 0, elapsed = 0;
+    std::string split;  // eval.split ("test", "val", ...), "" when not logged
   };
   struct Bias {  // a log.bias_every probe (core/bias_probe.h); ufom* NaN unless a UFOM run
     double step = 0, fo = 0, fo_noise = 0, ufom = 0, ufom_noise = 0;
@@ -50,16 +51,18 @@ struct Curve {
 struct Figure {
   std::string title, x_label, y_label;
   std::vector<Curve> curves;
+  bool log_y = false;  // logarithmic y axis, ticks at powers of ten; y <= 0 is not drawn
 };
 
 // The figure as a standalone SVG document. Curves with no points keep their legend entry.
 std::string render_svg(const Figure& fig);
 
-// The standard figures of a comparison, as (file name, figure): validation accuracy and training
-// loss against outer step, gradient evaluations and seconds; for runs that log q (UFOM), q and
-// fo_bias against step; for runs with bias probes, each estimator's measured bias against step
-// with its zero-mean noise level shaded (FOMAML's error solid, UFOM's dashed). Run k has colour
-// k in every figure.
+// The standard figures of a comparison, as (file name, figure): evaluation accuracy (titled by
+// the evaluated split), training loss and training accuracy against outer step, gradient
+// evaluations and wall-clock seconds; for runs that log q (UFOM), q and the first-order bias
+// (log scale) against step; for runs with bias probes, each estimator's measured bias against
+// step with its zero-mean noise level shaded (FOMAML's error solid, UFOM's dashed). Run k has
+// colour k in every figure.
 std::vector<std::pair<std::string, Figure>> standard_figures(const std::vector<MetricsRun>& runs);
 
 }  // namespace mt

@@ -142,11 +142,18 @@ TEST(Metaplot, WritesOneWellFormedSvgPerFigureWithOnePolylinePerRun) {
     std::vector<size_t> points;  // per polyline, in run order
   };
   const Expect expected[] = {
-      {"accuracy_vs_step.svg", {2, 3}},    {"accuracy_vs_grad_evals.svg", {2, 3}},
-      {"accuracy_vs_seconds.svg", {2, 3}}, {"loss_vs_step.svg", {4, 3}},
-      {"loss_vs_grad_evals.svg", {4, 3}},  {"loss_vs_seconds.svg", {4, 3}},
-      {"ufom_q_vs_step.svg", {3}},         {"fo_bias_vs_step.svg", {3}},
-      {"bias_vs_step.svg", {2, 2}},  // run B's FO and UFOM errors
+      {"accuracy_vs_step.svg", {2, 3}},
+      {"accuracy_vs_grad_evals.svg", {2, 3}},
+      {"accuracy_vs_seconds.svg", {2, 3}},
+      {"loss_vs_step.svg", {4, 3}},
+      {"loss_vs_grad_evals.svg", {4, 3}},
+      {"loss_vs_seconds.svg", {4, 3}},
+      {"ufom_q_vs_step.svg", {3}},
+      {"fo_bias_vs_step.svg", {3}},
+      {"bias_vs_step.svg", {2, 2}},            // run B's FO and UFOM errors
+      {"train_accuracy_vs_step.svg", {4, 0}},  // run B logs no training accuracy
+      {"train_accuracy_vs_grad_evals.svg", {4, 0}},
+      {"train_accuracy_vs_seconds.svg", {4, 0}},
   };
   for (const Expect& e : expected) {
     SCOPED_TRACE(e.file);
@@ -166,6 +173,18 @@ TEST(Metaplot, WritesOneWellFormedSvgPerFigureWithOnePolylinePerRun) {
     EXPECT_NE(svg.find("<text"), std::string::npos);  // ticks, labels, legend
   }
   const std::string acc = read_file(dir + "/figs/accuracy_vs_step.svg");
+  // Titled by the split evaluated (test here), never "Validation" for a test split; human axis
+  // labels (no raw metric names); the first-order bias on a log axis with decade ticks.
+  EXPECT_NE(acc.find(">Test-split accuracy"), std::string::npos) << acc;
+  EXPECT_EQ(acc.find("Validation"), std::string::npos);
+  const std::string fo = read_file(dir + "/figs/fo_bias_vs_step.svg");
+  EXPECT_EQ(fo.find(">fo_bias<"), std::string::npos);
+  EXPECT_NE(fo.find(">first-order bias"), std::string::npos) << fo;
+  EXPECT_NE(fo.find(">1e-2<"), std::string::npos) << "no decade ticks: " << fo;
+  EXPECT_NE(read_file(dir + "/figs/loss_vs_seconds.svg").find(">wall-clock seconds"),
+            std::string::npos);
+  const std::string train = read_file(dir + "/figs/train_accuracy_vs_step.svg");
+  EXPECT_NE(train.find(">Training accuracy"), std::string::npos);
   EXPECT_NE(acc.find(">FOMAML<"), std::string::npos);
   EXPECT_NE(acc.find(">UFOM q=0.2<"), std::string::npos);
   EXPECT_NE(acc.find("<polygon"), std::string::npos);  // the 95% CI band
