@@ -69,11 +69,13 @@ cmd=("${launcher[@]}" "$METATRAIN" dist.backend=mpi threads="$THREADS" meta_batc
 echo "+ ${cmd[*]}" >&2
 [ "${DRY_RUN:-0}" = 1 ] && exit 0
 
-# Graceful stop: mpirun answers SIGTERM/SIGINT by killing the ranks within about a second,
-# mid-step and without a checkpoint. So mpirun runs in its own process group (a terminal's
-# Ctrl-C reaches only this script) and the script hands the signal to the local ranks (the
-# children of mpirun) instead: a stop seen by any one rank stops every rank after the same step,
-# rank 0 writes a checkpoint and all exit 0. A second signal falls through to mpirun (hard stop).
+# Graceful stop: mpirun (Open MPI 4.1.4) answers SIGTERM/SIGINT by passing SIGTERM to the ranks,
+# killing them about 2 s later and exiting 1, so a longer step plus checkpoint is lost. So mpirun
+# runs in its own process group (a terminal's Ctrl-C reaches only this script) and the script
+# hands the signal to the local ranks (the children of mpirun) instead, once: a stop seen by any
+# one rank stops every rank after the same step, rank 0 writes a checkpoint and all exit 0. A
+# second signal falls through to mpirun (hard stop; metatrain ignores a repeat within 5 s of the
+# first, so the end comes from mpirun's kill).
 set -m
 "${cmd[@]}" &
 launcher_pid=$!
