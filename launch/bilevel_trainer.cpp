@@ -164,7 +164,7 @@ BilevelTrainer::BilevelTrainer(const Config& cfg, dist::Comm& comm)
 void BilevelTrainer::resume() {
   BilevelCheckpoint c;
   on_lead_checked(comm_, "resume", [&] {
-    const std::string path = resume_checkpoint(cfg_, checkpoints_);
+    const std::string path = resume_checkpoint(cfg_);
     c = read_bilevel_checkpoint(path, problem_->dim_x(), problem_->dim_y());
     accept_resume(cfg_, path, c.config_yaml, c.solver.step, c.world_size, comm_.size());
   });

@@ -327,6 +327,8 @@ const std::vector<Field>& schema() {
       integer("checkpoint.every", REF(checkpoint.every), 0,
               "outer steps between checkpoints, 0 = only at the end"),
       integer("checkpoint.keep", REF(checkpoint.keep), 1, "checkpoints kept"),
+      choice("checkpoint.overwrite", REF(checkpoint.overwrite), kSwitches,
+             "a fresh run clears an earlier run's checkpoints and metrics from checkpoint.dir"),
       text("resume", REF(resume), false, "none, latest or a checkpoint file"),
       choice("dist.backend", REF(dist.backend), kBackends, "communicator backend"),
       choice("dist.assign", REF(dist.assign), kAssignments, "task-to-rank assignment"),
@@ -489,8 +491,13 @@ void overlay_override(const std::string& arg, Settings& out) {
   put(out, key, {value, where});
 }
 
-Config build(const YAML::Node* file_root, const std::string& source,
-             const std::vector<std::string>& overrides) {
+// One YAML document laid over the defaults, and where it came from.
+struct Layer {
+  const std::string& text;
+  const std::string& source;
+};
+
+Config build(const std::vector<Layer>& layers, const std::vector<std::string>& overrides) {
   Settings settings;
   try {
     overlay_document(YAML::Load(detail::kDefaultConfigYaml), "default.yaml", settings);
@@ -499,7 +506,7 @@ Config build(const YAML::Node* file_root, const std::string& source,
   }
   for (const Field& f : schema())
     MT_CHECK(settings.count(f.key), "the built-in default.yaml lacks key ", f.key);
-  if (file_root) overlay_document(*file_root, source, settings);
+  for (const Layer& l : layers) overlay_document(parse_yaml(l.text, l.source), l.source, settings);
   for (const auto& arg : overrides) overlay_override(arg, settings);
 
   Config cfg;
@@ -523,6 +530,7 @@ Config build(const YAML::Node* file_root, const std::string& source,
              settings.at("data.resident").origin, "; device from ", settings.at("device").origin,
              "]");
   cfg.effective_yaml = to_yaml(cfg);
+  cfg.overrides = overrides;
   return cfg;
 }
 
@@ -530,12 +538,27 @@ Config build(const YAML::Node* file_root, const std::string& source,
 
 Config load_config_text(const std::string& yaml_text, const std::string& source,
                         const std::vector<std::string>& overrides) {
-  const YAML::Node root = parse_yaml(yaml_text, source);
-  return build(&root, source, overrides);
+  Config cfg = build({{yaml_text, source}}, overrides);
+  cfg.user_yaml = yaml_text;
+  cfg.user_yaml_source = source;
+  return cfg;
+}
+
+Config merge_config(const std::string& base_yaml, const std::string& base_source,
+                    const Config& user, const std::vector<std::string>& extra) {
+  std::vector<Layer> layers = {{base_yaml, base_source}};
+  if (!user.user_yaml_source.empty()) layers.push_back({user.user_yaml, user.user_yaml_source});
+  std::vector<std::string> overrides = user.overrides;
+  overrides.insert(overrides.end(), extra.begin(), extra.end());
+  Config cfg = build(layers, overrides);
+  cfg.user_yaml = user.user_yaml;
+  cfg.user_yaml_source = user.user_yaml_source;
+  cfg.overrides = user.overrides;
+  return cfg;
 }
 
 Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides) {
-  if (yaml_path.empty()) return build(nullptr, "", overrides);
+  if (yaml_path.empty()) return build({}, overrides);
   std::ifstream in(yaml_path, std::ios::binary);
   MT_REQUIRE(in, "cannot open config file '", yaml_path, "': ", std::strerror(errno),
              "; check the path given to --config");
@@ -605,6 +628,21 @@ std::string yaml_of(const Config& cfg, Keep&& keep) {
 }
 
 }  // namespace
+
+std::string setting_of(const Config& cfg, const std::string& key) {
+  for (const Field& f : schema())
+    if (f.key == key) return key + "=" + f.emit(cfg);
+  throw Error(ExitCode::kRuntime, concat("config: no key ", key));
+}
+
+std::vector<ConfigChange> config_changes(const Config& before, const Config& after) {
+  std::vector<ConfigChange> changes;
+  for (const Field& f : schema()) {
+    std::string a = f.emit(before), b = f.emit(after);
+    if (a != b) changes.push_back({f.key, std::move(a), std::move(b)});
+  }
+  return changes;
+}
 
 std::string to_yaml(const Config& cfg) {
   return yaml_of(cfg, [](const std::string&) { return true; });

@@ -63,6 +63,7 @@ struct Config {
     std::string dir;
     int64_t every = 0;  // 0 = only at the end
     int keep = 0;
+    bool overwrite = false;  // a fresh run may clear the files of an earlier run in dir
   };
   struct Log {
     std::string jsonl;  // "" = <checkpoint.dir>/metrics.jsonl, see metrics_jsonl_path
@@ -127,6 +128,11 @@ struct Config {
   Slbamm slbamm;
 
   std::string effective_yaml;  // to_yaml(*this), set by the loaders
+  // The layers the user gave, as the loaders read them, so that a resumed run can lay them over
+  // the config stored in its checkpoint (merge_config).
+  std::string user_yaml;         // text of the YAML file or text loaded
+  std::string user_yaml_source;  // its name in messages; "" = no file
+  std::vector<std::string> overrides;
 };
 
 // Builds the effective config: defaults <- YAML file (if yaml_path is non-empty) <- overrides
@@ -136,6 +142,20 @@ Config load_config(const std::string& yaml_path, const std::vector<std::string>&
 // in error messages.
 Config load_config_text(const std::string& yaml_text, const std::string& source,
                         const std::vector<std::string>& overrides);
+
+// The config of `user` over another base than the built-in defaults: defaults <- base_yaml (the
+// config stored in a checkpoint; `base_source` names it) <- user's YAML file <- user's overrides
+// <- `extra` overrides. Validated like load_config; keeps user's layers.
+Config merge_config(const std::string& base_yaml, const std::string& base_source,
+                    const Config& user, const std::vector<std::string>& extra);
+// "key=value" that sets `key` to its value in cfg, readable as an override.
+std::string setting_of(const Config& cfg, const std::string& key);
+// The keys whose values differ between two configs, in the order of default.yaml, with their
+// values as to_yaml writes them.
+struct ConfigChange {
+  std::string key, before, after;
+};
+std::vector<ConfigChange> config_changes(const Config& before, const Config& after);
 
 // Parses a program's arguments: [--config FILE | --config=FILE] [key=value ...]. The caller
 // handles --help / -h first (see has_help_flag). Throws UsageError on malformed arguments.

@@ -1,6 +1,7 @@
 // The shared plumbing of training runs (launch/run_scaffold.h).
 #include "launch/run_scaffold.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
@@ -16,24 +17,6 @@
 namespace mt {
 
 namespace {
-
-// The lines of the stored and current effective configs that differ, "'old' -> 'new'" (both
-// come from to_yaml of the same schema, so their lines correspond one to one).
-std::vector<std::string> config_changes(const std::string& before, const std::string& after) {
-  auto lines = [](const std::string& text) {
-    std::vector<std::string> out;
-    std::istringstream in(text);
-    for (std::string l; std::getline(in, l);) out.push_back(l);
-    return out;
-  };
-  const std::vector<std::string> a = lines(before), b = lines(after);
-  std::vector<std::string> changes;
-  for (size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
-    const std::string x = i < a.size() ? a[i] : "", y = i < b.size() ? b[i] : "";
-    if (x != y) changes.push_back("'" + x + "' -> '" + y + "'");
-  }
-  return changes;
-}
 
 // Settings a resumed run may not change: they would make it another run, not a continuation.
 void check_resume_compatible(const Config& now, const Config& then, const std::string& path) {
@@ -78,7 +61,86 @@ void check_resume_compatible(const Config& now, const Config& then, const std::s
   // data.path may change (the same store moved, or another cluster's copy); it is logged.
 }
 
+// The files of checkpoint.dir that a run of this program writes: ckpt_<step>.h5, latest.h5 and
+// metrics.jsonl (with `leftovers`, also their unfinished "<name>.tmp.<pid>" of a killed run).
+std::vector<std::filesystem::path> run_files(const std::string& dir, bool leftovers) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> files;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return files;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (!entry.is_regular_file(ec)) continue;
+    std::string name = entry.path().filename().string();
+    const size_t tmp = name.find(".tmp.");
+    if (tmp != std::string::npos) {
+      if (!leftovers || name.find_first_not_of("0123456789", tmp + 5) != std::string::npos)
+        continue;
+      name.resize(tmp);
+    }
+    const bool ckpt = name.size() > 8 && name.rfind("ckpt_", 0) == 0 &&
+                      name.compare(name.size() - 3, 3, ".h5") == 0 &&
+                      name.find_first_not_of("0123456789", 5) == name.size() - 3;
+    if (ckpt || name == "latest.h5" || name == "metrics.jsonl") files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// The /config text of a checkpoint of either kind.
+std::string stored_config(const std::string& path) {
+  try {
+    const h5::File f = h5::File::open_read(path);
+    if (f.exists("/config")) return f.read_string("/config");
+  } catch (const UsageError&) {
+    throw;  // "<path>: cannot open: ..."
+  } catch (const Error& e) {
+    throw UsageError(detail::concat("checkpoint ", path, ": ", e.what(),
+                                    "; resume from another checkpoint, or set resume: none"));
+  }
+  throw UsageError(detail::concat("checkpoint ", path, ": not a metatrain checkpoint (no ",
+                                  "/config); resume from a checkpoint written by metatrain"));
+}
+
+// The file cfg.resume names ("latest": <checkpoint.dir>/latest.h5, which must exist).
+std::string resume_path(const Config& cfg) {
+  if (cfg.resume != "latest") return cfg.resume;
+  const std::string path = CheckpointManager(cfg.checkpoint.dir, cfg.checkpoint.keep).latest_path();
+  MT_REQUIRE(std::filesystem::exists(path), "resume = latest: no checkpoint ", path, " in ",
+             "checkpoint.dir = ", cfg.checkpoint.dir, "; start without resume or point ",
+             "checkpoint.dir at the run to continue");
+  return path;
+}
+
 }  // namespace
+
+Config launch_config(const Config& launch) {
+  if (launch.resume == "none") return launch;
+  const std::string path = resume_path(launch);
+  // latest.h5 was found in this launch's checkpoint.dir (given, or the default): the run goes on
+  // there, whatever folder name the checkpoint stored.
+  std::vector<std::string> this_launch;
+  if (launch.resume == "latest") this_launch.push_back(setting_of(launch, "checkpoint.dir"));
+  return merge_config(stored_config(path), path + ":/config", launch, this_launch);
+}
+
+void claim_checkpoint_dir(const Config& cfg, dist::Comm& comm) {
+  if (cfg.resume != "none") return;
+  on_lead_checked(comm, "checking checkpoint.dir", [&] {
+    const std::string& dir = cfg.checkpoint.dir;
+    if (run_files(dir, false).empty()) return;
+    MT_REQUIRE(cfg.checkpoint.overwrite, "checkpoint.dir = ", dir,
+               " holds the checkpoints or metrics.jsonl of an earlier run, and this run starts ",
+               "afresh (resume=none); continue that run with resume=latest, choose another ",
+               "checkpoint.dir, or set checkpoint.overwrite=true to delete its files");
+    for (const auto& f : run_files(dir, true)) {
+      std::error_code ec;
+      std::filesystem::remove(f, ec);
+      MT_REQUIRE(!ec, "checkpoint.overwrite: cannot remove ", f.string(), ": ", ec.message());
+    }
+    std::printf("checkpoint.overwrite: removed the earlier run's files from %s\n", dir.c_str());
+    std::fflush(stdout);
+  });
+}
 
 EvalResult train_on_ranks(const Config& cfg, const std::function<EvalResult(dist::Comm&)>& body) {
   blas_use_single_thread();
@@ -86,7 +148,10 @@ EvalResult train_on_ranks(const Config& cfg, const std::function<EvalResult(dist
   auto comm = dist::make_comm(cfg.dist.backend == "auto" && gpu_ranks ? "nccl" : cfg.dist.backend,
                               cfg.dist.timeout);
   EvalResult result;
-  run_on_ranks("metatrain", *comm, [&] { result = body(*comm); });
+  run_on_ranks("metatrain", *comm, [&] {
+    claim_checkpoint_dir(cfg, *comm);
+    result = body(*comm);
+  });
   return result;
 }
 
@@ -108,14 +173,8 @@ std::string checkpoint_kind(const std::string& path) {
   }
 }
 
-std::string resume_checkpoint(const Config& cfg, const CheckpointManager& checkpoints) {
-  std::string path = cfg.resume;
-  if (path == "latest") {
-    path = checkpoints.latest_path();
-    MT_REQUIRE(std::filesystem::exists(path), "resume = latest: no checkpoint ", path, " in ",
-               "checkpoint.dir = ", cfg.checkpoint.dir, "; start without resume or point ",
-               "checkpoint.dir at the run to continue");
-  }
+std::string resume_checkpoint(const Config& cfg) {
+  const std::string path = resume_path(cfg);
   const bool bilevel_file = checkpoint_kind(path) == kSlbammCheckpointKind;
   if (bilevel_file != (cfg.algo == Algo::kSlbamm)) {
     const char* written_by =
@@ -137,8 +196,12 @@ void accept_resume(const Config& cfg, const std::string& path, const std::string
   std::printf("resuming from %s at step %lld (saved by %d rank%s, now %d)\n", path.c_str(),
               static_cast<long long>(step), saved_world_size, saved_world_size == 1 ? "" : "s",
               world_size);
-  for (const std::string& c : config_changes(stored_yaml, cfg.effective_yaml))
-    std::printf("  config changed on resume: %s\n", c.c_str());
+  std::string changes;
+  for (const ConfigChange& c : config_changes(then, cfg)) {
+    if (c.key == "resume") continue;  // the one key every resumed launch changes
+    changes += detail::concat(changes.empty() ? "" : ", ", c.key, " ", c.before, " -> ", c.after);
+  }
+  if (!changes.empty()) std::printf("resume: overrides change %s\n", changes.c_str());
 }
 
 void on_lead_checked(dist::Comm& comm, const char* what, const std::function<void()>& work) {

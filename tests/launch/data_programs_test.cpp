@@ -168,9 +168,9 @@ TEST_F(DataPrograms, UfomPaperConfigsRunOnTheSubset) {
                                std::to_string(ways) + ".yaml";
     const std::string small = " model.filters=8 task.queries=1 eval.episodes=4 threads=2 " +
                               std::string("checkpoint.every=0 log.every=1 checkpoint.dir=") + run;
-    const ProgramResult t = run_program(
-        "metatrain", "--config " + config + " data.path=" + store() + " algo=maml " +
-                         "budget.grad_evals=331" + small);
+    const ProgramResult t =
+        run_program("metatrain", "--config " + config + " data.path=" + store() + " algo=maml " +
+                                     "budget.grad_evals=331" + small);
     ASSERT_EQ(t.exit_code, 0) << t.output;
     EXPECT_TRUE(contains(t.output, "gradient-evaluation budget spent")) << t.output;
     EXPECT_TRUE(contains(t.output, std::to_string(ways) + "-way 1-shot")) << t.output;
@@ -183,7 +183,8 @@ TEST_F(DataPrograms, UfomPaperConfigsRunOnTheSubset) {
     EXPECT_TRUE(contains(lines[1], "\"grad_evals_total\": 660")) << lines[1];
 
     const ProgramResult too_many = run_program(
-        "metatrain", "--config " + config + " data.path=" + store() + " task.ways=60" + small);
+        "metatrain", "--config " + config + " data.path=" + store() + " task.ways=60" + small +
+                         "/too_many");  // a folder of its own: `run` holds a run now
     EXPECT_EQ(too_many.exit_code, 2) << too_many.output;
     EXPECT_TRUE(contains(too_many.output, "task.ways = 60 exceeds the")) << too_many.output;
   }

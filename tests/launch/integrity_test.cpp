@@ -96,17 +96,20 @@ TEST(Integrity, NonFiniteParametersAreRefusedByMetaevalAndResume) {
 }
 
 TEST(Integrity, OutOfRangeFieldsAreRefusedByMetaevalAndResume) {
-  const std::string dir = temp_dir("integrity_fields");
-  const std::string ckpt = train(dir);
+  // Each damage on the checkpoint of its own fresh run (a fresh run refuses a used folder).
+  std::string dir = temp_dir("integrity_fields_step");
+  std::string ckpt = train(dir);
   // Once an internal check ("check failed", exit code 1) deep in the trainer.
   patch(ckpt, [](h5::File& f) { f.write_scalar<int64_t>("/state/step", -1); });
   expect_refused(ckpt, dir, "/state/step is -1, expected >= 0");
 
-  train(dir);
+  dir = temp_dir("integrity_fields_q");
+  ckpt = train(dir);
   patch(ckpt, [](h5::File& f) { f.write_scalar<double>("/state/ufom/q", -0.25); });
   expect_refused(ckpt, dir, "/state/ufom/q is -0.25, expected in [0, 1]");
 
-  train(dir);
+  dir = temp_dir("integrity_fields_config");
+  ckpt = train(dir);
   patch(ckpt, [](h5::File& f) { f.write_string("/config", "algo: [unclosed\n"); });
   ProgramResult r = metaeval(ckpt);
   EXPECT_EQ(r.exit_code, 2) << r.output;
@@ -115,7 +118,8 @@ TEST(Integrity, OutOfRangeFieldsAreRefusedByMetaevalAndResume) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(has(r, ckpt + ":/config")) << r.output;
 
-  train(dir);
+  dir = temp_dir("integrity_fields_seed");
+  ckpt = train(dir);
   patch(ckpt, [](h5::File& f) { f.write_scalar<uint64_t>("/state/seed", 12345); });
   r = metaeval(ckpt);
   EXPECT_EQ(r.exit_code, 2) << r.output;

@@ -88,6 +88,11 @@ for script in train_cpu.sbatch train_gpu.sbatch; do
   [ "$(count scancel)" = 0 ] || fail "$name preemption: the trap forwarded the signal again"
   [ "$(count 'scontrol requeue 101')" = 1 ] || fail "$name preemption: no requeue"
 
+  # A requeue of a job stopped before its first checkpoint (its folder holds no latest.h5)
+  # starts afresh over its own earlier attempt's files.
+  run_job "$script" USR1 SLURM_JOB_ID=106 SLURM_RESTART_COUNT=1
+  [ "$(count 'checkpoint.dir=runs/exp-106 checkpoint.overwrite=true')" = 1 ] || fail "$name: a requeue without a checkpoint did not start afresh with checkpoint.overwrite=true"
+
   # A new submission with the same job name starts afresh in its own folder.
   run_job "$script" USR1 SLURM_JOB_ID=102
   [ "$(count 'checkpoint.dir=runs/exp-102 resume=none')" = 1 ] || fail "$name: job 102 did not start afresh in runs/exp-102"
