@@ -171,7 +171,7 @@ else
   # A real run: 2 outer steps of MAML on the built-in glyphs, CPU (OpenBLAS, OpenMP, HDF5 writes).
   rc=0
   run_in_root "$tmp/out" "$dest/bin/metatrain" device=cpu steps=2 meta_batch=2 eval.episodes=4 \
-    eval.every=2 threads=1 data.prefetch=0 checkpoint.dir=/tmp/ck log.every=1 || rc=$?
+    eval.every=2 threads=1 data.prefetch=0 checkpoint.dir=/tmp/ck checkpoint.overwrite=true log.every=1 || rc=$?
   if [ "$rc" = 0 ] && grep -q 'accuracy' "$tmp/out"; then
     pass "minimal root: metatrain device=cpu steps=2 (trained, evaluated, checkpointed)"
   else
@@ -181,7 +181,7 @@ else
   # device=cuda without a GPU must be a clean refusal (exit 1 or 2 with a message), not a crash.
   rc=0
   run_in_root "$tmp/out" "$dest/bin/metatrain" device=cuda steps=1 meta_batch=2 eval.episodes=4 \
-    checkpoint.dir=/tmp/ck2 || rc=$?
+    checkpoint.dir=/tmp/ck2 checkpoint.overwrite=true || rc=$?
   if grep -Eq 'error while loading shared libraries|symbol lookup error' "$tmp/out"; then
     fail "minimal root: metatrain device=cuda: loader error"; head -5 "$tmp/out" | sed 's/^/    /'
   elif [ "$rc" != 1 ] && [ "$rc" != 2 ]; then
