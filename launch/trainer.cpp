@@ -153,12 +153,12 @@ struct RunState {
 
 // Resume: rank 0 reads and validates the checkpoint; every rank learns whether that worked
 // (so no rank waits in a collective for a rank that failed), then receives the state.
-void resume_from(const Config& cfg, const CheckpointManager& checkpoints, const ParamLayout& layout,
-                 dist::Comm& comm, RunState& run, Optimizer<float>& opt, Estimator& est) {
+void resume_from(const Config& cfg, const ParamLayout& layout, dist::Comm& comm, RunState& run,
+                 Optimizer<float>& opt, Estimator& est) {
   CheckpointState st;
   const bool lead = comm.rank() == 0;
   on_lead_checked(comm, "resume", [&] {
-    const std::string path = resume_checkpoint(cfg, checkpoints);
+    const std::string path = resume_checkpoint(cfg);
     st = read_checkpoint(path, layout);
     accept_resume(cfg, path, st.config_yaml, st.step, st.world_size, comm.size());
     MT_REQUIRE(st.optimizer.buffers.size() == opt.state().size(), "resume from ", path,
@@ -288,7 +288,7 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
   run_.theta.resize(d);
   model_->init(run_.theta.data(), static_cast<uint64_t>(cfg.seed));
   if (cfg.resume != "none")
-    resume_from(cfg, checkpoints_, model_->layout(), comm, run_, *opt_, *estimator_);
+    resume_from(cfg, model_->layout(), comm, run_, *opt_, *estimator_);
   else
     comm.broadcast(run_.theta.data(), run_.theta.size() * sizeof(float), 0);  // rank 0's θ
   first_step_ = last_ = run_.step;
@@ -555,7 +555,10 @@ std::string Trainer::save(int64_t step) {
 
 }  // namespace
 
-EvalResult train(const Config& cfg) {
+// `launch` is the config of the command line; a resumed run trains with the checkpoint's config
+// under it (launch_config).
+EvalResult train(const Config& launch) {
+  const Config cfg = launch_config(launch);
   if (cfg.algo == Algo::kSlbamm) return train_bilevel(cfg);
   check_supported(cfg);
   return train_on_ranks(cfg, [&cfg](dist::Comm& comm) { return Trainer(cfg, comm).run(); });
