@@ -215,6 +215,7 @@ class Trainer {
   StepResult meta_step(int64_t step);                // episodes → engine → comm → optimizer
   void reduce(int64_t step, bool with_fo_gap);       // Σ over ranks, mean over the meta-batch
   void log_step(int64_t done, const StepResult& r);  // metrics line and progress
+  void warn_if_inner_loop_diverges(int64_t done, double loss);
   bool after_step(int64_t done);  // checks, evaluation, checkpoint; false: stopped by a signal
   EvalResult finish();            // final evaluation and checkpoint
   EvalResult evaluate_now(int64_t step);
@@ -252,6 +253,7 @@ class Trainer {
   std::unique_ptr<Progress> progress_;
   std::chrono::steady_clock::time_point t_start_;
   double side_seconds_ = 0;
+  bool warned_inner_ = false;
   int64_t evals_at_start_ = 0;
 };
 
@@ -404,7 +406,26 @@ void Trainer::reduce(int64_t step, bool with_fo_gap) {
                                  cfg_.checkpoint.dir, " are intact."));
 }
 
+// The first steps' query loss after adaptation far above chance (ln ways) means the inner steps
+// blow up (inner.lr too large for the data): a run that would otherwise train on silently at
+// chance. Warned once, on rank 0, during the first kSteps steps of this process.
+void Trainer::warn_if_inner_loop_diverges(int64_t done, double loss) {
+  constexpr int64_t kSteps = 5;
+  constexpr double kTimesChance = 3;
+  const double chance = std::log(static_cast<double>(cfg_.task.ways));
+  if (!lead_ || warned_inner_ || done - first_step_ > kSteps || !(loss > kTimesChance * chance))
+    return;
+  warned_inner_ = true;
+  std::fprintf(stderr,
+               "warning: step %lld: the query loss after %d inner step%s is %.3g, over %.0f times "
+               "chance (ln %d = %.2f): the inner steps diverge; lower inner.lr (now %g; README's "
+               "examples give per-dataset values, e.g. 0.01 for 84x84 images)\n",
+               static_cast<long long>(done), inner_.steps, inner_.steps == 1 ? "" : "s", loss,
+               kTimesChance, cfg_.task.ways, chance, inner_.lr);
+}
+
 void Trainer::log_step(int64_t done, const StepResult& r) {
+  warn_if_inner_loop_diverges(done, r.loss);
   if (r.logs || ends(done)) {
     JsonObject line;
     line.add("step", static_cast<double>(done)).add("loss", r.loss).add("acc", r.acc);

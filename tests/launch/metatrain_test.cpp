@@ -92,6 +92,23 @@ TEST(Metatrain, BadConfigurationsExitWithCode2NamingTheKey) {
 
 // Without a GPU (or without the CUDA build) device=cuda is a usage error naming the key, for
 // training and for evaluation, and no checkpoint is written.
+// An inner step that blows up (inner.lr far too large) is named in the first steps, once; the
+// default set-up is not.
+TEST(Metatrain, ADivergingInnerLoopIsWarnedAboutNamingInnerLr) {
+  const Result bad = metatrain(tiny(temp_dir("inner_lr_bad")) + " inner.lr=5");
+  ASSERT_EQ(bad.exit_code, 0) << bad.output;
+  EXPECT_NE(bad.output.find("the inner steps diverge; lower inner.lr (now 5"), std::string::npos)
+      << bad.output;
+  size_t warnings = 0;
+  for (size_t at = bad.output.find("warning: step"); at != std::string::npos;
+       at = bad.output.find("warning: step", at + 1))
+    ++warnings;
+  EXPECT_EQ(warnings, 1u) << bad.output;
+  const Result good = metatrain(tiny(temp_dir("inner_lr_good")));
+  ASSERT_EQ(good.exit_code, 0) << good.output;
+  EXPECT_EQ(good.output.find("inner steps diverge"), std::string::npos) << good.output;
+}
+
 TEST(Metatrain, CudaWithoutAGpuExitsWithCode2NamingDevice) {
   if (gpu_count() > 0) GTEST_SKIP() << "a GPU is visible: metatrain_cuda_test covers this machine";
   const std::string dir = temp_dir("no_gpu");
