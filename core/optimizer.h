@@ -9,6 +9,18 @@
 
 namespace mt {
 
+// The outer step size over a run: the update that follows t earlier updates uses lr·factor(t).
+// constant: 1; cosine: ½(1 + cos(π·t/total)), annealed from lr to 0 at `total` (the run's outer
+// steps; MAML++ and most recent few-shot work anneal so). With warmup = w > 0 the factor is
+// further scaled by (t + 1)/w during the first w updates. A function of t only, so a resumed
+// run (whose optimizer step count is restored) continues the same schedule.
+struct LrSchedule {
+  enum class Kind { kConstant, kCosine } kind = Kind::kConstant;
+  int64_t warmup = 0;
+  int64_t total = 1;
+  double factor(int64_t t) const;
+};
+
 template <typename T>
 class Optimizer {
  public:
@@ -24,9 +36,13 @@ class Optimizer {
     return s;
   }
   void set_steps(int64_t t) { t_ = t; }
+  void set_schedule(const LrSchedule& s) { schedule_ = s; }
 
  protected:
   Optimizer(int64_t dim, std::vector<std::string> names);
+  // The step size of the update that follows t earlier updates.
+  double lr_at(double lr, int64_t t) const { return lr * schedule_.factor(t); }
+  LrSchedule schedule_;
   std::vector<std::pair<std::string, std::vector<T>>> buffers_;
   int64_t dim_;
   int64_t t_ = 0;
@@ -56,6 +72,6 @@ class SgdMomentum : public Optimizer<T> {
 
 template <typename T>
 std::unique_ptr<Optimizer<T>> make_optimizer(const std::string& name, int64_t dim, double lr,
-                                             double momentum);
+                                             double momentum, const LrSchedule& schedule = {});
 
 }  // namespace mt

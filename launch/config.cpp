@@ -142,6 +142,7 @@ constexpr Choice<Config::Device> kDevices[] = {{"cpu", Config::Device::kCpu},
                                                {"cuda", Config::Device::kCuda}};
 constexpr Choice<const char*> kModels[] = {{"conv4", "conv4"}};
 constexpr Choice<bool> kSwitches[] = {{"true", true}, {"false", false}};
+constexpr Choice<const char*> kLrSchedules[] = {{"constant", "constant"}, {"cosine", "cosine"}};
 constexpr Choice<const char*> kConvForms[] = {
     {"auto", "auto"}, {"cudnn", "cudnn"}, {"gemm", "gemm"}};
 constexpr Choice<const char*> kBackends[] = {
@@ -305,6 +306,9 @@ const std::vector<Field>& schema() {
       choice("outer.optimizer", REF(outer.optimizer), kOptimizers, "outer optimizer"),
       real("outer.lr", REF(outer.lr), {0, true}, "outer step size"),
       real("outer.momentum", REF(outer.momentum), {0, false, 1, true}, "SGD momentum"),
+      choice("outer.schedule", REF(outer.schedule), kLrSchedules,
+             "outer step size over the run: constant, or cosine annealed to 0 at steps"),
+      integer("outer.warmup", REF(outer.warmup), 0, "outer steps of linear step-size warm-up"),
       ufom_q(),
       real("ufom.q_min", REF(ufom.q_min), {0, true, 1, false}, "floor of the adaptive q"),
       real("ufom.d2_scale", REF(ufom.d2_scale), {0, true}, "scale of D^2 in adaptive q"),

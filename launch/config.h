@@ -30,7 +30,9 @@ struct Config {
   struct Outer {
     enum class Optimizer { kAdam, kSgd } optimizer = Optimizer::kAdam;
     double lr = 0;
-    double momentum = 0;  // SGD only
+    double momentum = 0;                // SGD only
+    std::string schedule = "constant";  // constant | cosine (annealed to 0 at `steps`)
+    int64_t warmup = 0;                 // outer steps of linear warm-up
   };
   struct Ufom {
     bool adaptive = false;  // when true, q is chosen per step and `q` is unused

@@ -283,9 +283,14 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
     probe_ = std::make_unique<BiasProbe<float>>(*backend_, inner_, static_cast<uint64_t>(cfg.seed),
                                                 threads_);
   const int64_t d = model_->layout().total();
+  LrSchedule schedule;
+  schedule.kind =
+      cfg.outer.schedule == "cosine" ? LrSchedule::Kind::kCosine : LrSchedule::Kind::kConstant;
+  schedule.warmup = cfg.outer.warmup;
+  schedule.total = cfg.steps;
   opt_ =
       make_optimizer<float>(cfg.outer.optimizer == Config::Outer::Optimizer::kAdam ? "adam" : "sgd",
-                            d, cfg.outer.lr, cfg.outer.momentum);
+                            d, cfg.outer.lr, cfg.outer.momentum, schedule);
 
   run_.theta.resize(d);
   model_->init(run_.theta.data(), static_cast<uint64_t>(cfg.seed));

@@ -139,6 +139,33 @@ TEST(Metatrain, DivergenceStopsWithCode1AndKeepsTheLastCheckpoint) {
     EXPECT_EQ(entry.path().string().find(".tmp."), std::string::npos) << entry.path();
 }
 
+// The outer step-size schedule (cosine with warm-up) changes training, and a run resumed from
+// its halfway checkpoint continues the same schedule: the same bits as the straight run. (The
+// schedule is fixed by `steps`: resuming with other steps reshapes a cosine.)
+TEST(Metatrain, CosineScheduleChangesTrainingAndResumesBitForBit) {
+  auto params_of = [](const std::string& dir) {
+    const auto f = h5::File::open_read(dir + "/latest.h5");
+    std::vector<float> all;
+    for (const std::string& name : f.list("/params")) {
+      const std::vector<float> p = f.read<float>("/params/" + name);
+      all.insert(all.end(), p.begin(), p.end());
+    }
+    return all;
+  };
+  const std::string sched = " outer.schedule=cosine outer.warmup=2 outer.lr=0.01";
+  const std::string constant = temp_dir("sched_constant"), straight = temp_dir("sched_straight"),
+                    halves = temp_dir("sched_halves");
+  ASSERT_EQ(metatrain(tiny(constant) + " steps=4 outer.lr=0.01").exit_code, 0);
+  ASSERT_EQ(
+      metatrain(tiny(straight) + " steps=4 checkpoint.every=2 checkpoint.keep=3" + sched).exit_code,
+      0);
+  const Result r = metatrain(tiny(halves) + " steps=4 resume=" + straight +
+                             "/ckpt_00000002.h5 checkpoint.dir=" + halves);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(params_of(straight) == params_of(halves)) << "the resumed schedule differs";
+  EXPECT_FALSE(params_of(straight) == params_of(constant)) << "the schedule changed nothing";
+}
+
 // Episodes drawn ahead by background threads are the episodes drawn inline: same parameters.
 TEST(Metatrain, PrefetchDoesNotChangeABit) {
   std::vector<std::vector<float>> params;
