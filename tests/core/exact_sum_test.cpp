@@ -96,7 +96,9 @@ TEST(ExactSum, LimbsRoundTripAndAddAsIntegers) {
   std::vector<Fixed> values = {0, 1, -1, big, -big, pow2_fixed(0), -pow2_fixed(-20) - 3};
   std::mt19937_64 rng(3);
   for (int i = 0; i < 1000; ++i)
-    values.push_back((static_cast<Fixed>(static_cast<int64_t>(rng())) << 50) ^ rng());
+    // A signed 64-bit value times 2^50 (a product: << of a negative value is undefined).
+    values.push_back(
+        (static_cast<Fixed>(static_cast<int64_t>(rng())) * (static_cast<Fixed>(1) << 50)) ^ rng());
   for (Fixed v : values) {
     int64_t lo, hi;
     split_limbs(v, &lo, &hi);
@@ -374,7 +376,12 @@ MetaStepSums<float> run_split(const SoftmaxProblem& p, Algo algo,
     ms.run(p.theta.data(), 3, part, p.episodes(), 0.5, s);
     const std::vector<int64_t> b = s.pack_exact(true);
     if (packed.empty()) packed.assign(b.size(), 0);
-    for (size_t i = 0; i < b.size(); ++i) packed[i] += b[i];
+    // Added as MPI_SUM adds int64 on the hardware: modulo 2^64. A task run by two "ranks" (the
+    // negative control below) adds its stats' double bit patterns twice, which may overflow;
+    // only that task's owner count (2) is read then, and unpack_exact refuses it.
+    for (size_t i = 0; i < b.size(); ++i)
+      packed[i] =
+          static_cast<int64_t>(static_cast<uint64_t>(packed[i]) + static_cast<uint64_t>(b[i]));
     total = s;
   }
   total.unpack_exact(packed, true);
