@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/hdf5.h"
+#include "tests/support/checkpoints.h"
 #include "tests/support/processes.h"
 #include "tests/support/programs.h"
 
@@ -44,16 +45,7 @@ std::string job(const std::string& dir, const std::string& extra) {
          dir + " " + extra;
 }
 
-// All parameters of a checkpoint, tensors in name order.
-std::vector<float> params_of(const std::string& ckpt) {
-  const auto f = h5::File::open_read(ckpt);
-  std::vector<float> all;
-  for (const std::string& name : f.list("/params")) {
-    const std::vector<float> p = f.read<float>("/params/" + name);
-    all.insert(all.end(), p.begin(), p.end());
-  }
-  return all;
-}
+using testing::checkpoint_params;
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
@@ -95,7 +87,7 @@ TEST_F(Distributed, OneTwoAndFourRanksTrainTheSameParameters) {
           testing::temp_dir("dist_n" + std::to_string(n) + "_" + std::to_string(a));
       const ProgramResult r = mpirun(n, job(dir, "steps=4 " + algos[a]));
       ASSERT_EQ(r.exit_code, 0) << algos[a] << " n=" << n << "\n" << r.output;
-      const std::vector<float> p = params_of(dir + "/latest.h5");
+      const std::vector<float> p = checkpoint_params(dir + "/latest.h5");
       if (a >= 2)  // the UFOM runs took the exact path at least once
         EXPECT_TRUE(std::regex_search(read_text(dir + "/metrics.jsonl"),
                                       std::regex("\"exact_tasks\": [1-9]")))
@@ -111,7 +103,8 @@ TEST_F(Distributed, OneTwoAndFourRanksTrainTheSameParameters) {
     ASSERT_EQ(mpirun(2, job(again, "steps=4 " + algos[a])).exit_code, 0);
     const std::string first = testing::temp_dir("dist_first_" + std::to_string(a));
     ASSERT_EQ(mpirun(2, job(first, "steps=4 " + algos[a])).exit_code, 0);
-    EXPECT_TRUE(params_of(again + "/latest.h5") == params_of(first + "/latest.h5")) << algos[a];
+    EXPECT_TRUE(checkpoint_params(again + "/latest.h5") == checkpoint_params(first + "/latest.h5"))
+        << algos[a];
   }
 }
 
@@ -121,7 +114,8 @@ TEST_F(Distributed, BalancedUfomAssignmentTrainsTheSameParameters) {
   ASSERT_EQ(mpirun(2, job(mod, ufom)).exit_code, 0);
   const ProgramResult r = mpirun(2, job(bal, ufom + " dist.assign=balanced"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_LE(rel_diff(params_of(bal + "/latest.h5"), params_of(mod + "/latest.h5")), 1e-6);
+  EXPECT_LE(rel_diff(checkpoint_params(bal + "/latest.h5"), checkpoint_params(mod + "/latest.h5")),
+            1e-6);
 }
 
 // 2K steps straight == K steps, checkpoint, resume, K steps: bit-identical on the same N (the
@@ -139,7 +133,7 @@ TEST_F(Distributed, ResumeContinuesTheRun) {
   EXPECT_NE(r.output.find("resuming from " + split + "/latest.h5 at step 3"), std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("resume: overrides change steps 3 -> 6"), std::string::npos) << r.output;
-  EXPECT_TRUE(params_of(split + "/latest.h5") == params_of(straight + "/latest.h5"))
+  EXPECT_TRUE(checkpoint_params(split + "/latest.h5") == checkpoint_params(straight + "/latest.h5"))
       << "resumed run differs from the straight run";
 
   const std::string elastic = testing::temp_dir("dist_elastic");
@@ -147,7 +141,9 @@ TEST_F(Distributed, ResumeContinuesTheRun) {
   const ProgramResult e = mpirun(4, job(elastic, algo + "steps=6 resume=latest"));
   ASSERT_EQ(e.exit_code, 0) << e.output;
   EXPECT_NE(e.output.find("saved by 2 ranks, now 4"), std::string::npos) << e.output;
-  EXPECT_LE(rel_diff(params_of(elastic + "/latest.h5"), params_of(straight + "/latest.h5")), 1e-6);
+  EXPECT_LE(rel_diff(checkpoint_params(elastic + "/latest.h5"),
+                     checkpoint_params(straight + "/latest.h5")),
+            1e-6);
 }
 
 using testing::spawn;

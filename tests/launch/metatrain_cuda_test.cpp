@@ -11,6 +11,7 @@
 #include "core/device.h"
 #include "core/hdf5.h"
 #include "data/episode_store.h"
+#include "tests/support/checkpoints.h"
 #include "tests/support/programs.h"
 #include "tests/support/synthetic_store.h"
 
@@ -31,16 +32,7 @@ std::string small(const std::string& dir) {
          dir;
 }
 
-// Every parameter tensor of a checkpoint, flattened in file order.
-std::vector<float> params(const std::string& path) {
-  const h5::File f = h5::File::open_read(path);
-  std::vector<float> all;
-  for (const std::string& name : f.list("/params")) {
-    const std::vector<float> t = f.read<float>("/params/" + name);
-    all.insert(all.end(), t.begin(), t.end());
-  }
-  return all;
-}
+std::vector<float> params(const std::string& path) { return testing::checkpoint_params(path); }
 
 double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 0;

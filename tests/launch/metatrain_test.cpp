@@ -16,6 +16,7 @@
 
 #include "core/device.h"
 #include "core/hdf5.h"
+#include "tests/support/checkpoints.h"
 #include "tests/support/programs.h"
 
 namespace mt {
@@ -144,13 +145,7 @@ TEST(Metatrain, DivergenceStopsWithCode1AndKeepsTheLastCheckpoint) {
 // schedule is fixed by `steps`: resuming with other steps reshapes a cosine.)
 TEST(Metatrain, CosineScheduleChangesTrainingAndResumesBitForBit) {
   auto params_of = [](const std::string& dir) {
-    const auto f = h5::File::open_read(dir + "/latest.h5");
-    std::vector<float> all;
-    for (const std::string& name : f.list("/params")) {
-      const std::vector<float> p = f.read<float>("/params/" + name);
-      all.insert(all.end(), p.begin(), p.end());
-    }
-    return all;
+    return testing::checkpoint_params(dir + "/latest.h5");
   };
   const std::string sched = " outer.schedule=cosine outer.warmup=2 outer.lr=0.01";
   const std::string constant = temp_dir("sched_constant"), straight = temp_dir("sched_straight"),
@@ -173,13 +168,7 @@ TEST(Metatrain, PrefetchDoesNotChangeABit) {
     const std::string dir = temp_dir(std::string("prefetch") + prefetch);
     const Result r = metatrain(tiny(dir) + " steps=4 data.prefetch=" + prefetch);
     ASSERT_EQ(r.exit_code, 0) << r.output;
-    const auto f = h5::File::open_read(dir + "/latest.h5");
-    std::vector<float> all;
-    for (const std::string& name : f.list("/params")) {
-      const std::vector<float> p = f.read<float>("/params/" + name);
-      all.insert(all.end(), p.begin(), p.end());
-    }
-    params.push_back(all);
+    params.push_back(testing::checkpoint_params(dir + "/latest.h5"));
   }
   ASSERT_FALSE(params[0].empty());
   EXPECT_TRUE(params[0] == params[1]) << "prefetching changed the trained parameters";

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/hdf5.h"
+#include "tests/support/checkpoints.h"
 #include "tests/support/programs.h"
 
 namespace mt {
@@ -45,15 +46,7 @@ std::map<std::string, std::string> contents(const std::string& dir) {
   return files;
 }
 
-std::vector<float> params_of(const std::string& ckpt) {
-  const auto f = h5::File::open_read(ckpt);
-  std::vector<float> all;
-  for (const std::string& name : f.list("/params")) {
-    const std::vector<float> p = f.read<float>("/params/" + name);
-    all.insert(all.end(), p.begin(), p.end());
-  }
-  return all;
-}
+using testing::checkpoint_params;
 
 bool has(const Result& r, const std::string& text) {
   return r.output.find(text) != std::string::npos;
@@ -71,7 +64,7 @@ TEST(Relaunch, ResumeStartsFromTheStoredConfig) {
   EXPECT_TRUE(has(r, "resuming from " + split + "/latest.h5 at step 2")) << r.output;
   EXPECT_TRUE(has(r, "resume: overrides change steps 2 -> 4\n")) << r.output;
   EXPECT_TRUE(has(r, "  ways: 20\n")) << r.output;  // the effective config printed at start
-  EXPECT_TRUE(params_of(split + "/latest.h5") == params_of(straight + "/latest.h5"))
+  EXPECT_TRUE(checkpoint_params(split + "/latest.h5") == checkpoint_params(straight + "/latest.h5"))
       << "resumed run differs from the straight run";
   // New checkpoints store the merged config.
   const std::string stored = h5::File::open_read(split + "/latest.h5").read_string("/config");

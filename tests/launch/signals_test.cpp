@@ -20,6 +20,7 @@
 
 #include "core/hdf5.h"
 #include "launch/stop_signal.h"
+#include "tests/support/checkpoints.h"
 #include "tests/support/processes.h"
 #include "tests/support/programs.h"
 
@@ -50,15 +51,7 @@ int64_t step_of(const std::string& ckpt) {
   return h5::File::open_read(ckpt).read_scalar<int64_t>("/state/step");
 }
 
-std::vector<float> params_of(const std::string& ckpt) {
-  const auto f = h5::File::open_read(ckpt);
-  std::vector<float> all;
-  for (const std::string& name : f.list("/params")) {
-    const std::vector<float> p = f.read<float>("/params/" + name);
-    all.insert(all.end(), p.begin(), p.end());
-  }
-  return all;
-}
+using testing::checkpoint_params;
 
 std::string ckpt_name(int64_t step) {
   char name[32];
@@ -84,10 +77,11 @@ void expect_resume_equals_straight(const std::string& dir, const std::string& la
       testing::run_shell(launcher + metatrain_bin() + " " + job(dir, steps + " resume=latest"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string straight = testing::temp_dir(name + "_straight");
-  const ProgramResult s = testing::run_shell(launcher + metatrain_bin() + " " + job(straight, steps));
+  const ProgramResult s =
+      testing::run_shell(launcher + metatrain_bin() + " " + job(straight, steps));
   ASSERT_EQ(s.exit_code, 0) << s.output;
   EXPECT_EQ(step_of(dir + "/latest.h5"), stopped + 2);
-  EXPECT_TRUE(params_of(dir + "/latest.h5") == params_of(straight + "/latest.h5"))
+  EXPECT_TRUE(checkpoint_params(dir + "/latest.h5") == checkpoint_params(straight + "/latest.h5"))
       << "stopped and resumed run differs from the straight run";
 }
 
@@ -113,9 +107,9 @@ TEST(Signals, TwoTermsAMillisecondApartStillCheckpointAndExitZero) {
 // test hook holds the write open 2 s): it is ignored, and the checkpoint completes.
 TEST(Signals, ASecondSignalWithinTheGraceWindowIsIgnored) {
   const std::string dir = testing::temp_dir("signals_ignored");
-  const pid_t pid = spawn("env MT_TEST_WRITE_DELAY_MS=2000 " + metatrain_bin() + " " +
-                              job(dir, "steps=100000"),
-                          dir + "/out.txt");
+  const pid_t pid =
+      spawn("env MT_TEST_WRITE_DELAY_MS=2000 " + metatrain_bin() + " " + job(dir, "steps=100000"),
+            dir + "/out.txt");
   ASSERT_TRUE(wait_until([&] { return training(dir); }, 60)) << read_text(dir + "/out.txt");
   kill(pid, SIGTERM);
   ASSERT_TRUE(wait_until(

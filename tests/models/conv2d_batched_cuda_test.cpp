@@ -17,6 +17,7 @@
 #include "core/rng.h"
 #include "models/conv2d_batched.h"
 #include "models/linear_batched.h"
+#include "tests/support/gemm_calls.h"
 
 namespace mt {
 namespace {
@@ -402,22 +403,7 @@ TEST(PinnedGemmCuda, EqualsTheHostTwinBitForBit) {
     for (bool tb : {false, true})
       for (double beta : {0.0, 1.0})
         for (int k : {0, 1, 17, 300}) {
-          GemmCall c;
-          c.transa = ta;
-          c.transb = tb;
-          c.m = 70;
-          c.n = 131;
-          c.k = k;
-          c.lda = (ta ? k : c.m) + 3;
-          c.ldb = (tb ? c.n : k) + 5;
-          c.ldc = c.m + 2;
-          c.stride_a = static_cast<int64_t>(c.lda) * (ta ? c.m : std::max(k, 1)) + 7;
-          c.stride_b = static_cast<int64_t>(c.ldb) * (tb ? std::max(k, 1) : c.n) + 1;
-          c.stride_c = static_cast<int64_t>(c.ldc) * c.n + 9;
-          c.batch = 3;
-          c.beta = beta;
-          c.lda = std::max(c.lda, 1);
-          c.ldb = std::max(c.ldb, 1);
+          const GemmCall c = testing::padded_gemm_call(ta, tb, beta, k);
           const FVec A = random_vec(c.stride_a * c.batch, seed++),
                      B = random_vec(c.stride_b * c.batch, seed++),
                      C0 = random_vec(c.stride_c * c.batch, seed++);

@@ -16,6 +16,7 @@
 #include "models/conv2d.h"
 #include "models/conv2d_batched_index.h"
 #include "models/gemm_tiled.h"
+#include "tests/support/gemm_calls.h"
 #include "models/linear.h"
 
 namespace mt {
@@ -164,20 +165,7 @@ TEST(BatchedGemmHost, TheKernelsTiledStepsGiveEveryElementItsOwnBits) {
     for (bool tb : {false, true})
       for (double beta : {0.0, 1.0})
         for (int k : {0, 1, 16, 37}) {
-          GemmCall c;
-          c.transa = ta;
-          c.transb = tb;
-          c.m = 70;
-          c.n = 131;
-          c.k = k;
-          c.lda = std::max(ta ? k : c.m, 1) + 3;
-          c.ldb = std::max(tb ? c.n : k, 1) + 5;
-          c.ldc = c.m + 2;
-          c.stride_a = static_cast<int64_t>(c.lda) * std::max(ta ? c.m : k, 1) + 7;
-          c.stride_b = static_cast<int64_t>(c.ldb) * std::max(tb ? k : c.n, 1) + 1;
-          c.stride_c = static_cast<int64_t>(c.ldc) * c.n + 9;
-          c.batch = 3;
-          c.beta = beta;
+          const GemmCall c = testing::padded_gemm_call(ta, tb, beta, k);
           expect_tiled_equals_element(c, seed += 3,
                                       "transa " + std::to_string(ta) + " transb " +
                                           std::to_string(tb) + " beta " + std::to_string(beta) +
