@@ -19,6 +19,7 @@
 #include "core/device_pool.h"
 #include "core/rng.h"
 #include "core/vec_ops_kernels.h"
+#include "tests/support/bits.h"
 
 namespace mt {
 namespace {
@@ -33,17 +34,7 @@ std::vector<T> random_vector(size_t n, uint64_t seed) {
   return v;
 }
 
-template <typename T>
-void expect_same_bits(const std::vector<T>& got, const std::vector<T>& want, const char* what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (std::memcmp(&got[i], &want[i], sizeof(T)) != 0) {
-      ADD_FAILURE() << what << ": element " << i << " of " << got.size() << " is " << got[i]
-                    << ", host " << want[i];
-      return;
-    }
-  }
-}
+using testing::expect_same_bits;
 
 // A small layout (tensors of different sizes, one empty) and one large enough that every
 // grid-stride loop goes round more than once (T·d > 4096 blocks · 256 threads).

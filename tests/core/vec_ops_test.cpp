@@ -16,6 +16,7 @@
 #include "core/param_layout.h"
 #include "core/rng.h"
 #include "core/vec_ops_kernels.h"
+#include "tests/support/bits.h"
 
 namespace mt {
 namespace {
@@ -46,17 +47,7 @@ bool same_bits(T a, T b) {
   return std::memcmp(&a, &b, sizeof(T)) == 0;
 }
 
-// Bit-for-bit equality (NaN equals a NaN of the same bits); reports the first difference.
-template <typename T>
-void expect_same_bits(const std::vector<T>& got, const std::vector<T>& want, const char* what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (!same_bits(got[i], want[i])) {
-      ADD_FAILURE() << what << ": element " << i << " is " << got[i] << ", expected " << want[i];
-      return;
-    }
-  }
-}
+using testing::expect_same_bits;
 
 template <typename T>
 class HostVecOpsTest : public ::testing::Test {

@@ -14,6 +14,7 @@
 #include "data/episode_store.h"
 #include "data/resident_images.h"
 #include "models/batched_net.h"  // pack_examples
+#include "tests/support/bits.h"
 #include "tests/support/programs.h"
 
 namespace mt {
@@ -31,16 +32,7 @@ std::vector<uint8_t> random_bytes(size_t n, uint64_t x) {
   return v;
 }
 
-void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want,
-                      const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i)
-    if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0) {
-      ADD_FAILURE() << what << ": float " << i << " of " << got.size() << " is " << got[i]
-                    << " on the GPU, " << want[i] << " on the host";
-      return;
-    }
-}
+using testing::expect_same_bits;
 
 // x = gather of `index_of_row` on the GPU, downloaded.
 std::vector<float> gather_on_gpu(const DeviceImages& images, const std::vector<int64_t>& rows) {

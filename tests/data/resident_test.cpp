@@ -16,6 +16,7 @@
 #include "data/resident_gather.h"
 #include "data/resident_images.h"
 #include "models/batched_net.h"  // pack_examples, the layout pack_rows lists
+#include "tests/support/bits.h"
 #include "tests/support/errors.h"
 #include "tests/support/h5_damage.h"
 #include "tests/support/programs.h"
@@ -64,16 +65,7 @@ StoreContents random_store(const ImageCase& s, int classes, int per_class) {
   return c;
 }
 
-void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want,
-                      const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i)
-    if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0) {
-      ADD_FAILURE() << what << ": float " << i << " of " << got.size() << " is " << got[i]
-                    << ", expected " << want[i];
-      return;
-    }
-}
+using testing::expect_same_bits;
 
 // The file path's batch `file` against the host-resident one, the indices-only one and the host
 // twin of the device gather over the resident images, and its pixels against the stored bytes.
