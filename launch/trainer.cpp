@@ -219,6 +219,7 @@ class Trainer {
   bool after_step(int64_t done);  // checks, evaluation, checkpoint; false: stopped by a signal
   EvalResult finish();            // final evaluation and checkpoint
   EvalResult evaluate_now(int64_t step);
+  void periodic_eval(int64_t step);
   void probe_bias(int64_t step, double q);
   std::string save(int64_t step);
   bool budget_spent() const {
@@ -333,6 +334,8 @@ void Trainer::off_the_clock(F&& work) {
 EvalResult Trainer::run() {
   install_stop_handlers();
   t_start_ = std::chrono::steady_clock::now();
+  // Curves start where training starts: the accuracy of the initial θ (a fresh run only).
+  if (first_step_ == 0 && cfg_.eval.every > 0 && cfg_.steps > 0) periodic_eval(0);
   for (int64_t step = first_step_; step < cfg_.steps && !budget_spent(); ++step) {
     const StepResult r = meta_step(step);
     last_ = step + 1;
@@ -475,19 +478,22 @@ bool Trainer::after_step(int64_t done) {
                                " (checksums differ): a rank computed differently; stopping. "
                                "Checkpoints in ",
                                cfg_.checkpoint.dir, " are intact."));
-  if (cfg_.eval.every > 0 && done % cfg_.eval.every == 0 && !ends(done)) {
-    EvalResult r;
-    off_the_clock([&] { r = evaluate_now(done); });
-    progress_->finish_line();
-    if (lead_)
-      std::printf("eval @ step %lld: %s acc %.2f%% ± %.2f%%\n", static_cast<long long>(done),
-                  r.split.c_str(), 100 * r.acc_mean, 100 * r.acc_ci95);
-  }
+  if (cfg_.eval.every > 0 && done % cfg_.eval.every == 0 && !ends(done)) periodic_eval(done);
   if (periodic_checkpoint_due(cfg_, done, ends(done))) off_the_clock([&] { save(done); });
   if (!stop_everywhere(comm_) || ends(done)) return true;
   progress_->finish_line();
   announce_stop(cfg_, comm_, done, save(done));
   return false;
+}
+
+// A periodic evaluation, printed and logged; off the training clock.
+void Trainer::periodic_eval(int64_t step) {
+  EvalResult r;
+  off_the_clock([&] { r = evaluate_now(step); });
+  progress_->finish_line();
+  if (lead_)
+    std::printf("eval @ step %lld: %s acc %.2f%% ± %.2f%%\n", static_cast<long long>(step),
+                r.split.c_str(), 100 * r.acc_mean, 100 * r.acc_ci95);
 }
 
 EvalResult Trainer::finish() {

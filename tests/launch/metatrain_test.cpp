@@ -55,7 +55,7 @@ TEST(Metatrain, ShortRunWritesMetricsCheckpointAndDump) {
     }
   }
   EXPECT_EQ(train_lines, 3);
-  EXPECT_EQ(eval_lines, 1);
+  EXPECT_EQ(eval_lines, 2);  // the initial θ's (step 0) and the final one
 
   const auto ckpt = h5::File::open_read(dir + "/ckpt_00000003.h5");
   std::vector<int64_t> shape;
@@ -178,6 +178,30 @@ TEST(Metatrain, PrefetchDoesNotChangeABit) {
 double json_number(const std::string& line, const std::string& key) {
   const size_t at = line.find("\"" + key + "\": ");
   return at == std::string::npos ? -1 : std::strtod(line.c_str() + at + key.size() + 4, nullptr);
+}
+
+// The steps of the evaluation lines in a run's metrics log, in order.
+std::vector<int64_t> eval_steps(const std::string& dir) {
+  std::vector<int64_t> steps;
+  std::ifstream log(dir + "/metrics.jsonl");
+  for (std::string line; std::getline(log, line);)
+    if (line.find("\"eval\"") != std::string::npos)
+      steps.push_back(static_cast<int64_t>(json_number(line, "step")));
+  return steps;
+}
+
+// Accuracy curves start at the beginning: a fresh run evaluates its initial θ (step 0) before
+// the first outer step; a resumed run does not evaluate again where it resumes.
+TEST(Metatrain, EvaluatesTheInitialParametersOnAFreshRunOnly) {
+  const std::string dir = temp_dir("eval_step0");
+  Result r = metatrain(tiny(dir) + " steps=2 eval.every=1 checkpoint.every=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("eval @ step 0: test acc"), std::string::npos) << r.output;
+  EXPECT_EQ(eval_steps(dir), (std::vector<int64_t>{0, 1, 2}));
+  r = metatrain(tiny(dir) + " steps=4 eval.every=1 resume=latest");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("eval @ step 0"), std::string::npos) << r.output;
+  EXPECT_EQ(eval_steps(dir), (std::vector<int64_t>{0, 1, 2, 3, 4}));
 }
 
 // budget.grad_evals stops training after the step at which the cumulative count reaches it; the
