@@ -40,8 +40,9 @@ void error_callback(png_structp png, png_const_charp message) {
 
 void warning_callback(png_structp, png_const_charp) {}
 
-// Runs libpng over st->data; on failure returns false with st->error set.
-bool decode(DecodeState* st) {
+// Runs libpng over st->data into 8-bit gray (`rgb` false) or RGB, either maybe with an alpha
+// channel; on failure returns false with st->error set.
+bool decode(DecodeState* st, bool rgb) {
   png_structp png =
       png_create_read_struct(PNG_LIBPNG_VER_STRING, st, error_callback, warning_callback);
   if (png == nullptr) {
@@ -59,7 +60,9 @@ bool decode(DecodeState* st) {
   png_set_expand(png);
   png_set_scale_16(png);
   const int color = png_get_color_type(png, info);
-  if ((color & PNG_COLOR_MASK_COLOR) != 0) png_set_rgb_to_gray(png, 1, -1, -1);
+  const bool colour = (color & PNG_COLOR_MASK_COLOR) != 0;
+  if (!rgb && colour) png_set_rgb_to_gray(png, 1, -1, -1);
+  if (rgb && !colour) png_set_gray_to_rgb(png);
   png_set_interlace_handling(png);
   png_read_update_info(png, info);
   st->height = static_cast<int>(png_get_image_height(png, info));
@@ -67,7 +70,7 @@ bool decode(DecodeState* st) {
   st->channels = png_get_channels(png, info);
   const size_t row_bytes = png_get_rowbytes(png, info);
   if (row_bytes != static_cast<size_t>(st->width) * st->channels)
-    png_error(png, "unexpected row size after conversion to 8-bit gray");
+    png_error(png, "unexpected row size after conversion to 8 bits");
   st->raw.resize(row_bytes * st->height);
   st->rows.resize(st->height);
   for (int y = 0; y < st->height; ++y) st->rows[y] = st->raw.data() + y * row_bytes;
@@ -77,29 +80,45 @@ bool decode(DecodeState* st) {
   return true;
 }
 
-}  // namespace
-
-GrayImage decode_png_gray(const uint8_t* data, size_t size, const std::string& what) {
+// Decodes `data` (signature and libpng errors become UsageErrors naming `what`) and composites
+// its alpha channel, if any, on white: `colours` (1 gray, 3 RGB) interleaved channels per pixel.
+std::vector<uint8_t> decode_checked(const uint8_t* data, size_t size, const std::string& what,
+                                    int colours, int* height, int* width) {
   MT_REQUIRE(size >= 8 && png_sig_cmp(data, 0, 8) == 0, "'", what,
              "' is not a PNG image (bad signature); replace the file with a valid PNG");
   DecodeState st;
   st.data = data;
   st.size = size;
-  MT_REQUIRE(decode(&st), "'", what, "' is a corrupt PNG image (libpng: ", st.error,
+  MT_REQUIRE(decode(&st, colours == 3), "'", what, "' is a corrupt PNG image (libpng: ", st.error,
              "); replace the file with a valid PNG");
-  MT_CHECK(st.channels == 1 || st.channels == 2, "unexpected channel count ", st.channels);
-  GrayImage img;
-  img.height = st.height;
-  img.width = st.width;
-  img.pixels.resize(static_cast<size_t>(st.height) * st.width);
-  if (st.channels == 1) {
-    img.pixels = std::move(st.raw);
-  } else {
-    for (size_t i = 0; i < img.pixels.size(); ++i) {
-      const unsigned g = st.raw[2 * i], a = st.raw[2 * i + 1];
-      img.pixels[i] = static_cast<uint8_t>((g * a + 255 * (255 - a) + 127) / 255);
+  MT_CHECK(st.channels == colours || st.channels == colours + 1, "unexpected channel count ",
+           st.channels);
+  *height = st.height;
+  *width = st.width;
+  if (st.channels == colours) return std::move(st.raw);
+  const size_t n = static_cast<size_t>(st.height) * st.width;
+  std::vector<uint8_t> out(n * colours);
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned a = st.raw[(i + 1) * st.channels - 1];
+    for (int c = 0; c < colours; ++c) {
+      const unsigned v = st.raw[i * st.channels + c];
+      out[i * colours + c] = static_cast<uint8_t>((v * a + 255 * (255 - a) + 127) / 255);
     }
   }
+  return out;
+}
+
+}  // namespace
+
+GrayImage decode_png_gray(const uint8_t* data, size_t size, const std::string& what) {
+  GrayImage img;
+  img.pixels = decode_checked(data, size, what, 1, &img.height, &img.width);
+  return img;
+}
+
+RgbImage decode_png_rgb(const uint8_t* data, size_t size, const std::string& what) {
+  RgbImage img;
+  img.pixels = decode_checked(data, size, what, 3, &img.height, &img.width);
   return img;
 }
 

@@ -1,11 +1,14 @@
-// PNG to 8-bit grayscale through libpng, for the Omniglot packer (whose images are 105x105
-// 1-bit grayscale). Any PNG is accepted: colour is converted to gray, alpha composited on white.
+// PNG to 8-bit grayscale (the Omniglot packer, whose images are 105x105 1-bit grayscale) or to
+// 8-bit RGB (the folder packer) through libpng. Any PNG is accepted: palette, bit depth and gray
+// or colour are converted, alpha composited on white.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "data/jpeg_decode.h"  // RgbImage
 
 namespace mt {
 
@@ -21,5 +24,11 @@ struct GrayImage {
 // Throws UsageError naming `what` (e.g. "archive.zip:dir/file.png") if the bytes are not a
 // valid PNG (bad signature, bad CRC, truncated or corrupt data).
 GrayImage decode_png_gray(const uint8_t* data, size_t size, const std::string& what);
+
+// The same PNG as RGB, [height, width, 3]. Conversions as above but for colour: bit depths,
+// 16-bit, palette and tRNS likewise; gray g -> (g, g, g); each colour channel c with alpha a is
+// composited on white, c' = (c * a + 255 * (255 - a) + 127) / 255. No gamma correction. Errors
+// as decode_png_gray's.
+RgbImage decode_png_rgb(const uint8_t* data, size_t size, const std::string& what);
 
 }  // namespace mt

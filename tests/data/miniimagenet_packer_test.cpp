@@ -22,79 +22,24 @@
 #include <vector>
 
 #include "core/check.h"
-#include "tests/support/errors.h"
 #include "data/image_resize.h"
 #include "data/jpeg_decode.h"
 #include "data/zip_reader.h"
+#include "tests/support/errors.h"
+#include "tests/support/images.h"
 
 namespace mt {
 namespace {
 
 namespace fs = std::filesystem;
-using Bytes = std::vector<uint8_t>;
+using testing::Bytes;
+using testing::encode_jpeg;
+using testing::reference_jpeg_rgb;
+using testing::write_file;
+using testing::write_text;
 constexpr int kS = kMiniImageNetSize;
 
 using testing::usage_error;
-
-void write_file(const fs::path& path, const Bytes& bytes) {
-  fs::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary)
-      .write(reinterpret_cast<const char*>(bytes.data()),
-             static_cast<std::streamsize>(bytes.size()));
-}
-void write_text(const fs::path& path, const std::string& text) {
-  write_file(path, Bytes(text.begin(), text.end()));
-}
-
-// Encodes [h, w, components] pixels (1 gray, 3 RGB, 4 CMYK) as a baseline JPEG, quality 95.
-Bytes encode_jpeg(const Bytes& pixels, int h, int w, int components) {
-  jpeg_compress_struct cinfo;
-  jpeg_error_mgr err;
-  cinfo.err = jpeg_std_error(&err);
-  jpeg_create_compress(&cinfo);
-  unsigned char* buffer = nullptr;
-  unsigned long size = 0;
-  jpeg_mem_dest(&cinfo, &buffer, &size);
-  cinfo.image_width = static_cast<JDIMENSION>(w);
-  cinfo.image_height = static_cast<JDIMENSION>(h);
-  cinfo.input_components = components;
-  cinfo.in_color_space = components == 1 ? JCS_GRAYSCALE : components == 3 ? JCS_RGB : JCS_CMYK;
-  jpeg_set_defaults(&cinfo);
-  jpeg_set_quality(&cinfo, 95, TRUE);
-  jpeg_start_compress(&cinfo, TRUE);
-  while (cinfo.next_scanline < cinfo.image_height) {
-    JSAMPROW row = const_cast<uint8_t*>(pixels.data()) +
-                   static_cast<size_t>(cinfo.next_scanline) * w * components;
-    jpeg_write_scanlines(&cinfo, &row, 1);
-  }
-  jpeg_finish_compress(&cinfo);
-  jpeg_destroy_compress(&cinfo);
-  Bytes out(buffer, buffer + size);
-  std::free(buffer);
-  return out;
-}
-
-// An independent decode (libjpeg converting to RGB itself) of a valid JPEG: [h, w, 3].
-Bytes reference_decode(const Bytes& jpeg, int* h, int* w) {
-  jpeg_decompress_struct cinfo;
-  jpeg_error_mgr err;
-  cinfo.err = jpeg_std_error(&err);
-  jpeg_create_decompress(&cinfo);
-  jpeg_mem_src(&cinfo, jpeg.data(), static_cast<unsigned long>(jpeg.size()));
-  jpeg_read_header(&cinfo, TRUE);
-  cinfo.out_color_space = JCS_RGB;
-  jpeg_start_decompress(&cinfo);
-  *h = static_cast<int>(cinfo.output_height);
-  *w = static_cast<int>(cinfo.output_width);
-  Bytes out(static_cast<size_t>(*h) * *w * 3);
-  while (cinfo.output_scanline < cinfo.output_height) {
-    JSAMPROW row = out.data() + static_cast<size_t>(cinfo.output_scanline) * *w * 3;
-    jpeg_read_scanlines(&cinfo, &row, 1);
-  }
-  jpeg_finish_decompress(&cinfo);
-  jpeg_destroy_decompress(&cinfo);
-  return out;
-}
 
 Bytes solid(int h, int w, const Bytes& colour) {
   Bytes p;
@@ -205,7 +150,7 @@ TEST(JpegDecode, MatchesIndependentDecodeForRgbAndGray) {
   for (int components : {3, 1}) {
     const Bytes jpeg = encode_jpeg(pattern(37, 53, components, 2), 37, 53, components);
     int h = 0, w = 0;
-    const Bytes ref = reference_decode(jpeg, &h, &w);
+    const Bytes ref = reference_jpeg_rgb(jpeg, &h, &w);
     const RgbImage img = decode_jpeg_rgb(jpeg.data(), jpeg.size(), "pattern.jpg");
     ASSERT_EQ(img.height, 37);
     ASSERT_EQ(img.width, 53);
@@ -308,7 +253,7 @@ TEST(MiniImageNetPacker, CsvLayoutPacksClassesSplitsAndPixels) {
       const uint8_t* got = image_at(c, k * kPerClass + j);  // images sorted by file name = j
       const Bytes jpeg = fixture_image(fc->k, j);
       int h = 0, w = 0;
-      const Bytes ref = reference_decode(jpeg, &h, &w);
+      const Bytes ref = reference_jpeg_rgb(jpeg, &h, &w);
       const Bytes want = resize_area(ref.data(), h, w, 3, kS, kS);
       // Exact: the packer must be decode + resize_area, nothing else.
       EXPECT_TRUE(std::equal(want.begin(), want.end(), got)) << c.class_names[k] << " image " << j;
