@@ -22,6 +22,10 @@ double optimal_q(double v2, double d2, double cost_fo, double cost_exact, double
   return std::clamp(root, q_min, 1.0);
 }
 
+double saturation_rho2(double cost_fo, double cost_exact) {
+  return 0.5 * cost_exact / (cost_fo + cost_exact);
+}
+
 void AdaptiveQ::update(double mean_v2, double mean_d2) {
   v2_ema = kBeta * v2_ema + (1 - kBeta) * mean_v2;
   d2_ema = kBeta * d2_ema + (1 - kBeta) * mean_d2;

@@ -31,7 +31,7 @@ method_keys() {
   case "$1" in
     fomaml) echo "algo=fomaml" ;;
     ufom_q0.1) echo "algo=ufom ufom.q=0.1" ;;
-    ufom_adaptive) echo "algo=ufom ufom.q=adaptive" ;;
+    ufom_adaptive) echo "algo=ufom ufom.q=adaptive ufom.d2_scale=1" ;;  # the rule unscaled
     ufom_adaptive_d2s0.1) echo "algo=ufom ufom.q=adaptive ufom.d2_scale=0.1" ;;  # official code
     maml) echo "algo=maml" ;;
   esac

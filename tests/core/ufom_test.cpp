@@ -1,5 +1,6 @@
 // UFOM: exact degeneration to MAML (q = 1) and FOMAML (q = 0) over whole training runs,
-// unbiasedness, the first-order bias it removes, and the adaptive-q formula.
+// unbiasedness, the first-order bias it removes, and the adaptive-q formula and the point
+// where it saturates at q = 1.
 #include "core/ufom.h"
 
 #include <gtest/gtest.h>
@@ -184,6 +185,55 @@ TEST(AdaptiveQ, FormulaRootBranchAndFloor) {
   EXPECT_EQ(optimal_q(1.0, 0.9, cf, ce, 0.05), 1.0);
   // Floor: tiny D² gives a root below q_min.
   EXPECT_EQ(optimal_q(1.0, 1e-8, cf, ce, 0.05), 0.05);
+}
+
+// Issue 22: q = 1 exactly when ρ² = D²/V² ≥ ½ C_E/(C_F + C_E), and q < 1 (but continuous, so
+// close to 1) just below, for the cost pairs of the shipped set-ups and for any scale of V².
+// All in float64; "just below" is ρ² (1 − 1e−6), where the root is 1 − O(1e−6): tolerance 1e−4.
+TEST(AdaptiveQ, SaturatesExactlyAtHalfTheExactPathsShareOfTheCost) {
+  struct Costs {
+    double cf, ce, threshold;
+  };
+  const Costs costs[] = {
+      {2, 1, 1.0 / 6},      // r = 1, store (metatrain's default)
+      {6, 5, 5.0 / 22},     // r = 5, store
+      {6, 15, 15.0 / 42},   // r = 5, recompute: 0.357, FOMAML off by 60% of ‖g_E‖
+      {11, 55, 55.0 / 132}  // r = 10, recompute (the paper's Omniglot set-up)
+  };
+  for (const Costs& c : costs) {
+    EXPECT_NEAR(saturation_rho2(c.cf, c.ce), c.threshold, 1e-15);
+    for (double v2 : {1.0, 3.7, 2.5e-5, 840.0}) {
+      SCOPED_TRACE(::testing::Message() << "C_F " << c.cf << " C_E " << c.ce << " V² " << v2);
+      // At the threshold, computed as optimal_q computes it, and above it: exactly 1.
+      EXPECT_EQ(optimal_q(v2, 0.5 * c.ce * v2 / (c.cf + c.ce), c.cf, c.ce, 0.05), 1.0);
+      const double at = saturation_rho2(c.cf, c.ce) * v2;
+      EXPECT_EQ(optimal_q(v2, at * (1 + 1e-12), c.cf, c.ce, 0.05), 1.0);
+      EXPECT_EQ(optimal_q(v2, 2 * at, c.cf, c.ce, 0.05), 1.0);
+      EXPECT_EQ(optimal_q(v2, 1.5 * v2, c.cf, c.ce, 0.05), 1.0);  // D² > V²
+      // Just below: the interior root, below 1 and within 1e-4 of it.
+      const double below = optimal_q(v2, at * (1 - 1e-6), c.cf, c.ce, 0.05);
+      EXPECT_LT(below, 1.0);
+      EXPECT_GT(below, 1.0 - 1e-4);
+      // Clearly below (ρ² at 80% of the threshold): clearly below 1, and the quadratic's root.
+      const double d2 = 0.8 * at, q = optimal_q(v2, d2, c.cf, c.ce, 0.05);
+      EXPECT_LT(q, 0.99);
+      EXPECT_NEAR((c.ce * (v2 - d2) * q * q - c.ce * d2 * q - 2 * c.cf * d2) / (c.ce * v2), 0.0,
+                  1e-12);
+    }
+  }
+  // Never above ½, whatever the exact path costs: ρ² = ½ saturates even at C_E = 10⁹ C_F.
+  EXPECT_LT(saturation_rho2(1, 1e9), 0.5);
+  EXPECT_EQ(optimal_q(1.0, 0.5, 1, 1e9, 0.05), 1.0);
+  // AdaptiveQ applies d2_scale before the test: with 0.1, ρ² must reach 10× the threshold.
+  const double thr = saturation_rho2(6, 15);
+  AdaptiveQ unscaled(0.05, 1.0), scaled(0.05, 0.1);
+  unscaled.update(1.0, 1.01 * thr);
+  scaled.update(1.0, 1.01 * thr);
+  EXPECT_EQ(unscaled.q(6, 15), 1.0);
+  EXPECT_LT(scaled.q(6, 15), 0.5);  // 0.19
+  AdaptiveQ scaled_saturated(0.05, 0.1);
+  scaled_saturated.update(1.0, 10.1 * thr);
+  EXPECT_EQ(scaled_saturated.q(6, 15), 1.0);
 }
 
 TEST(AdaptiveQ, EmaIsBiasCorrectedAndStartsAtQmin) {
