@@ -28,8 +28,9 @@ void ensure_size(V& v, size_t n) {
 
 template <typename T>
 struct LayerContext {
-  std::vector<T> saved;        // e.g. batch-norm x̂ and σ, conv im2col of x
-  std::vector<int32_t> index;  // e.g. max-pool argmax
+  std::vector<T> saved;           // e.g. batch-norm x̂ and σ, conv im2col of x
+  std::vector<int32_t> index;     // e.g. max-pool argmax
+  std::vector<LayerContext> sub;  // a composite layer's: its sub-layers' (models/residual.h)
 };
 
 struct ParamShape {

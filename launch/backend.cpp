@@ -15,6 +15,12 @@ std::unique_ptr<BatchedModel<float>> make_backend(const Config& cfg, const Model
                                                   int threads) {
   if (cfg.device == Config::Device::kCpu)
     return std::make_unique<CpuBatchedModel<float>>(model, threads, kCpuMaxTasks);
+  MT_REQUIRE(cfg.model.name == "conv4", "model.name = ", cfg.model.name,
+             ": ResNet-12 runs on the CPU backend only for now (device=cpu); the CUDA backend "
+             "builds Conv-4");
+  MT_REQUIRE(cfg.model.activation == "relu", "model.activation = ", cfg.model.activation,
+             ": the CUDA backend's Conv-4 has ReLU only for now; set model.activation=relu or "
+             "device=cpu");
   MT_REQUIRE(cuda_built(),
              "device = cuda: this binary was built without the CUDA backend; rebuild with the "
              "CUDA toolkit on PATH, or set device=cpu");

@@ -20,6 +20,7 @@
 
 #include "core/check.h"
 #include "default_config_yaml.h"  // generated from launch/configs/default.yaml
+#include "models/resnet12.h"      // ResNet12Spec: the default widths
 
 namespace mt {
 namespace {
@@ -140,7 +141,9 @@ constexpr Choice<Config::Model::Pool> kPools[] = {{"max", Config::Model::Pool::k
                                                   {"stride", Config::Model::Pool::kStride}};
 constexpr Choice<Config::Device> kDevices[] = {{"cpu", Config::Device::kCpu},
                                                {"cuda", Config::Device::kCuda}};
-constexpr Choice<const char*> kModels[] = {{"conv4", "conv4"}};
+constexpr Choice<const char*> kModels[] = {{"conv4", "conv4"}, {"resnet12", "resnet12"}};
+constexpr Choice<const char*> kActivations[] = {
+    {"auto", "auto"}, {"relu", "relu"}, {"leaky_relu", "leaky_relu"}};
 constexpr Choice<bool> kSwitches[] = {{"true", true}, {"false", false}};
 constexpr Choice<const char*> kLrSchedules[] = {{"constant", "constant"}, {"cosine", "cosine"}};
 constexpr Choice<const char*> kConvForms[] = {
@@ -273,6 +276,55 @@ Field ufom_q() {
           [](const Config& c) { return c.ufom.adaptive ? "adaptive" : format_real(c.ufom.q); }};
 }
 
+std::string widths_text(const std::vector<int>& widths) {
+  std::string s;
+  for (int w : widths) s += (s.empty() ? "" : ",") + std::to_string(w);
+  return s;
+}
+
+// model.widths: "auto" (empty), or positive integers as a YAML list or separated by commas.
+std::vector<int> parse_widths(const std::string& key, const YAML::Node& v) {
+  const char* expected =
+      "auto, or positive integers separated by commas (64,160,320,640) or as a list";
+  std::vector<std::string> items;
+  std::string text;
+  if (v.IsSequence()) {
+    for (const auto& e : v) {
+      items.push_back(scalar(key, e, "a list of integers"));
+      text += (text.empty() ? "" : ", ") + items.back();
+    }
+    text = "[" + text + "]";
+  } else {
+    text = scalar(key, v, expected);
+    if (text == "auto") return {};
+    std::stringstream in(text);
+    for (std::string item; std::getline(in, item, ',');) items.push_back(item);
+  }
+  std::vector<int> widths;
+  for (std::string item : items) {
+    item.erase(0, item.find_first_not_of(' '));
+    item.erase(item.find_last_not_of(' ') + 1);
+    long long w = 0;
+    if (item.empty() || !YAML::convert<long long>::decode(YAML::Node(item), w) || w < 1 ||
+        w > std::numeric_limits<int>::max())
+      reject(key, text, concat("expected ", expected));
+    widths.push_back(static_cast<int>(w));
+  }
+  if (widths.empty()) reject(key, text, concat("expected ", expected));
+  return widths;
+}
+
+// Conv-4 keeps its width in model.filters and writes model.widths as auto; ResNet-12 its four.
+Field model_widths() {
+  return {"model.widths",
+          [](Config& c, const std::string& k, const YAML::Node& v) {
+            c.model.widths = parse_widths(k, v);
+          },
+          [](const Config& c) {
+            return c.model.name == "conv4" ? std::string("auto") : widths_text(c.model.widths);
+          }};
+}
+
 Field inner_trajectory() {
   return {"inner.trajectory",
           [](Config& c, const std::string& k, const YAML::Node& v) {
@@ -315,8 +367,11 @@ const std::vector<Field>& schema() {
       real("ufom.adjoint_clip", REF(ufom.adjoint_clip), {0, false},
            "elementwise adjoint clip, 0 = off"),
       choice("model.name", REF(model.name), kModels, "backbone"),
-      integer("model.filters", REF(model.filters), 1, "channels per conv layer"),
-      choice("model.pool", REF(model.pool), kPools, "downsampling"),
+      integer("model.filters", REF(model.filters), 1, "channels per conv layer of conv4"),
+      model_widths(),
+      choice("model.activation", REF(model.activation), kActivations,
+             "activation; auto = relu for conv4, leaky_relu for resnet12"),
+      choice("model.pool", REF(model.pool), kPools, "downsampling of conv4"),
       text("data.path", REF(data.path), false, "episode store file, or glyphs"),
       text("data.train_split", REF(data.train_split), false, "training split"),
       text("data.eval_split", REF(data.eval_split), false, "evaluation split"),
@@ -495,13 +550,45 @@ void overlay_override(const std::string& arg, Settings& out) {
   put(out, key, {value, where});
 }
 
+// Resolves model.widths and model.activation (auto: the model's own) and, when `check`, requires
+// widths that fit model.name and, for conv4, agree with model.filters (the same setting) when
+// both are given. A resumed run (resume != none) is not checked here: its architecture is its
+// checkpoint's, and launch_config refuses another one naming both.
+void resolve_model(Config& cfg, const Settings& settings, const Settings& defaults, bool check) {
+  Config::Model& m = cfg.model;
+  const bool conv4 = m.name == "conv4";
+  if (m.activation == "auto") m.activation = conv4 ? "relu" : "leaky_relu";
+  if (m.widths.empty()) {
+    const auto resnet = ResNet12Spec{}.widths;
+    m.widths = conv4 ? std::vector<int>{m.filters} : std::vector<int>(resnet.begin(), resnet.end());
+    return;
+  }
+  auto origin = [&](const char* key) { return settings.at(key).origin; };
+  const std::string text = widths_text(m.widths);
+  const std::string where =
+      concat(" [", origin("model.widths"), "; model.name from ", origin("model.name"), "]");
+  if (!conv4) {
+    MT_REQUIRE(!check || m.widths.size() == 4, "model.widths = ", text,
+               ": resnet12 takes 4 widths, one per residual block (e.g. 64,160,320,640)", where);
+    return;
+  }
+  MT_REQUIRE(!check || m.widths.size() == 1, "model.widths = ", text,
+             ": conv4 takes one width, the channels of every conv layer (model.filters)", where);
+  const bool filters_given = origin("model.filters") != defaults.at("model.filters").origin;
+  MT_REQUIRE(!check || !filters_given || m.filters == m.widths[0], "model.widths = ", text,
+             " and model.filters = ", m.filters,
+             " disagree: for conv4 they are the same setting; give one [", origin("model.widths"),
+             "; ", origin("model.filters"), "]");
+  if (m.widths.size() == 1) m.filters = m.widths[0];
+}
+
 // One YAML document laid over the defaults, and where it came from.
-struct Layer {
+struct YamlLayer {
   const std::string& text;
   const std::string& source;
 };
 
-Config build(const std::vector<Layer>& layers, const std::vector<std::string>& overrides) {
+Config build(const std::vector<YamlLayer>& layers, const std::vector<std::string>& overrides) {
   Settings settings;
   try {
     overlay_document(YAML::Load(detail::kDefaultConfigYaml), "default.yaml", settings);
@@ -510,7 +597,9 @@ Config build(const std::vector<Layer>& layers, const std::vector<std::string>& o
   }
   for (const Field& f : schema())
     MT_CHECK(settings.count(f.key), "the built-in default.yaml lacks key ", f.key);
-  for (const Layer& l : layers) overlay_document(parse_yaml(l.text, l.source), l.source, settings);
+  const Settings defaults = settings;
+  for (const YamlLayer& l : layers)
+    overlay_document(parse_yaml(l.text, l.source), l.source, settings);
   for (const auto& arg : overrides) overlay_override(arg, settings);
 
   Config cfg;
@@ -522,6 +611,7 @@ Config build(const std::vector<Layer>& layers, const std::vector<std::string>& o
       throw UsageError(concat(e.what(), " [", s.origin, "]"));
     }
   }
+  resolve_model(cfg, settings, defaults, cfg.resume == "none");
   const int r = cfg.inner.steps;
   MT_REQUIRE(cfg.inner.truncate == -1 || cfg.inner.truncate <= r,
              "inner.truncate = ", cfg.inner.truncate,
@@ -550,7 +640,7 @@ Config load_config_text(const std::string& yaml_text, const std::string& source,
 
 Config merge_config(const std::string& base_yaml, const std::string& base_source,
                     const Config& user, const std::vector<std::string>& extra) {
-  std::vector<Layer> layers = {{base_yaml, base_source}};
+  std::vector<YamlLayer> layers = {{base_yaml, base_source}};
   if (!user.user_yaml_source.empty()) layers.push_back({user.user_yaml, user.user_yaml_source});
   std::vector<std::string> overrides = user.overrides;
   overrides.insert(overrides.end(), extra.begin(), extra.end());
@@ -672,7 +762,17 @@ bool key_applies(const Config& cfg, const std::string& key) {
   if (in("ufom.")) return cfg.algo == Algo::kUfom;
   if (key == "outer.momentum") return cfg.outer.optimizer == Config::Outer::Optimizer::kSgd;
   if (key == "log.bias_tasks") return cfg.log.bias_every > 0;
+  if (key == "model.filters" || key == "model.pool") return cfg.model.name == "conv4";
+  if (key == "model.widths") return cfg.model.name != "conv4";  // conv4's is model.filters
   return true;
+}
+
+std::string describe_model(const Config& cfg) {
+  const Config::Model& m = cfg.model;
+  if (m.name != "conv4")
+    return concat(m.name, " (widths ", widths_text(m.widths), ", ", m.activation, ")");
+  return concat("conv4 (", m.filters, " filters, ", m.activation, ", ",
+                m.pool == Config::Model::Pool::kMax ? "max-pool" : "stride-2 convs", ")");
 }
 
 std::string printed_config(const Config& cfg) {

@@ -42,8 +42,12 @@ struct Config {
     double adjoint_clip = 0;  // 0 = off
   };
   struct Model {
-    std::string name;
-    int filters = 0;
+    std::string name;  // conv4 | resnet12
+    int filters = 0;   // conv4's channels per conv layer (its one width)
+    // The channels of each stage, resolved by the loaders: conv4 {filters}; resnet12 four, one
+    // per residual block (model.widths: auto = 64,160,320,640).
+    std::vector<int> widths;
+    std::string activation;  // relu | leaky_relu (model.activation: auto = the model's own)
     enum class Pool { kMax, kStride } pool = Pool::kMax;
   };
   struct Data {
@@ -147,7 +151,9 @@ Config load_config_text(const std::string& yaml_text, const std::string& source,
 
 // The config of `user` over another base than the built-in defaults: defaults <- base_yaml (the
 // config stored in a checkpoint; `base_source` names it) <- user's YAML file <- user's overrides
-// <- `extra` overrides. Validated like load_config; keeps user's layers.
+// <- `extra` overrides. Validated like load_config; keeps user's layers. Like every config with
+// resume != none, the model keys are resolved but not checked against each other: a resumed run
+// keeps its checkpoint's architecture, and launch_config refuses another, naming both.
 Config merge_config(const std::string& base_yaml, const std::string& base_source,
                     const Config& user, const std::vector<std::string>& extra);
 // "key=value" that sets `key` to its value in cfg, readable as an override.
@@ -173,6 +179,9 @@ std::string to_yaml(const Config& cfg);
 std::string printed_config(const Config& cfg);
 // Whether key (e.g. "ufom.q") affects a run of cfg: the filter of printed_config.
 bool key_applies(const Config& cfg, const std::string& key);
+// The architecture of cfg.model in words, e.g. "resnet12 (widths 64,160,320,640, leaky_relu)" or
+// "conv4 (64 filters, relu, max-pool)": equal for two configs exactly when they build the same net.
+std::string describe_model(const Config& cfg);
 // The commented built-in defaults: the reference of every key, e.g. for --help.
 std::string_view default_config_yaml();
 // Where the metrics log goes: log.jsonl, or <checkpoint.dir>/metrics.jsonl when it is empty.

@@ -58,7 +58,17 @@ void check_resume_compatible(const Config& now, const Config& then, const std::s
   };
   if (now.outer.optimizer != then.outer.optimizer)
     throw refuse("outer.optimizer", optimizer(then), optimizer(now));
+
   // data.path may change (the same store moved, or another cluster's copy); it is logged.
+}
+
+// The architecture a resumed meta-learning run continues: the checkpoint's parameters are its.
+void check_model_kept(const Config& now, const Config& then, const std::string& path) {
+  if (now.algo == Algo::kSlbamm || then.algo == Algo::kSlbamm) return;  // no model.* keys
+  const std::string a = describe_model(then), b = describe_model(now);
+  MT_REQUIRE(a == b, "checkpoint ", path, " holds the parameters of model ", a,
+             ", and this run asks for ", b,
+             "; a resumed run keeps its model (drop the model.* settings, or start a new run)");
 }
 
 // The files of checkpoint.dir that a run of this program writes: ckpt_<step>.h5, latest.h5 and
@@ -120,7 +130,11 @@ Config launch_config(const Config& launch) {
   // there, whatever folder name the checkpoint stored.
   std::vector<std::string> this_launch;
   if (launch.resume == "latest") this_launch.push_back(setting_of(launch, "checkpoint.dir"));
-  return merge_config(stored_config(path), path + ":/config", launch, this_launch);
+  const std::string stored = stored_config(path), source = path + ":/config";
+  Config cfg = merge_config(stored, source, launch, this_launch);
+  // Before anything builds the model: merge_config leaves a changed architecture to this check.
+  check_model_kept(cfg, load_config_text(stored, source, {}), path);
+  return cfg;
 }
 
 void claim_checkpoint_dir(const Config& cfg, dist::Comm& comm) {

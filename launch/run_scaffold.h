@@ -38,8 +38,9 @@ std::string checkpoint_kind(const std::string& path);
 // The config a launch runs with: `launch` itself for a fresh run (resume=none); when resuming,
 // the config stored in the checkpoint that launch.resume names, with the user's --config file and
 // overrides on top (merge_config); with resume=latest, checkpoint.dir is the launch's (where
-// latest.h5 was found) even when the default. Every rank calls it before the communicator
-// exists; it reads only the file's /config.
+// latest.h5 was found) even when the default. A model other than the checkpoint's is refused
+// (UsageError naming both). Every rank calls it before the communicator exists; it reads only
+// the file's /config.
 Config launch_config(const Config& launch);
 
 // A fresh run (resume=none) needs a checkpoint.dir without an earlier run's files (ckpt_*.h5,

@@ -29,6 +29,7 @@
 #include "launch/run_scaffold.h"
 #include "launch/stop_signal.h"
 #include "models/conv4.h"
+#include "models/resnet12.h"
 
 namespace mt {
 
@@ -47,11 +48,23 @@ InnerLoop inner_loop(const Config& cfg) {
 }
 
 std::unique_ptr<Model<float>> make_model(const Config& cfg, Shape input) {
+  const Activation act =
+      cfg.model.activation == "leaky_relu" ? Activation::kLeakyRelu : Activation::kRelu;
+  if (cfg.model.name == "resnet12") {
+    MT_CHECK(cfg.model.widths.size() == 4, "resnet12 needs 4 widths");
+    ResNet12Spec spec;
+    spec.input = input;
+    std::copy(cfg.model.widths.begin(), cfg.model.widths.end(), spec.widths.begin());
+    spec.ways = cfg.task.ways;
+    spec.activation = act;
+    return make_resnet12<float>(spec);
+  }
   Conv4Spec spec;
   spec.input = input;
   spec.filters = cfg.model.filters;
   spec.ways = cfg.task.ways;
   spec.pool = cfg.model.pool == Config::Model::Pool::kMax ? Conv4Pool::kMax : Conv4Pool::kStride;
+  spec.activation = act;
   return make_conv4<float>(spec);
 }
 
@@ -305,8 +318,8 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
 
   print_run_header(
       cfg, comm,
-      detail::concat("model conv4: ", d, " parameters; data ", source_->name(), " (", cfg.data.path,
-                     "); ", threads_, " threads; ", comm.backend(),
+      detail::concat("model ", describe_model(cfg), ": ", d, " parameters; data ", source_->name(),
+                     " (", cfg.data.path, "); ", threads_, " threads; ", comm.backend(),
                      comm.backend() == "nccl" ? " (NCCL " + dist::nccl_version() + ")" : "",
                      " backend, ", comm.size(), comm.size() == 1 ? " rank" : " ranks",
                      "\ndevice: ", backend_->describe()));

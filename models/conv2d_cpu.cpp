@@ -33,26 +33,29 @@ void valid_columns(int out_w, int in_w, int stride, int kx, int& lo, int& hi) {
 }  // namespace
 
 template <typename T>
-Conv2d<T>::Conv2d(Shape in, int out_channels, int stride) : in_(in), stride_(stride) {
+Conv2d<T>::Conv2d(Shape in, int out_channels, int stride, int kernel)
+    : in_(in), stride_(stride), kernel_(kernel) {
   MT_CHECK(stride == 1 || stride == 2, "conv stride must be 1 or 2, got ", stride);
+  MT_CHECK(kernel == 1 || kernel == 3, "conv kernel must be 1 or 3, got ", kernel);
   MT_CHECK(in.c > 0 && in.h > 0 && in.w > 0 && out_channels > 0, "bad conv shape");
   out_ = {out_channels, (in.h - 1) / stride + 1, (in.w - 1) / stride + 1};
 }
 
 template <typename T>
 void Conv2d<T>::init(T* W, Rng& rng) const {
-  const double sd = std::sqrt(2.0 / (in_.c * 9));
+  const double sd = std::sqrt(2.0 / (in_.c * taps()));
   for (int64_t i = 0; i < this->num_params(); ++i) W[i] = static_cast<T>(sd * rng.normal());
 }
 
 template <typename T>
 void Conv2d<T>::im2col(const T* x, T* col, int64_t ld) const {
+  const int pad = kernel_ / 2;
   for (int c = 0; c < in_.c; ++c)
-    for (int k = 0; k < 9; ++k) {
-      const int ky = k / 3 - 1, kx = k % 3 - 1;
+    for (int k = 0; k < taps(); ++k) {
+      const int ky = k / kernel_ - pad, kx = k % kernel_ - pad;
       int lo, hi;
       valid_columns(out_.w, in_.w, stride_, kx, lo, hi);
-      T* row = col + (static_cast<int64_t>(c) * 9 + k) * ld;
+      T* row = col + (static_cast<int64_t>(c) * taps() + k) * ld;
       const T* plane = x + static_cast<int64_t>(c) * in_.h * in_.w;
       for (int oy = 0; oy < out_.h; ++oy) {
         const int iy = oy * stride_ + ky;
@@ -76,12 +79,13 @@ void Conv2d<T>::im2col(const T* x, T* col, int64_t ld) const {
 template <typename T>
 void Conv2d<T>::col2im(const T* col, int64_t ld, T* x) const {
   std::fill(x, x + in_.size(), T(0));
+  const int pad = kernel_ / 2;
   for (int c = 0; c < in_.c; ++c)
-    for (int k = 0; k < 9; ++k) {
-      const int ky = k / 3 - 1, kx = k % 3 - 1;
+    for (int k = 0; k < taps(); ++k) {
+      const int ky = k / kernel_ - pad, kx = k % kernel_ - pad;
       int lo, hi;
       valid_columns(out_.w, in_.w, stride_, kx, lo, hi);
-      const T* row = col + (static_cast<int64_t>(c) * 9 + k) * ld;
+      const T* row = col + (static_cast<int64_t>(c) * taps() + k) * ld;
       T* plane = x + static_cast<int64_t>(c) * in_.h * in_.w;
       for (int oy = 0; oy < out_.h; ++oy) {
         const int iy = oy * stride_ + ky;
@@ -132,7 +136,7 @@ void from_gemm_layout(int m, int F, int64_t P, const T* src, T* dst) {
 
 template <typename T>
 dnnl_conv::Geometry Conv2d<T>::geometry() const {
-  return {in_.c, in_.h, in_.w, out_.c, out_.h, out_.w, stride_};
+  return {in_.c, in_.h, in_.w, out_.c, out_.h, out_.w, stride_, kernel_};
 }
 
 template <typename T>
@@ -142,7 +146,7 @@ void Conv2d<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>& ct
     dnnl_conv::forward(geometry(), m, W, x, y, false);
     return;
   }
-  const int F = out_.c, K = in_.c * 9;
+  const int F = out_.c, K = in_.c * taps();
   const int64_t N = static_cast<int64_t>(m) * out_.h * out_.w;
   ensure_size(ctx.saved, static_cast<size_t>(m) * col_size());
   im2col_batch(m, x, ctx.saved.data());
@@ -159,7 +163,7 @@ void Conv2d<T>::backward(int m, const T* W, const T* x, const LayerContext<T>& c
     if (dx) dnnl_conv::backward_data(geometry(), m, W, dy, dx, false);
     return;
   }
-  const int F = out_.c, K = in_.c * 9;
+  const int F = out_.c, K = in_.c * taps();
   const int64_t N = static_cast<int64_t>(m) * out_.h * out_.w;
   T* dY = scratch<T>(0, F * N).data();
   to_gemm_layout(m, F, out_.h * out_.w, dy, dY);
@@ -179,7 +183,7 @@ void Conv2d<T>::r_forward(int m, const T* W, const T* R_W, const T* x, const T* 
     if (R_x) dnnl_conv::forward(geometry(), m, W, R_x, R_y, true);
     return;
   }
-  const int F = out_.c, K = in_.c * 9;
+  const int F = out_.c, K = in_.c * taps();
   const int64_t N = static_cast<int64_t>(m) * out_.h * out_.w;
   T* RY = scratch<T>(0, F * N).data();
   gemm<T>(false, false, F, N, K, T(1), R_W, K, ctx.saved.data(), N, T(0), RY, N);
@@ -205,7 +209,7 @@ void Conv2d<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const T*
     }
     return;
   }
-  const int F = out_.c, K = in_.c * 9;
+  const int F = out_.c, K = in_.c * taps();
   const int64_t P = out_.h * out_.w, N = m * P;
   T* dY = scratch<T>(0, F * N).data();
   T* R_dY = scratch<T>(2, F * N).data();

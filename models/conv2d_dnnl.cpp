@@ -38,15 +38,15 @@ struct Key {
   Pass pass;
   bool accumulate;
   bool operator==(const Key& o) const {
-    return g.in_c == o.g.in_c && g.in_h == o.g.in_h && g.in_w == o.g.in_w &&
-           g.out_c == o.g.out_c && g.stride == o.g.stride && m == o.m && pass == o.pass &&
+    return g.in_c == o.g.in_c && g.in_h == o.g.in_h && g.in_w == o.g.in_w && g.out_c == o.g.out_c &&
+           g.stride == o.g.stride && g.kernel == o.g.kernel && m == o.m && pass == o.pass &&
            accumulate == o.accumulate;
   }
 };
 struct KeyHash {
   size_t operator()(const Key& k) const {
     size_t h = 0;
-    for (int v : {k.g.in_c, k.g.in_h, k.g.in_w, k.g.out_c, k.g.stride, k.m,
+    for (int v : {k.g.in_c, k.g.in_h, k.g.in_w, k.g.out_c, k.g.stride, k.g.kernel, k.m,
                   static_cast<int>(k.pass), static_cast<int>(k.accumulate)})
       h = h * 1000003u + static_cast<size_t>(v);
     return h;
@@ -106,17 +106,16 @@ struct Descs {
 };
 
 Descs descs(const Geometry& g, int m, bool any) {
-  const memory::dim s = g.stride;
+  const memory::dim s = g.stride, k = g.kernel, p = g.kernel / 2;
   // Right/bottom padding that makes the output exactly out_h × out_w (0 or 1).
-  const memory::dim pr_h = (g.out_h - 1) * s + 3 - g.in_h - 1;
-  const memory::dim pr_w = (g.out_w - 1) * s + 3 - g.in_w - 1;
+  const memory::dim pr_h = (g.out_h - 1) * s + k - g.in_h - p;
+  const memory::dim pr_w = (g.out_w - 1) * s + k - g.in_w - p;
   const auto act = any ? Tag::any : Tag::nchw;
   return {memory::desc({m, g.in_c, g.in_h, g.in_w}, memory::data_type::f32, act),
-          memory::desc({g.out_c, g.in_c, 3, 3}, memory::data_type::f32,
-                       any ? Tag::any : Tag::oihw),
+          memory::desc({g.out_c, g.in_c, k, k}, memory::data_type::f32, any ? Tag::any : Tag::oihw),
           memory::desc({m, g.out_c, g.out_h, g.out_w}, memory::data_type::f32, act),
           {s, s},
-          {1, 1},
+          {p, p},
           {pr_h, pr_w}};
 }
 
@@ -220,7 +219,7 @@ void run(const Key& k, const float* a, const float* b, float* c) {
     } catch (const dnnl::error& err) {
       MT_CHECK(false, "oneDNN could not build the ", pass_name(k.pass), " convolution for [",
                k.m, ",", k.g.in_c, ",", k.g.in_h, ",", k.g.in_w, "] -> ", k.g.out_c,
-               " channels, stride ", k.g.stride, ": ", err.what());
+               " channels, kernel ", k.g.kernel, ", stride ", k.g.stride, ": ", err.what());
     }
   }
   Entry& e = it->second;
@@ -246,9 +245,10 @@ void run(const Key& k, const float* a, const float* b, float* c) {
 }  // namespace
 
 namespace {
-// Every pass does the arithmetic of its GEMM: 2·m·O·(C·9)·P.
+// Every pass does the arithmetic of its GEMM: 2·m·O·(C·k²)·P.
 void count_flops(const Geometry& g, int m) {
-  add_dense_flops(2ull * m * g.out_c * g.in_c * 9ull * g.out_h * g.out_w);
+  const unsigned long long taps = static_cast<unsigned long long>(g.kernel) * g.kernel;
+  add_dense_flops(2ull * m * g.out_c * g.in_c * taps * g.out_h * g.out_w);
 }
 }  // namespace
 

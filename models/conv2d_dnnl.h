@@ -1,7 +1,7 @@
-// The float32 passes of Conv2d (models/conv2d.h) on oneDNN: 3×3 convolution, padding 1, on the
-// caller's NCHW activations and OIHW weights (reordered to blocked layouts inside a call where
-// that pays). Primitives are built once per (geometry, batch size, pass) and kept per thread;
-// they always run on the calling thread alone.
+// The float32 passes of Conv2d (models/conv2d.h) on oneDNN: k×k convolution (k = 3, padding 1; or
+// k = 1, padding 0), on the caller's NCHW activations and OIHW weights (reordered to blocked
+// layouts inside a call where that pays). Primitives are built once per (geometry, batch size,
+// pass) and kept per thread; they always run on the calling thread alone.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +11,7 @@ namespace mt::dnnl_conv {
 
 struct Geometry {
   int in_c, in_h, in_w, out_c, out_h, out_w, stride;
+  int kernel = 3;  // k of the k×k kernel; padding k / 2
 };
 
 // y = conv(x, W) over m examples; overwrites y, or adds to it when accumulate is true.

@@ -1,4 +1,6 @@
-// ReLU, y = max(x, 0). Piecewise linear: every pass routes its input through the mask x > 0.
+// ReLU, y = max(x, 0), and LeakyReLU, y = x for x > 0 and slope·x otherwise: one layer with a
+// negative slope (0: ReLU, kind "relu"; else "leaky_relu", e.g. 0.1 in ResNet-12). Piecewise
+// linear: every pass routes its input through the mask x > 0, scaling by the slope off it.
 // No parameters; no context (the mask is read from x).
 #pragma once
 
@@ -9,10 +11,11 @@ namespace mt {
 template <typename T>
 class Relu : public Layer<T> {
  public:
-  explicit Relu(Shape in) : shape_(in) {}
-  std::string kind() const override { return "relu"; }
+  explicit Relu(Shape in, double slope = 0) : shape_(in), slope_(static_cast<T>(slope)) {}
+  std::string kind() const override { return slope_ == T(0) ? "relu" : "leaky_relu"; }
   Shape in_shape() const override { return shape_; }
   Shape out_shape() const override { return shape_; }
+  T slope() const { return slope_; }
 
   void forward(int m, const T* W, const T* x, T* y, LayerContext<T>& ctx) const override;
   void backward(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy, T* dx,
@@ -25,6 +28,13 @@ class Relu : public Layer<T> {
 
  private:
   Shape shape_;
+  T slope_;
 };
+
+// The activation of a net's blocks: ReLU, or LeakyReLU with the negative slope of ResNet-12's
+// (0.1, as MetaOptNet and learn2learn).
+enum class Activation { kRelu, kLeakyRelu };
+constexpr double kLeakySlope = 0.1;
+inline double negative_slope(Activation a) { return a == Activation::kLeakyRelu ? kLeakySlope : 0; }
 
 }  // namespace mt

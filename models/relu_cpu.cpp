@@ -1,4 +1,4 @@
-// CPU kernels of Relu (models/relu.h).
+// CPU kernels of Relu and LeakyReLU (models/relu.h).
 #include <algorithm>
 
 #include "core/cpu_kernels.h"
@@ -7,18 +7,23 @@
 namespace mt {
 
 namespace {
-// out[k] = in[k] where x[k] > 0, else 0: every pass of ReLU, compiled per instruction set and
-// picked at run time (virtual functions cannot be multi-versioned themselves).
+// out[k] = in[k] where x[k] > 0, else slope·in[k]: every pass of (leaky) ReLU, compiled per
+// instruction set and picked at run time (virtual functions cannot be multi-versioned
+// themselves). Slope 0 writes +0 off the mask, never 0·in (which is −0, or NaN for in = ±inf).
 template <typename T>
-MT_DISPATCH_CLONES void pass_where_positive(int64_t n, const T* x, const T* in, T* out) {
-  for (int64_t k = 0; k < n; ++k) out[k] = x[k] > T(0) ? in[k] : T(0);
+MT_DISPATCH_CLONES void pass_where_positive(int64_t n, const T* x, const T* in, T slope, T* out) {
+  if (slope == T(0)) {
+    for (int64_t k = 0; k < n; ++k) out[k] = x[k] > T(0) ? in[k] : T(0);
+    return;
+  }
+  for (int64_t k = 0; k < n; ++k) out[k] = x[k] > T(0) ? in[k] : slope * in[k];
 }
 }  // namespace
 
 template <typename T>
 void Relu<T>::forward(int m, const T*, const T* x, T* y, LayerContext<T>&) const {
   const int64_t n = m * shape_.size();
-  pass_where_positive(n, x, x, y);
+  pass_where_positive(n, x, x, slope_, y);
 }
 
 template <typename T>
@@ -26,7 +31,7 @@ void Relu<T>::backward(int m, const T*, const T* x, const LayerContext<T>&, cons
                        T*) const {
   if (!dx) return;
   const int64_t n = m * shape_.size();
-  pass_where_positive(n, x, dy, dx);
+  pass_where_positive(n, x, dy, slope_, dx);
 }
 
 template <typename T>
@@ -34,7 +39,7 @@ void Relu<T>::r_forward(int m, const T*, const T*, const T* x, const T* R_x, con
                         T* R_y) const {
   const int64_t n = m * shape_.size();
   if (R_x)
-    pass_where_positive(n, x, R_x, R_y);
+    pass_where_positive(n, x, R_x, slope_, R_y);
   else
     std::fill(R_y, R_y + n, T(0));
 }
@@ -44,7 +49,7 @@ void Relu<T>::r_backward(int m, const T*, const T*, const T* x, const T*, const 
                          const T*, const T* R_dy, T* R_dx, T*) const {
   if (!R_dx) return;
   const int64_t n = m * shape_.size();
-  pass_where_positive(n, x, R_dy, R_dx);
+  pass_where_positive(n, x, R_dy, slope_, R_dx);
 }
 
 template class Relu<float>;

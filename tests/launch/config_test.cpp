@@ -187,8 +187,16 @@ TEST(Config, EachValidationRuleRejectsNamingKeyAndValue) {
       {{"ufom.q_min=1.5"}, "ufom.q_min", "1.5"},
       {{"ufom.d2_scale=0"}, "ufom.d2_scale", "0"},
       {{"ufom.adjoint_clip=-0.1"}, "ufom.adjoint_clip", "-0.1"},
-      {{"model.name=resnet12"}, "model.name", "resnet12"},
+      {{"model.name=resnet18"}, "model.name", "resnet18"},
       {{"model.filters=0"}, "model.filters", "0"},
+      {{"model.widths=0"}, "model.widths", "0"},
+      {{"model.widths=4,x"}, "model.widths", "4,x"},
+      {{"model.widths=[4, -1]"}, "model.widths", "[4, -1]"},
+      {{"model.widths="}, "model.widths", "\"\""},
+      {{"model.widths=4,4"}, "model.widths", "4,4"},  // conv4 takes one
+      {{"model.name=resnet12", "model.widths=4,4,8"}, "model.widths", "4,4,8"},
+      {{"model.filters=32", "model.widths=48"}, "model.widths", "48"},
+      {{"model.activation=tanh"}, "model.activation", "tanh"},
       {{"model.pool=avg"}, "model.pool", "avg"},
       {{"eval.every=-1"}, "eval.every", "-1"},
       {{"eval.episodes=0"}, "eval.episodes", "0"},
@@ -375,6 +383,56 @@ TEST(Algo, ParsesAndPrints) {
   EXPECT_EQ(to_string(Algo::kFomaml), "fomaml");
   const std::string msg = usage_error([] { parse_algo("MAML"); });
   EXPECT_TRUE(contains(msg, "algo = MAML") && contains(msg, "maml, fomaml, ufom")) << msg;
+}
+
+// model.name picks the backbone; model.widths (conv4: one, alias model.filters; resnet12: four)
+// and model.activation default to the model's own; the effective config records them.
+TEST(Config, ModelKeysResolveToTheArchitecture) {
+  const Config conv4 = load_config("", {});
+  EXPECT_EQ(conv4.model.name, "conv4");
+  EXPECT_EQ(conv4.model.widths, (std::vector<int>{64}));
+  EXPECT_EQ(conv4.model.activation, "relu");
+  EXPECT_EQ(describe_model(conv4), "conv4 (64 filters, relu, max-pool)");
+  EXPECT_TRUE(contains(conv4.effective_yaml, "  widths: auto\n")) << conv4.effective_yaml;
+  EXPECT_EQ(load_config("", {"model.widths=48"}).model.filters, 48);
+  EXPECT_EQ(load_config("", {"model.widths=[48]"}).model.filters, 48);
+  EXPECT_EQ(load_config("", {"model.filters=32"}).model.widths, (std::vector<int>{32}));
+  EXPECT_EQ(load_config("", {"model.filters=48", "model.widths=48"}).model.filters, 48);
+  EXPECT_EQ(load_config("", {"model.activation=leaky_relu"}).model.activation, "leaky_relu");
+
+  const Config resnet = load_config("", {"model.name=resnet12"});
+  EXPECT_EQ(resnet.model.widths, (std::vector<int>{64, 160, 320, 640}));
+  EXPECT_EQ(resnet.model.activation, "leaky_relu");
+  EXPECT_EQ(describe_model(resnet), "resnet12 (widths 64,160,320,640, leaky_relu)");
+  const Config small = load_config("", {"model.name=resnet12", "model.widths=4, 4,8,8"});
+  EXPECT_EQ(small.model.widths, (std::vector<int>{4, 4, 8, 8}));
+  EXPECT_EQ(load_config("", {"model.name=resnet12", "model.widths=[4, 4, 8, 8]"}).effective_yaml,
+            small.effective_yaml);
+  EXPECT_TRUE(contains(small.effective_yaml, "  widths: 4,4,8,8\n")) << small.effective_yaml;
+  EXPECT_EQ(load_config_text(small.effective_yaml, "stored", {}).effective_yaml,
+            small.effective_yaml);
+  EXPECT_EQ(load_config("", {"model.name=resnet12", "model.activation=relu"}).model.activation,
+            "relu");
+
+  const std::string p = printed_config(small);
+  EXPECT_TRUE(contains(p, "  widths: 4,4,8,8\n") && !contains(p, "filters:") &&
+              !contains(p, "pool:"))
+      << p;
+  const std::string c = printed_config(conv4);
+  EXPECT_TRUE(contains(c, "filters: 64") && !contains(c, "widths:")) << c;
+  const std::string help(default_config_yaml());
+  EXPECT_TRUE(contains(help, "widths:") && contains(help, "activation:") &&
+              contains(help, "resnet12"));
+
+  // A resumed run's model is its checkpoint's: another architecture is left to launch_config to
+  // refuse naming both, rather than refused here as a bad width for the new model.
+  const Config as_conv4 = merge_config(
+      small.effective_yaml, "ckpt",
+      load_config("", {"resume=latest", "model.name=conv4", "model.widths=4,4,8,8"}), {});
+  EXPECT_NE(describe_model(as_conv4), describe_model(small));
+  const Config same =
+      merge_config(small.effective_yaml, "ckpt", load_config("", {"resume=latest"}), {});
+  EXPECT_EQ(describe_model(same), describe_model(small));
 }
 
 // The printed config: only what applies to the run; the full text stays in effective_yaml.

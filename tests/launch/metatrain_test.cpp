@@ -296,5 +296,42 @@ TEST(Metatrain, HelpListsTheKeys) {
   EXPECT_NE(r.output.find("trajectory"), std::string::npos);
 }
 
+// ResNet-12 end to end on the CPU backend: a short run checkpoints the blocks' tensors and its
+// architecture (/config); metaeval evaluates it; resuming it as Conv-4 exits 2 naming both
+// architectures; the CUDA backend refuses it (exit 2, saying it runs on the CPU only for now).
+TEST(Metatrain, ResNet12TrainsOnTheCpuAndKeepsItsArchitecture) {
+  const std::string dir = temp_dir("resnet12");
+  const std::string run =
+      "model.name=resnet12 model.widths=4,4,8,8 steps=2 meta_batch=2 task.queries=2 "
+      "eval.episodes=5 threads=1 checkpoint.dir=" +
+      dir;
+  const Result r = metatrain(run);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("model resnet12 (widths 4,4,8,8, leaky_relu): "), std::string::npos)
+      << r.output;
+  const auto ckpt = h5::File::open_read(dir + "/latest.h5");
+  std::vector<int64_t> shape;
+  ckpt.read<float>("/params/block2.shortcut.conv.weight", &shape);
+  EXPECT_EQ(shape, (std::vector<int64_t>{4, 4, 1, 1}));
+  const std::string config = ckpt.read_string("/config");
+  EXPECT_NE(config.find("  name: resnet12\n"), std::string::npos) << config;
+  EXPECT_NE(config.find("  widths: 4,4,8,8\n"), std::string::npos) << config;
+
+  const Result e = testing::run_program("metaeval", dir + "/latest.h5 eval.episodes=5");
+  EXPECT_EQ(e.exit_code, 0) << e.output;
+
+  const Result other = metatrain(run + " steps=3 resume=latest model.name=conv4");
+  EXPECT_EQ(other.exit_code, 2) << other.output;
+  EXPECT_NE(other.output.find("model resnet12 (widths 4,4,8,8, leaky_relu), and this run asks "
+                              "for conv4 ("),
+            std::string::npos)
+      << other.output;
+
+  const Result cuda = metatrain(run + "_cuda device=cuda");
+  EXPECT_EQ(cuda.exit_code, 2) << cuda.output;
+  EXPECT_NE(cuda.output.find("ResNet-12 runs on the CPU backend only"), std::string::npos)
+      << cuda.output;
+}
+
 }  // namespace
 }  // namespace mt

@@ -1,6 +1,7 @@
 // Conv2d<float> on oneDNN against Conv2d<double> (im2col + dgemm, itself judged by the float64
-// checker in layers_test.cpp): every pass, R-passes with and without R_x / dx / R_dx, over a
-// grid of shapes; plus the per-thread primitive cache across batch sizes and threads.
+// checker in layers_test.cpp and resnet12_test.cpp), 3×3 and 1×1 kernels: every pass, R-passes with
+// and without R_x / dx / R_dx, over a grid of shapes; plus the per-thread primitive cache across
+// batch sizes and threads.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -30,9 +31,10 @@ constexpr double kTol = 2e-5;
 
 struct Case {
   int c, o, h, stride, m;
+  int kernel = 3;
   std::string name() const {
     return "C" + std::to_string(c) + " O" + std::to_string(o) + " H" + std::to_string(h) + " s" +
-           std::to_string(stride) + " m" + std::to_string(m);
+           std::to_string(stride) + " m" + std::to_string(m) + " k" + std::to_string(kernel);
   }
 };
 
@@ -44,6 +46,11 @@ std::vector<Case> cases() {
       for (int h : {7, 28, 5})
         for (int s : {1, 2})
           for (int m : {1, 5}) all.push_back({c, o, h, s, m});
+  // 1×1 kernels (ResNet-12's shortcut), plain and blocked layouts.
+  for (int c : {3, 16})
+    for (int o : {4, 32})
+      for (int h : {7, 6})
+        for (int s : {1, 2}) all.push_back({c, o, h, s, 5, 1});
   return all;
 }
 
@@ -72,7 +79,9 @@ struct Inputs {
   int m;
   FVec W, R_W, x, R_x, dy, R_dy;
   explicit Inputs(const Case& k, uint64_t seed)
-      : f({k.c, k.h, k.h}, k.o, k.stride), d({k.c, k.h, k.h}, k.o, k.stride), m(k.m) {
+      : f({k.c, k.h, k.h}, k.o, k.stride, k.kernel),
+        d({k.c, k.h, k.h}, k.o, k.stride, k.kernel),
+        m(k.m) {
     Rng rng(seed, 0, 0, Stream::kTest);
     const size_t nx = static_cast<size_t>(m) * f.in_shape().size();
     const size_t ny = static_cast<size_t>(m) * f.out_shape().size();

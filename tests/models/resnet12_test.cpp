@@ -1,0 +1,201 @@
+// ResNet-12 and its parts in float64 through the generic checker (tests/support/grad_check.h):
+// LeakyReLU, the 1×1 convolution, residual blocks (1×1 + BN shortcut, identity shortcut) and a
+// small ResNet-12 to second order; exact MAML through it against finite differences of the outer
+// loss; trajectory modes bit-identical; the default net's shapes, names and parameter count.
+#include "models/resnet12.h"
+
+#include <gtest/gtest.h>
+
+#include "core/meta_gradient.h"
+#include "models/batch_norm.h"
+#include "models/conv2d.h"
+#include "models/relu.h"
+#include "tests/support/episodes.h"
+#include "tests/support/grad_check.h"
+
+namespace mt {
+namespace {
+
+using testing::Vec;
+
+TEST(Layers, LeakyRelu) {
+  const Relu<double> leaky({2, 3, 3}, kLeakySlope);
+  EXPECT_EQ(leaky.kind(), "leaky_relu");
+  EXPECT_EQ(Relu<double>({2, 3, 3}).kind(), "relu");
+  const double x[2] = {-2.0, 3.0};
+  double y[2];
+  LayerContext<double> ctx;
+  Relu<double>({2, 1, 1}, kLeakySlope).forward(1, nullptr, x, y, ctx);
+  EXPECT_EQ(y[0], -0.2);
+  EXPECT_EQ(y[1], 3.0);
+  EXPECT_TRUE(testing::check_layer(leaky, 3, 21));
+}
+
+TEST(Layers, Conv1x1Stride1) {
+  const Conv2d<double> conv({3, 5, 5}, 4, 1, 1);
+  EXPECT_EQ(conv.param_shapes()[0].shape, (std::vector<int64_t>{4, 3, 1, 1}));
+  EXPECT_TRUE(conv.out_shape() == (Shape{4, 5, 5}));
+  EXPECT_TRUE(testing::check_layer(conv, 3, 22));
+}
+
+TEST(Layers, Conv1x1Stride2) {
+  const Conv2d<double> conv({3, 6, 5}, 4, 2, 1);
+  EXPECT_TRUE(conv.out_shape() == (Shape{4, 3, 3}));
+  EXPECT_TRUE(testing::check_layer(conv, 3, 23));
+}
+
+// The block of ResNet-12: three conv–BN(–LeakyReLU), 1×1 conv + BN shortcut, LeakyReLU after.
+TEST(Layers, ResidualBlockWithConvShortcut) {
+  const auto block = make_resnet12_block<double>({2, 6, 6}, 3, Activation::kLeakyRelu);
+  EXPECT_TRUE(testing::check_layer(*block, 4, 24));
+}
+
+TEST(Layers, ResidualBlockWithReluAndConvShortcut) {
+  const auto block = make_resnet12_block<double>({3, 5, 4}, 2, Activation::kRelu);
+  EXPECT_TRUE(testing::check_layer(*block, 3, 25));
+}
+
+// An empty shortcut is the identity: x enters the sum (and dx, R_dx) directly.
+TEST(Layers, ResidualBlockWithIdentityShortcut) {
+  const Shape s{3, 5, 5};
+  Residual<double> block(s);
+  block.add_main("conv1", std::make_unique<Conv2d<double>>(s, 3, 1));
+  block.add_main("bn1", std::make_unique<BatchNorm<double>>(s));
+  block.add_main("act1", std::make_unique<Relu<double>>(s, kLeakySlope));
+  block.add_main("conv2", std::make_unique<Conv2d<double>>(s, 3, 1));
+  block.add_main("bn2", std::make_unique<BatchNorm<double>>(s));
+  block.set_post("act", std::make_unique<Relu<double>>(s, kLeakySlope));
+  EXPECT_TRUE(testing::check_layer(block, 4, 26));
+  // Without post either: y = main(x) + x.
+  Residual<double> bare(s);
+  bare.add_main("conv1", std::make_unique<Conv2d<double>>(s, 3, 1));
+  bare.add_main("bn1", std::make_unique<BatchNorm<double>>(s));
+  EXPECT_TRUE(testing::check_layer(bare, 3, 27));
+}
+
+TEST(Layers, ResidualBlockNamesItsParameters) {
+  const auto block = make_resnet12_block<double>({2, 6, 6}, 3, Activation::kLeakyRelu);
+  std::vector<std::string> names;
+  for (const ParamShape& p : block->param_shapes()) names.push_back(p.name);
+  const std::vector<std::string> want = {
+      "conv1.weight",      "bn1.gamma",       "bn1.beta",  "conv2.weight", "bn2.gamma",
+      "bn2.beta",          "conv3.weight",    "bn3.gamma", "bn3.beta",     "shortcut.conv.weight",
+      "shortcut.bn.gamma", "shortcut.bn.beta"};
+  EXPECT_EQ(names, want);
+  // Kept per example: 7 main activations + the shortcut conv's + z, each 3×6×6.
+  EXPECT_EQ(block->saved_per_example(), 9 * 3 * 6 * 6);
+}
+
+ResNet12Spec small_spec() {
+  ResNet12Spec spec;
+  spec.input = {3, 16, 16};
+  spec.widths = {2, 3, 4, 5};
+  spec.ways = 5;
+  return spec;
+}
+
+// Finite differences of a piecewise-linear net are only meaningful where no LeakyReLU sign or
+// max-pool argmax flips within a step, for any of the thousands of such sites; the seeds below are
+// ones where none does, as for Conv-4 in layers_test.cpp and meta_gradient_test.cpp (a flip shows
+// as an O(1e-3) error for a kink, O(1) for the jump it makes in MAML's inner gradient; other seeds
+// pass to 1e-10 or hit a flip).
+
+// loss_grad and hvp of a small ResNet-12 against finite differences in the flat parameters.
+TEST(Model, ResNet12GradientAndHvp) {
+  const ResNet12Spec spec = small_spec();
+  auto net = make_resnet12<double>(spec);
+  const uint64_t seed = 3;
+  Rng rng(seed, 0, 0, Stream::kTest);
+  Batch<double> b;
+  b.resize(spec.input, 10);
+  for (double& v : b.x) v = rng.uniform();
+  for (int i = 0; i < b.n; ++i) b.y[i] = i % spec.ways;
+  Vec theta(net->layout().total());
+  net->init(theta.data(), seed);
+  auto ws = net->make_workspace();
+  testing::DiffFunction f;
+  f.value = [&](const Vec& t) { return net->loss_grad(t.data(), b, nullptr, *ws).loss; };
+  f.grad = [&](const Vec& t) {
+    Vec g(t.size());
+    net->loss_grad(t.data(), b, g.data(), *ws);
+    return g;
+  };
+  f.hvp = [&](const Vec& t, const Vec& v) {
+    Vec g(t.size()), Hv(t.size());
+    net->hvp(t.data(), b, v.data(), g.data(), Hv.data(), *ws);
+    EXPECT_EQ(g, f.grad(t)) << "hvp's gradient must equal loss_grad's bit for bit";
+    return Hv;
+  };
+  EXPECT_TRUE(testing::check_function(f, theta, rng, "resnet12"));
+}
+
+// Exact MAML (r = 2) through the small ResNet-12 against central differences of the
+// meta-objective L_Q(φ_r(θ)); tolerance 1e-6 relative as in tests/core/meta_gradient_test.cpp.
+TEST(Model, ResNet12ExactMetaGradientMatchesFiniteDifferences) {
+  const ResNet12Spec spec = small_spec();
+  auto net = make_resnet12<double>(spec);
+  const int r = 2;
+  const auto ep = testing::noise_episode<double>(spec.input, spec.ways, 1, 2, 7);
+  InnerLoop inner;
+  inner.steps = r;
+  inner.lr = 0.3;
+  MetaGradient<double> mg(*net, inner);
+  auto s = mg.make_scratch();
+  Vec theta(net->layout().total()), g_fo(theta.size()), g_exact(theta.size());
+  net->init(theta.data(), 7);
+  mg.compute(theta.data(), ep, g_fo.data(), g_exact.data(), s);
+  const Vec fd = testing::fd_gradient(
+      [&](const Vec& t) { return mg.adapt_and_evaluate(t.data(), ep, r, s).loss; }, theta);
+  EXPECT_LT(testing::rel_err(g_exact, fd), 1e-6);
+  EXPECT_GT(testing::rel_err(g_fo, fd), 1e-3);  // the first-order gradient differs: not vacuous
+}
+
+// store, recompute and checkpoint:C give the same bits (DESIGN §3.3), in float on oneDNN.
+std::vector<float> exact_gradient(TrajectoryMode mode) {
+  ResNet12Spec spec = small_spec();
+  spec.widths = {4, 4, 8, 8};
+  auto net = make_resnet12<float>(spec);
+  const auto ep = testing::noise_episode<float>(spec.input, spec.ways, 1, 2, 9);
+  InnerLoop inner;
+  inner.steps = 3;
+  inner.lr = 0.2;
+  inner.trajectory = mode;
+  MetaGradient<float> mg(*net, inner);
+  auto s = mg.make_scratch();
+  std::vector<float> theta(net->layout().total()), g_fo(theta.size()), g_exact(theta.size());
+  net->init(theta.data(), 9);
+  mg.compute(theta.data(), ep, g_fo.data(), g_exact.data(), s);
+  EXPECT_NE(g_exact, g_fo);
+  return g_exact;
+}
+
+TEST(Model, ResNet12TrajectoryModesAreBitIdentical) {
+  const std::vector<float> store = exact_gradient({TrajectoryMode::kStore, 1});
+  EXPECT_EQ(exact_gradient({TrajectoryMode::kRecompute, 1}), store);
+  EXPECT_EQ(exact_gradient({TrajectoryMode::kCheckpoint, 2}), store);
+}
+
+// The default net at Mini-ImageNet size: per block (c → w) 9wc + 18w² (convs) + 6w (BN) + wc
+// (shortcut conv) + 2w (its BN); head 640·5 + 5.
+TEST(Model, ResNet12ShapesNamesAndParameterCount) {
+  auto net = make_resnet12<float>({{3, 84, 84}, {64, 160, 320, 640}, 5, Activation::kLeakyRelu});
+  int64_t want = 640 * 5 + 5;
+  int c = 3;
+  for (int64_t w : {64, 160, 320, 640}) {
+    want += 9 * w * c + 18 * w * w + 8 * w + w * c;
+    c = static_cast<int>(w);
+  }
+  EXPECT_EQ(net->layout().total(), want);
+  EXPECT_EQ(want, 12427525);
+  const ParamLayout& l = net->layout();
+  ASSERT_NE(l.find("block1.conv1.weight"), nullptr);
+  EXPECT_EQ(l.find("block1.conv1.weight")->shape, (std::vector<int64_t>{64, 3, 3, 3}));
+  ASSERT_NE(l.find("block2.shortcut.conv.weight"), nullptr);
+  EXPECT_EQ(l.find("block2.shortcut.conv.weight")->shape, (std::vector<int64_t>{160, 64, 1, 1}));
+  ASSERT_NE(l.find("block4.bn3.gamma"), nullptr);
+  EXPECT_EQ(l.find("head.weight")->shape, (std::vector<int64_t>{5, 640}));
+  EXPECT_THROW(make_resnet12<float>({{3, 15, 15}, {2, 2, 2, 2}, 5, Activation::kRelu}), UsageError);
+}
+
+}  // namespace
+}  // namespace mt
