@@ -14,9 +14,10 @@ namespace {
 void usage() {
   std::printf(
       "usage: metatrain [--config FILE] [key=value ...]\n\n"
-      "Meta-trains Conv-4 or ResNet-12 with MAML, FOMAML, UFOM (or sl-BAMM). Every key below can be set in FILE or\n"
-      "overridden on the command line with its dotted name, e.g. algo=ufom ufom.q=adaptive\n"
-      "inner.steps=5. Exit codes: 0 ok, 2 bad usage/config/data, 1 runtime failure.\n\n"
+      "Meta-trains Conv-4 or ResNet-12 with MAML, FOMAML, UFOM (or sl-BAMM). Every key below\n"
+      "can be set in FILE or overridden on the command line with its dotted name, e.g.\n"
+      "algo=ufom ufom.q=adaptive inner.steps=5. Exit codes: 0 ok, 2 bad usage/config/data,\n"
+      "1 runtime failure.\n\n"
       "Keys and defaults:\n\n%.*s",
       static_cast<int>(mt::default_config_yaml().size()), mt::default_config_yaml().data());
 }
