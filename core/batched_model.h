@@ -3,7 +3,7 @@
 // buffers in the batched layout (core/batched_layout.h) in the backend's memory; the examples
 // of the T tasks are a TaskBatch the backend filled from host episodes. The CPU backend
 // (core/batched_model_cpu.h) runs today's per-task layers on threads; the CUDA backend
-// (models/conv4_cuda.h) runs batched kernels. Algorithm code sees only this interface.
+// (models/net_cuda.h) runs batched kernels. Algorithm code sees only this interface.
 #pragma once
 
 #include <memory>

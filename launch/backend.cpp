@@ -6,7 +6,7 @@
 #include "core/batched_model_cpu.h"
 #include "core/device.h"
 #include "data/episode_store.h"
-#include "models/conv4_cuda.h"
+#include "models/net_cuda.h"
 
 namespace mt {
 
@@ -15,21 +15,17 @@ std::unique_ptr<BatchedModel<float>> make_backend(const Config& cfg, const Model
                                                   int threads) {
   if (cfg.device == Config::Device::kCpu)
     return std::make_unique<CpuBatchedModel<float>>(model, threads, kCpuMaxTasks);
-  MT_REQUIRE(cfg.model.name == "conv4", "model.name = ", cfg.model.name,
-             ": ResNet-12 runs on the CPU backend only for now (device=cpu); the CUDA backend "
-             "builds Conv-4");
-  MT_REQUIRE(cfg.model.activation == "relu", "model.activation = ", cfg.model.activation,
-             ": the CUDA backend's Conv-4 has ReLU only for now; set model.activation=relu or "
-             "device=cpu");
   MT_REQUIRE(cuda_built(),
              "device = cuda: this binary was built without the CUDA backend; rebuild with the "
              "CUDA toolkit on PATH, or set device=cpu");
   select_gpu(local_rank);
-  Conv4Spec spec;
-  spec.input = source.image_shape();
-  spec.filters = cfg.model.filters;
-  spec.ways = cfg.task.ways;
-  spec.pool = cfg.model.pool == Config::Model::Pool::kMax ? Conv4Pool::kMax : Conv4Pool::kStride;
+  // The backend runs the plan of the very model the CPU backend would (make_model's), so both
+  // read one description of the architecture and one parameter layout.
+  const auto* net = dynamic_cast<const Sequential<float>*>(&model);
+  MT_CHECK(net != nullptr, "the CUDA backend runs Sequential models; got another Model");
+  MT_CHECK(net->input_shape() == source.image_shape(),
+           "the model's input shape differs from the "
+           "data's");
   CudaBackendOptions o;
   o.max_tasks = std::max(cfg.meta_batch, 1);  // a rank's share is at most the meta-batch
   o.max_examples = cfg.task.ways * std::max(cfg.task.shots, cfg.task.queries);
@@ -40,7 +36,7 @@ std::unique_ptr<BatchedModel<float>> make_backend(const Config& cfg, const Model
   o.tune = cfg.cuda.tune;
   const auto* store = dynamic_cast<const EpisodeStore*>(&source);
   if (store && store->residency() == Residency::kDevice) o.resident = &store->device_images();
-  return make_conv4_cuda(spec, o);
+  return make_net_cuda(*net, o);
 }
 
 }  // namespace mt

@@ -11,10 +11,12 @@
 
 namespace mt {
 
-// `model` (the per-task CPU model of cfg) must outlive the result on the CPU backend, `source`
-// on the CUDA backend. For cuda, binds this rank to GPU local_rank % gpus first; a store with
-// data.resident=device is copied to that GPU and the backend gathers its batches there. Throws
-// UsageError naming `device` when the binary has no CUDA backend or no GPU is usable.
+// `model` (the per-task CPU model of cfg, make_model's) must outlive the result, and `source`
+// too on the CUDA backend, which runs the batched plan of that same model (any Sequential the
+// plan takes: Conv-4, ResNet-12). For cuda, binds this rank to GPU local_rank % gpus first; a
+// store with data.resident=device is copied to that GPU and the backend gathers its batches
+// there. Throws UsageError naming `device` when the binary has no CUDA backend or no GPU is
+// usable.
 std::unique_ptr<BatchedModel<float>> make_backend(const Config& cfg, const Model<float>& model,
                                                   const EpisodeSource& source, int local_rank,
                                                   int threads);

@@ -3,6 +3,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -83,6 +84,26 @@ int64_t checksum(const std::vector<float>& theta) {
   const auto* p = reinterpret_cast<const unsigned char*>(theta.data());
   for (size_t i = 0; i < theta.size() * sizeof(float); ++i) h = (h ^ p[i]) * 1099511628211ull;
   return static_cast<int64_t>(h);
+}
+
+// "; activations ~X MiB per task (n examples), ~Y MiB on T threads" for the CPU backend: what
+// one task in flight holds (Sequential::activation_bytes: a gradient on the query set, and HVPs
+// on the support set when the algorithm takes the exact path), and in all, as each worker
+// thread keeps one task's buffers. Empty on other backends.
+std::string activation_clause(const Config& cfg, const Model<float>& model, int threads) {
+  const auto* seq = dynamic_cast<const Sequential<float>*>(&model);
+  if (cfg.device != Config::Device::kCpu || !seq) return "";
+  const int n = cfg.task.ways * std::max(cfg.task.shots, cfg.task.queries);
+  const bool hvp = cfg.algo != Algo::kFomaml && cfg.inner.truncate != 0;
+  const double mib = seq->activation_bytes(n, hvp ? cfg.task.ways * cfg.task.shots : 0) / 1048576.0;
+  auto text = [](double x) {
+    char s[32];
+    std::snprintf(s, sizeof s, x < 10 ? "%.1f" : "%.0f", x);
+    return std::string(s);
+  };
+  return detail::concat("; activations ~", text(mib), " MiB per task (", n, " examples), ~",
+                        text(mib * threads), " MiB on ", threads,
+                        threads == 1 ? " thread" : " threads");
 }
 
 // True when every rank passed the same value: max(v) == min(v), with min(v) = ~max(~v).
@@ -318,8 +339,9 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
 
   print_run_header(
       cfg, comm,
-      detail::concat("model ", describe_model(cfg), ": ", d, " parameters; data ", source_->name(),
-                     " (", cfg.data.path, "); ", threads_, " threads; ", comm.backend(),
+      detail::concat("model ", describe_model(cfg), ": ", d, " parameters",
+                     activation_clause(cfg, *model_, threads_), "; data ", source_->name(), " (",
+                     cfg.data.path, "); ", threads_, " threads; ", comm.backend(),
                      comm.backend() == "nccl" ? " (NCCL " + dist::nccl_version() + ")" : "",
                      " backend, ", comm.size(), comm.size() == 1 ? " rank" : " ranks",
                      "\ndevice: ", backend_->describe()));

@@ -11,8 +11,10 @@
 
 namespace mt {
 
-BatchedConvGeom make_batched_conv_geom(Shape in, int out_channels, int stride, int tasks) {
+BatchedConvGeom make_batched_conv_geom(Shape in, int out_channels, int stride, int tasks,
+                                       int kernel) {
   MT_CHECK(stride == 1 || stride == 2, "conv stride must be 1 or 2, got ", stride);
+  MT_CHECK(kernel == 3 || kernel == 1, "conv kernel must be 3 or 1, got ", kernel);
   MT_CHECK(in.c > 0 && in.h > 0 && in.w > 0 && out_channels > 0, "bad conv shape ", in.c, "x", in.h,
            "x", in.w, " -> ", out_channels);
   MT_CHECK(tasks >= 1, "a task batch needs at least one task, got ", tasks);
@@ -25,6 +27,7 @@ BatchedConvGeom make_batched_conv_geom(Shape in, int out_channels, int stride, i
   g.out_h = (in.h - 1) / stride + 1;
   g.out_w = (in.w - 1) / stride + 1;
   g.stride = stride;
+  g.kernel = kernel;
   return g;
 }
 
@@ -63,8 +66,8 @@ GemmCall make_call(bool transa, bool transb, int64_t m, int64_t n, int64_t k, in
 
 }  // namespace
 
-// Row-major per task: Y [O, nP] = W [O, C9] · col [C9, nP]; column-major Yᵀ = colᵀ · Wᵀ, where
-// col as stored is colᵀ (ld nP) and W as stored is Wᵀ (ld C9).
+// Row-major per task (C9 = C·K², the im2col rows): Y [O, nP] = W [O, C9] · col [C9, nP];
+// column-major Yᵀ = colᵀ · Wᵀ, where col as stored is colᵀ (ld nP) and W as stored is Wᵀ (ld C9).
 GemmCall conv_forward_gemm(const BatchedConvGeom& g, int n, double beta) {
   const int64_t nP = n * g.out_plane(), C9 = g.col_rows(), O = g.out_c;
   return make_call(false, false, nP, O, C9, nP, C9, nP, C9 * nP, O * C9, O * nP, g.tasks, beta,

@@ -1,5 +1,6 @@
-// Task-batched kernels of the element-wise layers (DESIGN §3.2, §5.1): batch norm, ReLU, 2×2
-// max-pool, global mean-pool and softmax cross-entropy, four passes each, on T tasks at once.
+// Task-batched kernels of the element-wise layers (DESIGN §3.2, §5.1): batch norm, (leaky) ReLU,
+// 2×2 max-pool, global mean-pool and softmax cross-entropy, four passes each, and the sum of two
+// tensors (residual blocks, gradient fan-in), on T tasks at once.
 // Each MT_HD body below computes one output element, one per-(task, channel) block reduction or
 // one softmax row; the CUDA kernels (batched_kernels_cuda.cu) and the host twins declared at the
 // end (batched_kernels_host.cpp) call the same bodies in the same decomposition, so CI can check
@@ -276,19 +277,34 @@ MT_HD inline void bn_r_backward_dx_body(int64_t k, int n, int TC, int HW, const 
 }
 
 // ---------------------------------------------------------------------------------------------
-// ReLU, element k of any layout; the mask is x > 0 (x = 0 routes nothing), as in Relu<T>.
+// ReLU and LeakyReLU, element k of any layout, as Relu<T>: every pass routes its input v through
+// the mask x > 0 and scales it by the negative slope off the mask. Slope 0 (ReLU) writes +0 off
+// the mask, never 0·v (which is −0, or NaN for v = ±inf), as the CPU layer does.
 
 template <typename T>
-MT_HD inline void relu_forward_body(int64_t k, const T* x, T* y) {
-  y[k] = x[k] > T(0) ? x[k] : T(0);
+MT_HD inline T relu_route(T x, T v, T slope) {
+  return x > T(0) ? v : (slope == T(0) ? T(0) : slope * v);
 }
 template <typename T>
-MT_HD inline void relu_backward_body(int64_t k, const T* x, const T* dy, T* dx) {
-  dx[k] = x[k] > T(0) ? dy[k] : T(0);
+MT_HD inline void relu_forward_body(int64_t k, T slope, const T* x, T* y) {
+  y[k] = relu_route(x[k], x[k], slope);
 }
 template <typename T>
-MT_HD inline void relu_r_forward_body(int64_t k, const T* x, const T* R_x, T* R_y) {
-  R_y[k] = (R_x && x[k] > T(0)) ? R_x[k] : T(0);
+MT_HD inline void relu_backward_body(int64_t k, T slope, const T* x, const T* dy, T* dx) {
+  dx[k] = relu_route(x[k], dy[k], slope);
+}
+template <typename T>
+MT_HD inline void relu_r_forward_body(int64_t k, T slope, const T* x, const T* R_x, T* R_y) {
+  R_y[k] = R_x ? relu_route(x[k], R_x[k], slope) : T(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sum of two tensors of the same layout, element k (a residual block's sum, and the routing and
+// accumulation of gradients where a tensor fans out): y = a + b, a null operand meaning zero.
+// y may be a or b (each element is read before it is written).
+template <typename T>
+MT_HD inline void add_body(int64_t k, const T* a, const T* b, T* y) {
+  y[k] = a ? (b ? a[k] + b[k] : a[k]) : (b ? b[k] : T(0));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,15 +460,20 @@ void bn_r_backward_host(int n, int tasks, int C, int HW, const T* gamma, const T
                         const T* xhat, const T* sigma, const T* R_x, const T* dy, const T* R_dy,
                         T* R_dx, T* R_dgamma, T* R_dbeta, T* work);
 
-// ReLU over count = n·T·C·H·W elements. Overwrites y / dx (optional) / R_y / R_dx (optional).
+// (Leaky) ReLU of negative slope `slope` over count = n·T·C·H·W elements. Overwrites y / dx
+// (optional) / R_y / R_dx (optional).
 template <typename T>
-void relu_forward_host(int64_t count, const T* x, T* y);
+void relu_forward_host(int64_t count, T slope, const T* x, T* y);
 template <typename T>
-void relu_backward_host(int64_t count, const T* x, const T* dy, T* dx);
+void relu_backward_host(int64_t count, T slope, const T* x, const T* dy, T* dx);
 template <typename T>
-void relu_r_forward_host(int64_t count, const T* x, const T* R_x, T* R_y);
+void relu_r_forward_host(int64_t count, T slope, const T* x, const T* R_x, T* R_y);
 template <typename T>
-void relu_r_backward_host(int64_t count, const T* x, const T* R_dy, T* R_dx);
+void relu_r_backward_host(int64_t count, T slope, const T* x, const T* R_dy, T* R_dx);
+
+// y = a + b over count elements (a or b null: zero). Overwrites y, which may alias a or b.
+template <typename T>
+void add_host(int64_t count, const T* a, const T* b, T* y);
 
 // Max-pool: x [n, T·C, H, W] -> y, index [n, T·C, H/2, W/2]. Overwrites y and index / dx
 // (optional, [n, T·C, H, W]) / R_y / R_dx (optional).

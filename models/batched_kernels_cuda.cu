@@ -110,15 +110,22 @@ __global__ void bn_r_backward_dx_kernel(int64_t count, int n, int TC, int HW, co
                           R_dx);
 }
 
-// ---- ReLU ----
-__global__ void relu_forward_kernel(int64_t count, const float* x, float* y) {
-  for (int64_t k = grid_start(); k < count; k += grid_stride()) relu_forward_body(k, x, y);
+// ---- (leaky) ReLU, sum ----
+__global__ void relu_forward_kernel(int64_t count, float slope, const float* x, float* y) {
+  for (int64_t k = grid_start(); k < count; k += grid_stride()) relu_forward_body(k, slope, x, y);
 }
-__global__ void relu_backward_kernel(int64_t count, const float* x, const float* dy, float* dx) {
-  for (int64_t k = grid_start(); k < count; k += grid_stride()) relu_backward_body(k, x, dy, dx);
+__global__ void relu_backward_kernel(int64_t count, float slope, const float* x, const float* dy,
+                                     float* dx) {
+  for (int64_t k = grid_start(); k < count; k += grid_stride())
+    relu_backward_body(k, slope, x, dy, dx);
 }
-__global__ void relu_r_forward_kernel(int64_t count, const float* x, const float* R_x, float* R_y) {
-  for (int64_t k = grid_start(); k < count; k += grid_stride()) relu_r_forward_body(k, x, R_x, R_y);
+__global__ void relu_r_forward_kernel(int64_t count, float slope, const float* x, const float* R_x,
+                                      float* R_y) {
+  for (int64_t k = grid_start(); k < count; k += grid_stride())
+    relu_r_forward_body(k, slope, x, R_x, R_y);
+}
+__global__ void add_kernel(int64_t count, const float* a, const float* b, float* y) {
+  for (int64_t k = grid_start(); k < count; k += grid_stride()) add_body(k, a, b, y);
 }
 
 // ---- max-pool ----
@@ -239,20 +246,23 @@ void bn_r_backward_cuda(int n, int tasks, int C, int HW, const float* gamma, con
               xhat, sigma, R_x, dy, R_dy, R_dbeta, work, R_dx);
 }
 
-void relu_forward_cuda(int64_t count, const float* x, float* y, CUstream_st* stream) {
-  MT_LAUNCH(relu_forward_kernel, count, kThreads, stream, count, x, y);
+void relu_forward_cuda(int64_t count, float slope, const float* x, float* y, CUstream_st* stream) {
+  MT_LAUNCH(relu_forward_kernel, count, kThreads, stream, count, slope, x, y);
 }
-void relu_backward_cuda(int64_t count, const float* x, const float* dy, float* dx,
+void relu_backward_cuda(int64_t count, float slope, const float* x, const float* dy, float* dx,
                         CUstream_st* stream) {
-  if (dx) MT_LAUNCH(relu_backward_kernel, count, kThreads, stream, count, x, dy, dx);
+  if (dx) MT_LAUNCH(relu_backward_kernel, count, kThreads, stream, count, slope, x, dy, dx);
 }
-void relu_r_forward_cuda(int64_t count, const float* x, const float* R_x, float* R_y,
+void relu_r_forward_cuda(int64_t count, float slope, const float* x, const float* R_x, float* R_y,
                          CUstream_st* stream) {
-  MT_LAUNCH(relu_r_forward_kernel, count, kThreads, stream, count, x, R_x, R_y);
+  MT_LAUNCH(relu_r_forward_kernel, count, kThreads, stream, count, slope, x, R_x, R_y);
 }
-void relu_r_backward_cuda(int64_t count, const float* x, const float* R_dy, float* R_dx,
-                          CUstream_st* stream) {
-  if (R_dx) MT_LAUNCH(relu_backward_kernel, count, kThreads, stream, count, x, R_dy, R_dx);
+void relu_r_backward_cuda(int64_t count, float slope, const float* x, const float* R_dy,
+                          float* R_dx, CUstream_st* stream) {
+  if (R_dx) MT_LAUNCH(relu_backward_kernel, count, kThreads, stream, count, slope, x, R_dy, R_dx);
+}
+void add_cuda(int64_t count, const float* a, const float* b, float* y, CUstream_st* stream) {
+  MT_LAUNCH(add_kernel, count, kThreads, stream, count, a, b, y);
 }
 
 void max_pool_forward_cuda(int n, int tasks, int C, int H, int W, const float* x, float* y,

@@ -1,8 +1,9 @@
 // Device launchers of the task-batched element-wise kernels (models/batched_kernels.h): batch
-// norm, ReLU, 2×2 max-pool, global mean-pool and softmax cross-entropy, float, device pointers,
-// asynchronous on `stream` (null = the default stream). Parameter lists, layouts and the buffers
-// each call overwrites are those of the host twins in batched_kernels.h. CPU code may include
-// this file (no CUDA header); it links only in the CUDA build. Errors throw mt::Error.
+// norm, (leaky) ReLU, tensor sums, 2×2 max-pool, global mean-pool and softmax cross-entropy;
+// float, device pointers, asynchronous on `stream` (null = the default stream). Parameter lists,
+// layouts and the buffers each call overwrites are those of the host twins in batched_kernels.h.
+// CPU code may include this file (no CUDA header); it links only in the CUDA build. Errors throw
+// mt::Error.
 #pragma once
 
 #include <cstdint>
@@ -25,14 +26,17 @@ void bn_r_backward_cuda(int n, int tasks, int C, int HW, const float* gamma, con
                         const float* R_dy, float* R_dx, float* R_dgamma, float* R_dbeta,
                         float* work, CUstream_st* stream);
 
-// ReLU over count elements.
-void relu_forward_cuda(int64_t count, const float* x, float* y, CUstream_st* stream);
-void relu_backward_cuda(int64_t count, const float* x, const float* dy, float* dx,
+// (Leaky) ReLU of negative slope `slope` over count elements.
+void relu_forward_cuda(int64_t count, float slope, const float* x, float* y, CUstream_st* stream);
+void relu_backward_cuda(int64_t count, float slope, const float* x, const float* dy, float* dx,
                         CUstream_st* stream);
-void relu_r_forward_cuda(int64_t count, const float* x, const float* R_x, float* R_y,
+void relu_r_forward_cuda(int64_t count, float slope, const float* x, const float* R_x, float* R_y,
                          CUstream_st* stream);
-void relu_r_backward_cuda(int64_t count, const float* x, const float* R_dy, float* R_dx,
-                          CUstream_st* stream);
+void relu_r_backward_cuda(int64_t count, float slope, const float* x, const float* R_dy,
+                          float* R_dx, CUstream_st* stream);
+
+// y = a + b over count elements (a or b null: zero); y may alias a or b.
+void add_cuda(int64_t count, const float* a, const float* b, float* y, CUstream_st* stream);
 
 // 2×2 max-pool, stride 2; index: per-example offsets into the [T·C, H, W] input slab.
 void max_pool_forward_cuda(int n, int tasks, int C, int H, int W, const float* x, float* y,

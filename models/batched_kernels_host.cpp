@@ -99,21 +99,26 @@ void bn_r_backward_host(int n, int tasks, int C, int HW, const T* gamma, const T
 }
 
 template <typename T>
-void relu_forward_host(int64_t count, const T* x, T* y) {
-  for_each_index(count, [&](int64_t k) { relu_forward_body(k, x, y); });
+void relu_forward_host(int64_t count, T slope, const T* x, T* y) {
+  for_each_index(count, [&](int64_t k) { relu_forward_body(k, slope, x, y); });
 }
 template <typename T>
-void relu_backward_host(int64_t count, const T* x, const T* dy, T* dx) {
-  if (dx) for_each_index(count, [&](int64_t k) { relu_backward_body(k, x, dy, dx); });
+void relu_backward_host(int64_t count, T slope, const T* x, const T* dy, T* dx) {
+  if (dx) for_each_index(count, [&](int64_t k) { relu_backward_body(k, slope, x, dy, dx); });
 }
 template <typename T>
-void relu_r_forward_host(int64_t count, const T* x, const T* R_x, T* R_y) {
-  for_each_index(count, [&](int64_t k) { relu_r_forward_body(k, x, R_x, R_y); });
+void relu_r_forward_host(int64_t count, T slope, const T* x, const T* R_x, T* R_y) {
+  for_each_index(count, [&](int64_t k) { relu_r_forward_body(k, slope, x, R_x, R_y); });
 }
 template <typename T>
-void relu_r_backward_host(int64_t count, const T* x, const T* R_dy, T* R_dx) {
+void relu_r_backward_host(int64_t count, T slope, const T* x, const T* R_dy, T* R_dx) {
   // The R-pass of a piecewise-linear map routes R_dy through the same mask.
-  if (R_dx) for_each_index(count, [&](int64_t k) { relu_backward_body(k, x, R_dy, R_dx); });
+  if (R_dx) for_each_index(count, [&](int64_t k) { relu_backward_body(k, slope, x, R_dy, R_dx); });
+}
+
+template <typename T>
+void add_host(int64_t count, const T* a, const T* b, T* y) {
+  for_each_index(count, [&](int64_t k) { add_body(k, a, b, y); });
 }
 
 template <typename T>
@@ -193,10 +198,11 @@ void softmax_xent_r_backward_host(int n, int tasks, int K, const T* prob, const 
                                      const T*, const T*, T*, T*);                                  \
   template void bn_r_backward_host<T>(int, int, int, int, const T*, const T*, const T*, const T*,  \
                                       const T*, const T*, const T*, T*, T*, T*, T*);               \
-  template void relu_forward_host<T>(int64_t, const T*, T*);                                       \
-  template void relu_backward_host<T>(int64_t, const T*, const T*, T*);                            \
-  template void relu_r_forward_host<T>(int64_t, const T*, const T*, T*);                           \
-  template void relu_r_backward_host<T>(int64_t, const T*, const T*, T*);                          \
+  template void relu_forward_host<T>(int64_t, T, const T*, T*);                                    \
+  template void relu_backward_host<T>(int64_t, T, const T*, const T*, T*);                         \
+  template void relu_r_forward_host<T>(int64_t, T, const T*, const T*, T*);                        \
+  template void relu_r_backward_host<T>(int64_t, T, const T*, const T*, T*);                       \
+  template void add_host<T>(int64_t, const T*, const T*, T*);                                      \
   template void max_pool_forward_host<T>(int, int, int, int, int, const T*, T*, int32_t*);         \
   template void max_pool_backward_host<T>(int, int, int, int, int, const int32_t*, const T*, T*);  \
   template void max_pool_r_forward_host<T>(int, int, int, int, int, const int32_t*, const T*, T*); \

@@ -6,8 +6,8 @@
 
 namespace mt {
 
-// Host executor of the batched layer passes: the GEMM-form convolution and head through
-// HostGemmExec, the element-wise layers through their host twins.
+// Host executor of the batched node passes: the GEMM-form convolution (3×3 or 1×1) and head
+// through HostGemmExec, the element-wise layers and sums through their host twins.
 template <typename S>
 class HostNetExec {
  public:
@@ -17,7 +17,7 @@ class HostNetExec {
     for (size_t l = 0; l < plan.size(); ++l) {
       const NetLayer& L = plan[l];
       if (L.kind == NetLayer::kConv) {
-        conv_[l] = make_batched_conv_geom(L.in, L.out.c, L.stride, max_tasks);
+        conv_[l] = make_batched_conv_geom(L.in, L.out.c, L.stride, max_tasks, L.kernel);
         const int64_t col = conv_[l].col_size(max_n), out = conv_[l].out_size(max_n);
         mem_[l].resize(col + 2 * out);
         ws_[l] = {mem_[l].data(), mem_[l].data() + col, mem_[l].data() + col + out};
@@ -93,6 +93,7 @@ class HostNetExec {
   void relu_r_backward(A... a) {
     relu_r_backward_host<S>(a...);
   }
+  void add(int64_t count, const S* a, const S* b, S* y) { add_host<S>(count, a, b, y); }
   template <typename... A>
   void max_pool_forward(A... a) {
     max_pool_forward_host<S>(a...);

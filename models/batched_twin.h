@@ -1,8 +1,9 @@
 // The host twin of the CUDA backend (DESIGN §5.1): the task-batched model interface on host
-// memory, running the batched layer sequence (models/batched_net.h) with the host twins of the
-// CUDA kernels (batched_kernels.h, conv2d_batched_index.h). It is not a production backend; it
-// exists so that CI checks the CUDA backend's layouts, index maps and pass sequencing, the whole
-// meta-step included, against the per-task CPU layers without a GPU.
+// memory, running the batched plan of any Sequential it takes (models/batched_net.h: Conv-4,
+// ResNet-12) with the host twins of the CUDA kernels (batched_kernels.h, conv2d_batched_index.h).
+// It is not a production backend; it exists so that CI checks the CUDA backend's layouts, index
+// maps, graph and pass sequencing, the whole meta-step included, against the per-task CPU
+// layers without a GPU.
 #pragma once
 
 #include <memory>

@@ -19,8 +19,9 @@ class Conv2d : public Layer<T> {
  public:
   Conv2d(Shape in, int out_channels, int stride, int kernel = 3);
 
-  // The batched backends (models/batched_net.h) know the 3×3 form only.
   std::string kind() const override { return kernel_ == 3 ? "conv2d" : "conv2d_1x1"; }
+  int stride() const { return stride_; }
+  int kernel() const { return kernel_; }
   Shape in_shape() const override { return in_; }
   Shape out_shape() const override { return out_; }
   std::vector<ParamShape> param_shapes() const override {

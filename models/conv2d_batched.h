@@ -1,7 +1,8 @@
-// Task-batched 3×3 convolution on the GPU (DESIGN §5.1): the convolutions of T tasks, each with
-// its own filters, in one call per pass, in one of two forms chosen per pass: im2col + our
-// batch-invariant GEMM (batch = tasks; conv2d_gemm_cuda.cu, which also holds this class) or cuDNN
-// grouped convolution (groups = tasks; conv2d_cudnn.cu). No CUDA header: CPU code may include it.
+// Task-batched K×K convolution (K = 3, padding 1; or K = 1, padding 0) on the GPU (DESIGN §5.1):
+// the convolutions of T tasks, each with its own filters, in one call per pass, in one of two forms
+// chosen per pass: im2col + our batch-invariant GEMM (batch = tasks; conv2d_gemm_cuda.cu, which
+// also holds this class) or cuDNN grouped convolution (groups = tasks; conv2d_cudnn.cu). No CUDA
+// header: CPU code may include it.
 //
 // One object per layer geometry: built once for up to max_tasks tasks of max_n examples, every
 // call names its own T ≤ max_tasks and n ≤ max_n and nothing is created per T. The GEMM form
@@ -11,7 +12,7 @@
 //
 // Buffers (device, float, layouts of conv2d_batched_index.h), T tasks, n examples per task:
 //   x, R_x, dx, R_dx [n, T·C, H, W]; y, R_y, dy, R_dy [n, T·O, H_out, W_out];
-//   W, R_W, dW, R_dW [T·O, C, 3, 3] (task t's OIHW set at t·O·C·9).
+//   W, R_W, dW, R_dW [T·O, C, K, K] (task t's OIHW set at t·O·C·K²).
 // Every pass OVERWRITES its outputs; R_x null means a zero direction in x, a null dx / R_dx is
 // not computed. Passes are asynchronous on `stream` and allocate nothing: the workspaces come
 // from the owner (bind(), sized by need()), so passes can be captured in a CUDA Graph. One
@@ -85,12 +86,13 @@ class CudnnGroupedConv {
 
 class BatchedConv2dCuda {
  public:
-  // in: one task's input shape [C, H, W]. Host-only. Every pass starts in `form`; `cudnn` (may
-  // be null) is the cuDNN handle the cuDNN form uses. With form kCudnnGrouped and no usable
-  // cuDNN algorithm this throws mt::Error naming the cause; with kGemm the cuDNN form is still
-  // prepared when a handle is given (for tune()), and its absence is only noted in describe().
+  // in: one task's input shape [C, H, W]; kernel: K (3 or 1). Host-only. Every pass starts in
+  // `form`; `cudnn` (may be null) is the cuDNN handle the cuDNN form uses. With form
+  // kCudnnGrouped and no usable cuDNN algorithm this throws mt::Error naming the cause; with
+  // kGemm the cuDNN form is still prepared when a handle is given (for tune()), and its absence
+  // is only noted in describe().
   BatchedConv2dCuda(Shape in, int out_channels, int stride, int max_tasks, int max_n, ConvForm form,
-                    cudnnContext* cudnn);
+                    cudnnContext* cudnn, int kernel = 3);
   ~BatchedConv2dCuda();
   BatchedConv2dCuda(const BatchedConv2dCuda&) = delete;
   BatchedConv2dCuda& operator=(const BatchedConv2dCuda&) = delete;

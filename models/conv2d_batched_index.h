@@ -19,19 +19,23 @@ namespace mt {
 // ---------------------------------------------------------------------------------------------
 // Layouts. T tasks, n examples per task, P = out_h·out_w output pixels.
 //   activations x [n, T·C, H, W]:  x[((i·T + t)·C + c)·H·W + p]
-//   conv weights  [T·O, C, 3, 3]:  task t's OIHW filter set at t·O·C·9
-//   col (im2col)  [T, C·9, n·P]:   col[((t·C·9 + c·9 + k)·n + i)·P + q], tap k = 3·(dy+1)+(dx+1);
-//                                   task t's block is Conv2d's [C·9, n·P] im2col matrix
+//   conv weights  [T·O, C, K, K]:  task t's OIHW filter set at t·O·C·K², K = 3 or 1
+//   col (im2col)  [T, C·K², n·P]:  col[((t·C·K² + c·K² + k)·n + i)·P + q], tap k = K·(dy+p)+(dx+p)
+//                                   with padding p = K/2; task t's block is Conv2d's im2col matrix
 //   GEMM layout   [T, F, n·P]:     gm[((t·F + f)·n + i)·P + q] for activations of F channels
 //   linear head   x [n, T·F], W [T, K, F], b [T, K], y [n, T·K]
 
-// One task-batched 3×3 convolution, padding 1, stride 1 or 2, no bias.
+// One task-batched K×K convolution, K = 3 (padding 1) or K = 1 (padding 0), stride 1 or 2,
+// no bias.
 struct BatchedConvGeom {
   int tasks = 0, in_c = 0, in_h = 0, in_w = 0, out_c = 0, out_h = 0, out_w = 0, stride = 1;
+  int kernel = 3;
 
+  MT_HD int taps() const { return kernel * kernel; }
+  MT_HD int pad() const { return kernel / 2; }
   MT_HD int64_t in_plane() const { return static_cast<int64_t>(in_h) * in_w; }
   MT_HD int64_t out_plane() const { return static_cast<int64_t>(out_h) * out_w; }
-  MT_HD int64_t col_rows() const { return static_cast<int64_t>(in_c) * 9; }
+  MT_HD int64_t col_rows() const { return static_cast<int64_t>(in_c) * taps(); }
   int64_t in_size(int n) const { return static_cast<int64_t>(n) * tasks * in_c * in_plane(); }
   int64_t out_size(int n) const { return static_cast<int64_t>(n) * tasks * out_c * out_plane(); }
   int64_t col_size(int n) const {
@@ -48,7 +52,8 @@ struct BatchedConvGeom {
 };
 
 // Checks the arguments (as Conv2d does) and derives the output size. Throws mt::Error.
-BatchedConvGeom make_batched_conv_geom(Shape in, int out_channels, int stride, int tasks);
+BatchedConvGeom make_batched_conv_geom(Shape in, int out_channels, int stride, int tasks,
+                                       int kernel = 3);
 
 // ---------------------------------------------------------------------------------------------
 // MT_HD element bodies. Each kernel of the GEMM form runs one of them per output element; its
@@ -61,18 +66,18 @@ MT_HD inline int64_t im2col_source(const BatchedConvGeom& g, int n, int64_t e) {
   int64_t r = e / P;
   const int64_t i = r % n;
   r /= n;
-  const int k = static_cast<int>(r % 9);
-  r /= 9;
+  const int k = static_cast<int>(r % g.taps());
+  r /= g.taps();
   const int64_t c = r % g.in_c;
   const int64_t t = r / g.in_c;
-  const int iy = (q / g.out_w) * g.stride + k / 3 - 1;
-  const int ix = (q % g.out_w) * g.stride + k % 3 - 1;
+  const int iy = (q / g.out_w) * g.stride + k / g.kernel - g.pad();
+  const int ix = (q % g.out_w) * g.stride + k % g.kernel - g.pad();
   if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) return -1;
   return ((i * g.tasks + t) * g.in_c + c) * g.in_plane() + static_cast<int64_t>(iy) * g.in_w + ix;
 }
 
 // Batched col2im, the adjoint of im2col: x entry e is the sum of the col entries that copied it,
-// taken in tap order k = 0..8 (a gather: deterministic, no atomics).
+// taken in tap order k = 0..K²−1 (a gather: deterministic, no atomics).
 template <typename S>
 MT_HD S col2im_sum(const BatchedConvGeom& g, int n, const S* col, int64_t e) {
   const int64_t plane = g.in_plane(), P = g.out_plane();
@@ -84,12 +89,13 @@ MT_HD S col2im_sum(const BatchedConvGeom& g, int n, const S* col, int64_t e) {
   const int64_t i = r / g.tasks;
   const int iy = p / g.in_w, ix = p % g.in_w;
   S sum = S(0);
-  for (int k = 0; k < 9; ++k) {
-    const int sy = iy - (k / 3 - 1), sx = ix - (k % 3 - 1);  // = oy·stride, ox·stride
+  for (int k = 0; k < g.taps(); ++k) {
+    const int sy = iy - (k / g.kernel - g.pad()), sx = ix - (k % g.kernel - g.pad());
     if (sy < 0 || sx < 0 || sy % g.stride != 0 || sx % g.stride != 0) continue;
-    const int oy = sy / g.stride, ox = sx / g.stride;
+    const int oy = sy / g.stride, ox = sx / g.stride;  // sy = oy·stride, sx = ox·stride
     if (oy >= g.out_h || ox >= g.out_w) continue;
-    sum += col[(((t * g.in_c + c) * 9 + k) * n + i) * P + static_cast<int64_t>(oy) * g.out_w + ox];
+    sum += col[(((t * g.in_c + c) * g.taps() + k) * n + i) * P +
+               static_cast<int64_t>(oy) * g.out_w + ox];
   }
   return sum;
 }
@@ -123,7 +129,7 @@ MT_HD S bias_grad_sum(int n, int64_t tk, const S* dy, int64_t j) {
 // dimension ld is the column-major [c, r] matrix with the same ld, so each row-major product
 // Z = X·Y is issued as Zᵀ = Yᵀ·Xᵀ.
 enum class GemmOperand {
-  kWeight,      // W or R_W (conv [T·O, C·9], linear [T, K, F])
+  kWeight,      // W or R_W (conv [T·O, C·K²], linear [T, K, F])
   kInput,       // conv: col (im2col of x or R_x, or the column gradient); linear: x, R_x or dx
   kOutput,      // conv: y-side tensor in the GEMM layout; linear: y, dy or R_dy
   kWeightGrad,  // dW or R_dW
@@ -139,8 +145,8 @@ struct GemmCall {
   GemmOperand a = GemmOperand::kInput, b = GemmOperand::kWeight, c = GemmOperand::kOutput;
 };
 
-// Conv, per task t: forward Y = W·col ([O, n·P]); backward data dcol = Wᵀ·dY ([C·9, n·P]);
-// backward filter dW = dY·colᵀ ([O, C·9]). Y and dY are in the GEMM layout.
+// Conv, per task t: forward Y = W·col ([O, n·P]); backward data dcol = Wᵀ·dY ([C·K², n·P]);
+// backward filter dW = dY·colᵀ ([O, C·K²]). Y and dY are in the GEMM layout.
 GemmCall conv_forward_gemm(const BatchedConvGeom& g, int n, double beta);
 GemmCall conv_backward_data_gemm(const BatchedConvGeom& g, int n, double beta);
 GemmCall conv_backward_filter_gemm(const BatchedConvGeom& g, int n, double beta);

@@ -144,8 +144,9 @@ struct CudnnGroupedConv::Impl {
     MT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y_desc));
     MT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w_desc));
     MT_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv_desc));
-    MT_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv_desc, 1, 1, g.stride, g.stride, 1, 1,
-                                                   CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    MT_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv_desc, g.pad(), g.pad(), g.stride, g.stride,
+                                                   1, 1, CUDNN_CROSS_CORRELATION,
+                                                   CUDNN_DATA_FLOAT));
     MT_CUDNN_CHECK(cudnnSetConvolutionMathType(conv_desc, CUDNN_FMA_MATH));
     set_shape(g.tasks, max_n);
     int n = 0, c = 0, h = 0, w = 0;
@@ -171,12 +172,12 @@ struct CudnnGroupedConv::Impl {
   }
 
   // Host-side only (no allocation, capturable): T groups, x [n, T·C, H, W],
-  // W [T·O, C, 3, 3], y [n, T·O, H_out, W_out].
+  // W [T·O, C, K, K], y [n, T·O, H_out, W_out].
   void set_shape(int tasks, int n) {
     if (tasks == current_tasks && n == current_n) return;
     if (tasks != current_tasks) {
       MT_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w_desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
-                                                tasks * g.out_c, g.in_c, 3, 3));
+                                                tasks * g.out_c, g.in_c, g.kernel, g.kernel));
       MT_CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv_desc, tasks));
     }
     MT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n,

@@ -168,8 +168,8 @@ struct BatchedConv2dCuda::Impl {
 };
 
 BatchedConv2dCuda::BatchedConv2dCuda(Shape in, int out_channels, int stride, int max_tasks,
-                                     int max_n, ConvForm form, cudnnContext* cudnn) {
-  const BatchedConvGeom g = make_batched_conv_geom(in, out_channels, stride, max_tasks);
+                                     int max_n, ConvForm form, cudnnContext* cudnn, int kernel) {
+  const BatchedConvGeom g = make_batched_conv_geom(in, out_channels, stride, max_tasks, kernel);
   MT_CHECK(max_n >= 1, "batched conv needs max_n >= 1, got ", max_n);
   impl_ = std::make_unique<Impl>(g, max_n, form, cudnn);
 }
@@ -351,8 +351,8 @@ std::string BatchedConv2dCuda::describe() const {
   const Impl& m = *impl_;
   const BatchedConvGeom& g = m.g;
   std::ostringstream s;
-  s << "batched conv, up to T=" << g.tasks << " [" << g.in_c << "," << g.in_h << "," << g.in_w << "]->["
-    << g.out_c << "," << g.out_h << "," << g.out_w << "] stride " << g.stride << " max_n "
+  s << "batched conv, up to T=" << g.tasks << " [" << g.in_c << "," << g.in_h << "," << g.in_w
+    << "]->[" << g.out_c << "," << g.out_h << "," << g.out_w << "] stride " << g.stride << " max_n "
     << m.max_n << ":";
   for (int p = 0; p < kConvPassCount; ++p) {
     s << " " << conv_pass_name(static_cast<ConvPass>(p)) << "=" << conv_form_name(m.forms[p]);

@@ -56,6 +56,13 @@ class Residual : public Layer<T> {
   // Elements of ctx.saved that forward keeps per example (the sub-layers' contexts aside).
   int64_t saved_per_example() const { return saved_; }
 
+  // The parts, for consumers that flatten the block (models/batched_net.h): each branch's layers
+  // in order (an empty shortcut is the identity) and post (null when none). Their parameters
+  // are the block's in this order: main, shortcut, post.
+  std::vector<const Layer<T>*> main_layers() const { return layers_of(main_); }
+  std::vector<const Layer<T>*> shortcut_layers() const { return layers_of(shortcut_); }
+  const Layer<T>* post() const { return post_.empty() ? nullptr : post_[0].layer.get(); }
+
  private:
   // One sub-layer: its parameters at `param` in the block's slice (−1: none), its output at
   // `out` per example in ctx.saved (−1: a branch's last, which goes to z or to scratch), and
@@ -72,6 +79,11 @@ class Residual : public Layer<T> {
   void relayout();  // recomputes every Part's param, out and ctx, and saved_ and z_
   void check_complete() const;
   Shape branch_out(const Branch& b) const { return b.empty() ? in_ : b.back().layer->out_shape(); }
+  static std::vector<const Layer<T>*> layers_of(const Branch& b) {
+    std::vector<const Layer<T>*> out;
+    for (const Part& p : b) out.push_back(p.layer.get());
+    return out;
+  }
 
   // The passes of one branch from x (R_x) to `last` (its last layer's output); the inputs of its
   // layers are in ctx.saved (forward's), their tangents in R_act (at the same offsets).

@@ -1,7 +1,12 @@
 // Sequential model (models/sequential.h): drives the four layer passes in order.
 #include "models/sequential.h"
 
+#include <algorithm>
+#include <string>
+#include <type_traits>
+
 #include "core/check.h"
+#include "models/residual.h"
 #include "models/softmax_xent.h"
 
 namespace mt {
@@ -169,6 +174,75 @@ void Sequential<T>::loss_directional(const T* theta, const Batch<T>& b, const T*
   r_forward(theta, b, v, w);
   SoftmaxCrossEntropy<T>::r_example_losses(b.n, classes_, w.prob.data(), b.y.data(),
                                            w.R_act.back().data(), dl);
+}
+
+namespace {
+template <typename T>
+int64_t context_bytes(const LayerContext<T>& c) {
+  int64_t bytes =
+      static_cast<int64_t>(c.saved.capacity() * sizeof(T) + c.index.capacity() * sizeof(int32_t));
+  for (const LayerContext<T>& s : c.sub) bytes += context_bytes(s);
+  return bytes;
+}
+
+// Channels as a blocked oneDNN layout pads them (nChw16c; nChw8c on AVX2 pads less).
+int64_t blocked_size(const Shape& s) { return (s.c + 15) / 16 * 16 * int64_t{s.h} * s.w; }
+}  // namespace
+
+template <typename T>
+int64_t Sequential<T>::activation_bytes(int n, int n_hvp) const {
+  const int64_t m = std::max(n, n_hvp), h = n_hvp;
+  // The contexts, measured at 1 and 2 examples and extended to m (capacities: the vectors grow
+  // from empty, so these are the bytes allocated).
+  int64_t ctx[2] = {0, 0};
+  const std::vector<T> theta(layout_.total(), T(0));
+  for (int k = 1; k <= 2; ++k) {
+    const auto ws = make_workspace();
+    Buffers& w = static_cast<Buffers&>(*ws);
+    Batch<T> b;
+    b.resize(input_, k);
+    forward(theta.data(), b, w);
+    for (const LayerContext<T>& c : w.ctx) ctx[k - 1] += context_bytes(c);
+  }
+  // Elements per example. Buffers: act (every output), d_act[p] (the largest output of the
+  // layers of parity p), prob; with HVPs R_act and R_d_act, which take act's sizes, i.e. m.
+  // Residual scratch (residual.cpp, one set per thread shared by the blocks: the maximum over
+  // blocks of each vector): sc, dz, d[2] in the gradient passes; R_act, R_sc, R_dz, R_d[2] in
+  // the R-passes, on the HVP's batch. A block's inner layers are taken to output its output
+  // shape (ResNet-12's do). oneDNN's reorder buffers for blocked layouts (conv2d_dnnl.cpp,
+  // three per thread, float only): a convolution with 16 or more channels in and out reorders
+  // its source or output gradient (slot 0: max(in, out)), its output gradient in the weight
+  // pass (slot 1: out) and its output or input gradient (slot 2: max(in, out)).
+  int64_t act = 0, ping[2] = {0, 0}, sc = 0, out_max = 0, saved = 0, slot[3] = {0, 0, 0};
+  const bool dnnl = std::is_same_v<T, float>;
+  auto conv_slots = [&](const Shape& in, const Shape& out, bool in_blocked) {
+    if (!dnnl || out.c < 16) return;
+    const int64_t o = blocked_size(out), io = in_blocked ? std::max(blocked_size(in), o) : o;
+    slot[0] = std::max(slot[0], io);
+    slot[1] = std::max(slot[1], o);
+    slot[2] = std::max(slot[2], io);
+  };
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer<T>& layer = *layers_[l];
+    const int64_t out = layer.out_shape().size();
+    act += out;
+    ping[l % 2] = std::max(ping[l % 2], out);
+    const std::string kind = layer.kind();
+    if (kind == "conv2d" || kind == "conv2d_1x1") {
+      if (layer.in_shape().c >= 16) conv_slots(layer.in_shape(), layer.out_shape(), true);
+    } else if (const auto* r = dynamic_cast<const Residual<T>*>(&layer)) {
+      // The first layer gets no input gradient: its blocks' sc then holds only outputs.
+      sc = std::max(sc, l == 0 ? out : std::max(r->in_shape().size(), out));
+      out_max = std::max(out_max, out);
+      saved = std::max(saved, r->saved_per_example());
+      conv_slots(r->in_shape(), r->out_shape(), r->in_shape().c >= 16);  // conv1, the shortcut's
+      conv_slots(r->out_shape(), r->out_shape(), true);                  // conv2, conv3
+    }
+  }
+  int64_t elements = m * (act + ping[0] + ping[1] + classes_ + sc + 3 * out_max);
+  if (h > 0) elements += m * (act + ping[0] + ping[1]) + h * (saved + 4 * out_max);
+  elements += m * (slot[0] + slot[1] + slot[2]);
+  return elements * static_cast<int64_t>(sizeof(T)) + ctx[0] + (ctx[1] - ctx[0]) * (m - 1);
 }
 
 template class Sequential<float>;

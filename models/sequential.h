@@ -32,6 +32,21 @@ class Sequential : public Model<T> {
   void loss_directional(const T* theta, const Batch<T>& b, const T* v, T* dl,
                         Workspace& ws) const override;
 
+  // Bytes one task in flight holds (on the CPU backend, one per worker thread) while this model
+  // computes gradients on n examples and, when n_hvp > 0, Hessian-vector products on n_hvp
+  // examples; buffers grow to the larger batch and never shrink. Counted: the Workspace (every
+  // layer's output and context, the two ping-pong gradient buffers, the probabilities; with
+  // HVPs the tangents of all of these, sized like them), the per-thread scratch of residual
+  // blocks (models/residual.h) and, in float, oneDNN's per-thread reorder buffers for blocked
+  // layouts (models/conv2d_dnnl.cpp). Contexts are whatever each layer's forward saves
+  // (batch-norm x̂, a block's inner activations, max-pool indices): rather than restate each
+  // layer's rule here, one forward of one and one of two zero examples measure them (their
+  // sizes are affine in the batch size). Not counted: parameter-sized buffers (a dropped
+  // sub-layer gradient, reordered weights), oneDNN's primitives and their own scratchpads.
+  // metatrain's start-up line prints it (DESIGN §11), so that a user can size threads and
+  // meta_batch; tests/models/resnet12_test.cpp checks it against what the passes allocate.
+  int64_t activation_bytes(int n, int n_hvp = 0) const;
+
   Shape input_shape() const { return input_; }
   int classes() const { return classes_; }
   const std::vector<std::unique_ptr<Layer<T>>>& layers() const { return layers_; }

@@ -1,10 +1,13 @@
 // Benchmark of one meta-iteration (not a test): B tasks of an N-way K-shot episode (Omniglot
-// 28×28×1 glyphs, or Mini-ImageNet-shaped 84×84×3 noise) through the chosen algorithm on the
-// CPU or CUDA backend, the sum, and one Adam step. Prints one JSON line: seconds per iteration
-// (median), tasks/s, peak RSS, peak device memory (cuda: peak_device_mib, measured as the
-// PyTorch reference measures it, see DeviceMemorySampler), and on the CPU GEMM GFLOP/s and the
-// fraction of this machine's measured SGEMM peak. Run each configuration in its own process so
-// that peak memory belongs to it alone (tests/bench/run_cpu_bench.sh, run_gpu_bench.sh do).
+// 28×28×1 glyphs, or Mini-ImageNet-shaped 84×84×3 noise) through Conv-4 or ResNet-12 and the
+// chosen algorithm on the CPU or CUDA backend, the sum, and one Adam step. Prints one JSON line:
+// seconds per iteration (median), tasks/s, peak RSS, peak device memory (cuda: peak_device_mib,
+// measured as the PyTorch reference measures it, see DeviceMemorySampler), and on the CPU GEMM
+// GFLOP/s, the fraction of this machine's measured SGEMM peak and the activation memory per
+// task that metatrain's start-up line predicts (Sequential::activation_bytes). The model and the
+// backend are built as metatrain builds them (make_model, make_backend). Run each configuration
+// in its own process so that peak memory belongs to it alone (tests/bench/run_cpu_bench.sh,
+// run_memory_bench.sh, run_gpu_bench.sh do).
 #include <omp.h>
 #include <sys/resource.h>
 
@@ -21,18 +24,18 @@
 #include <thread>
 #include <vector>
 
-#include "core/batched_model_cpu.h"
 #include "core/blas.h"
 #include "core/cpu_kernels.h"
 #include "core/device.h"
 #include "core/meta_step.h"
 #include "core/optimizer.h"
 #include "data/glyphs.h"
+#include "launch/backend.h"
 #include "launch/config.h"
 #include "launch/exit_codes.h"
 #include "launch/metrics_log.h"
-#include "models/conv4.h"
-#include "models/conv4_cuda.h"
+#include "launch/trainer.h"
+#include "models/sequential.h"
 #include "tests/support/episodes.h"
 
 namespace {
@@ -119,11 +122,47 @@ class DeviceMemorySampler {
   std::thread thread_;
 };
 
+// The input shape for make_backend, which reads nothing else of the source (the episodes come
+// ready-made: glyphs, or noise of the Mini-ImageNet shape).
+class ShapeOnlySource final : public mt::EpisodeSource {
+ public:
+  explicit ShapeOnlySource(mt::Shape s) : shape_(s) {}
+  std::string name() const override { return "bench"; }
+  mt::Shape image_shape() const override { return shape_; }
+  int64_t num_classes(const std::string&) const override { return 0; }
+  int min_examples_per_class(const std::string&) const override { return 0; }
+  void validate(const mt::EpisodeSpec&) const override {}
+  void sample(const mt::EpisodeSpec&, uint64_t, uint64_t, uint64_t,
+              mt::Episode<float>&) const override {
+    throw mt::Error(mt::ExitCode::kRuntime, "bench: ShapeOnlySource draws no episodes");
+  }
+
+ private:
+  mt::Shape shape_;
+};
+
 const char* kUsage =
-    "usage: bench_metastep [--device cpu|cuda] [--dataset omniglot|miniimagenet] [--algo "
-    "maml|fomaml|ufom] [--q Q] [--r R] [--trajectory store|recompute|checkpoint:C] [--B B] "
-    "[--ways N] [--shots K] [--queries Q] [--filters F] [--iters I] [--warmup W] [--threads T] "
-    "[--graphs 0|1]\n";
+    "usage: bench_metastep [--device cpu|cuda] [--dataset omniglot|miniimagenet] [--model "
+    "conv4|resnet12] [--widths A,B,C,D] [--algo maml|fomaml|ufom] [--q Q] [--r R] [--trajectory "
+    "store|recompute|checkpoint:C] [--B B] [--ways N] [--shots K] [--queries Q] [--filters F] "
+    "[--iters I] [--warmup W] [--threads T] [--graphs 0|1]\n"
+    "  --filters: Conv-4's width (default 64); --widths: ResNet-12's (default 64,160,320,640)\n";
+
+// "64,160,320,640" -> {64, 160, 320, 640}; an empty vector when an entry is not a positive int.
+std::vector<int> parse_widths(const std::string& text) {
+  std::vector<int> out;
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t end = std::min(text.find(',', at), text.size());
+    const std::string item = text.substr(at, end - at);
+    char* stop = nullptr;
+    const long w = std::strtol(item.c_str(), &stop, 10);
+    if (item.empty() || *stop != '\0' || w < 1) return {};
+    out.push_back(static_cast<int>(w));
+    at = end + 1;
+  }
+  return out;
+}
 
 int run(int argc, char** argv) {
   if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
@@ -135,6 +174,7 @@ int run(int argc, char** argv) {
     return 2;
   }
   std::string algo = "maml", trajectory = "store", device = "cpu", dataset = "omniglot";
+  std::string model_name = "conv4", widths_text = "64,160,320,640";
   bool graphs = true;
   int r = 1, B = 32, ways = 5, shots = 1, queries = 15, filters = 64, iters = 3, warmup = 1;
   int threads = omp_get_num_procs();
@@ -171,13 +211,19 @@ int run(int argc, char** argv) {
       dataset = v;
     else if (k == "--graphs")
       graphs = v != "0";
+    else if (k == "--model")
+      model_name = v;
+    else if (k == "--widths")
+      widths_text = v;
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
     }
   }
+  const std::vector<int> widths = parse_widths(widths_text);
   if ((device != "cpu" && device != "cuda") ||
-      (dataset != "omniglot" && dataset != "miniimagenet")) {
+      (dataset != "omniglot" && dataset != "miniimagenet") ||
+      (model_name != "conv4" && model_name != "resnet12") || widths.size() != 4) {
     std::fprintf(stderr, "%s", kUsage);
     return 2;
   }
@@ -189,8 +235,18 @@ int run(int argc, char** argv) {
   mt::GlyphSource source;
   const mt::EpisodeSpec spec{"train", ways, shots, queries};
   const mt::Shape input = dataset == "omniglot" ? source.image_shape() : mt::Shape{3, 84, 84};
-  const mt::Conv4Spec net{input, filters, ways, mt::Conv4Pool::kMax};
-  auto model = mt::make_conv4<float>(net);
+  // The model and the backend as metatrain builds them from these settings.
+  mt::Config cfg;
+  cfg.device = cuda ? mt::Config::Device::kCuda : mt::Config::Device::kCpu;
+  cfg.model.name = model_name;
+  cfg.model.filters = filters;
+  cfg.model.widths = model_name == "conv4" ? std::vector<int>{filters} : widths;
+  cfg.model.activation = model_name == "conv4" ? "relu" : "leaky_relu";
+  cfg.model.pool = mt::Config::Model::Pool::kMax;
+  cfg.task = {ways, shots, queries};
+  cfg.meta_batch = B;
+  cfg.cuda.graphs = graphs;
+  auto model = mt::make_model(cfg, input);
   const int64_t d = model->layout().total();
   std::vector<float> theta(d);
   model->init(theta.data(), 0);
@@ -199,18 +255,13 @@ int run(int argc, char** argv) {
   inner.trajectory = mt::parse_trajectory(trajectory);
   // Baseline: right after the context exists, before the backend's first allocation.
   size_t device_baseline = 0;
-  std::unique_ptr<mt::BatchedModel<float>> backend;
+  const ShapeOnlySource shape_source(input);  // outlives the backend, as make_backend asks
   if (cuda) {
     mt::select_gpu(0);
     device_baseline = mt::gpu_memory_used();  // creates the primary context if not yet there
-    mt::CudaBackendOptions o;
-    o.max_tasks = B;
-    o.max_examples = ways * std::max(shots, queries);
-    o.graphs = graphs;
-    backend = mt::make_conv4_cuda(net, o);
-  } else {
-    backend = std::make_unique<mt::CpuBatchedModel<float>>(*model, threads, B);
   }
+  const std::unique_ptr<mt::BatchedModel<float>> backend =
+      mt::make_backend(cfg, *model, shape_source, 0, threads);
   mt::MetaStep<float> step(*backend, inner, {mt::parse_algo(algo), 0, threads});
   mt::Adam<float> adam(d, 1e-3);
   std::vector<int64_t> tasks(B);
@@ -258,6 +309,13 @@ int run(int argc, char** argv) {
   const double device_mib =
       device_peak > device_baseline ? (device_peak - device_baseline) / 1048576.0 : 0.0;
   const double gflops = flops / total / 1e9;
+  // What metatrain's start-up line predicts for one task in flight (the CPU's per-task model).
+  const auto* seq = dynamic_cast<const mt::Sequential<float>*>(model.get());
+  const double activations_mib = cuda || !seq
+                                     ? 0.0
+                                     : seq->activation_bytes(ways * std::max(shots, queries),
+                                                             algo == "fomaml" ? 0 : ways * shots) /
+                                           1048576.0;
   // Rounded to the digits worth reading: the line then prints without noise.
   auto fixed = [](double x, int decimals) {
     const double scale = std::pow(10.0, decimals);
@@ -267,6 +325,11 @@ int run(int argc, char** argv) {
   line.add("impl", "ours")
       .add("device", device)
       .add("dataset", dataset)
+      .add("model", model_name)
+      .add("widths", model_name == "conv4" ? std::to_string(filters) : widths_text)
+      .add("ways", ways)
+      .add("shots", shots)
+      .add("queries", queries)
       .add("algo", algo)
       .add("trajectory", trajectory)
       .add("r", r)
@@ -278,6 +341,7 @@ int run(int argc, char** argv) {
       .add("gemm_gflops", fixed(gflops, 1))
       .add("sgemm_peak_gflops", fixed(peak, 1))
       .add("peak_fraction", fixed(cuda ? 0.0 : gflops / peak, 3))
+      .add("activations_mib_per_task", fixed(activations_mib, 1))
       .add("exact_tasks_per_iter", fixed(exact / iters, 2))
       .add("params", static_cast<double>(d))
       .add("threads", threads)

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # GPU benchmark of one meta-iteration, ours (BUNDLE/bin/bench_metastep --device cuda) side by
 # side with the PyTorch reference (tests/bench/reference/torch_metastep.py, loop and vmap
-# variants) in the same run: Omniglot 5-way 1-shot 15 queries B=32 r in {1,5} and Mini-ImageNet
-# 5-way 1-shot B=4 r=5 for FOMAML / MAML / UFOM q=0.1 (meta-iterations/s, peak device memory),
-# and exact-MAML peak memory for r = 1, 5, 10, 20, 50 (Omniglot, B=4; ours in recompute mode).
+# variants) in the same run: Conv-4 on Omniglot 5-way 1-shot 15 queries B=32 r in {1,5} and
+# Mini-ImageNet 5-way 1-shot B=4 r=5 for FOMAML / MAML / UFOM q=0.1 (meta-iterations/s, peak
+# device memory), and exact-MAML peak memory for r = 1, 5, 10, 20, 50 (Omniglot, B=4; ours in
+# recompute mode); then ResNet-12 (64,160,320,640) at Mini-ImageNet shape, 5-way 1-shot, B=4,
+# exact MAML, r = 1, 5, 10, 20 (ours in checkpoint:5 mode: at most 3 stored states), time and
+# peak memory. The ResNet-12 rows get the last RESNET_SHARE_S (110 s) of the budget: the Conv-4
+# rows run within the rest, so a slow Conv-4 row cannot crowd them out. A binary whose CUDA
+# backend does not run ResNet-12 gives failed rows naming its error, and the rest goes on.
 # Peak memory is measured the same way on both sides (peak_device_mib, memory_method: the
 # process's cudaMemGetInfo total - free, max over the timed iterations, less the reading right
 # after context creation).
@@ -50,7 +55,8 @@ trap 'rm -rf "$tmp"' EXIT
 start=$SECONDS
 export PYTHONUNBUFFERED=1
 
-left() { echo $((budget - (SECONDS - start))); }
+reserve=0  # seconds of the budget kept for later sections
+left() { echo $((budget - reserve - (SECONDS - start))); }
 row_timeout() {  # row_timeout CAP: min(CAP, budget left less the kill grace)
   local l=$(( $(left) - kill_s ))
   echo $(( l < $1 ? l : $1 ))
@@ -111,6 +117,9 @@ torch_rows() {
 
 omni=(--dataset omniglot --filters 64 --ways 5 --shots 1 --queries 15)
 mini=(--dataset miniimagenet --filters 32 --ways 5 --shots 1 --queries 15)
+resnet=(--model resnet12 --dataset miniimagenet --widths 64,160,320,640 --ways 5 --shots 1 --queries 15)
+resnet_share=$(( budget * 110 / 230 ))  # RESNET_SHARE_S, scaled with the budget
+reserve=$resnet_share
 
 # 1. Speed, Omniglot, B = 32, r in {1, 5}.
 for r in 1 5; do
@@ -131,6 +140,14 @@ for r in 1 5 10 20 50; do
   ours "${omni[@]}" --algo maml --r $r --B 4 --trajectory recompute --iters 2 --warmup 1
 done
 torch_rows 80 "${omni[@]}" --algo maml --r 1,5,10,20,50 --B 4 --variant loop,vmap --iters 2 --warmup 1
+
+# 4. ResNet-12, Mini-ImageNet shape, B = 4, exact MAML, r = 1, 5, 10, 20: time and peak memory.
+# Ours in checkpoint:5 (the stored states stay at most 3); PyTorch keeps every step's graph.
+reserve=0
+for r in 1 5 10 20; do
+  ours "${resnet[@]}" --algo maml --r $r --B 4 --trajectory checkpoint:5 --iters 2 --warmup 1
+done
+torch_rows 70 "${resnet[@]}" --algo maml --r 1,5,10,20 --B 4 --variant loop,vmap --iters 2 --warmup 1
 
 echo "benchmark: $((SECONDS - start)) s" | tee -a "$log" >&2
 
@@ -158,8 +175,14 @@ def mib(x):  # the comparable figure: the same field, measured the same way, on 
     return x.get("peak_device_mib") if x else None
 
 ours, torch = {}, {}
+res_ours, res_torch = {}, {}  # ResNet-12: by r, and by (r, variant)
 for x in ok:
-    if x["impl"] == "ours":
+    if x.get("model", "conv4") == "resnet12":
+        if x["impl"] == "ours":
+            res_ours[int(x["r"])] = x
+        elif x["impl"] == "pytorch":
+            res_torch[(int(x["r"]), x.get("variant", "loop"))] = x
+    elif x["impl"] == "ours":
         ours[(key(x), x.get("trajectory", "store"))] = x
     elif x["impl"] == "pytorch":
         torch[(key(x), x.get("variant", "loop"))] = x
@@ -212,6 +235,27 @@ for r in sorted({k[2] for (k, t) in ours if t == "recompute"} |
         fmt(om / best_m if om and best_m else None, "{:.2f}"),
         fmt(o["sec_per_iter"] if o else None), fmt(tl["sec_per_iter"] if tl else None),
         fmt(tv["sec_per_iter"] if tv else None)]) + " |")
+out += ["", "## ResNet-12 (64,160,320,640), Mini-ImageNet shape, exact MAML, B = 4", "",
+        "| r | ours s/iter | torch loop s/iter | torch vmap s/iter | ours / torch-best time "
+        "| ours MiB | torch loop MiB | torch vmap MiB | ours / torch-best memory |",
+        "|---|---|---|---|---|---|---|---|---|"]
+for r in sorted(set(res_ours) | {k[0] for k in res_torch}):
+    o = res_ours.get(r)
+    tl, tv = res_torch.get((r, "loop")), res_torch.get((r, "vmap"))
+    tt = [t for t in (tl, tv) if t]
+    best_t = min((t["sec_per_iter"] for t in tt), default=None)
+    best_m = min((mib(t) for t in tt if mib(t)), default=None)
+    om = mib(o)
+    out.append("| " + " | ".join([
+        str(r), fmt(o["sec_per_iter"] if o else None), fmt(tl["sec_per_iter"] if tl else None),
+        fmt(tv["sec_per_iter"] if tv else None),
+        fmt(o["sec_per_iter"] / best_t if o and best_t else None, "{:.2f}"),
+        fmt(om, "{:.0f}"), fmt(mib(tl), "{:.0f}"), fmt(mib(tv), "{:.0f}"),
+        fmt(om / best_m if om and best_m else None, "{:.2f}")]) + " |")
+if res_ours:
+    out.append("")
+    out.append("Ours in " + ", ".join(sorted({x.get("trajectory", "?") for x in res_ours.values()})) +
+               " mode; PyTorch keeps the autograd graph of every inner step.")
 if len(methods) > 1:
     out += ["", "Note: the rows name different memory methods: the MiB columns do not compare."]
 if bad:

@@ -18,7 +18,8 @@
 #include "core/exact_sum.h"
 #include "core/meta_step.h"
 #include "core/vec_ops_cuda.h"
-#include "models/conv4_cuda.h"
+#include "models/conv4.h"
+#include "models/net_cuda.h"
 #include "tests/support/episodes.h"
 
 namespace mt {
@@ -160,7 +161,7 @@ MetaStepSums<float> split_step(const std::vector<std::vector<int64_t>>& parts,
     o.max_tasks = static_cast<int>(part.size());
     o.max_examples = 5 * spec.ways;
     o.conv = conv;
-    auto model = make_conv4_cuda(spec, o);
+    auto model = make_net_cuda(*net, o);
     MetaStep<float> ms(*model, inner, {Algo::kUfom, 13, 2});
     sums.reset_exact(net->layout().total(), 6);
     ms.run(

@@ -77,14 +77,18 @@ const std::vector<Rule>& rules() {
   return r;
 }
 
-// Keys appended to keep every run to seconds: 2 steps (4 after a resume), few evaluation episodes.
+// Keys appended to keep every run to seconds: 2 steps (4 after a resume), few evaluation episodes,
+// one thread, and a narrow ResNet-12.
 std::string limits_for(const std::string& command) {
   if (command.find("bin/metaeval") != std::string::npos) return " eval.episodes=10 threads=1";
   if (command.find("bin/metatrain") == std::string::npos ||
       command.find("--help") != std::string::npos)
     return "";
   const bool resumed = command.find("resume=") != std::string::npos;
-  return std::string(resumed ? " steps=4" : " steps=2") + " eval.episodes=10 threads=1";
+  // ResNet-12 at its full widths is ~6 GB and tens of seconds per step at 84x84: a narrow one.
+  const bool resnet = command.find("model.name=resnet12") != std::string::npos;
+  return std::string(resumed ? " steps=4" : " steps=2") + " eval.episodes=10 threads=1" +
+         (resnet ? " model.widths=4,4,8,8" : "");
 }
 
 // The stand-ins: the small Omniglot subsets under the full set's names (the packer takes either),

@@ -12,7 +12,7 @@
 // formed in float and added in double, the divisions and sqrt are IEEE without fast math), so
 // they must match the twin bit for bit; and a second device run must reproduce every output bit
 // for bit (the tree is fixed). Routing passes (ReLU, max-pool, argmax, counts) involve no
-// arithmetic and must match bit for bit.
+// arithmetic, LeakyReLU and the sum one rounded operation each, so they must match bit for bit.
 #include "models/batched_kernels_cuda.h"
 
 #include <gtest/gtest.h>
@@ -222,37 +222,66 @@ TEST(BatchedKernelsCuda, BatchNormRealisticSizeMatchesHostTwin) {
   check_batch_norm(75, 2, 8, 28 * 28, 27);
 }
 
-TEST(BatchedKernelsCuda, ReluMatchesHostTwin) {
-  MT_REQUIRE_GPU();
+// ReLU (slope 0) and LeakyReLU (ResNet-12's 0.1): the same bits as the host twin.
+void check_relu(float slope, uint64_t seed) {
   const int64_t count = 5 * 4 * 8 * 9 * 9;
-  Rng rng(22, 0, 0, Stream::kTest);
+  Rng rng(seed, 0, 0, Stream::kTest);
   auto x = random_floats(count, rng, -1, 1);
   for (int64_t k = 0; k < count; k += 5) x[k] = 0.0f;
   const auto dy = random_floats(count, rng, -1, 1), R_x = random_floats(count, rng, -1, 1),
              R_dy = random_floats(count, rng, -1, 1);
   std::vector<float> y(count), dx(count), R_y(count), R_y0(count), R_dx(count);
-  relu_forward_host(count, x.data(), y.data());
-  relu_backward_host(count, x.data(), dy.data(), dx.data());
-  relu_r_forward_host(count, x.data(), R_x.data(), R_y.data());
-  relu_r_forward_host(count, x.data(), static_cast<const float*>(nullptr), R_y0.data());
-  relu_r_backward_host(count, x.data(), R_dy.data(), R_dx.data());
+  relu_forward_host(count, slope, x.data(), y.data());
+  relu_backward_host(count, slope, x.data(), dy.data(), dx.data());
+  relu_r_forward_host(count, slope, x.data(), R_x.data(), R_y.data());
+  relu_r_forward_host(count, slope, x.data(), static_cast<const float*>(nullptr), R_y0.data());
+  relu_r_backward_host(count, slope, x.data(), R_dy.data(), R_dx.data());
 
   auto d_x = to_device(x), d_dy = to_device(dy), d_R_x = to_device(R_x), d_R_dy = to_device(R_dy);
   auto d_y = poisoned_device<float>(count), d_dx = poisoned_device<float>(count),
        d_R_y = poisoned_device<float>(count), d_R_y0 = poisoned_device<float>(count),
        d_R_dx = poisoned_device<float>(count);
-  relu_forward_cuda(count, d_x.data(), d_y.data(), nullptr);
-  relu_backward_cuda(count, d_x.data(), d_dy.data(), d_dx.data(), nullptr);
-  relu_backward_cuda(count, d_x.data(), d_dy.data(), nullptr, nullptr);
-  relu_r_forward_cuda(count, d_x.data(), d_R_x.data(), d_R_y.data(), nullptr);
-  relu_r_forward_cuda(count, d_x.data(), nullptr, d_R_y0.data(), nullptr);
-  relu_r_backward_cuda(count, d_x.data(), d_R_dy.data(), d_R_dx.data(), nullptr);
-  relu_r_backward_cuda(count, d_x.data(), d_R_dy.data(), nullptr, nullptr);
+  relu_forward_cuda(count, slope, d_x.data(), d_y.data(), nullptr);
+  relu_backward_cuda(count, slope, d_x.data(), d_dy.data(), d_dx.data(), nullptr);
+  relu_backward_cuda(count, slope, d_x.data(), d_dy.data(), nullptr, nullptr);
+  relu_r_forward_cuda(count, slope, d_x.data(), d_R_x.data(), d_R_y.data(), nullptr);
+  relu_r_forward_cuda(count, slope, d_x.data(), nullptr, d_R_y0.data(), nullptr);
+  relu_r_backward_cuda(count, slope, d_x.data(), d_R_dy.data(), d_R_dx.data(), nullptr);
+  relu_r_backward_cuda(count, slope, d_x.data(), d_R_dy.data(), nullptr, nullptr);
   EXPECT_TRUE(close(to_host(d_y), y, 0, "y"));
   EXPECT_TRUE(close(to_host(d_dx), dx, 0, "dx"));
   EXPECT_TRUE(close(to_host(d_R_y), R_y, 0, "R_y"));
   EXPECT_TRUE(close(to_host(d_R_y0), R_y0, 0, "R_y with R_x = null"));
   EXPECT_TRUE(close(to_host(d_R_dx), R_dx, 0, "R_dx"));
+}
+
+TEST(BatchedKernelsCuda, ReluMatchesHostTwin) {
+  MT_REQUIRE_GPU();
+  check_relu(0.0f, 22);
+}
+TEST(BatchedKernelsCuda, LeakyReluMatchesHostTwin) {
+  MT_REQUIRE_GPU();
+  check_relu(0.1f, 28);
+}
+
+// A residual block's sum and the gradient fan-in: one rounding, so the same bits as the twin;
+// in place and with a null (zero) operand.
+TEST(BatchedKernelsCuda, AddMatchesHostTwin) {
+  MT_REQUIRE_GPU();
+  const int64_t count = 3 * 4 * 5 * 7 * 7;
+  Rng rng(29, 0, 0, Stream::kTest);
+  const auto a = random_floats(count, rng, -1, 1), b = random_floats(count, rng, -1, 1);
+  std::vector<float> y(count), y_a(count);
+  add_host(count, a.data(), b.data(), y.data());
+  add_host(count, a.data(), static_cast<const float*>(nullptr), y_a.data());
+  auto d_a = to_device(a), d_b = to_device(b), d_y = poisoned_device<float>(count),
+       d_y_a = poisoned_device<float>(count);
+  add_cuda(count, d_a.data(), d_b.data(), d_y.data(), nullptr);
+  add_cuda(count, d_a.data(), nullptr, d_y_a.data(), nullptr);
+  add_cuda(count, d_a.data(), d_b.data(), d_b.data(), nullptr);  // y aliases b
+  EXPECT_TRUE(close(to_host(d_y), y, 0, "a + b"));
+  EXPECT_TRUE(close(to_host(d_y_a), y_a, 0, "a + null"));
+  EXPECT_TRUE(close(to_host(d_b), y, 0, "a + b into b"));
 }
 
 TEST(BatchedKernelsCuda, MaxPoolMatchesHostTwin) {

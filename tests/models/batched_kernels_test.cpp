@@ -320,14 +320,14 @@ void check_relu(uint64_t seed) {
   const std::vector<T> R_dy = task_varied<T>(n, tasks, S, rng);
   std::vector<T> y = poisoned<T>(count), dx = poisoned<T>(count), R_y = poisoned<T>(count),
                  R_y0 = poisoned<T>(count), R_dx = poisoned<T>(count);
-  relu_forward_host(count, x.data(), y.data());
-  relu_backward_host(count, x.data(), dy.data(), dx.data());
-  relu_r_forward_host(count, x.data(), R_x.data(), R_y.data());
-  relu_r_forward_host(count, x.data(), static_cast<const T*>(nullptr), R_y0.data());
-  relu_r_backward_host(count, x.data(), R_dy.data(), R_dx.data());
+  relu_forward_host(count, T(0), x.data(), y.data());
+  relu_backward_host(count, T(0), x.data(), dy.data(), dx.data());
+  relu_r_forward_host(count, T(0), x.data(), R_x.data(), R_y.data());
+  relu_r_forward_host(count, T(0), x.data(), static_cast<const T*>(nullptr), R_y0.data());
+  relu_r_backward_host(count, T(0), x.data(), R_dy.data(), R_dx.data());
   // Null optional outputs are accepted and write nothing.
-  relu_backward_host(count, x.data(), dy.data(), static_cast<T*>(nullptr));
-  relu_r_backward_host(count, x.data(), R_dy.data(), static_cast<T*>(nullptr));
+  relu_backward_host(count, T(0), x.data(), dy.data(), static_cast<T*>(nullptr));
+  relu_r_backward_host(count, T(0), x.data(), R_dy.data(), static_cast<T*>(nullptr));
 
   Relu<T> layer({C, H, W});
   LayerContext<T> ctx;

@@ -1,8 +1,8 @@
-// The task-batched conv (both GPU forms: cuDNN grouped, im2col + our batch-invariant GEMM), the
-// batched linear head and the GEMM kernel itself on the GPU: against the host twin
-// (conv2d_batched_index.h), every pass; the two forms against each other; bit-identical
-// repeats; and a task's bits independent of its batch-mates (alone vs in batches of 1 … T).
-// Skips without a GPU.
+// The task-batched conv (3×3 and 1×1; both GPU forms: cuDNN grouped, im2col + our
+// batch-invariant GEMM), the batched linear head and the GEMM kernel itself on the GPU: against
+// the host twin (conv2d_batched_index.h), every pass; the two forms against each other;
+// bit-identical repeats; and a task's bits independent of its batch-mates (alone vs in batches
+// of 1 … T). Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -112,11 +112,13 @@ class CudaStream {
 
 struct ConvCase {
   int tasks, n, max_n, c, o, hw, stride;
+  int kernel = 3;  // 3 (padding 1) or 1 (padding 0: ResNet-12's shortcut)
 };
 
 std::string name_of(const ConvCase& c) {
   return "T" + std::to_string(c.tasks) + "_n" + std::to_string(c.n) + "_C" + std::to_string(c.c) +
-         "_O" + std::to_string(c.o) + "_H" + std::to_string(c.hw) + "_S" + std::to_string(c.stride);
+         "_O" + std::to_string(c.o) + "_H" + std::to_string(c.hw) + "_S" +
+         std::to_string(c.stride) + (c.kernel == 3 ? "" : "_K" + std::to_string(c.kernel));
 }
 
 void PrintTo(const ConvCase& c, std::ostream* os) { *os << name_of(c); }
@@ -173,7 +175,8 @@ struct BoundConv {
   DeviceBuffer<float> col, gy, R_gy;
   DeviceBuffer<char> cudnn_ws;
   BoundConv(const ConvCase& cc, ConvForm form)
-      : conv(Shape{cc.c, cc.hw, cc.hw}, cc.o, cc.stride, cc.tasks, cc.max_n, form, cudnn.get()) {
+      : conv(Shape{cc.c, cc.hw, cc.hw}, cc.o, cc.stride, cc.tasks, cc.max_n, form, cudnn.get(),
+             cc.kernel) {
     const ConvWorkspaceNeed need = conv.need();
     col = DeviceBuffer<float>(need.col);
     gy = DeviceBuffer<float>(need.gy);
@@ -253,7 +256,7 @@ TEST_P(BatchedConvCuda, BothFormsMatchTheHostTwinAgreeAndRepeatBitwise) {
   select_gpu(0);
   const ConvCase cc = GetParam();
   const BatchedConvGeom g =
-      make_batched_conv_geom(Shape{cc.c, cc.hw, cc.hw}, cc.o, cc.stride, cc.tasks);
+      make_batched_conv_geom(Shape{cc.c, cc.hw, cc.hw}, cc.o, cc.stride, cc.tasks, cc.kernel);
   const int n = cc.n;
   const FVec x = random_vec(g.in_size(n), 1), R_x = random_vec(g.in_size(n), 2);
   const FVec W = random_vec(g.weight_size(), 3), R_W = random_vec(g.weight_size(), 4);
@@ -293,7 +296,7 @@ TEST_P(BatchedConvCuda, BothFormsMatchTheHostTwinAgreeAndRepeatBitwise) {
 // T = 1 … max tasks, and in the full batch: what dist.reduce=exact's promise rests on.
 void expect_batch_invariant(const ConvCase& cc, ConvForm form) {
   const BatchedConvGeom g =
-      make_batched_conv_geom(Shape{cc.c, cc.hw, cc.hw}, cc.o, cc.stride, cc.tasks);
+      make_batched_conv_geom(Shape{cc.c, cc.hw, cc.hw}, cc.o, cc.stride, cc.tasks, cc.kernel);
   const int n = cc.n, Tmax = cc.tasks;
   const Layout in{n, g.in_c * g.in_plane()}, out{n, g.out_c * g.out_plane()},
       weight{1, g.out_c * g.col_rows()};
@@ -350,7 +353,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{3, 3, 4, 2, 4, 6, 1}, ConvCase{3, 3, 4, 2, 4, 6, 2},
                       ConvCase{3, 3, 3, 3, 4, 6, 1}, ConvCase{3, 3, 3, 3, 4, 6, 2},
                       ConvCase{4, 6, 8, 16, 16, 14, 1}, ConvCase{4, 6, 6, 16, 16, 14, 2},
-                      ConvCase{6, 5, 5, 64, 64, 14, 1}),
+                      ConvCase{6, 5, 5, 64, 64, 14, 1}, ConvCase{3, 3, 5, 2, 4, 7, 1, 1},
+                      ConvCase{3, 3, 4, 3, 4, 6, 2, 1}, ConvCase{4, 6, 6, 16, 16, 14, 1, 1}),
     [](const ::testing::TestParamInfo<ConvCase>& info) { return name_of(info.param); });
 
 TEST(BatchedConvCuda, TuneKeepsTheFasterFormAndStaysCorrect) {
@@ -358,7 +362,7 @@ TEST(BatchedConvCuda, TuneKeepsTheFasterFormAndStaysCorrect) {
   select_gpu(0);
   const ConvCase cc{4, 6, 6, 16, 16, 14, 1};
   const BatchedConvGeom g =
-      make_batched_conv_geom(Shape{cc.c, cc.hw, cc.hw}, cc.o, cc.stride, cc.tasks);
+      make_batched_conv_geom(Shape{cc.c, cc.hw, cc.hw}, cc.o, cc.stride, cc.tasks, cc.kernel);
   const int n = cc.n;
   const FVec x = random_vec(g.in_size(n), 7), R_x = random_vec(g.in_size(n), 8);
   const FVec W = random_vec(g.weight_size(), 9), R_W = random_vec(g.weight_size(), 10);

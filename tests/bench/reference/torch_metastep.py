@@ -4,8 +4,11 @@
 One meta-iteration = B tasks of N-way K-shot episodes (random images of the right shape; speed
 only), each adapted by r inner steps phi <- phi - alpha * grad L_S(phi) of a Conv-4
 (4 x [conv 3x3 pad 1 no bias, batch norm with batch statistics (affine, no running stats, eps
-1e-5), ReLU, 2x2 max-pool], linear head; as models/conv4.cpp), then the outer gradient of the
-query loss: FOMAML (inner gradients detached), exact MAML (differentiating through the inner
+1e-5), ReLU, 2x2 max-pool], linear head; as models/conv4.cpp) or a ResNet-12 (--model resnet12,
+--widths: 4 residual blocks of 3 x [conv 3x3 pad 1 no bias, batch norm with batch statistics,
+LeakyReLU(0.1)], the third's activation after the sum with a 1x1 conv + batch norm shortcut,
+2x2 max-pool; global average pool; linear head; as models/resnet12.cpp), then the outer
+gradient of the query loss: FOMAML (inner gradients detached), exact MAML (differentiating through the inner
 loop: torch.func's nested transforms, the functional form of create_graph=True), or UFOM
 (exact path on a Bernoulli(q) subset, g = g_F + (xi/q)(g_E - g_F)); task average, one Adam step.
 Written with torch.func.functional_call + torch.func.grad / vjp, in two variants: a Python loop
@@ -28,7 +31,9 @@ one JSON line per row.
 vmap, MAML == finite differences of the meta-loss) and exits non-zero on a failure.
   usage: torch_metastep.py --device cuda --dataset omniglot --algo fomaml,maml,ufom --r 1,5 \
              --B 32 --variant loop,vmap --iters 5 --warmup 2
-         torch_metastep.py --device cpu --selftest
+         torch_metastep.py --device cpu --model resnet12 --dataset miniimagenet --algo maml \
+             --B 1 --variant loop --iters 3 --warmup 1
+         torch_metastep.py --device cpu --selftest [--model resnet12]
 """
 
 import argparse
@@ -71,7 +76,10 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     ap.add_argument("--dataset", choices=tuple(DATASETS), default="omniglot")
+    ap.add_argument("--model", choices=("conv4", "resnet12"), default="conv4")
     ap.add_argument("--filters", type=int, default=0, help="override the dataset's filter count")
+    ap.add_argument("--widths", type=csv_list(int), default=[64, 160, 320, 640],
+                    help="ResNet-12's four widths")
     ap.add_argument("--algo", type=csv_list(str), default=["maml"], help="fomaml,maml,ufom (list)")
     ap.add_argument("--q", type=float, default=0.1, help="UFOM probability of the exact path")
     ap.add_argument("--r", type=csv_list(int), default=[1], help="inner steps (list)")
@@ -106,6 +114,8 @@ def parse_args(argv=None):
         ap.error("--q must be in (0, 1] for ufom")
     if min(args.r) < 1 or min(args.B) < 1 or args.iters < 1 or args.warmup < 0:
         ap.error("--r, --B and --iters must be >= 1, --warmup >= 0")
+    if len(args.widths) != 4 or min(args.widths) < 1:
+        ap.error("--widths: four positive widths, e.g. 64,160,320,640")
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: torch sees no usable GPU (torch.cuda.is_available() is False)")
     return args
@@ -124,18 +134,78 @@ class Block(nn.Module):
         self.manual_bn = False
 
     def forward(self, x):
-        x = self.conv(x)
-        if self.manual_bn:
-            # The same batch norm from elementary ops: PyTorch's fused batch norm has no
-            # second derivative under vmap ("accessing `data` under vmap transform").
-            mu = x.mean(dim=(0, 2, 3), keepdim=True)
-            var = (x - mu).square().mean(dim=(0, 2, 3), keepdim=True)
-            x = (x - mu) * torch.rsqrt(var + BN_EPS)
-            x = x * self.bn.weight[None, :, None, None] + self.bn.bias[None, :, None, None]
-        else:
-            x = self.bn(x)
+        x = batch_norm(self.bn, self.conv(x), self.manual_bn)
         # Floor semantics of the 2x2 max-pool, as ours: an odd last row / column is dropped.
         return F.max_pool2d(F.relu(x), 2)
+
+
+def batch_norm(bn, x, manual):
+    """Batch norm with the batch's statistics: nn.BatchNorm2d (track_running_stats=False), or
+    the same from elementary ops: PyTorch's fused batch norm has no second derivative under
+    vmap ("accessing `data` under vmap transform")."""
+    if not manual:
+        return bn(x)
+    mu = x.mean(dim=(0, 2, 3), keepdim=True)
+    var = (x - mu).square().mean(dim=(0, 2, 3), keepdim=True)
+    x = (x - mu) * torch.rsqrt(var + BN_EPS)
+    return x * bn.weight[None, :, None, None] + bn.bias[None, :, None, None]
+
+
+def bn2d(channels):
+    return nn.BatchNorm2d(channels, eps=BN_EPS, affine=True, track_running_stats=False)
+
+
+LEAKY_SLOPE = 0.1  # kLeakySlope in models/relu.h
+
+
+class ResBlock(nn.Module):
+    """One block of ResNet-12 (models/resnet12.cpp make_resnet12_block): three conv 3x3 - BN
+    (- LeakyReLU for the first two), a 1x1 conv + BN shortcut, the sum, LeakyReLU, then the
+    2x2 max-pool (a separate layer in ours)."""
+
+    def __init__(self, cin, width):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 3, padding=1, bias=False)
+        self.bn1 = bn2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = bn2d(width)
+        self.conv3 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn3 = bn2d(width)
+        self.shortcut_conv = nn.Conv2d(cin, width, 1, bias=False)
+        self.shortcut_bn = bn2d(width)
+        self.manual_bn = False
+
+    def forward(self, x):
+        m = self.manual_bn
+        y = F.leaky_relu(batch_norm(self.bn1, self.conv1(x), m), LEAKY_SLOPE)
+        y = F.leaky_relu(batch_norm(self.bn2, self.conv2(y), m), LEAKY_SLOPE)
+        y = batch_norm(self.bn3, self.conv3(y), m)
+        y = y + batch_norm(self.shortcut_bn, self.shortcut_conv(x), m)
+        return F.max_pool2d(F.leaky_relu(y, LEAKY_SLOPE), 2)
+
+
+class ResNet12(nn.Module):
+    def __init__(self, channels, widths, ways, size):
+        super().__init__()
+        cin = channels
+        for i, w in enumerate(widths):
+            setattr(self, f"block{i + 1}", ResBlock(cin, w))
+            cin = w
+        if size >> 4 < 1:
+            raise ValueError(f"ResNet-12 needs at least 16x16 inputs, got {size}")
+        self.head = nn.Linear(cin, ways)
+
+    def blocks(self):
+        return (self.block1, self.block2, self.block3, self.block4)
+
+    def set_manual_bn(self, manual):
+        for b in self.blocks():
+            b.manual_bn = manual
+
+    def forward(self, x):
+        for b in self.blocks():
+            x = b(x)
+        return self.head(x.mean(dim=(2, 3)))  # global average pool
 
 
 class Conv4(nn.Module):
@@ -159,17 +229,25 @@ class Conv4(nn.Module):
         return self.head(x.flatten(1))
 
 
+def make_model(args, channels, size):
+    if args.model == "resnet12":
+        return ResNet12(channels, args.widths, args.ways, size)
+    return Conv4(channels, args.filters, args.ways, size)
+
+
 def init_params(model, gen):
-    """Our initialisation (models/*.h): He normal convs, BN gamma 1 / beta 0, Glorot-uniform
-    head weight, zero head bias. Returns {name: tensor} (no autograd state)."""
+    """Our initialisation (models/*.h): He normal convs (fan-in = in channels x k x k), BN gamma 1
+    / beta 0, Glorot-uniform head weight, zero head bias. Returns {name: tensor} (no autograd
+    state)."""
     out = {}
     for name, p in model.named_parameters():
-        if name.endswith("conv.weight"):
-            fan_in = p.shape[1] * 9
+        leaf = name.rsplit(".", 1)[0].rsplit(".", 1)[-1]  # the module's attribute name
+        if p.dim() == 4:
+            fan_in = p.shape[1] * p.shape[2] * p.shape[3]
             v = torch.randn(p.shape, generator=gen) * math.sqrt(2.0 / fan_in)
-        elif name.endswith("bn.weight"):
+        elif "bn" in leaf and name.endswith(".weight"):
             v = torch.ones(p.shape)
-        elif name.endswith("bn.bias") or name == "head.bias":
+        elif ("bn" in leaf and name.endswith(".bias")) or name == "head.bias":
             v = torch.zeros(p.shape)
         elif name == "head.weight":
             lim = math.sqrt(6.0 / (p.shape[0] + p.shape[1]))
@@ -466,11 +544,19 @@ def selftest(args, device):
     torch.manual_seed(args.seed)
     size, channels, _ = DATASETS[args.dataset]
     filters = args.filters or 8
+    if args.model == "resnet12":
+        # Small, and a step size and seed (0) where no LeakyReLU sign or max-pool argmax flips
+        # within the finite-difference step (a flip shows as an O(1e-3) or worse error; seed 1
+        # hits one), as tests/models/resnet12_test.cpp chooses its seeds.
+        args.widths = [2, 3, 4, 5]
+        size = min(size, 16)
+        args.inner_lr = min(args.inner_lr, 0.1)
+    args.filters = filters
     r, B = 2, 3
     dtype = torch.float64
     ns = argparse.Namespace(size=size, channels=channels, ways=args.ways, shots=args.shots,
                             queries=min(args.queries, 3))
-    model = Conv4(channels, filters, args.ways, size).to(device=device, dtype=dtype)
+    model = make_model(args, channels, size).to(device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(args.seed)
     theta = {k: v.to(device=device, dtype=dtype) for k, v in init_params(model, gen).items()}
     batch = random_batch(ns, B, torch.Generator().manual_seed(7), device, dtype)
@@ -527,7 +613,8 @@ def selftest(args, device):
     check("MAML directional derivative == central difference (rel < 1e-5)",
           abs(an - fd) <= 1e-5 * max(abs(fd), 1e-12), {"analytic": an, "fd": fd, "fomaml": an_fo})
     out = {"selftest": "pass" if ok else "FAIL", "device": device.type, "dtype": "float64",
-           "r": r, "B": B, "filters": filters, "dataset": args.dataset, "checks": results}
+           "r": r, "B": B, "model": args.model, "filters": filters,
+           "widths": ",".join(map(str, args.widths)), "dataset": args.dataset, "checks": results}
     out.update(versions(device))
     print(json.dumps(out, indent=1))
     return 0 if ok else 1
@@ -552,9 +639,12 @@ def main():
         # The baseline of peak_device_mib: the context alone, before anything is allocated.
         device = torch.device("cuda", torch.cuda.current_device())
         args.device_baseline = device_used(device)
-    model = Conv4(args.channels, args.filters, args.ways, args.size).to(device)
+    model = make_model(args, args.channels, args.size).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    common = {"device": device.type, "dataset": args.dataset, "ways": args.ways,
+    # "widths" as bench_metastep prints it: Conv-4's filter count, or ResNet-12's four widths.
+    widths = str(args.filters) if args.model == "conv4" else ",".join(map(str, args.widths))
+    common = {"device": device.type, "dataset": args.dataset, "model": args.model,
+              "widths": widths, "ways": args.ways,
               "shots": args.shots, "queries": args.queries, "filters": args.filters,
               "size": args.size, "channels": args.channels, "inner_lr": args.inner_lr,
               "iters": args.iters, "warmup": args.warmup, "params": n_params,

@@ -1,13 +1,14 @@
-// The CUDA backend of the task-batched model for Conv-4 (DESIGN §5.1): all tasks of a call in
-// a handful of launches (grouped or GEMM convolutions, batched element-wise kernels, a strided-
-// batched linear head), float32, on the GPU current at construction. CPU code may include this
-// header; a build without CUDA links the stub that refuses (conv4_nocuda.cpp).
+// The CUDA backend of the task-batched model (DESIGN §5.1), for any model the batched plan takes
+// (models/batched_net.h: Conv-4, ResNet-12, ...): all tasks of a call in a handful of launches
+// (grouped or GEMM convolutions, batched element-wise kernels, a strided-batched linear head),
+// float32, on the GPU current at construction. CPU code may include this header; a build
+// without CUDA links the stub that refuses (net_nocuda.cpp).
 #pragma once
 
 #include <memory>
 
 #include "core/batched_model.h"
-#include "models/conv4.h"
+#include "models/sequential.h"
 
 namespace mt {
 
@@ -29,11 +30,13 @@ struct CudaBackendOptions {
   const DeviceRowSource* resident = nullptr;
 };
 
-// Throws UsageError (exit 2) naming `device` in a build without CUDA or without a usable GPU,
-// or for conv = kCudnn when cuDNN is unusable (naming the cause), and Error (exit 1) with the
-// bytes asked for when device memory does not suffice. Everything the backend runs on is built
-// here, once, for up to max_tasks tasks: calls of any T <= max_tasks create nothing new.
-std::unique_ptr<BatchedModel<float>> make_conv4_cuda(const Conv4Spec& spec,
-                                                     const CudaBackendOptions& options);
+// The backend of `net` (which must outlive it: its layout and plan are read from it). Throws
+// UsageError (exit 2) naming `device` in a build without CUDA or without a usable GPU, or for
+// conv = kCudnn when cuDNN is unusable (naming the cause); Error naming the layer when the net
+// has one the batched plan lacks, and Error (exit 1) with the bytes asked for when device memory
+// does not suffice. Everything the backend runs on is built here, once, for up to max_tasks
+// tasks: calls of any T <= max_tasks create nothing new.
+std::unique_ptr<BatchedModel<float>> make_net_cuda(const Sequential<float>& net,
+                                                   const CudaBackendOptions& options);
 
 }  // namespace mt

@@ -1,22 +1,25 @@
-// The CUDA backend (models/conv4_cuda.h) against the CPU backend on the same episodes and θ:
-// every pass of both Conv-4 variants, whole meta-steps (FOMAML, MAML r = 5 in each trajectory
-// mode, UFOM q = 0.3), a batch against its tasks one at a time, graphs against eager launches,
+// The CUDA backend (models/net_cuda.h) against the CPU backend on the same episodes and θ:
+// every pass of both Conv-4 variants and of a small ResNet-12 (residual sums, fan-out, 1×1
+// convs, LeakyReLU), whole meta-steps (FOMAML, MAML r = 5 in each trajectory mode, UFOM q = 0.3;
+// ResNet-12 MAML r = 2), a batch against its tasks one at a time, graphs against eager launches,
 // the same step twice, every task's bits independent of its batch-mates on one backend built
 // once (no device memory taken after construction), and a capture that fails degrading to eager.
 // Needs a GPU: skips with the reason otherwise (label gpu).
-#include "models/conv4_cuda.h"
+#include "models/net_cuda.h"
 
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "core/batched_model_cpu.h"
 #include "core/cuda_graph.h"
 #include "core/device.h"
 #include "core/meta_step.h"
 #include "models/conv4.h"
+#include "models/resnet12.h"
 #include "tests/support/episodes.h"
 
 namespace mt {
@@ -39,14 +42,17 @@ double rel_max_err(const std::vector<float>& got, const std::vector<float>& want
   return scale > 0 ? worst / scale : INFINITY;
 }
 
+// A net (Conv-4 or ResNet-12), θ and `tasks` episodes of 1 support and 5 query examples a class.
 struct Fixture {
-  Conv4Spec spec;
   std::unique_ptr<Sequential<float>> net;
+  int ways;
   std::vector<Episode<float>> eps;
   std::vector<float> theta;
-  Fixture(Conv4Spec s, int tasks) : spec(s), net(make_conv4<float>(s)) {
+  Fixture(const Conv4Spec& s, int tasks) : Fixture(make_conv4<float>(s), s.ways, tasks) {}
+  Fixture(const ResNet12Spec& s, int tasks) : Fixture(make_resnet12<float>(s), s.ways, tasks) {}
+  Fixture(std::unique_ptr<Sequential<float>> n, int w, int tasks) : net(std::move(n)), ways(w) {
     for (int t = 0; t < tasks; ++t)
-      eps.push_back(testing::noise_episode<float>(s.input, s.ways, 1, 5, 70 + t));
+      eps.push_back(testing::noise_episode<float>(net->input_shape(), ways, 1, 5, 70 + t));
     theta.resize(net->layout().total());
     net->init(theta.data(), 2);
   }
@@ -55,15 +61,17 @@ struct Fixture {
       CudaBackendOptions::Conv conv = CudaBackendOptions::Conv::kAuto) const {
     CudaBackendOptions o;
     o.max_tasks = tasks;
-    o.max_examples = 5 * spec.ways;
+    o.max_examples = 5 * ways;
     o.graphs = graphs;
     o.conv = conv;
-    return make_conv4_cuda(spec, o);
+    return make_net_cuda(*net, o);
   }
 };
 
 const Conv4Spec kOmniglot{{1, 28, 28}, 32, 5, Conv4Pool::kMax};
 const Conv4Spec kStride{{1, 28, 28}, 16, 5, Conv4Pool::kStride};
+// The smallest input four 2×2 pools take, small widths: every block kind at a few seconds' cost.
+const ResNet12Spec kResNet{{3, 16, 16}, {8, 12, 16, 20}, 5, Activation::kLeakyRelu};
 
 // Batched buffers on the host ⇄ the backend.
 std::vector<float> to_host(const BatchedModel<float>& m, const Buffer<float>& b) {
@@ -72,7 +80,8 @@ std::vector<float> to_host(const BatchedModel<float>& m, const Buffer<float>& b)
   return h;
 }
 
-void expect_passes_match(const Conv4Spec& spec) {
+template <typename Spec>
+void expect_passes_match(const Spec& spec) {
   const int T = 3;
   Fixture s(spec, T);
   auto gpu = s.cuda(T);
@@ -105,13 +114,17 @@ void expect_passes_match(const Conv4Spec& spec) {
   }
 }
 
-TEST(Conv4Cuda, PassesMatchTheCpuMaxPool) {
+TEST(NetCuda, PassesMatchTheCpuMaxPool) {
   MT_NEED_GPU();
   expect_passes_match(kOmniglot);
 }
-TEST(Conv4Cuda, PassesMatchTheCpuStride) {
+TEST(NetCuda, PassesMatchTheCpuStride) {
   MT_NEED_GPU();
   expect_passes_match(kStride);
+}
+TEST(NetCuda, PassesMatchTheCpuResNet12) {
+  MT_NEED_GPU();
+  expect_passes_match(kResNet);
 }
 
 MetaStepSums<float> step(BatchedModel<float>& m, const Fixture& s, const InnerLoop& inner,
@@ -124,9 +137,10 @@ MetaStepSums<float> step(BatchedModel<float>& m, const Fixture& s, const InnerLo
   return sums;
 }
 
-void expect_step_matches(Algo algo, double q, TrajectoryMode mode, int r) {
+template <typename Spec>
+void expect_step_matches(const Spec& spec, Algo algo, double q, TrajectoryMode mode, int r) {
   const int T = 4;
-  Fixture s(kOmniglot, T);
+  Fixture s(spec, T);
   InnerLoop inner;
   inner.steps = r;
   inner.lr = 0.4;
@@ -144,25 +158,29 @@ void expect_step_matches(Algo algo, double q, TrajectoryMode mode, int r) {
   EXPECT_EQ(b.grad, c.grad);
 }
 
-TEST(Conv4Cuda, FomamlStepMatchesTheCpu) {
+TEST(NetCuda, FomamlStepMatchesTheCpu) {
   MT_NEED_GPU();
-  expect_step_matches(Algo::kFomaml, 0, {TrajectoryMode::kStore, 1}, 5);
+  expect_step_matches(kOmniglot, Algo::kFomaml, 0, {TrajectoryMode::kStore, 1}, 5);
 }
-TEST(Conv4Cuda, MamlStepMatchesTheCpuInEveryTrajectoryMode) {
+TEST(NetCuda, MamlStepMatchesTheCpuInEveryTrajectoryMode) {
   MT_NEED_GPU();
   for (TrajectoryMode m :
        {TrajectoryMode{TrajectoryMode::kStore, 1}, TrajectoryMode{TrajectoryMode::kRecompute, 1},
         TrajectoryMode{TrajectoryMode::kCheckpoint, 2}})
-    expect_step_matches(Algo::kMaml, 1, m, 5);
+    expect_step_matches(kOmniglot, Algo::kMaml, 1, m, 5);
 }
-TEST(Conv4Cuda, UfomStepMatchesTheCpu) {
+TEST(NetCuda, UfomStepMatchesTheCpu) {
   MT_NEED_GPU();
-  expect_step_matches(Algo::kUfom, 0.3, {TrajectoryMode::kStore, 1}, 5);
+  expect_step_matches(kOmniglot, Algo::kUfom, 0.3, {TrajectoryMode::kStore, 1}, 5);
+}
+TEST(NetCuda, MamlStepMatchesTheCpuResNet12) {
+  MT_NEED_GPU();
+  expect_step_matches(kResNet, Algo::kMaml, 1, {TrajectoryMode::kRecompute, 1}, 2);
 }
 
 // With a fixed convolution form, graphs and eager launches give the same bits; a batch of 4
 // tasks agrees with 4 batches of one; the two forms agree to float32 tolerance.
-TEST(Conv4Cuda, GraphsEqualEagerAndBatchedEqualsOneByOne) {
+TEST(NetCuda, GraphsEqualEagerAndBatchedEqualsOneByOne) {
   MT_NEED_GPU();
   const int T = 4;
   Fixture s(kOmniglot, T);
@@ -195,7 +213,7 @@ size_t device_free() {
 // One backend built for 4 tasks (GEMM form, eager so that no graph memory is counted): every
 // task's loss, gradient and Hv are the same bits alone, among the first T = 1 … 4, and in a
 // reordered batch; and calls of any T take no device memory after construction.
-TEST(Conv4Cuda, EveryTaskHasTheSameBitsInEveryBatchAndNoCallAllocates) {
+TEST(NetCuda, EveryTaskHasTheSameBitsInEveryBatchAndNoCallAllocates) {
   MT_NEED_GPU();
   const int T = 4;
   Fixture s(kOmniglot, T);
@@ -302,13 +320,14 @@ TEST(GraphRunner, AFailedCaptureRunsThePassEagerlyFromThenOn) {
   cudaStreamDestroy(stream);
 }
 
-TEST(Conv4Cuda, TooLargeABatchIsAnErrorWithTheBytesAndAHint) {
+TEST(NetCuda, TooLargeABatchIsAnErrorWithTheBytesAndAHint) {
   MT_NEED_GPU();
   CudaBackendOptions o;
   o.max_tasks = 1 << 16;
   o.max_examples = 1 << 10;
+  const auto net = make_conv4<float>(kOmniglot);
   try {
-    make_conv4_cuda(kOmniglot, o);
+    make_net_cuda(*net, o);
     ADD_FAILURE() << "a pool of petabytes was granted";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ExitCode::kRuntime);

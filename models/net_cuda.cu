@@ -1,8 +1,8 @@
-// The CUDA backend of the task-batched model (models/conv4_cuda.h): the batched layer sequence
-// (models/batched_net.h) over a CUDA executor (GEMM-form or cuDNN convolutions, the batched
-// head, the element-wise kernels), all on one stream. One plan: every layer is built once, at
-// construction, for up to max_tasks tasks, and each call names its T. Memory: one pool sized at
-// construction holds every activation, scratch buffer and workspace; each task batch owns
+// The CUDA backend of the task-batched model (models/net_cuda.h): the batched plan of any
+// Sequential (models/batched_net.h) over a CUDA executor (GEMM-form or cuDNN convolutions, the
+// batched head, the element-wise kernels, sums), all on one stream. One plan: every node is built
+// once, at construction, for up to max_tasks tasks, and each call names its T. Memory: one pool
+// sized at construction holds every activation, scratch buffer and workspace; each task batch owns
 // device arrays and pinned staging for its examples. Passes without host results are captured
 // as CUDA Graphs after one eager warm-up per distinct call and replayed after that
 // (cuda.graphs=false, or a capture that fails: eager).
@@ -22,8 +22,8 @@
 #include "models/batched_kernels_cuda.h"
 #include "models/batched_net.h"
 #include "models/conv2d_batched.h"
-#include "models/conv4_cuda.h"
 #include "models/linear_batched.h"
+#include "models/net_cuda.h"
 
 namespace mt {
 
@@ -32,7 +32,7 @@ namespace {
 // Destructors report a failing release instead of throwing.
 void log_failure(const char* call, cudaError_t e) {
   if (e != cudaSuccess)
-    std::fprintf(stderr, "mt::Conv4Cuda: %s failed: %s (%s)\n", call, cudaGetErrorName(e),
+    std::fprintf(stderr, "mt::NetCuda: %s failed: %s (%s)\n", call, cudaGetErrorName(e),
                  cudaGetErrorString(e));
 }
 
@@ -47,7 +47,7 @@ class CudaNetExec {
       const NetLayer& L = plan[l];
       if (L.kind == NetLayer::kConv) {
         conv_[l] = std::make_unique<BatchedConv2dCuda>(L.in, L.out.c, L.stride, max_tasks, max_n,
-                                                       form, cudnn);
+                                                       form, cudnn, L.kernel);
         const ConvWorkspaceNeed n = conv_[l]->need();
         need_.col = std::max(need_.col, n.col);
         need_.gy = std::max(need_.gy, n.gy);
@@ -75,7 +75,7 @@ class CudaNetExec {
     std::string s;
     for (size_t l = 0; l < conv_.size(); ++l)
       if (conv_[l])
-        s += detail::concat(s.empty() ? "" : "; ", "layer ", l, ": ", conv_[l]->describe());
+        s += detail::concat(s.empty() ? "" : "; ", "node ", l, ": ", conv_[l]->describe());
     return s;
   }
 
@@ -126,6 +126,7 @@ class CudaNetExec {
   MT_FORWARD_TO_CUDA(relu_backward)
   MT_FORWARD_TO_CUDA(relu_r_forward)
   MT_FORWARD_TO_CUDA(relu_r_backward)
+  MT_FORWARD_TO_CUDA(add)
   MT_FORWARD_TO_CUDA(max_pool_forward)
   MT_FORWARD_TO_CUDA(max_pool_backward)
   MT_FORWARD_TO_CUDA(max_pool_r_forward)
@@ -273,18 +274,18 @@ CudaTaskBatch& cuda_batch(const TaskBatch& b) {
 // with another count (UFOM's exact sub-batch changes size every step).
 using CallKey = std::tuple<int, uint64_t, int, const void*, const void*, const void*, int, int>;
 
-class Conv4Cuda final : public BatchedModel<float> {
+class NetCuda final : public BatchedModel<float> {
  public:
-  Conv4Cuda(const Conv4Spec& spec, const CudaBackendOptions& o);
-  ~Conv4Cuda() override;
+  NetCuda(const Sequential<float>& net, const CudaBackendOptions& o);
+  ~NetCuda() override;
 
-  const ParamLayout& layout() const override { return net_->layout(); }
+  const ParamLayout& layout() const override { return net_.layout(); }
   const VecOps<float>& ops() const override { return *ops_; }
   int max_tasks() const override { return o_.max_tasks; }
   std::string describe() const override;
 
   std::unique_ptr<TaskBatch> make_batch() const override {
-    return std::make_unique<CudaTaskBatch>(o_.max_tasks, o_.max_examples, spec_.input.size(),
+    return std::make_unique<CudaTaskBatch>(o_.max_tasks, o_.max_examples, net_.input_shape().size(),
                                            ++serial_, o_.resident);
   }
   void load(const std::vector<const Episode<float>*>& episodes, TaskBatch& b) override {
@@ -305,9 +306,8 @@ class Conv4Cuda final : public BatchedModel<float> {
   void launch(const CallKey& key, const std::function<void()>& enqueue, const char* pass);
   void copy_stats(int tasks, int n, LossStats* stats);
 
-  Conv4Spec spec_;
+  const Sequential<float>& net_;  // the layout and the plan
   CudaBackendOptions o_;
-  std::unique_ptr<Sequential<float>> net_;  // the layout and the plan
   std::vector<NetLayer> plan_;
   OwnedStream stream_;
   std::shared_ptr<cudnnContext> cudnn_;  // null unless a conv may use the cuDNN form
@@ -349,8 +349,8 @@ std::shared_ptr<cudnnContext> cudnn_for(const CudaBackendOptions& o, std::string
   }
 }
 
-Conv4Cuda::Conv4Cuda(const Conv4Spec& spec, const CudaBackendOptions& o)
-    : spec_(spec), o_(o), net_(make_conv4<float>(spec)), plan_(batched_plan(*net_)) {
+NetCuda::NetCuda(const Sequential<float>& net, const CudaBackendOptions& o)
+    : net_(net), o_(o), plan_(batched_plan(net)) {
   MT_CHECK(o.max_tasks >= 1 && o.max_examples >= 1, "CUDA backend of ", o.max_tasks, " tasks, ",
            o.max_examples, " examples");
   cudnn_ = cudnn_for(o, &cudnn_note_);
@@ -360,8 +360,8 @@ Conv4Cuda::Conv4Cuda(const Conv4Spec& spec, const CudaBackendOptions& o)
                                         stream_.get());
 
   // Everything the passes touch, in one pool: net buffers, hvp's gradient, conv workspaces.
-  const NetSizes sizes = net_sizes(plan_, o.max_tasks, o.max_examples, spec.ways);
-  const int64_t grad_elems = static_cast<int64_t>(o.max_tasks) * net_->layout().total();
+  const NetSizes sizes = net_sizes(plan_, o.max_tasks, o.max_examples, net.classes());
+  const int64_t grad_elems = static_cast<int64_t>(o.max_tasks) * net.layout().total();
   const ConvWorkspaceNeed& ws = exec_->need();
   PoolArithmetic plan(std::numeric_limits<size_t>::max());
   auto count = [&](int64_t n, size_t elem) {
@@ -387,21 +387,21 @@ Conv4Cuda::Conv4Cuda(const Conv4Spec& spec, const CudaBackendOptions& o)
   exec_->bind(gemm_ws, ws.cudnn_bytes ? pool_->allocate(ws.cudnn_bytes) : nullptr);
   if (o.tune) exec_->tune(o.max_examples);  // before any capture: it synchronises
 
-  batched_ = std::make_unique<BatchedNet<float, CudaNetExec>>(plan_, net_->layout(), o.max_tasks,
-                                                              spec.ways, *exec_, buffers_);
+  batched_ = std::make_unique<BatchedNet<float, CudaNetExec>>(plan_, net.layout(), o.max_tasks,
+                                                              net.classes(), *exec_, buffers_);
   ops_ = make_cuda_vec_ops(stream_.get(), nullptr);
   graphs_ = std::make_unique<GraphRunner>(stream_.get(), o.graphs);
   host_loss_.resize(o.max_tasks);
   host_correct_.resize(o.max_tasks);
 }
 
-Conv4Cuda::~Conv4Cuda() {
+NetCuda::~NetCuda() {
   const cudaError_t e = cudaStreamSynchronize(stream_.get());  // nothing in flight on our memory
   log_failure("cudaStreamSynchronize", e);
   graphs_.reset();
 }
 
-std::string Conv4Cuda::describe() const {
+std::string NetCuda::describe() const {
   std::string gpu = "GPU";
   int dev = 0;
   cudaDeviceProp prop{};
@@ -416,12 +416,14 @@ std::string Conv4Cuda::describe() const {
       " tasks of ", o_.max_examples,
       " examples per call, CUDA "
       "Graphs ",
-      o_.graphs ? "on" : "off", ", pool ", pool_->capacity() >> 20, " MiB; cuda.conv=", conv,
+      o_.graphs ? "on" : "off", ", pool ", pool_->capacity() >> 20, " MiB (activations ",
+      activation_bytes_per_task(plan_, o_.max_examples) >> 20,
+      " MiB per task: size meta_batch per GPU by it); cuda.conv=", conv,
       o_.tune ? " tuned (timings: not reproducible)" : "",
       cudnn_note_.empty() ? "" : " (" + cudnn_note_ + ")", "; convolutions ", exec_->describe());
 }
 
-void Conv4Cuda::launch(const CallKey& key, const std::function<void()>& enqueue, const char* pass) {
+void NetCuda::launch(const CallKey& key, const std::function<void()>& enqueue, const char* pass) {
   auto it = seen_.find(key);
   if (it == seen_.end()) {  // warm-up: cuDNN settles its state on the first run
     enqueue();
@@ -431,7 +433,7 @@ void Conv4Cuda::launch(const CallKey& key, const std::function<void()>& enqueue,
   graphs_->run(it->second.get(), enqueue, pass);
 }
 
-void Conv4Cuda::copy_stats(int tasks, int n, LossStats* stats) {
+void NetCuda::copy_stats(int tasks, int n, LossStats* stats) {
   if (!stats) return;
   MT_CUDA_CHECK(cudaMemcpyAsync(host_loss_.data(), buffers_.loss, tasks * sizeof(float),
                                 cudaMemcpyDeviceToHost, stream_.get()));
@@ -442,8 +444,8 @@ void Conv4Cuda::copy_stats(int tasks, int n, LossStats* stats) {
     stats[t] = {host_loss_[t], n > 0 ? static_cast<double>(host_correct_[t]) / n : 0.0};
 }
 
-void Conv4Cuda::loss_grad(const TaskBatch& b, Split s, const float* phi, float* grad,
-                          LossStats* stats) {
+void NetCuda::loss_grad(const TaskBatch& b, Split s, const float* phi, float* grad,
+                        LossStats* stats) {
   const auto& c = cuda_batch(b);
   const int T = c.tasks(), n = c.n(s);
   auto enqueue = [&] {
@@ -459,8 +461,8 @@ void Conv4Cuda::loss_grad(const TaskBatch& b, Split s, const float* phi, float* 
          s == Split::kSupport ? "support loss and gradient" : "query loss and gradient");
 }
 
-void Conv4Cuda::hvp(const TaskBatch& b, Split s, const float* phi, const float* v, float* Hv,
-                    LossStats* stats) {
+void NetCuda::hvp(const TaskBatch& b, Split s, const float* phi, const float* v, float* Hv,
+                  LossStats* stats) {
   const auto& c = cuda_batch(b);
   const int T = c.tasks(), n = c.n(s);
   auto enqueue = [&] {
@@ -478,11 +480,11 @@ void Conv4Cuda::hvp(const TaskBatch& b, Split s, const float* phi, const float* 
 
 }  // namespace
 
-std::unique_ptr<BatchedModel<float>> make_conv4_cuda(const Conv4Spec& spec,
-                                                     const CudaBackendOptions& options) {
+std::unique_ptr<BatchedModel<float>> make_net_cuda(const Sequential<float>& net,
+                                                   const CudaBackendOptions& options) {
   MT_REQUIRE(gpu_count() > 0, "device=cuda, but ", no_gpu_reason(),
              ": run on a node with an NVIDIA GPU and its driver, or set device=cpu");
-  return std::make_unique<Conv4Cuda>(spec, options);
+  return std::make_unique<NetCuda>(net, options);
 }
 
 }  // namespace mt

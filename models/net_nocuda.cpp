@@ -1,12 +1,12 @@
-// The CUDA backend's factory in a build without CUDA (models/conv4_cuda.h): refuses, naming the
+// The CUDA backend's factory in a build without CUDA (models/net_cuda.h): refuses, naming the
 // setting to change.
 #include "core/check.h"
-#include "models/conv4_cuda.h"
+#include "models/net_cuda.h"
 
 namespace mt {
 
-std::unique_ptr<BatchedModel<float>> make_conv4_cuda(const Conv4Spec&,
-                                                     const CudaBackendOptions&) {
+std::unique_ptr<BatchedModel<float>> make_net_cuda(const Sequential<float>&,
+                                                   const CudaBackendOptions&) {
   throw UsageError(
       "device = cuda: this binary was built without the CUDA backend (nvcc was not found at "
       "configure time); rebuild with the CUDA toolkit on PATH, or set device=cpu");
