@@ -384,8 +384,10 @@ class BatchedNet {
 
   // Tensor `which` of node L, all `tasks` tasks, in a batched buffer of that many tasks
   // (T·offset_k: no allocation, unlike BatchedLayout::with_tasks).
+  // Null for a node without parameters (its passes never read it; callers may ask anyway).
   template <typename P>
   P* param(int tasks, P* base, const NetLayer& L, int which) const {
+    if (L.param < 0) return nullptr;
     return base + static_cast<int64_t>(tasks) * layout_.ends()[L.param + which];
   }
   static int64_t count(const Call& c, const NetLayer& L) {
