@@ -16,8 +16,9 @@
 #include "models/conv2d.h"
 #include "models/conv2d_batched_index.h"
 #include "models/gemm_tiled.h"
-#include "tests/support/gemm_calls.h"
 #include "models/linear.h"
+#include "tests/support/gemm_calls.h"
+#include "tests/support/near_ref.h"
 
 namespace mt {
 namespace {
@@ -57,15 +58,7 @@ void put_task_slice(const Vec& s, int n, int T, int C, int64_t P, int t, Vec& a)
 constexpr double kTol = 1e-12;
 
 void expect_close(const std::string& what, const Vec& ref, const Vec& got) {
-  ASSERT_EQ(ref.size(), got.size()) << what;
-  double scale = 0, err = 0;
-  for (size_t k = 0; k < ref.size(); ++k) {
-    ASSERT_TRUE(std::isfinite(got[k])) << what << ": entry " << k << " not written";
-    scale = std::max(scale, std::fabs(ref[k]));
-    err = std::max(err, std::fabs(ref[k] - got[k]));
-  }
-  EXPECT_GT(scale, 0.1) << what << ": reference is trivially small";
-  EXPECT_LE(err, kTol * scale) << what << ": max |ref| = " << scale;
+  testing::expect_near_ref(what, ref, got, kTol);
 }
 
 // ----------------------------------------------------------------------------------------------

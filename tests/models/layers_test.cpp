@@ -76,19 +76,7 @@ TEST(Layers, SoftmaxCrossEntropy) {
   Vec theta(net->layout().total());
   net->init(theta.data(), seed);
   auto ws = net->make_workspace();
-  testing::DiffFunction f;
-  f.value = [&](const Vec& t) { return net->loss_grad(t.data(), b, nullptr, *ws).loss; };
-  f.grad = [&](const Vec& t) {
-    Vec g(t.size());
-    net->loss_grad(t.data(), b, g.data(), *ws);
-    return g;
-  };
-  f.hvp = [&](const Vec& t, const Vec& v) {
-    Vec g(t.size()), Hv(t.size());
-    net->hvp(t.data(), b, v.data(), g.data(), Hv.data(), *ws);
-    EXPECT_EQ(g, f.grad(t)) << "hvp's gradient must equal loss_grad's bit for bit";
-    return Hv;
-  };
+  const testing::DiffFunction f = testing::model_function(*net, b, *ws);
   return testing::check_function(f, theta, rng, "conv4");
 }
 

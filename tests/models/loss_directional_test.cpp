@@ -81,18 +81,7 @@ void check_weighted(bool conv, uint64_t seed) {
   Vec theta(net->layout().total());
   net->init(theta.data(), seed);
   auto ws = net->make_workspace();
-  testing::DiffFunction f;
-  f.value = [&](const Vec& t) { return net->loss_grad(t.data(), b, nullptr, *ws).loss; };
-  f.grad = [&](const Vec& t) {
-    Vec g(t.size());
-    net->loss_grad(t.data(), b, g.data(), *ws);
-    return g;
-  };
-  f.hvp = [&](const Vec& t, const Vec& v) {
-    Vec g(t.size()), Hv(t.size());
-    net->hvp(t.data(), b, v.data(), g.data(), Hv.data(), *ws);
-    return Hv;
-  };
+  const testing::DiffFunction f = testing::model_function(*net, b, *ws);
   EXPECT_TRUE(testing::check_function(f, theta, rng, conv ? "weighted conv4" : "weighted linear"));
   Vec l(b.n);
   net->example_losses(theta.data(), b, l.data(), *ws);

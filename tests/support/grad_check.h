@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/layer.h"
+#include "core/model.h"
 #include "core/rng.h"
 
 namespace mt::testing {
@@ -63,6 +64,26 @@ struct DiffFunction {
   std::function<Vec(const Vec&)> grad;
   std::function<Vec(const Vec&, const Vec&)> hvp;  // (x, v) -> H(x) v
 };
+
+// A model's loss on batch b as a DiffFunction of its parameters (workspace ws). The HVP also
+// checks that the gradient it returns is loss_grad's bit for bit.
+inline DiffFunction model_function(const Model<double>& net, const Batch<double>& b,
+                                   Workspace& ws) {
+  DiffFunction f;
+  f.value = [&](const Vec& t) { return net.loss_grad(t.data(), b, nullptr, ws).loss; };
+  f.grad = [&](const Vec& t) {
+    Vec g(t.size());
+    net.loss_grad(t.data(), b, g.data(), ws);
+    return g;
+  };
+  f.hvp = [&, grad = f.grad](const Vec& t, const Vec& v) {
+    Vec g(t.size()), Hv(t.size());
+    net.hvp(t.data(), b, v.data(), g.data(), Hv.data(), ws);
+    EXPECT_EQ(g, grad(t)) << "hvp's gradient must equal loss_grad's bit for bit";
+    return Hv;
+  };
+  return f;
+}
 
 inline Vec fd_gradient(const std::function<double(const Vec&)>& f, const Vec& x) {
   Vec g(x.size());
