@@ -4,9 +4,9 @@
 # call, each under its own deadline, and it always finishes: every step runs under `timeout -k`
 # capped by the time left, a step with too little time left is SKIPPED (deadline), and a TERM to
 # the script (or its own watchdog at the deadline) still writes the summary.
-#   tests     (MT_DC_TESTS_S, 180 s): versions, every bundled gpu test, a short CUDA metatrain,
-#             compute-sanitizer memcheck on vec_ops_cuda_test, batched_kernels_cuda_test and a
-#             2-step metatrain with cuda.conv=gemm
+#   tests     (MT_DC_TESTS_S, 180 s): versions, every bundled gpu test, short CUDA metatrains
+#             (Conv-4, a narrow ResNet-12), compute-sanitizer memcheck on vec_ops_cuda_test,
+#             batched_kernels_cuda_test and a 2-step metatrain with cuda.conv=gemm
 #   bench     (MT_DC_BENCH_S, 240 s): versions, tests/bench/run_gpu_bench.sh (ours vs PyTorch)
 #   selftest  (MT_DC_SELFTEST_S, 12 s; here, no GPU, no bundle): the same runner on fake steps
 #             that pass, fail, crash, hang, stay silent, ... then checks the fates it recorded
@@ -367,6 +367,9 @@ part_tests() {
   local mt=(device=cuda steps=3 meta_batch=4 eval.episodes=10 eval.every=3 inner.steps=1
             log.every=1 data.prefetch=0 checkpoint.dir="$scratch/ck")
   step "metatrain cuda steps=3" 60 judge_metatrain "$bundle/run" metatrain "${mt[@]}"
+  # ResNet-12 through the same model-generic backend (narrow, glyphs: seconds, not minutes).
+  step "metatrain cuda resnet12 steps=2" 45 judge_metatrain "$bundle/run" metatrain "${mt[@]}" \
+    steps=2 eval.every=2 model.name=resnet12 model.widths=16,16,32,32 checkpoint.dir="$scratch/ck_resnet12"
 
   local san; san="$(find_sanitizer)"
   # The sanitizer runs outside env.sh (its own libraries); the target gets env.sh through run.
