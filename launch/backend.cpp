@@ -24,8 +24,7 @@ std::unique_ptr<BatchedModel<float>> make_backend(const Config& cfg, const Model
   const auto* net = dynamic_cast<const Sequential<float>*>(&model);
   MT_CHECK(net != nullptr, "the CUDA backend runs Sequential models; got another Model");
   MT_CHECK(net->input_shape() == source.image_shape(),
-           "the model's input shape differs from the "
-           "data's");
+           "the model's input shape differs from the data's");
   CudaBackendOptions o;
   o.max_tasks = std::max(cfg.meta_batch, 1);  // a rank's share is at most the meta-batch
   o.max_examples = cfg.task.ways * std::max(cfg.task.shots, cfg.task.queries);
