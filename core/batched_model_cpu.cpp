@@ -3,7 +3,6 @@
 
 #include <omp.h>
 
-
 #include "core/check.h"
 #include "core/parallel_for.h"
 
@@ -53,8 +52,8 @@ CpuBatchedModel<T>::CpuBatchedModel(const Model<T>& model, int threads, int max_
 
 template <typename T>
 std::string CpuBatchedModel<T>::describe() const {
-  return detail::concat("cpu (", threads_, threads_ == 1 ? " thread" : " threads",
-                        ", up to ", max_tasks_, " tasks per call)");
+  return detail::concat("cpu (", threads_, threads_ == 1 ? " thread" : " threads", ", up to ",
+                        max_tasks_, " tasks per call)");
 }
 
 template <typename T>
@@ -76,11 +75,17 @@ void CpuBatchedModel<T>::gather(const TaskBatch& from, const std::vector<int>& t
   load(pick_tasks(cpu_batch<T>(from).episodes(), tasks), to);
 }
 
+// Whole rounds of one task per thread first; the tasks left over (all of them when the batch
+// is smaller than the thread count) then run one at a time with every thread inside each.
 template <typename T>
 template <typename F>
 void CpuBatchedModel<T>::for_tasks(int tasks, F f) {
-  parallel_for(threads_, tasks,
-               [&](int64_t t) { f(static_cast<int>(t), scratch_[omp_get_thread_num()]); });
+  const int rounds = tasks - tasks % threads_;
+  if (rounds > 0)
+    parallel_for(threads_, rounds,
+                 [&](int64_t t) { f(static_cast<int>(t), scratch_[omp_get_thread_num()]); });
+  IntraTaskThreads all(threads_);
+  for (int t = rounds; t < tasks; ++t) f(t, scratch_[0]);
 }
 
 template <typename T>

@@ -2,7 +2,9 @@
 // Model (layers on im2col + BLAS) run over the tasks of a batch on OpenMP threads, each thread
 // with its own Workspace. A task's parameters are gathered from the batched layout into a
 // contiguous row, its gradient scattered back: exact copies, so results are bit-identical to
-// running the tasks one by one.
+// running the tasks one by one. Tasks left over after whole rounds of one per thread (a batch
+// of 1 on 2 threads, the 33rd task on 32) run one at a time with their passes cut into pieces
+// over every thread (core/parallel_for.h); the cut follows the shape, so the bits do not move.
 #pragma once
 
 #include <memory>
@@ -31,8 +33,7 @@ class CpuBatchedModel final : public BatchedModel<T> {
   void load(const std::vector<const Episode<T>*>& episodes, TaskBatch& b) override;
   void gather(const TaskBatch& from, const std::vector<int>& tasks, TaskBatch& to) override;
   void loss_grad(const TaskBatch& b, Split s, const T* phi, T* grad, LossStats* stats) override;
-  void hvp(const TaskBatch& b, Split s, const T* phi, const T* v, T* Hv,
-           LossStats* stats) override;
+  void hvp(const TaskBatch& b, Split s, const T* phi, const T* v, T* Hv, LossStats* stats) override;
 
  private:
   struct Scratch {

@@ -21,9 +21,13 @@ namespace mt {
 
 // Grows v to at least n elements and never shrinks it: buffers that alternate between support
 // and query batch sizes are then neither reallocated nor re-zeroed. Callers use the first n.
+// It grows to exactly n (reserve first: resize alone may double), so what a workspace holds is
+// what its largest call needs (Sequential::activation_bytes predicts it).
 template <typename V>
 void ensure_size(V& v, size_t n) {
-  if (v.size() < n) v.resize(n);
+  if (v.size() >= n) return;
+  v.reserve(n);
+  v.resize(n);
 }
 
 template <typename T>

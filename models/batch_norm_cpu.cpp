@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/cpu_kernels.h"
+#include "core/parallel_for.h"
 #include "models/batch_norm.h"
 
 namespace mt {
@@ -42,11 +43,15 @@ int channels_per_block(int m, int C, int HW, int arrays) {
   return static_cast<int>(std::clamp<int64_t>(kBudget / std::max<int64_t>(per_channel, 1), 1, C));
 }
 
-// Calls pass(Block) for consecutive blocks covering all C channels.
+// Calls pass(Block) for consecutive blocks covering all C channels. Blocks touch only their own
+// channels, so they may run on the threads a lone task is granted (core/parallel_for.h).
 template <typename T, typename P>
 void for_blocks(int m, int C, int HW, int arrays, P pass) {
   const int per = channels_per_block<T>(m, C, HW, arrays);
-  for (int c0 = 0; c0 < C; c0 += per) pass(Block{m, C, HW, c0, std::min(C, c0 + per)});
+  for_task_pieces((C + per - 1) / per, [&](int64_t i) {
+    const int c0 = static_cast<int>(i) * per;
+    pass(Block{m, C, HW, c0, std::min(C, c0 + per)});
+  });
 }
 
 // The two sweeps below carry every pass; each is compiled per instruction set and picked at
@@ -163,10 +168,9 @@ void BatchNorm<T>::backward(int m, const T* W, const T* x, const LayerContext<T>
   Sums<2> sums(C);  // Σ dy, Σ dy x̂
   for_blocks<T>(m, C, HW, dx ? 3 : 2, [&](const Block& b) {
     channel_sums<2, T>(
-        b,
-        [&](int) {
-          return [=](int64_t k) { return std::array<T, 2>{dy[k], dy[k] * xhat[k]}; };
-        },
+        b, [&](int) { return [=](int64_t k) {
+                        return std::array<T, 2>{dy[k], dy[k] * xhat[k]};
+                      }; },
         sums.rows<0, 1>());
     for (int c = b.c0; c < b.c1; ++c) {
       dW[c] = static_cast<T>(sums[1][c]);
@@ -177,9 +181,7 @@ void BatchNorm<T>::backward(int m, const T* W, const T* x, const LayerContext<T>
       const T g_c = gamma[c], s_c = sigma[c];
       const T mean_g = g_c * static_cast<T>(sums[0][c]) / N;
       const T mean_g_xhat = g_c * static_cast<T>(sums[1][c]) / N;
-      return [=](int64_t k) {
-        dx[k] = (g_c * dy[k] - mean_g - xhat[k] * mean_g_xhat) / s_c;
-      };
+      return [=](int64_t k) { dx[k] = (g_c * dy[k] - mean_g - xhat[k] * mean_g_xhat) / s_c; };
     });
   });
 }
@@ -232,9 +234,7 @@ void BatchNorm<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const
   auto R_xhat_of = [&](int c) {
     const T mean_rx = R_x ? sum(4, c) / N : T(0), s = R_x ? sum(5, c) / N : T(0);
     const T s_c = sigma[c];
-    return [=](int64_t k) {
-      return R_x ? (R_x[k] - mean_rx - xhat[k] * s) / s_c : T(0);
-    };
+    return [=](int64_t k) { return R_x ? (R_x[k] - mean_rx - xhat[k] * s) / s_c : T(0); };
   };
   for_blocks<T>(m, C, HW, R_dx ? 5 : 4, [&](const Block& b) {
     if (R_x)
@@ -242,8 +242,8 @@ void BatchNorm<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const
           b,
           [&](int) {
             return [=](int64_t k) {
-              return std::array<T, 6>{dy[k],   dy[k] * xhat[k],   R_dy[k],
-                                      R_dy[k] * xhat[k], R_x[k], xhat[k] * R_x[k]};
+              return std::array<T, 6>{dy[k],  dy[k] * xhat[k], R_dy[k], R_dy[k] * xhat[k],
+                                      R_x[k], xhat[k] * R_x[k]};
             };
           },
           sums.rows<0, 1, 2, 3, 4, 5>());

@@ -5,6 +5,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <set>
 #include <unordered_map>
@@ -14,6 +15,7 @@
 #include "core/blas.h"
 #include "core/check.h"
 #include "core/layer.h"
+#include "core/parallel_for.h"
 
 namespace mt::dnnl_conv {
 
@@ -25,29 +27,35 @@ using Tag = memory::format_tag;
 enum class Pass : int { kForward, kBackwardData, kBackwardWeights };
 const char* pass_name(Pass p) {
   switch (p) {
-    case Pass::kForward: return "fwd";
-    case Pass::kBackwardData: return "bwd_d";
-    case Pass::kBackwardWeights: return "bwd_w";
+    case Pass::kForward:
+      return "fwd";
+    case Pass::kBackwardData:
+      return "bwd_d";
+    case Pass::kBackwardWeights:
+      return "bwd_w";
   }
   return "?";
 }
 
+// dst_c: the channel count of the caller's output-side activation buffer (y, dy); more than
+// g.out_c when the call is one channel piece of a wider layer (see backward_weights).
 struct Key {
   Geometry g;
   int m;
   Pass pass;
   bool accumulate;
+  int dst_c;
   bool operator==(const Key& o) const {
     return g.in_c == o.g.in_c && g.in_h == o.g.in_h && g.in_w == o.g.in_w && g.out_c == o.g.out_c &&
            g.stride == o.g.stride && g.kernel == o.g.kernel && m == o.m && pass == o.pass &&
-           accumulate == o.accumulate;
+           accumulate == o.accumulate && dst_c == o.dst_c;
   }
 };
 struct KeyHash {
   size_t operator()(const Key& k) const {
     size_t h = 0;
     for (int v : {k.g.in_c, k.g.in_h, k.g.in_w, k.g.out_c, k.g.stride, k.g.kernel, k.m,
-                  static_cast<int>(k.pass), static_cast<int>(k.accumulate)})
+                  static_cast<int>(k.pass), static_cast<int>(k.accumulate), k.dst_c})
       h = h * 1000003u + static_cast<size_t>(v);
     return h;
   }
@@ -105,15 +113,22 @@ struct Descs {
   memory::dims strides, pad_l, pad_r;
 };
 
-Descs descs(const Geometry& g, int m, bool any) {
+// The caller's plain layouts (any = false) or oneDNN's choice (any = true). A plain output
+// side with dst_c > out_c is a channel slice of a [m, dst_c, out_h, out_w] buffer.
+Descs descs(const Geometry& g, int m, bool any, int dst_c) {
   const memory::dim s = g.stride, k = g.kernel, p = g.kernel / 2;
   // Right/bottom padding that makes the output exactly out_h × out_w (0 or 1).
   const memory::dim pr_h = (g.out_h - 1) * s + k - g.in_h - p;
   const memory::dim pr_w = (g.out_w - 1) * s + k - g.in_w - p;
   const auto act = any ? Tag::any : Tag::nchw;
+  const memory::dims out_dims = {m, g.out_c, g.out_h, g.out_w};
+  const memory::dim plane = static_cast<memory::dim>(g.out_h) * g.out_w;
+  const memory::desc out = any ? memory::desc(out_dims, memory::data_type::f32, Tag::any)
+                               : memory::desc(out_dims, memory::data_type::f32,
+                                              memory::dims{dst_c * plane, plane, g.out_w, 1});
   return {memory::desc({m, g.in_c, g.in_h, g.in_w}, memory::data_type::f32, act),
           memory::desc({g.out_c, g.in_c, k, k}, memory::data_type::f32, any ? Tag::any : Tag::oihw),
-          memory::desc({m, g.out_c, g.out_h, g.out_w}, memory::data_type::f32, act),
+          out,
           {s, s},
           {p, p},
           {pr_h, pr_w}};
@@ -134,14 +149,14 @@ dnnl::convolution_forward::primitive_desc forward_pd(const Descs& d, const dnnl:
     attr.set_post_ops(ops);
   }
   dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training,
-                                       dnnl::algorithm::convolution_direct, d.src, d.weights,
-                                       d.dst, d.strides, d.pad_l, d.pad_r);
+                                       dnnl::algorithm::convolution_direct, d.src, d.weights, d.dst,
+                                       d.strides, d.pad_l, d.pad_r);
   return {desc, attr, eng};
 }
 
 Entry build(ThreadState& st, const Key& k) {
   const bool blocked = use_blocked(k.g);
-  const Descs plain = descs(k.g, k.m, false), d = descs(k.g, k.m, blocked);
+  const Descs plain = descs(k.g, k.m, false, k.dst_c), d = descs(k.g, k.m, blocked, k.dst_c);
   const dnnl::engine& eng = st.engine;
   Entry e;
   std::string impl;
@@ -172,8 +187,7 @@ Entry build(ThreadState& st, const Key& k) {
     }
     case Pass::kBackwardWeights: {
       dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, d.src,
-                                                    d.weights, d.dst, d.strides, d.pad_l,
-                                                    d.pad_r);
+                                                    d.weights, d.dst, d.strides, d.pad_l, d.pad_r);
       dnnl::convolution_backward_weights::primitive_desc pd(desc, strict_attr(), eng,
                                                             forward_pd(d, eng, false));
       e.conv = dnnl::convolution_backward_weights(pd);
@@ -217,8 +231,8 @@ void run(const Key& k, const float* a, const float* b, float* c) {
     try {
       it = st.cache.emplace(k, build(st, k)).first;
     } catch (const dnnl::error& err) {
-      MT_CHECK(false, "oneDNN could not build the ", pass_name(k.pass), " convolution for [",
-               k.m, ",", k.g.in_c, ",", k.g.in_h, ",", k.g.in_w, "] -> ", k.g.out_c,
+      MT_CHECK(false, "oneDNN could not build the ", pass_name(k.pass), " convolution for [", k.m,
+               ",", k.g.in_c, ",", k.g.in_h, ",", k.g.in_w, "] -> ", k.g.out_c,
                " channels, kernel ", k.g.kernel, ", stride ", k.g.stride, ": ", err.what());
     }
   }
@@ -250,23 +264,77 @@ void count_flops(const Geometry& g, int m) {
   const unsigned long long taps = static_cast<unsigned long long>(g.kernel) * g.kernel;
   add_dense_flops(2ull * m * g.out_c * g.in_c * taps * g.out_h * g.out_w);
 }
+
+// Pieces: a pass is cut by its shape alone into single-threaded oneDNN calls, which run on the
+// threads intra_task_threads() grants (core/parallel_for.h), or in order. As the cut never
+// depends on the thread count, neither do the bits. Forward and backward-data take runs of
+// about kPieceExamples examples (independent outputs); backward-weights takes runs of
+// kPieceChannels output channels of the blocked layouts (independent rows of dW, so no piece
+// sums another's partial result).
+constexpr int kPieceExamples = 8;
+constexpr int kPieceChannels = 32;
+
+// Piece i of n near-equal runs of `total` examples: {first, count}.
+std::pair<int, int> piece(int total, int n, int64_t i) {
+  const int base = total / n, extra = total % n, k = static_cast<int>(i);
+  return {k * base + std::min(k, extra), base + (k < extra ? 1 : 0)};
+}
+
+int example_pieces(int m) { return (m + kPieceExamples - 1) / kPieceExamples; }
+int channel_pieces(const Geometry& g) {
+  return use_blocked(g) ? std::max(1, g.out_c / kPieceChannels) : 1;
+}
+
+// Runs pass(m0, mk) over the example pieces of an m-example batch.
+template <typename F>
+void over_examples(int m, F pass) {
+  const int n = example_pieces(m);
+  for_task_pieces(n, [&](int64_t i) {
+    const auto [m0, mk] = piece(m, n, i);
+    pass(m0, mk);
+  });
+}
 }  // namespace
 
 void forward(const Geometry& g, int m, const float* W, const float* x, float* y, bool accumulate) {
   count_flops(g, m);
-  run({g, m, Pass::kForward, accumulate}, x, W, y);
+  const int64_t in = static_cast<int64_t>(g.in_c) * g.in_h * g.in_w;
+  const int64_t out = static_cast<int64_t>(g.out_c) * g.out_h * g.out_w;
+  over_examples(m, [&](int m0, int mk) {
+    run({g, mk, Pass::kForward, accumulate, g.out_c}, x + m0 * in, W, y + m0 * out);
+  });
 }
 
 void backward_data(const Geometry& g, int m, const float* W, const float* dy, float* dx,
                    bool accumulate) {
   count_flops(g, m);
-  run({g, m, Pass::kBackwardData, accumulate}, dy, W, dx);
+  const int64_t in = static_cast<int64_t>(g.in_c) * g.in_h * g.in_w;
+  const int64_t out = static_cast<int64_t>(g.out_c) * g.out_h * g.out_w;
+  over_examples(m, [&](int m0, int mk) {
+    run({g, mk, Pass::kBackwardData, accumulate, g.out_c}, dy + m0 * out, W, dx + m0 * in);
+  });
 }
 
 void backward_weights(const Geometry& g, int m, const float* x, const float* dy, float* dW,
                       bool accumulate) {
   count_flops(g, m);
-  run({g, m, Pass::kBackwardWeights, accumulate}, x, dy, dW);
+  // Runs of kPieceChannels, the last one taking the remainder (so every piece stays blocked).
+  const int n = channel_pieces(g);
+  const int64_t plane = static_cast<int64_t>(g.out_h) * g.out_w;
+  const int64_t filter = static_cast<int64_t>(g.in_c) * g.kernel * g.kernel;
+  for_task_pieces(n, [&](int64_t i) {
+    const int o0 = static_cast<int>(i) * kPieceChannels;
+    Geometry slice = g;
+    slice.out_c = i == n - 1 ? g.out_c - o0 : kPieceChannels;
+    run({slice, m, Pass::kBackwardWeights, accumulate, g.out_c}, x, dy + o0 * plane,
+        dW + o0 * filter);
+  });
+}
+
+int piece_examples(int m) { return piece(m, example_pieces(m), 0).second; }
+
+int widest_channel_piece(const Geometry& g) {
+  return g.out_c - (channel_pieces(g) - 1) * kPieceChannels;
 }
 
 int64_t primitives_created() { return state().created; }

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/cpu_kernels.h"
+#include "core/parallel_for.h"
 #include "models/max_pool.h"
 
 namespace mt {
@@ -69,11 +70,11 @@ MT_DISPATCH_CLONES void pool_gather(int m, Windows g, const int32_t* index, cons
 // (about 4096 values) at a time, so the scatter lands in values just zeroed, still in L1, and dst
 // is swept once rather than filled and then scattered into.
 template <typename T>
-MT_DISPATCH_CLONES void pool_scatter(int m, Windows g, const int32_t* index, const T* src,
-                                     T* dst) {
+MT_DISPATCH_CLONES void pool_scatter(int m, Windows g, const int32_t* index, const T* src, T* dst) {
   const int64_t plane = static_cast<int64_t>(g.in.h) * g.in.w;
   const int64_t plane_out = static_cast<int64_t>(g.out.h) * g.out.w;
-  const int per = static_cast<int>(std::clamp<int64_t>(4096 / std::max<int64_t>(plane, 1), 1, g.in.c));
+  const int per =
+      static_cast<int>(std::clamp<int64_t>(4096 / std::max<int64_t>(plane, 1), 1, g.in.c));
   for (int i = 0; i < m; ++i) {
     T* di = dst + i * g.in.size();
     const int32_t* idx = index + i * g.out.size();
@@ -85,25 +86,51 @@ MT_DISPATCH_CLONES void pool_scatter(int m, Windows g, const int32_t* index, con
     }
   }
 }
+
+// pass(first example, examples) over runs of examples a lone task may spread over its threads
+// (each pass above works example by example, with indices local to the example).
+template <typename P>
+void over_examples(int m, P pass) {
+  for_task_runs(m, 4,
+                [&](int64_t b, int64_t e) { pass(static_cast<int>(b), static_cast<int>(e - b)); });
+}
+
+template <typename T>
+void gather(int m, Windows g, const int32_t* index, const T* src, T* out) {
+  over_examples(m, [&](int i, int k) {
+    pool_gather(k, g, index + i * g.out.size(), src + i * g.in.size(), out + i * g.out.size());
+  });
+}
+
+template <typename T>
+void scatter(int m, Windows g, const int32_t* index, const T* src, T* dst) {
+  over_examples(m, [&](int i, int k) {
+    pool_scatter(k, g, index + i * g.out.size(), src + i * g.out.size(), dst + i * g.in.size());
+  });
+}
 }  // namespace
 
 template <typename T>
 void MaxPool2<T>::forward(int m, const T*, const T* x, T* y, LayerContext<T>& ctx) const {
   ensure_size(ctx.index, static_cast<size_t>(m) * out_.size());
-  pool_forward(m, Windows{in_, out_}, x, y, ctx.index.data());
+  int32_t* index = ctx.index.data();
+  const int64_t n_in = in_.size(), n_out = out_.size();
+  over_examples(m, [&](int i, int k) {
+    pool_forward(k, Windows{in_, out_}, x + i * n_in, y + i * n_out, index + i * n_out);
+  });
 }
 
 template <typename T>
 void MaxPool2<T>::backward(int m, const T*, const T*, const LayerContext<T>& ctx, const T* dy,
                            T* dx, T*) const {
-  if (dx) pool_scatter(m, Windows{in_, out_}, ctx.index.data(), dy, dx);
+  if (dx) scatter(m, Windows{in_, out_}, ctx.index.data(), dy, dx);
 }
 
 template <typename T>
 void MaxPool2<T>::r_forward(int m, const T*, const T*, const T*, const T* R_x,
                             const LayerContext<T>& ctx, T* R_y) const {
   if (R_x)
-    pool_gather(m, Windows{in_, out_}, ctx.index.data(), R_x, R_y);
+    gather(m, Windows{in_, out_}, ctx.index.data(), R_x, R_y);
   else
     std::fill(R_y, R_y + m * out_.size(), T(0));
 }
@@ -112,7 +139,7 @@ template <typename T>
 void MaxPool2<T>::r_backward(int m, const T*, const T*, const T*, const T*,
                              const LayerContext<T>& ctx, const T*, const T* R_dy, T* R_dx,
                              T*) const {
-  if (R_dx) pool_scatter(m, Windows{in_, out_}, ctx.index.data(), R_dy, R_dx);
+  if (R_dx) scatter(m, Windows{in_, out_}, ctx.index.data(), R_dy, R_dx);
 }
 
 template class MaxPool2<float>;

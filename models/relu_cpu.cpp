@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "core/cpu_kernels.h"
+#include "core/parallel_for.h"
 #include "models/relu.h"
 
 namespace mt {
@@ -18,12 +19,20 @@ MT_DISPATCH_CLONES void pass_where_positive(int64_t n, const T* x, const T* in, 
   }
   for (int64_t k = 0; k < n; ++k) out[k] = x[k] > T(0) ? in[k] : slope * in[k];
 }
+
+// The pass over n values, in runs a lone task may spread over its threads.
+template <typename T>
+void where_positive(int64_t n, const T* x, const T* in, T slope, T* out) {
+  for_task_runs(n, int64_t{1} << 16, [&](int64_t b, int64_t e) {
+    pass_where_positive(e - b, x + b, in + b, slope, out + b);
+  });
+}
 }  // namespace
 
 template <typename T>
 void Relu<T>::forward(int m, const T*, const T* x, T* y, LayerContext<T>&) const {
   const int64_t n = m * shape_.size();
-  pass_where_positive(n, x, x, slope_, y);
+  where_positive(n, x, x, slope_, y);
 }
 
 template <typename T>
@@ -31,7 +40,7 @@ void Relu<T>::backward(int m, const T*, const T* x, const LayerContext<T>&, cons
                        T*) const {
   if (!dx) return;
   const int64_t n = m * shape_.size();
-  pass_where_positive(n, x, dy, slope_, dx);
+  where_positive(n, x, dy, slope_, dx);
 }
 
 template <typename T>
@@ -39,7 +48,7 @@ void Relu<T>::r_forward(int m, const T*, const T*, const T* x, const T* R_x, con
                         T* R_y) const {
   const int64_t n = m * shape_.size();
   if (R_x)
-    pass_where_positive(n, x, R_x, slope_, R_y);
+    where_positive(n, x, R_x, slope_, R_y);
   else
     std::fill(R_y, R_y + n, T(0));
 }
@@ -49,7 +58,7 @@ void Relu<T>::r_backward(int m, const T*, const T*, const T* x, const T*, const 
                          const T*, const T* R_dy, T* R_dx, T*) const {
   if (!R_dx) return;
   const int64_t n = m * shape_.size();
-  pass_where_positive(n, x, R_dy, slope_, R_dx);
+  where_positive(n, x, R_dy, slope_, R_dx);
 }
 
 template class Relu<float>;

@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "core/check.h"
+#include "models/conv2d_dnnl.h"
 #include "models/residual.h"
 #include "models/softmax_xent.h"
 
@@ -210,17 +211,25 @@ int64_t Sequential<T>::activation_bytes(int n, int n_hvp) const {
   // blocks of each vector): sc, dz, d[2] in the gradient passes; R_act, R_sc, R_dz, R_d[2] in
   // the R-passes, on the HVP's batch. A block's inner layers are taken to output its output
   // shape (ResNet-12's do). oneDNN's reorder buffers for blocked layouts (conv2d_dnnl.cpp,
-  // three per thread, float only): a convolution with 16 or more channels in and out reorders
-  // its source or output gradient (slot 0: max(in, out)), its output gradient in the weight
-  // pass (slot 1: out) and its output or input gradient (slot 2: max(in, out)).
+  // three per thread, float only, grow-only over the passes of both batch sizes b): a
+  // convolution with 16 or more channels in and out reorders, per pass piece, slot 0: the
+  // source of the weight pass (b examples) or the input of a forward or backward-data piece
+  // (piece_examples(b)); slot 1: the output gradient of the weight pass's widest channel piece
+  // (b examples); slot 2: the output of a forward or backward-data piece.
   int64_t act = 0, ping[2] = {0, 0}, sc = 0, out_max = 0, saved = 0, slot[3] = {0, 0, 0};
   const bool dnnl = std::is_same_v<T, float>;
   auto conv_slots = [&](const Shape& in, const Shape& out, bool in_blocked) {
     if (!dnnl || out.c < 16) return;
-    const int64_t o = blocked_size(out), io = in_blocked ? std::max(blocked_size(in), o) : o;
-    slot[0] = std::max(slot[0], io);
-    slot[1] = std::max(slot[1], o);
-    slot[2] = std::max(slot[2], io);
+    const dnnl_conv::Geometry g{in.c, in.h, in.w, out.c, out.h, out.w, 1};
+    const int64_t o = blocked_size(out), i = in_blocked ? blocked_size(in) : 0;
+    const int64_t widest = blocked_size({dnnl_conv::widest_channel_piece(g), out.h, out.w});
+    for (const int64_t b : {int64_t{m}, int64_t{h}}) {
+      if (b <= 0) continue;
+      const int64_t p = dnnl_conv::piece_examples(static_cast<int>(b));
+      slot[0] = std::max(slot[0], std::max(b * i, p * std::max(i, o)));
+      slot[1] = std::max(slot[1], b * widest);
+      slot[2] = std::max(slot[2], p * std::max(i, o));
+    }
   };
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer<T>& layer = *layers_[l];
@@ -241,7 +250,7 @@ int64_t Sequential<T>::activation_bytes(int n, int n_hvp) const {
   }
   int64_t elements = m * (act + ping[0] + ping[1] + classes_ + sc + 3 * out_max);
   if (h > 0) elements += m * (act + ping[0] + ping[1]) + h * (saved + 4 * out_max);
-  elements += m * (slot[0] + slot[1] + slot[2]);
+  elements += slot[0] + slot[1] + slot[2];
   return elements * static_cast<int64_t>(sizeof(T)) + ctx[0] + (ctx[1] - ctx[0]) * (m - 1);
 }
 

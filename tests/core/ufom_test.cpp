@@ -14,9 +14,9 @@
 namespace mt {
 namespace {
 
-// 20 outer Adam steps of meta_batch 4 on a small Conv-4; returns θ.
-std::vector<float> train(Algo algo, double q, int threads = 2) {
-  auto net = make_conv4<float>({{1, 28, 28}, 8, 5, Conv4Pool::kMax});
+// `steps` outer Adam steps of meta_batch 4 on a small Conv-4; returns θ.
+std::vector<float> train(Algo algo, double q, int threads = 2, int filters = 8, int steps = 20) {
+  auto net = make_conv4<float>({{1, 28, 28}, filters, 5, Conv4Pool::kMax});
   InnerLoop inner;
   inner.steps = 2;
   MetaGradient<float> mg(*net, inner);
@@ -27,7 +27,7 @@ std::vector<float> train(Algo algo, double q, int threads = 2) {
   Adam<float> adam(d, 1e-3);
   MetaStepSums<float> sums;
   const std::vector<int64_t> tasks = {0, 1, 2, 3};
-  for (uint64_t step = 0; step < 20; ++step) {
+  for (uint64_t step = 0; step < static_cast<uint64_t>(steps); ++step) {
     sums.reset(d);
     ms.run(
         theta.data(), step, tasks,
@@ -49,8 +49,12 @@ TEST(Ufom, QOneReproducesMamlAndQZeroReproducesFomamlBitForBit) {
 }
 
 TEST(MetaStep, ThreadCountDoesNotChangeABit) {
-  // Tasks run on any thread but are summed in task order with per-thread scratch.
+  // Tasks run on any thread but are summed in task order with per-thread scratch. On 3 threads
+  // the fourth task runs alone with its passes cut into pieces over the 3 (at 64 filters the
+  // convolutions take the blocked layouts, whose backward-weights pieces are channel runs).
   EXPECT_EQ(train(Algo::kUfom, 0.5, 1), train(Algo::kUfom, 0.5, 3));
+  EXPECT_EQ(train(Algo::kUfom, 0.5, 1, 64, 3), train(Algo::kUfom, 0.5, 3, 64, 3));
+  EXPECT_EQ(train(Algo::kUfom, 0.5, 1, 64, 3), train(Algo::kUfom, 0.5, 8, 64, 3));
 }
 
 TEST(Ufom, DrawsAreKeyedByStepAndTaskAndHaveRateQ) {

@@ -1,7 +1,10 @@
 // Conv2d<float> on oneDNN against Conv2d<double> (im2col + dgemm, itself judged by the float64
 // checker in layers_test.cpp and resnet12_test.cpp), 3×3 and 1×1 kernels: every pass, R-passes with
 // and without R_x / dx / R_dx, over a grid of shapes; plus the per-thread primitive cache across
-// batch sizes and threads.
+// batch sizes and threads; and the pieces a task's pass is cut into, same bits on any number of
+// threads.
+#include "models/conv2d_dnnl.h"
+
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -10,8 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "core/parallel_for.h"
 #include "models/conv2d.h"
-#include "models/conv2d_dnnl.h"
 #include "tests/support/grad_check.h"
 
 namespace mt {
@@ -22,7 +25,7 @@ using FVec = std::vector<float>;
 
 // Norm-wise relative error ‖got − want‖ / ‖want‖. The reference runs in float64 on the same
 // (float-representable) inputs, so the gap is float32 rounding in the sums alone: forward and
-// backward-data sum C·9 ≤ 72 or O·9 ≤ 144 products, backward-filter m·P ≤ 5·784 = 3920.
+// backward-data sum C·9 ≤ 72 or O·9 ≤ 144 products, backward-filter m·P ≤ 75·100 = 7500.
 // Observed worst over the grid: 1.1e-6 (backward filter, blocked direct kernel).
 // Rounding errors of n terms grow like √n·u in norm (u = 6e-8): ≤ 4e-6 for the longest sums,
 // and blocked accumulation keeps it lower; 2e-5 leaves a 5× margin. A missing or wrong term
@@ -54,6 +57,24 @@ std::vector<Case> cases() {
   return all;
 }
 
+// Shapes that a pass cuts into several pieces (models/conv2d_dnnl.cpp): 17–20 examples make 3
+// example pieces, and 64 or 80 output channels of a blocked layout 2 channel pieces (the last
+// one 32 or 48 wide). The last, a ResNet-12-like query batch, is where oneDNN left to several
+// threads itself gives other bits in the weight passes (checked by letting it: the bits-test
+// below then fails on dW and R_dW), so the test can see a cut that follows the thread count.
+std::vector<Case> piece_cases() {
+  return {{16, 80, 7, 1, 20},
+          {16, 64, 9, 2, 17},
+          {3, 16, 7, 1, 18},
+          {16, 64, 6, 2, 17, 1},
+          {64, 64, 10, 1, 75}};
+}
+std::vector<Case> all_cases() {
+  std::vector<Case> all = cases();
+  for (const Case& k : piece_cases()) all.push_back(k);
+  return all;
+}
+
 FVec random_f(size_t n, Rng& rng) {
   FVec v(n);
   for (float& e : v) e = static_cast<float>(rng.normal());
@@ -63,13 +84,13 @@ Vec widen(const FVec& v) { return Vec(v.begin(), v.end()); }
 // Outputs start as NaN: a pass that accumulates into (or skips part of) its output fails.
 FVec poisoned(size_t n) { return FVec(n, std::numeric_limits<float>::quiet_NaN()); }
 
-::testing::AssertionResult close(const char* what, const Case& k, const FVec& got,
-                                 const Vec& want, double* worst = nullptr) {
+::testing::AssertionResult close(const char* what, const Case& k, const FVec& got, const Vec& want,
+                                 double* worst = nullptr) {
   const double e = testing::rel_err(widen(got), want);
   if (worst && e > *worst) *worst = e;
   if (e <= kTol) return ::testing::AssertionSuccess();  // NaN compares false: fails
-  return ::testing::AssertionFailure() << what << " [" << k.name() << "]: relative error " << e
-                                       << " > " << kTol;
+  return ::testing::AssertionFailure()
+         << what << " [" << k.name() << "]: relative error " << e << " > " << kTol;
 }
 
 // One case's inputs in float and the same values in double.
@@ -99,7 +120,7 @@ struct Inputs {
 TEST(Conv2dDnnl, ForwardAndBackwardMatchIm2colReference) {
   double worst[3] = {0, 0, 0};
   uint64_t seed = 100;
-  for (const Case& k : cases()) {
+  for (const Case& k : all_cases()) {
     Inputs in(k, ++seed);
     const Vec W = widen(in.W), x = widen(in.x), dy = widen(in.dy);
     LayerContext<float> cf;
@@ -128,7 +149,7 @@ TEST(Conv2dDnnl, ForwardAndBackwardMatchIm2colReference) {
 TEST(Conv2dDnnl, RPassesMatchIm2colReference) {
   double worst[3] = {0, 0, 0};
   uint64_t seed = 200;
-  for (const Case& k : cases()) {
+  for (const Case& k : all_cases()) {
     Inputs in(k, ++seed);
     const Vec W = widen(in.W), R_W = widen(in.R_W), x = widen(in.x), R_x = widen(in.R_x),
               dy = widen(in.dy), R_dy = widen(in.R_dy);
@@ -154,10 +175,8 @@ TEST(Conv2dDnnl, RPassesMatchIm2colReference) {
                       in.R_dy.data(), R_dx.data(), R_dW.data());
       in.d.r_backward(k.m, W.data(), R_W.data(), x.data(), R_xd, cd, dy.data(), R_dy.data(),
                       R_dxd.data(), R_dWd.data());
-      EXPECT_TRUE(close((std::string("r_backward R_dx") + tag).c_str(), k, R_dx, R_dxd,
-                        &worst[1]));
-      EXPECT_TRUE(close((std::string("r_backward R_dW") + tag).c_str(), k, R_dW, R_dWd,
-                        &worst[2]));
+      EXPECT_TRUE(close((std::string("r_backward R_dx") + tag).c_str(), k, R_dx, R_dxd, &worst[1]));
+      EXPECT_TRUE(close((std::string("r_backward R_dW") + tag).c_str(), k, R_dW, R_dWd, &worst[2]));
 
       FVec R_dW_only = poisoned(in.W.size());
       in.f.r_backward(k.m, in.W.data(), in.R_W.data(), in.x.data(), R_xf, cf, in.dy.data(),
@@ -235,6 +254,42 @@ TEST(Conv2dDnnl, ConcurrentThreadsAndThreadCountRestored) {
     if (omp_get_max_threads() != inner_before) ++failures;
   }
   EXPECT_EQ(failures, 0);
+  EXPECT_EQ(omp_get_max_threads(), before);
+}
+
+// Every output of every pass of case k, with pieces on `threads` threads.
+std::vector<FVec> all_passes(const Case& k, int threads) {
+  IntraTaskThreads use(threads);
+  Inputs in(k, 300);
+  LayerContext<float> c;
+  std::vector<FVec> out;
+  FVec y(in.ny()), dx(in.nx()), dW(in.W.size());
+  in.f.forward(k.m, in.W.data(), in.x.data(), y.data(), c);
+  in.f.backward(k.m, in.W.data(), in.x.data(), c, in.dy.data(), dx.data(), dW.data());
+  out = {y, dx, dW};
+  FVec R_y(in.ny()), R_dx(in.nx()), R_dW(in.W.size());
+  in.f.r_forward(k.m, in.W.data(), in.R_W.data(), in.x.data(), in.R_x.data(), c, R_y.data());
+  in.f.r_backward(k.m, in.W.data(), in.R_W.data(), in.x.data(), in.R_x.data(), c, in.dy.data(),
+                  in.R_dy.data(), R_dx.data(), R_dW.data());
+  for (const FVec* v : {&R_y, &R_dx, &R_dW}) out.push_back(*v);
+  return out;
+}
+
+// A task alone on several threads spreads its passes over them (the tail of a batch smaller
+// than the thread count); the cut into pieces depends on the shape only, so every output has
+// the same bits on 1, 2 or 3 threads, and the threads' own count is left as it was.
+TEST(Conv2dDnnl, PiecesGiveTheSameBitsOnAnyThreadCount) {
+  const int before = omp_get_max_threads();
+  for (const Case& k : piece_cases()) {
+    const std::vector<FVec> one = all_passes(k, 1);
+    for (int threads : {2, 3}) {
+      const std::vector<FVec> many = all_passes(k, threads);
+      for (size_t i = 0; i < one.size(); ++i)
+        EXPECT_EQ(many[i], one[i])
+            << "output " << i << " of " << k.name() << " on " << threads << " threads";
+    }
+  }
+  EXPECT_EQ(intra_task_threads(), 1);
   EXPECT_EQ(omp_get_max_threads(), before);
 }
 
