@@ -2,6 +2,7 @@
 #include "core/estimator.h"
 
 #include "core/check.h"
+#include "core/meta_params.h"
 
 namespace mt {
 
@@ -16,13 +17,19 @@ class Fomaml final : public Estimator {
   Mix mix(double) const override { return {}; }
 };
 
-// g_E of every task.
+// g_E of every task; with derivative-order annealing (MAML++), g_F in outer steps below N.
 class Maml final : public Estimator {
  public:
+  explicit Maml(int64_t first_order_steps) : first_order_steps_(first_order_steps) {}
   Algo algo() const override { return Algo::kMaml; }
   double q() const override { return 1.0; }
-  bool takes_exact(uint64_t, uint64_t, uint64_t, double) const override { return true; }
+  bool takes_exact(uint64_t, uint64_t step, uint64_t, double) const override {
+    return step >= static_cast<uint64_t>(first_order_steps_);
+  }
   Mix mix(double) const override { return {}; }
+
+ private:
+  int64_t first_order_steps_;
 };
 
 // g = g_F + (ξ/q)(g_E − g_F), ξ ~ Bernoulli(q) per task (core/ufom.h); q fixed or adaptive.
@@ -30,16 +37,15 @@ class Ufom final : public Estimator {
  public:
   explicit Ufom(const EstimatorSettings& s) : s_(s), adaptive_(s.q_min, s.d2_scale) {}
   Algo algo() const override { return Algo::kUfom; }
-  double q() const override {
-    return s_.adaptive ? adaptive_.q(s_.cost_fo, s_.cost_exact) : s_.q;
-  }
+  double q() const override { return s_.adaptive ? adaptive_.q(s_.cost_fo, s_.cost_exact) : s_.q; }
   bool takes_exact(uint64_t seed, uint64_t step, uint64_t task, double q) const override {
     return ufom_takes_exact(seed, step, task, q);
   }
   // (1/q) g_E + (1 − 1/q) g_F, the form of ufom_combine: exactly g_E at q = 1.
   Mix mix(double q) const override { return {false, 1.0 / q, 1.0 - 1.0 / q}; }
   void update(double exact_tasks, double v2_sum, double d2_sum) override {
-    if (s_.adaptive && exact_tasks > 0) adaptive_.update(v2_sum / exact_tasks, d2_sum / exact_tasks);
+    if (s_.adaptive && exact_tasks > 0)
+      adaptive_.update(v2_sum / exact_tasks, d2_sum / exact_tasks);
   }
   EstimatorState state() const override {
     return {adaptive_.v2_ema, adaptive_.d2_ema, adaptive_.count};
@@ -58,15 +64,15 @@ class Ufom final : public Estimator {
 }  // namespace
 
 std::unique_ptr<Estimator> make_estimator(const EstimatorSettings& s) {
-  switch (s.algo) {
-    case Algo::kFomaml:
-      return std::make_unique<Fomaml>();
-    case Algo::kMaml:
-      return std::make_unique<Maml>();
-    case Algo::kUfom:
-      return std::make_unique<Ufom>(s);
-    case Algo::kSlbamm:
-      break;
+  if (s.algo != Algo::kSlbamm) {
+    switch (algo_preset(s.algo).estimator) {
+      case Algo::kFomaml:
+        return std::make_unique<Fomaml>();
+      case Algo::kUfom:
+        return std::make_unique<Ufom>(s);
+      default:
+        return std::make_unique<Maml>(s.first_order_steps);
+    }
   }
   throw UsageError(
       "algo = slbamm is a bilevel solver, not a meta-gradient; "

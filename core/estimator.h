@@ -2,7 +2,9 @@
 // or adaptive q) differ only in which tasks take the exact path, how an exact task's g_E and
 // g_F combine, and, for adaptive UFOM, a state updated once per step from statistics summed over
 // all ranks. That is this interface; a new estimator is one class in estimator.cpp plus its line
-// in make_estimator. Nothing here touches buffers: MetaStep applies the combination.
+// in make_estimator. Nothing here touches buffers: MetaStep applies the combination. The
+// algorithm presets (Meta-SGD, MAML++, …) take the estimator algo_preset names for them; their
+// other choices live in InnerLoop and the engine (core/meta_engine.h).
 #pragma once
 
 #include <cstdint>
@@ -47,9 +49,11 @@ struct EstimatorSettings {
   bool adaptive = false;  // UFOM: adaptive q
   double q_min = 0.05, d2_scale = 1.0;
   double cost_fo = 0, cost_exact = 0;  // gradient evaluations of each path (adaptive q)
+  int64_t first_order_steps = 0;  // MAML: outer steps 0 … N−1 take the first-order path only
 };
 
-// Throws UsageError for algo = slbamm (a bilevel solver, not a meta-gradient).
+// The estimator of s.algo's gradient path (algo_preset). Throws UsageError for algo = slbamm
+// (a bilevel solver, not a meta-gradient).
 std::unique_ptr<Estimator> make_estimator(const EstimatorSettings& s);
 
 }  // namespace mt

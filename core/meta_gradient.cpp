@@ -19,12 +19,39 @@ int InnerLoop::state_interval() const {
   return steps + 1;
 }
 
-int64_t first_order_cost(const InnerLoop& inner) { return inner.steps + 1; }
+namespace {
+// Gradients of a sweep's first-order part over steps [0, top): the inner steps that rebuild
+// each φ_j from the state below it, plus per step the support gradient (learned rates) and the
+// query gradient (multi-step loss, j ≥ 1).
+int64_t first_order_sweep_cost(const InnerLoop& inner, int top) {
+  const int c = inner.state_interval();
+  int64_t cost = 0;
+  for (int j = 0; j < top; ++j)
+    cost += j % c + (inner.rates != Rates::kFixed ? 1 : 0) + (inner.multi_step_loss && j ? 1 : 0);
+  return cost;
+}
+bool sweeps_first_order(const InnerLoop& inner) {
+  return inner.method == Method::kUnrolled &&
+         (inner.rates != Rates::kFixed || inner.multi_step_loss);
+}
+}  // namespace
+
+int64_t first_order_cost(const InnerLoop& inner) {
+  const int64_t forward = inner.steps + 1;
+  return forward + (sweeps_first_order(inner) ? first_order_sweep_cost(inner, inner.steps) : 0);
+}
 
 int64_t exact_path_cost(const InnerLoop& inner) {
+  if (inner.method == Method::kImplicit) return inner.cg_steps;
+  if (inner.method == Method::kReptile) return 0;
   const int r = inner.steps, k = inner.adjoint_steps(), c = inner.state_interval();
   int64_t cost = k;
-  for (int j = r - k; j < r; ++j) cost += j % c;  // steps from the checkpoint below φ_j
+  for (int j = r - k; j < r; ++j) {
+    cost += j % c;  // steps from the checkpoint below φ_j
+    if (inner.rates != Rates::kFixed) cost += 1;
+    if (inner.multi_step_loss && j) cost += 1;
+  }
+  if (sweeps_first_order(inner)) cost += first_order_sweep_cost(inner, r - k);
   return cost;
 }
 

@@ -17,20 +17,57 @@
 namespace mt {
 
 // kSlbamm is the bilevel solver (core/slbamm.h), run by launch/bilevel_trainer; the
-// meta-gradient code paths reject it.
-enum class Algo { kMaml, kFomaml, kUfom, kSlbamm };
+// meta-gradient code paths reject it. The names after it are presets of the three choices of
+// InnerLoop below with the estimator of their gradient path (algo_preset, core/meta_params.h).
+enum class Algo {
+  kMaml,
+  kFomaml,
+  kUfom,
+  kSlbamm,
+  kMetaSgd,
+  kMamlpp,
+  kAnil,
+  kBoil,
+  kReptile,
+  kImaml
+};
 
 struct TrajectoryMode {
   enum Kind { kStore, kRecompute, kCheckpoint } kind = kStore;
   int every = 1;  // checkpoint interval C (kCheckpoint only)
 };
 
+// The three choices that make the algorithm family (DESIGN §4.1, core/meta_params.h):
+// the inner update's rates, what it adapts, and how the meta-gradient is formed.
+enum class Rates {
+  kFixed,        // one rate α for every parameter and step (MAML)
+  kPerParam,     // a learned rate per parameter, the same at every step (Meta-SGD)
+  kPerLayerStep  // a learned rate per tensor and step (MAML++'s LSLR)
+};
+enum class Adapt {
+  kAll,   // every tensor
+  kHead,  // the linear head only (ANIL); the body is learned in the outer loop alone
+  kBody   // everything but the head (BOIL)
+};
+enum class Method {
+  kUnrolled,  // the adjoint sweep through the inner steps (exact, truncated or first order)
+  kReptile,   // θ − φ_r
+  kImplicit   // iMAML: (I + H/μ)⁻¹ ∇L_Q(φ_r) by conjugate gradients, proximal inner loop
+};
+
 struct InnerLoop {
   int steps = 1;    // r
-  double lr = 0.4;  // α
+  double lr = 0.4;  // α (the fixed rate, and the learned rates' initial value)
   TrajectoryMode trajectory;
   int truncate = -1;        // k: adjoint through the last k steps; −1 = all r
   double adjoint_clip = 0;  // clip λ elementwise to ±c after every adjoint step; 0 = off
+  Rates rates = Rates::kFixed;
+  Adapt adapt = Adapt::kAll;
+  Method method = Method::kUnrolled;
+  bool multi_step_loss = false;  // MAML++: Σ_j w_j L_Q(φ_j) (weights: msl_weights)
+  int64_t msl_anneal_steps = 0;  // outer steps over which the weights move to the last step
+  double prox = 1.0;             // iMAML's μ: L_S(φ) + μ/2 ‖φ − θ‖²
+  int cg_steps = 5;              // iMAML: Hessian-vector products of the solve
 
   int adjoint_steps() const { return truncate < 0 ? steps : truncate; }
   // Interval between stored inner states: 1 (store), C, or r + 1 (recompute: only φ_0 = θ).

@@ -7,6 +7,7 @@
 
 #include "core/batched_model_cpu.h"
 #include "core/check.h"
+#include "core/meta_params.h"
 #include "core/parallel_for.h"
 
 namespace mt {
@@ -104,14 +105,23 @@ void MetaStepSums<T>::unpack_exact(const std::vector<int64_t>& buf, bool with_fo
   }
 }
 
+namespace {
+EstimatorSettings estimator_settings(const MetaStepSettings& s) {
+  EstimatorSettings e;
+  e.algo = s.algo;
+  e.first_order_steps = s.first_order_steps;
+  return e;
+}
+}  // namespace
+
 template <typename T>
 MetaStep<T>::MetaStep(BatchedModel<T>& model, const InnerLoop& inner, MetaStepSettings settings)
     : model_(model),
       settings_(settings),
-      estimator_(make_estimator({settings.algo})),
+      estimator_(make_estimator(estimator_settings(settings))),
       engine_(std::make_unique<MetaEngine<T>>(model, inner)),
       batch_(model.make_batch()),
-      dim_(model.layout().total()),
+      dim_(engine_->layout().total()),
       keep_(settings.keep_task_gradients) {
   MT_CHECK(settings_.threads >= 1, "threads must be >= 1");
 }
@@ -122,10 +132,10 @@ MetaStep<T>::MetaStep(const MetaGradient<T>& mg, MetaStepSettings settings)
                                                   kCpuMaxTasks)),
       model_(*owned_),
       settings_(settings),
-      estimator_(make_estimator({settings.algo})),
+      estimator_(make_estimator(estimator_settings(settings))),
       engine_(std::make_unique<MetaEngine<T>>(*owned_, mg.inner())),
       batch_(owned_->make_batch()),
-      dim_(mg.model().layout().total()),
+      dim_(engine_->layout().total()),
       keep_(true) {
   MT_CHECK(settings_.threads >= 1, "threads must be >= 1");
 }
@@ -157,6 +167,10 @@ void MetaStep<T>::run(const T* theta, uint64_t step, const std::vector<int64_t>&
 
   tasks_ = tasks;
   step_ = step;
+  const InnerLoop& inner = engine_->inner();
+  if (inner.multi_step_loss)
+    engine_->set_step_weights(
+        msl_weights(inner.steps, static_cast<int64_t>(step), inner.msl_anneal_steps));
   reserve(theta_, dim_);
   ops.upload(dim_, theta, theta_.data());
   // The sums continue from what `sums` holds, element by element in task order.
@@ -196,7 +210,7 @@ void MetaStep<T>::add_exact(const BatchedLayout& l, const T* x, Fixed* acc, size
   const FixedFault f = exact_ops_->sum_tasks(l, x, acc);
   if (!f) return;
   const int64_t task = tasks_[first + static_cast<size_t>(ids ? (*ids)[f.task] : f.task)];
-  const TensorSpec* tensor = model_.layout().at(f.index);
+  const TensorSpec* tensor = engine_->layout().at(f.index);
   const bool finite = std::isfinite(f.value);
   const std::string where = detail::concat(
       " at step ", step_ + 1, " in ", tensor ? tensor->name : "?", " (element ",
@@ -216,7 +230,7 @@ void MetaStep<T>::add_exact(const BatchedLayout& l, const T* x, Fixed* acc, size
 template <typename T>
 void MetaStep<T>::run_chunk(size_t first, size_t count, double q, MetaStepSums<T>& sums) {
   const VecOps<T>& ops = model_.ops();
-  const BatchedLayout all(model_.layout(), static_cast<int>(count));
+  const BatchedLayout all(engine_->layout(), static_cast<int>(count));
   std::vector<const Episode<T>*> eps;
   std::vector<int> exact;
   for (size_t i = 0; i < count; ++i) {

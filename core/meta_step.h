@@ -20,9 +20,10 @@ namespace mt {
 
 struct MetaStepSettings {
   Algo algo = Algo::kMaml;
-  uint64_t seed = 0;  // keys the UFOM draws
-  int threads = 1;    // CPU worker threads (the CPU backend's, and episode sampling)
+  uint64_t seed = 0;                 // keys the UFOM draws
+  int threads = 1;                   // CPU worker threads (the CPU backend's, and episode sampling)
   bool keep_task_gradients = false;  // host copies of every task's g_F / g_E (debug dumps)
+  int64_t first_order_steps = 0;     // MAML's derivative-order annealing (EstimatorSettings)
 };
 
 // Sums over this rank's tasks. Everything here is summed, so a sum-allreduce of

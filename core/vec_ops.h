@@ -37,6 +37,9 @@ class VecOps {
   virtual void combine(int64_t n, T a, const T* x, T b, const T* y, T* z) const = 0;
   virtual void sub(int64_t n, const T* x, const T* y, T* z) const = 0;  // z = x − y
   virtual void clamp(int64_t n, T c, T* x) const = 0;                   // x ← clamp(x, −c, c)
+  virtual void mul(int64_t n, const T* x, const T* y, T* z) const = 0;  // z = x ⊙ y
+  // Accumulates: z[i] += a·(x[i]·y[i]) (the product rounded, then one fused multiply-add).
+  virtual void mul_add(int64_t n, T a, const T* x, const T* y, T* z) const = 0;
 
   // Batched buffers. broadcast: every task of x ← θ (θ layout, d elements).
   virtual void broadcast(const BatchedLayout& l, const T* theta, T* x) const = 0;
@@ -50,8 +53,11 @@ class VecOps {
                        T* y) const = 0;
   // host out[t] = Σ_j x_t[j]² and Σ_j (x_t[j] − y_t[j])², in double, j in θ order.
   virtual void task_sq_norms(const BatchedLayout& l, const T* x, double* out) const = 0;
-  virtual void task_sq_dists(const BatchedLayout& l, const T* x, const T* y,
-                             double* out) const = 0;
+  virtual void task_sq_dists(const BatchedLayout& l, const T* x, const T* y, double* out) const = 0;
+  // host out[t] = Σ_j x_t[j]·y_t[j], in double, j in θ order.
+  virtual void task_dots(const BatchedLayout& l, const T* x, const T* y, double* out) const = 0;
+  // y_t += a[t]·x_t for every task t (host a, one coefficient per task).
+  virtual void task_axpy(const BatchedLayout& l, const double* a, const T* x, T* y) const = 0;
 };
 
 // The host implementation (one instance per scalar type, stateless).

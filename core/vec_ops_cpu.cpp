@@ -24,6 +24,11 @@ MT_DISPATCH_CLONES void combine_loop(int64_t n, T a, const T* x, T b, const T* y
 }
 
 template <typename T>
+MT_DISPATCH_CLONES void mul_add_loop(int64_t n, T a, const T* x, const T* y, T* z) {
+  for (int64_t i = 0; i < n; ++i) z[i] = std::fma(a, x[i] * y[i], z[i]);
+}
+
+template <typename T>
 class HostVecOps final : public VecOps<T> {
  public:
   Memory memory() const override { return Memory::kHost; }
@@ -46,6 +51,12 @@ class HostVecOps final : public VecOps<T> {
   }
   void clamp(int64_t n, T c, T* x) const override {
     for (int64_t i = 0; i < n; ++i) x[i] = std::clamp(x[i], -c, c);
+  }
+  void mul(int64_t n, const T* x, const T* y, T* z) const override {
+    for (int64_t i = 0; i < n; ++i) z[i] = x[i] * y[i];
+  }
+  void mul_add(int64_t n, T a, const T* x, const T* y, T* z) const override {
+    mul_add_loop(n, a, x, y, z);
   }
 
   // The batched layout is tensor-major: for each tensor k, the T copies follow one another.
@@ -90,6 +101,19 @@ class HostVecOps final : public VecOps<T> {
         s += diff * diff;
       });
       out[t] = s;
+    }
+  }
+  void task_dots(const BatchedLayout& l, const T* x, const T* y, double* out) const override {
+    for (int t = 0; t < l.tasks(); ++t) {
+      double s = 0;
+      for_task(l, t, [&](int64_t i) { s += static_cast<double>(x[i]) * y[i]; });
+      out[t] = s;
+    }
+  }
+  void task_axpy(const BatchedLayout& l, const double* a, const T* x, T* y) const override {
+    for (int t = 0; t < l.tasks(); ++t) {
+      const T at = static_cast<T>(a[t]);
+      for_task(l, t, [&](int64_t i) { y[i] = std::fma(at, x[i], y[i]); });
     }
   }
 

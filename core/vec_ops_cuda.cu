@@ -69,6 +69,32 @@ __global__ void scatter_kernel(const LayoutArgs full, const TaskList tasks, cons
   const int64_t n = tasks.count * full.dim();
   MT_GRID_STRIDE(q, n) scatter_element(full, tasks, q, x, y);
 }
+template <typename T>
+__global__ void mul_kernel(int64_t n, const T* x, const T* y, T* z) {
+  MT_GRID_STRIDE(i, n) mul_element(i, x, y, z);
+}
+template <typename T>
+__global__ void mul_add_kernel(int64_t n, T a, const T* x, const T* y, T* z) {
+  MT_GRID_STRIDE(i, n) mul_add_element(i, a, x, y, z);
+}
+template <typename T>
+__global__ void task_axpy_kernel(const LayoutArgs l, const double* a, const T* x, T* y) {
+  const int64_t n = l.dim() * l.tasks;
+  MT_GRID_STRIDE(q, n) task_axpy_element(l, q, a, x, y);
+}
+// As task_sq_kernel, for Σ x_t·y_t (host twin host_task_dot_sum).
+template <typename T>
+__global__ void task_dot_kernel(const LayoutArgs l, const T* x, const T* y, double* out) {
+  __shared__ double partials[kReduceThreads];
+  const int t = blockIdx.x, lane = threadIdx.x;
+  partials[lane] = task_dot_partial(l, x, y, t, lane, kReduceThreads);
+  __syncthreads();
+  for (int half = kReduceThreads / 2; half > 0; half /= 2) {
+    tree_reduce_step(partials, lane, half);
+    __syncthreads();
+  }
+  if (lane == 0) out[t] = partials[0];
+}
 // Block t writes out[t]; launched with kReduceThreads threads (the decomposition the host twin
 // host_task_sq_sum repeats).
 template <typename T>
@@ -147,6 +173,17 @@ class CudaVecOps final : public VecOps<T> {
     MT_CUDA_CHECK_LAUNCH();
   }
 
+  void mul(int64_t n, const T* x, const T* y, T* z) const override {
+    if (n <= 0) return;
+    mul_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(n, x, y, z);
+    MT_CUDA_CHECK_LAUNCH();
+  }
+  void mul_add(int64_t n, T a, const T* x, const T* y, T* z) const override {
+    if (n <= 0) return;
+    mul_add_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(n, a, x, y, z);
+    MT_CUDA_CHECK_LAUNCH();
+  }
+
   void broadcast(const BatchedLayout& l, const T* theta, T* x) const override {
     if (l.total() == 0) return;
     broadcast_kernel<<<blocks_for(l.total()), kThreads, 0, stream_>>>(make_layout_args(l), theta,
@@ -186,15 +223,39 @@ class CudaVecOps final : public VecOps<T> {
   void task_sq_dists(const BatchedLayout& l, const T* x, const T* y, double* out) const override {
     task_sq(l, x, y, out);
   }
+  void task_dots(const BatchedLayout& l, const T* x, const T* y, double* out) const override {
+    const int tasks = l.tasks();
+    grow_scratch(tasks);
+    task_dot_kernel<<<tasks, kReduceThreads, 0, stream_>>>(make_layout_args(l), x, y,
+                                                           scratch_.data());
+    MT_CUDA_CHECK_LAUNCH();
+    MT_CUDA_CHECK(cudaMemcpyAsync(out, scratch_.data(), static_cast<size_t>(tasks) * sizeof(double),
+                                  cudaMemcpyDeviceToHost, stream_));
+    MT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void task_axpy(const BatchedLayout& l, const double* a, const T* x, T* y) const override {
+    if (l.total() == 0) return;
+    grow_scratch(l.tasks());
+    MT_CUDA_CHECK(cudaMemcpyAsync(scratch_.data(), a, static_cast<size_t>(l.tasks()) * sizeof(double),
+                                  cudaMemcpyHostToDevice, stream_));
+    task_axpy_kernel<<<blocks_for(l.total()), kThreads, 0, stream_>>>(make_layout_args(l),
+                                                                      scratch_.data(), x, y);
+    MT_CUDA_CHECK_LAUNCH();
+    // a is the caller's host memory: the copy must be done before the call returns.
+    MT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
 
  private:
   static size_t bytes(int64_t n) { return static_cast<size_t>(n) * sizeof(T); }
+  void grow_scratch(int tasks) const {
+    if (scratch_.size() < static_cast<size_t>(tasks))
+      scratch_ = DeviceBuffer<double>(static_cast<size_t>(tasks));  // grows once, then reused
+  }
 
   // One block per task into the device scratch, then a waited copy to the host.
   void task_sq(const BatchedLayout& l, const T* x, const T* y, double* out) const {
     const int tasks = l.tasks();
-    if (scratch_.size() < static_cast<size_t>(tasks))
-      scratch_ = DeviceBuffer<double>(static_cast<size_t>(tasks));  // grows once, then reused
+    grow_scratch(tasks);
     task_sq_kernel<<<tasks, kReduceThreads, 0, stream_>>>(make_layout_args(l), x, y,
                                                           scratch_.data());
     MT_CUDA_CHECK_LAUNCH();

@@ -102,6 +102,15 @@ MT_HD inline void clamp_element(int64_t i, T c, T* x) {  // as std::clamp(x, −
   x[i] = v < -c ? -c : (c < v ? c : v);
 }
 
+template <typename T>
+MT_HD inline void mul_element(int64_t i, const T* x, const T* y, T* z) {
+  z[i] = x[i] * y[i];
+}
+template <typename T>
+MT_HD inline void mul_add_element(int64_t i, T a, const T* x, const T* y, T* z) {
+  z[i] = fused_mul_add(a, x[i] * y[i], z[i]);  // z[i] += a·(x[i]·y[i])
+}
+
 // Batched bodies. q enumerates (task, θ index) pairs as q = t·d + j, so neighbouring threads
 // touch neighbouring elements of one tensor.
 template <typename T>
@@ -151,11 +160,41 @@ MT_HD inline double task_sq_partial(const LayoutArgs& l, const T* x, const T* y,
   }
   return acc;
 }
+// As task_sq_partial, for Σ x_t·y_t.
+template <typename T>
+MT_HD inline double task_dot_partial(const LayoutArgs& l, const T* x, const T* y, int t, int lane,
+                                     int lanes) {
+  double acc = 0;
+  for (int k = 0; k < l.tensors; ++k) {
+    const int64_t size = l.ends[k + 1] - l.ends[k];
+    const int64_t start = l.tasks * l.ends[k] + t * size;
+    for (int64_t e = lane; e < size; e += lanes)
+      acc =
+          fused_mul_add(static_cast<double>(x[start + e]), static_cast<double>(y[start + e]), acc);
+  }
+  return acc;
+}
+// Element q = t·d + j: y_t[j] += a[t]·x_t[j] (a in the kernel's memory).
+template <typename T>
+MT_HD inline void task_axpy_element(const LayoutArgs& l, int64_t q, const double* a, const T* x,
+                                    T* y) {
+  const int64_t d = l.dim(), t = q / d, i = l.index(t, q - t * d);
+  y[i] = fused_mul_add(static_cast<T>(a[t]), x[i], y[i]);
+}
 MT_HD inline void tree_reduce_step(double* partials, int lane, int half) {
   if (lane < half) partials[lane] += partials[lane + half];
 }
 
 // The host twin of the reduction kernel: the same decomposition, run lane by lane.
+template <typename T>
+double host_task_dot_sum(const LayoutArgs& l, const T* x, const T* y, int t) {
+  double partials[kReduceThreads];
+  for (int lane = 0; lane < kReduceThreads; ++lane)
+    partials[lane] = task_dot_partial(l, x, y, t, lane, kReduceThreads);
+  for (int half = kReduceThreads / 2; half > 0; half /= 2)
+    for (int lane = 0; lane < half; ++lane) tree_reduce_step(partials, lane, half);
+  return partials[0];
+}
 template <typename T>
 double host_task_sq_sum(const LayoutArgs& l, const T* x, const T* y, int t) {
   double partials[kReduceThreads];

@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "core/check.h"
+#include "core/meta_params.h"
 #include "default_config_yaml.h"  // generated from launch/configs/default.yaml
 #include "models/resnet12.h"      // ResNet12Spec: the default widths
 
@@ -131,10 +132,19 @@ struct Choice {
   E value;
 };
 
-constexpr Choice<Algo> kAlgos[] = {{"maml", Algo::kMaml},
-                                   {"fomaml", Algo::kFomaml},
-                                   {"ufom", Algo::kUfom},
-                                   {"slbamm", Algo::kSlbamm}};
+constexpr Choice<Algo> kAlgos[] = {{"maml", Algo::kMaml},       {"fomaml", Algo::kFomaml},
+                                   {"ufom", Algo::kUfom},       {"slbamm", Algo::kSlbamm},
+                                   {"metasgd", Algo::kMetaSgd}, {"mamlpp", Algo::kMamlpp},
+                                   {"anil", Algo::kAnil},       {"boil", Algo::kBoil},
+                                   {"reptile", Algo::kReptile}, {"imaml", Algo::kImaml}};
+constexpr Choice<const char*> kRates[] = {{"auto", "auto"},
+                                          {"fixed", "fixed"},
+                                          {"per_param", "per_param"},
+                                          {"per_layer_step", "per_layer_step"}};
+constexpr Choice<const char*> kAdapts[] = {
+    {"auto", "auto"}, {"all", "all"}, {"head", "head"}, {"body", "body"}};
+constexpr Choice<const char*> kAutoSwitches[] = {
+    {"auto", "auto"}, {"true", "true"}, {"false", "false"}};
 constexpr Choice<Config::Outer::Optimizer> kOptimizers[] = {
     {"adam", Config::Outer::Optimizer::kAdam}, {"sgd", Config::Outer::Optimizer::kSgd}};
 constexpr Choice<Config::Model::Pool> kPools[] = {{"max", Config::Model::Pool::kMax},
@@ -355,12 +365,25 @@ const std::vector<Field>& schema() {
       inner_trajectory(),
       integer("inner.truncate", REF(inner.truncate), -1,
               "-1 = all inner steps, else the last k steps"),
+      choice(
+          "inner.rates", REF(inner.rates), kRates,
+          "inner step sizes: fixed, learned per parameter or per tensor and step; auto = algo's"),
+      choice("inner.adapt", REF(inner.adapt), kAdapts,
+             "tensors the inner loop adapts: all, head, body; auto = algo's"),
+      choice("inner.multi_step_loss", REF(inner.multi_step_loss), kAutoSwitches,
+             "outer loss summed over the inner steps (MAML++); auto = algo's"),
+      integer("inner.msl_anneal_steps", REF(inner.msl_anneal_steps), 0,
+              "outer steps over which the multi-step loss moves to the last step"),
+      integer("inner.first_order_steps", REF(inner.first_order_steps), 0,
+              "outer steps of first order before the exact path (derivative-order annealing)"),
       choice("outer.optimizer", REF(outer.optimizer), kOptimizers, "outer optimizer"),
       real("outer.lr", REF(outer.lr), {0, true}, "outer step size"),
       real("outer.momentum", REF(outer.momentum), {0, false, 1, true}, "SGD momentum"),
       choice("outer.schedule", REF(outer.schedule), kLrSchedules,
              "outer step size over the run: constant, or cosine annealed to 0 at steps"),
       integer("outer.warmup", REF(outer.warmup), 0, "outer steps of linear step-size warm-up"),
+      real("imaml.prox", REF(imaml.prox), {0, true}, "iMAML proximal weight"),
+      integer("imaml.cg_steps", REF(imaml.cg_steps), 1, "iMAML conjugate-gradient steps"),
       ufom_q(),
       real("ufom.q_min", REF(ufom.q_min), {0, true, 1, false}, "floor of the adaptive q"),
       real("ufom.d2_scale", REF(ufom.d2_scale), {0, true}, "scale of D^2 in adaptive q"),
@@ -582,6 +605,29 @@ void resolve_model(Config& cfg, const Settings& settings, const Settings& defaul
   if (m.widths.size() == 1) m.filters = m.widths[0];
 }
 
+// The algorithm's "auto" choices from its preset; a preset whose method forbids a choice the
+// user set (learned rates or the multi-step loss with Reptile or iMAML) is a usage error.
+void resolve_algorithm(Config& cfg, const Settings& settings) {
+  if (cfg.algo == Algo::kSlbamm) return;
+  const AlgoPreset p = algo_preset(cfg.algo);
+  Config::Inner& in = cfg.inner;
+  if (in.rates == "auto")
+    in.rates = p.rates == Rates::kFixed      ? "fixed"
+               : p.rates == Rates::kPerParam ? "per_param"
+                                             : "per_layer_step";
+  if (in.adapt == "auto")
+    in.adapt = p.adapt == Adapt::kAll ? "all" : p.adapt == Adapt::kHead ? "head" : "body";
+  if (in.multi_step_loss == "auto") in.multi_step_loss = p.multi_step_loss ? "true" : "false";
+  if (p.method == Method::kUnrolled) return;
+  const char* name = p.method == Method::kReptile ? "reptile" : "imaml";
+  MT_REQUIRE(in.rates == "fixed", "inner.rates = ", in.rates, ": algo ", name,
+             " takes a fixed inner rate (learned rates need the unrolled adjoint of maml, "
+             "fomaml, ufom, metasgd, mamlpp, anil or boil) [",
+             settings.at("inner.rates").origin, "]");
+  MT_REQUIRE(in.multi_step_loss == "false", "inner.multi_step_loss = true: algo ", name,
+             " has no per-step outer loss [", settings.at("inner.multi_step_loss").origin, "]");
+}
+
 // One YAML document laid over the defaults, and where it came from.
 struct YamlLayer {
   const std::string& text;
@@ -612,6 +658,7 @@ Config build(const std::vector<YamlLayer>& layers, const std::vector<std::string
     }
   }
   resolve_model(cfg, settings, defaults, cfg.resume == "none");
+  resolve_algorithm(cfg, settings);
   const int r = cfg.inner.steps;
   MT_REQUIRE(cfg.inner.truncate == -1 || cfg.inner.truncate <= r,
              "inner.truncate = ", cfg.inner.truncate,
@@ -758,8 +805,12 @@ bool key_applies(const Config& cfg, const std::string& key) {
   }
   if (in("slbamm.")) return false;
   if (in("cuda.")) return cfg.device == Config::Device::kCuda;
-  if (key == "ufom.adjoint_clip") return cfg.algo != Algo::kFomaml;  // clips the exact path
+  const AlgoPreset preset = algo_preset(cfg.algo);
+  if (key == "ufom.adjoint_clip") return preset.estimator != Algo::kFomaml;  // the exact path
   if (in("ufom.")) return cfg.algo == Algo::kUfom;
+  if (in("imaml.")) return preset.method == Method::kImplicit;
+  if (key == "inner.msl_anneal_steps") return cfg.inner.multi_step_loss == "true";
+  if (key == "inner.first_order_steps") return preset.estimator == Algo::kMaml;
   if (key == "outer.momentum") return cfg.outer.optimizer == Config::Outer::Optimizer::kSgd;
   if (key == "log.bias_tasks") return cfg.log.bias_every > 0;
   if (key == "model.filters" || key == "model.pool") return cfg.model.name == "conv4";

@@ -26,6 +26,16 @@ struct Config {
     double lr = 0;
     TrajectoryMode trajectory;
     int truncate = -1;  // -1: all `steps` steps; else the adjoint runs through the last k steps
+    // The algorithm's choices (core/meta_params.h), "auto" until resolved from algo's preset:
+    std::string rates = "auto";            // fixed | per_param | per_layer_step
+    std::string adapt = "auto";            // all | head | body
+    std::string multi_step_loss = "auto";  // true | false
+    int64_t msl_anneal_steps = 0;
+    int64_t first_order_steps = 0;  // derivative-order annealing of exact estimators
+  };
+  struct Imaml {
+    double prox = 0;  // μ of the proximal term
+    int cg_steps = 0;
   };
   struct Outer {
     enum class Optimizer { kAdam, kSgd } optimizer = Optimizer::kAdam;
@@ -34,6 +44,7 @@ struct Config {
     std::string schedule = "constant";  // constant | cosine (annealed to 0 at `steps`)
     int64_t warmup = 0;                 // outer steps of linear warm-up
   };
+  Imaml imaml;
   struct Ufom {
     bool adaptive = false;  // when true, q is chosen per step and `q` is unused
     double q = 0;

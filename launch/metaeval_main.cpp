@@ -87,7 +87,7 @@ void evaluate_checkpoint(const Args& args, mt::dist::Comm& comm) {
   MT_REQUIRE(mt::checkpoint_kind(args.checkpoint) != mt::kSlbammCheckpointKind, "checkpoint ",
              args.checkpoint,
              " was written by an algo=slbamm run; metaeval evaluates the "
-             "few-shot checkpoints of maml, fomaml and ufom runs (an sl-BAMM run reports its "
+             "few-shot checkpoints of the meta-learning algorithms (an sl-BAMM run reports its "
              "test accuracy when it ends)");
   const std::string trained_yaml = mt::read_checkpoint_config(args.checkpoint);
   const std::string where = args.checkpoint + ":/config";
@@ -95,7 +95,8 @@ void evaluate_checkpoint(const Args& args, mt::dist::Comm& comm) {
   mt::blas_use_single_thread();
   const auto source = mt::make_episode_source(cfg);
   const auto model = mt::make_model(cfg, source->image_shape());
-  const mt::CheckpointState state = mt::read_checkpoint(args.checkpoint, model->layout());
+  const mt::CheckpointState state =
+      mt::read_checkpoint(args.checkpoint, mt::meta_parameters(cfg, *model));
   // The stored seed is the trained config's (metaeval's seed= override aside).
   const mt::Config trained = mt::load_config_text(trained_yaml, where, {});
   MT_REQUIRE(state.seed == static_cast<uint64_t>(trained.seed), "checkpoint ", args.checkpoint,

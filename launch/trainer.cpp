@@ -13,6 +13,7 @@
 #include "core/check.h"
 #include "core/checkpoint.h"
 #include "core/estimator.h"
+#include "core/meta_params.h"
 #include "core/meta_step.h"
 #include "core/optimizer.h"
 #include "core/ufom.h"
@@ -45,7 +46,22 @@ InnerLoop inner_loop(const Config& cfg) {
   in.trajectory = cfg.inner.trajectory;
   in.truncate = cfg.inner.truncate;
   in.adjoint_clip = cfg.ufom.adjoint_clip;
+  if (cfg.algo == Algo::kSlbamm) return in;
+  const Config::Inner& c = cfg.inner;  // resolved by the config: no "auto" left
+  in.rates = c.rates == "per_param"        ? Rates::kPerParam
+             : c.rates == "per_layer_step" ? Rates::kPerLayerStep
+                                           : Rates::kFixed;
+  in.adapt = c.adapt == "head" ? Adapt::kHead : c.adapt == "body" ? Adapt::kBody : Adapt::kAll;
+  in.method = algo_preset(cfg.algo).method;
+  in.multi_step_loss = c.multi_step_loss == "true";
+  in.msl_anneal_steps = c.msl_anneal_steps;
+  in.prox = cfg.imaml.prox;
+  in.cg_steps = cfg.imaml.cg_steps;
   return in;
+}
+
+ParamLayout meta_parameters(const Config& cfg, const Model<float>& model) {
+  return meta_layout(model.layout(), inner_loop(cfg));
 }
 
 std::unique_ptr<Model<float>> make_model(const Config& cfg, Shape input) {
@@ -76,6 +92,13 @@ void check_supported(const Config& cfg) {
   MT_REQUIRE(cfg.dist.backend != "nccl" || cfg.device == Config::Device::kCuda,
              "dist.backend = nccl needs device=cuda (NCCL sums device buffers); use "
              "dist.backend=mpi (or auto) with device=cpu");
+  const InnerLoop in = inner_loop(cfg);
+  const bool plain = in.rates == Rates::kFixed && in.adapt == Adapt::kAll &&
+                     in.method == Method::kUnrolled && !in.multi_step_loss;
+  MT_REQUIRE(cfg.log.bias_every == 0 || plain, "log.bias_every = ", cfg.log.bias_every,
+             ": the first-order bias probe measures MAML's estimators (algo maml, fomaml, ufom "
+             "with a fixed rate on every tensor); set log.bias_every=0 for algo ",
+             to_string(cfg.algo));
 }
 
 // 64-bit FNV-1a of θ's bytes: ranks compare it to prove they hold the same parameters.
@@ -94,7 +117,7 @@ std::string activation_clause(const Config& cfg, const Model<float>& model, int 
   const auto* seq = dynamic_cast<const Sequential<float>*>(&model);
   if (cfg.device != Config::Device::kCpu || !seq) return "";
   const int n = cfg.task.ways * std::max(cfg.task.shots, cfg.task.queries);
-  const bool hvp = cfg.algo != Algo::kFomaml && cfg.inner.truncate != 0;
+  const bool hvp = algo_preset(cfg.algo).estimator != Algo::kFomaml && cfg.inner.truncate != 0;
   const double mib = seq->activation_bytes(n, hvp ? cfg.task.ways * cfg.task.shots : 0) / 1048576.0;
   auto text = [](double x) {
     char s[32];
@@ -137,10 +160,11 @@ CheckpointState checkpoint_state(const Config& cfg, const ParamLayout& layout,
 // debug.dump: θ, the episodes and both gradients of every task of the first outer step.
 // Computed on the run's backend, so a dump of a cuda run checks the GPU's gradients.
 void write_dump(const Config& cfg, BatchedModel<float>& backend, const InnerLoop& inner,
-                const std::vector<float>& theta, const EpisodeSource& source,
-                const EpisodeSpec& spec, int threads) {
+                const ParamLayout& layout, const std::vector<float>& theta,
+                const EpisodeSource& source, const EpisodeSpec& spec, int threads) {
+  const Algo exact_path = inner.method == Method::kReptile ? Algo::kFomaml : Algo::kMaml;
   MetaStep<float> exact(backend, inner,
-                        {Algo::kMaml, static_cast<uint64_t>(cfg.seed), threads,
+                        {exact_path, static_cast<uint64_t>(cfg.seed), threads,
                          /*keep_task_gradients=*/true});
   std::vector<int64_t> ids(cfg.meta_batch);
   for (int t = 0; t < cfg.meta_batch; ++t) ids[t] = t;
@@ -155,7 +179,7 @@ void write_dump(const Config& cfg, BatchedModel<float>& backend, const InnerLoop
     tasks[t].g_fo.assign(exact.task_fo(t), exact.task_fo(t) + theta.size());
     tasks[t].g_exact.assign(exact.task_exact(t), exact.task_exact(t) + theta.size());
   }
-  write_debug_dump(cfg.debug.dump, backend.layout(), theta, tasks, cfg.effective_yaml, cfg.inner.lr,
+  write_debug_dump(cfg.debug.dump, layout, theta, tasks, cfg.effective_yaml, cfg.inner.lr,
                    cfg.inner.steps);
   std::printf("wrote debug dump of step 0 (%d tasks) to %s\n", cfg.meta_batch,
               cfg.debug.dump.c_str());
@@ -271,6 +295,7 @@ class Trainer {
   std::unique_ptr<EpisodeSource> source_;
   const EpisodeSpec train_spec_, eval_spec_;
   std::unique_ptr<Model<float>> model_;  // the per-task model: layout, initial θ, CPU backend
+  ParamLayout layout_;                   // the meta-parameters ψ: θ, then the learned rates
   std::unique_ptr<BatchedModel<float>> backend_;
   const InnerLoop inner_;
   const double cost_fo_, cost_exact_;
@@ -310,14 +335,17 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
   backend_ = make_backend(cfg, *model_, *source_, comm.local_rank(), threads_);
   EstimatorSettings es{cfg.algo,          cfg.ufom.q, cfg.ufom.adaptive, cfg.ufom.q_min,
                        cfg.ufom.d2_scale, cost_fo_,   cost_exact_};
+  es.first_order_steps = cfg.inner.first_order_steps;
   estimator_ = make_estimator(es);
-  meta_step_ = std::make_unique<MetaStep<float>>(
-      *backend_, inner_, MetaStepSettings{cfg.algo, static_cast<uint64_t>(cfg.seed), threads_});
+  MetaStepSettings ms{cfg.algo, static_cast<uint64_t>(cfg.seed), threads_};
+  ms.first_order_steps = cfg.inner.first_order_steps;
+  meta_step_ = std::make_unique<MetaStep<float>>(*backend_, inner_, ms);
   eval_engine_ = std::make_unique<MetaEngine<float>>(*backend_, inner_);
   if (cfg.log.bias_every > 0)
     probe_ = std::make_unique<BiasProbe<float>>(*backend_, inner_, static_cast<uint64_t>(cfg.seed),
                                                 threads_);
-  const int64_t d = model_->layout().total();
+  layout_ = meta_parameters(cfg, *model_);  // θ, then the learned rates
+  const int64_t d = layout_.total();
   LrSchedule schedule;
   schedule.kind =
       cfg.outer.schedule == "cosine" ? LrSchedule::Kind::kCosine : LrSchedule::Kind::kConstant;
@@ -329,8 +357,9 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
 
   run_.theta.resize(d);
   model_->init(run_.theta.data(), static_cast<uint64_t>(cfg.seed));
+  init_rates(model_->layout(), inner_, run_.theta.data());
   if (cfg.resume != "none")
-    resume_from(cfg, model_->layout(), comm, run_, *opt_, *estimator_);
+    resume_from(cfg, layout_, comm, run_, *opt_, *estimator_);
   else
     comm.broadcast(run_.theta.data(), run_.theta.size() * sizeof(float), 0);  // rank 0's θ
   first_step_ = last_ = run_.step;
@@ -339,14 +368,17 @@ Trainer::Trainer(const Config& cfg, dist::Comm& comm)
 
   print_run_header(
       cfg, comm,
-      detail::concat("model ", describe_model(cfg), ": ", d, " parameters",
-                     activation_clause(cfg, *model_, threads_), "; data ", source_->name(), " (",
-                     cfg.data.path, "); ", threads_, " threads; ", comm.backend(),
-                     comm.backend() == "nccl" ? " (NCCL " + dist::nccl_version() + ")" : "",
-                     " backend, ", comm.size(), comm.size() == 1 ? " rank" : " ranks",
-                     "\ndevice: ", backend_->describe()));
+      detail::concat(
+          "model ", describe_model(cfg), ": ", model_->layout().total(), " parameters",
+          d > model_->layout().total()
+              ? detail::concat(" + ", d - model_->layout().total(), " learned inner rates")
+              : std::string(),
+          activation_clause(cfg, *model_, threads_), "; data ", source_->name(), " (",
+          cfg.data.path, "); ", threads_, " threads; ", comm.backend(),
+          comm.backend() == "nccl" ? " (NCCL " + dist::nccl_version() + ")" : "", " backend, ",
+          comm.size(), comm.size() == 1 ? " rank" : " ranks", "\ndevice: ", backend_->describe()));
   if (!cfg.debug.dump.empty() && lead_ && first_step_ == 0)
-    write_dump(cfg, *backend_, inner_, run_.theta, *source_, train_spec_, threads_);
+    write_dump(cfg, *backend_, inner_, layout_, run_.theta, *source_, train_spec_, threads_);
 
   // Training episodes: drawn ahead by the prefetching stream, or inline (always inline with the
   // balanced assignment, whose task lists change every step). Same episodes either way.
@@ -395,9 +427,9 @@ Trainer::StepResult Trainer::meta_step(int64_t step) {
                "dist.reduce = exact takes at most ", kExactMaxRanks,
                " ranks and meta_batch = ", kExactMaxTasks, " (here ", comm_.size(), " and ",
                cfg_.meta_batch, "); use dist.reduce=float");
-    sums_.reset_exact(model_->layout().total(), cfg_.meta_batch);
+    sums_.reset_exact(layout_.total(), cfg_.meta_batch);
   } else {
-    sums_.reset(model_->layout().total());
+    sums_.reset(layout_.total());
   }
   const std::vector<int64_t> my_tasks =
       tasks_of_step(cfg_, comm_, step, r.q, cost_fo_, cost_exact_);
@@ -443,7 +475,7 @@ void Trainer::reduce(int64_t step, bool with_fo_gap) {
     if (!std::isfinite(sums_.grad[k]))
       throw Error(ExitCode::kRuntime,
                   detail::concat("non-finite meta-gradient at step ", step + 1, " in ",
-                                 model_->layout().at(static_cast<int64_t>(k))->name,
+                                 layout_.at(static_cast<int64_t>(k))->name,
                                  ": training diverged; lower inner.lr or outer.lr. Checkpoints "
                                  "already in ",
                                  cfg_.checkpoint.dir, " are intact."));
@@ -615,7 +647,7 @@ void Trainer::probe_bias(int64_t step, double q) {
 }
 
 std::string Trainer::save(int64_t step) {
-  return lead_ ? checkpoints_.save(checkpoint_state(cfg_, model_->layout(), run_.theta, *opt_, step,
+  return lead_ ? checkpoints_.save(checkpoint_state(cfg_, layout_, run_.theta, *opt_, step,
                                                     run_.grad_evals, *estimator_, comm_.size()))
                : std::string();
 }

@@ -26,6 +26,8 @@ int worker_threads(const Config& cfg);
 
 // The inner loop of cfg.inner (and ufom.adjoint_clip).
 InnerLoop inner_loop(const Config& cfg);
+// The layout of the meta-parameters a run of cfg trains on `model`: θ, then the learned rates.
+ParamLayout meta_parameters(const Config& cfg, const Model<float>& model);
 
 // Runs training; returns the final evaluation.
 EvalResult train(const Config& cfg);

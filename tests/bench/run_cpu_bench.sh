@@ -97,15 +97,14 @@ fi
 
 if [ "$mode" != quick ]; then
   # ResNet-12 at Mini-ImageNet shape, full widths: B = 1 and 2, r = 1, FOMAML and exact MAML;
-  # each row its own process. 3 timed iterations after 1 warm-up, as above. Ours on min(B,
-  # cores) threads: a task runs on one thread, and each thread keeps its own task buffers, so
-  # a spare thread that picks up the single task of some calls would only add to peak memory
-  # (PyTorch uses every core on each task).
+  # each row its own process. 3 timed iterations after 1 warm-up, as above. Both on every
+  # core: ours runs tasks side by side, and a task left without a partner (B = 1) on every
+  # thread, its passes cut into pieces (PyTorch uses every core on each task).
   resnet=(--model resnet12 --dataset miniimagenet --ways 5 --shots 1 --queries 15 --r 1)
   for B in 1 2; do
     for algo in fomaml maml; do
       run_capped ours "$bench" "${resnet[@]}" --algo $algo --B $B --iters 3 --warmup 1 \
-        --threads $(( B < threads ? B : threads ))
+        --threads "$threads"
       for variant in loop vmap; do
         run_capped pytorch "${torch[@]}" "${resnet[@]}" --algo $algo --B $B --variant $variant --iters 3 --warmup 1
       done

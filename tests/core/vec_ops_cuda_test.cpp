@@ -141,6 +141,35 @@ TYPED_TEST(CudaVecOpsTest, ElementWiseOpsEqualHostBitForBit) {
     this->host_.fill(n, b, z.data());
     this->dev_->fill(n, b, dz.data());
     expect_same_bits(this->to_host(dz), z, "fill");
+
+    this->host_.mul(n, x.data(), y.data(), z.data());
+    this->dev_->mul(n, dx.data(), dy.data(), dz.data());
+    expect_same_bits(this->to_host(dz), z, "mul");
+    z = y;
+    this->host_.mul_add(n, a, x.data(), y.data(), z.data());
+    this->dev_->copy(n, dy.data(), dz.data());
+    this->dev_->mul_add(n, a, dx.data(), dy.data(), dz.data());
+    expect_same_bits(this->to_host(dz), z, "mul_add");
+  }
+}
+
+// task_axpy bit for bit with the host; task_dots equal to the twin's decomposition exactly.
+TYPED_TEST(CudaVecOpsTest, PerTaskAxpyAndDotsEqualHostAndTwin) {
+  using T = TypeParam;
+  for (const ParamLayout& params : {small_params(), large_params()}) {
+    const BatchedLayout l(params, 5);
+    const LayoutArgs args = make_layout_args(l);
+    const std::vector<T> x = random_vector<T>(l.total(), 9), y = random_vector<T>(l.total(), 10);
+    Buffer<T> dx = this->to_device(x), dy = this->to_device(y);
+    const double a[5] = {0.5, -1.25, 2.0, 0.0, -0.3};
+    std::vector<T> z = y;
+    this->host_.task_axpy(l, a, x.data(), z.data());
+    this->dev_->task_axpy(l, a, dx.data(), dy.data());
+    expect_same_bits(this->to_host(dy), z, "task_axpy");
+    std::vector<double> dots(5);
+    this->dev_->task_dots(l, dx.data(), dx.data(), dots.data());
+    for (int t = 0; t < 5; ++t)
+      EXPECT_EQ(dots[t], host_task_dot_sum<T>(args, x.data(), x.data(), t)) << "task " << t;
   }
 }
 

@@ -231,6 +231,18 @@ TYPED_TEST(HostVecOpsTest, ElementBodiesEqualHostOpsBitForBit) {
   ops.fill(n, b, host.data());
   for (int64_t i = 0; i < n; ++i) fill_element(i, b, body.data());
   expect_same_bits(body, host, "fill_element");
+
+  ops.mul(n, x.data(), y.data(), host.data());
+  for (int64_t i = 0; i < n; ++i) mul_element(i, x.data(), y.data(), body.data());
+  expect_same_bits(body, host, "mul_element");
+  for (int64_t i = 0; i < n; ++i) EXPECT_TRUE(same_bits(host[i], static_cast<T>(x[i] * y[i])));
+  host = y;
+  body = y;
+  ops.mul_add(n, a, x.data(), y.data(), host.data());
+  for (int64_t i = 0; i < n; ++i) mul_add_element(i, a, x.data(), y.data(), body.data());
+  expect_same_bits(body, host, "mul_add_element");
+  for (int64_t i = 0; i < n; ++i)
+    EXPECT_TRUE(same_bits(host[i], static_cast<T>(std::fma(a, static_cast<T>(x[i] * y[i]), y[i]))));
 }
 
 TYPED_TEST(HostVecOpsTest, BatchedBodiesEqualHostOpsBitForBit) {
@@ -272,6 +284,40 @@ TYPED_TEST(HostVecOpsTest, BatchedBodiesEqualHostOpsBitForBit) {
   std::vector<T> sc_host(n, std::numeric_limits<T>::quiet_NaN());
   this->ops.scatter(l, g_host.data(), tasks, sc_host.data());
   expect_same_bits(back, sc_host, "scatter_element vs scatter");
+}
+
+// task_axpy: y_t += a_t·x_t with each task's own coefficient (element body: the same bits), and
+// task_dots: Σ_j x_t[j]·y_t[j] against its twin, within the bound of two summation orders of
+// d terms relative to Σ|x·y| (the terms have both signs).
+TYPED_TEST(HostVecOpsTest, PerTaskAxpyAndDotsMatchReferenceAndTwin) {
+  using T = TypeParam;
+  const BatchedLayout& l = this->layout;
+  const LayoutArgs args = make_layout_args(l);
+  const std::vector<T> x = random_vector<T>(this->n, 18), y = random_vector<T>(this->n, 19);
+  double a[kTasks];
+  for (int t = 0; t < kTasks; ++t) a[t] = 0.25 * (t + 1) - 0.6;
+  std::vector<T> host = y, body = y;
+  this->ops.task_axpy(l, a, x.data(), host.data());
+  for (int64_t q = 0; q < this->n; ++q) task_axpy_element(args, q, a, x.data(), body.data());
+  expect_same_bits(body, host, "task_axpy_element");
+  for (int t = 0; t < kTasks; ++t)
+    for (int64_t j = 0; j < this->d; ++j) {
+      const int64_t i = l.index(t, j);
+      EXPECT_TRUE(same_bits(host[i], static_cast<T>(std::fma(static_cast<T>(a[t]), x[i], y[i]))));
+    }
+  double dots[kTasks];
+  this->ops.task_dots(l, x.data(), y.data(), dots);
+  for (int t = 0; t < kTasks; ++t) {
+    double want = 0, scale = 0;
+    for (int64_t j = 0; j < this->d; ++j) {
+      const int64_t i = l.index(t, j);
+      want += static_cast<double>(x[i]) * y[i];
+      scale += std::abs(static_cast<double>(x[i]) * y[i]);
+    }
+    const double bound = 2.0 * (static_cast<double>(this->d) + 8) * std::ldexp(1.0, -53) * scale;
+    EXPECT_NEAR(dots[t], want, bound) << "task " << t;
+    EXPECT_NEAR(host_task_dot_sum<T>(args, x.data(), y.data(), t), dots[t], bound) << "task " << t;
+  }
 }
 
 TYPED_TEST(HostVecOpsTest, ReductionTwinMatchesHostNormsWithinRoundingBound) {

@@ -159,7 +159,7 @@ TEST(Config, EachValidationRuleRejectsNamingKeyAndValue) {
     std::string value;
   };
   const std::vector<Case> cases = {
-      {{"algo=reptile"}, "algo", "reptile"},
+      {{"algo=protonet"}, "algo", "protonet"},
       {{"seed=-1"}, "seed", "-1"},
       {{"steps=-5"}, "steps", "-5"},
       {{"meta_batch=0"}, "meta_batch", "0"},
@@ -210,7 +210,8 @@ TEST(Config, EachValidationRuleRejectsNamingKeyAndValue) {
     const std::string msg = overrides_error(c.overrides);
     EXPECT_TRUE(contains(msg, c.key + " = " + c.value)) << c.key << ": " << msg;
   }
-  EXPECT_TRUE(contains(overrides_error({"algo=reptile"}), "maml, fomaml, ufom"));
+  EXPECT_TRUE(contains(overrides_error({"algo=protonet"}), "maml, fomaml, ufom"));
+  EXPECT_TRUE(contains(overrides_error({"algo=protonet"}), "reptile, imaml"));
   EXPECT_TRUE(contains(overrides_error({"inner.steps=-1"}), "must be >= 0"));
   EXPECT_TRUE(contains(overrides_error({"inner.steps=-1"}), "override 'inner.steps=-1'"));
 }
@@ -440,8 +441,8 @@ TEST(Config, PrintedConfigShowsOnlyTheKeysThatApply) {
   const Config maml = load_config("", {"algo=maml"});
   const std::string m = printed_config(maml);
   EXPECT_FALSE(contains(m, "slbamm:")) << m;
-  EXPECT_FALSE(contains(m, "cuda:")) << m;          // device=cpu
-  EXPECT_FALSE(contains(m, "  q: ")) << m;          // UFOM's q is not MAML's
+  EXPECT_FALSE(contains(m, "cuda:")) << m;            // device=cpu
+  EXPECT_FALSE(contains(m, "  q: ")) << m;            // UFOM's q is not MAML's
   EXPECT_TRUE(contains(m, "  adjoint_clip: ")) << m;  // clips MAML's exact path too
   EXPECT_TRUE(contains(m, "inner:\n  steps: 1\n")) << m;
   EXPECT_TRUE(contains(m, "keys that do not apply to this run (algo maml, device cpu)")) << m;
@@ -452,21 +453,20 @@ TEST(Config, PrintedConfigShowsOnlyTheKeysThatApply) {
   EXPECT_TRUE(contains(u, "cuda:\n")) << u;
 
   const std::string b = printed_config(load_config("", {"algo=slbamm"}));
-  for (const char* absent : {"\ninner:", "\ntask:", "\nouter:", "\nufom:", "\nmodel:",
-                             "\neval:", "\ncuda:", "\nmeta_batch:", "\nbudget:", "eval_split:",
-                             "assign:"})
+  for (const char* absent : {"\ninner:", "\ntask:", "\nouter:", "\nufom:", "\nmodel:", "\neval:",
+                             "\ncuda:", "\nmeta_batch:", "\nbudget:", "eval_split:", "assign:"})
     EXPECT_FALSE(contains(b, absent)) << absent << " in\n" << b;
-  for (const char* present : {"slbamm:\n  problem: ", "steps: ", "data:\n  path: ",
-                              "checkpoint:\n", "dist:\n  backend: "})
+  for (const char* present : {"slbamm:\n  problem: ", "steps: ", "data:\n  path: ", "checkpoint:\n",
+                              "dist:\n  backend: "})
     EXPECT_TRUE(contains(b, present)) << present << " not in\n" << b;
 
   // Every key of the schema is either printed or counted as left out.
-  const Config all = load_config("", {"algo=ufom", "device=cuda", "outer.optimizer=sgd",
-                                      "log.bias_every=5"});
+  const Config all =
+      load_config("", {"algo=ufom", "device=cuda", "outer.optimizer=sgd", "log.bias_every=5"});
   const std::string a = printed_config(all);
   size_t printed = 0;
-  for (const char* key : {"slbamm.problem", "ufom.q", "cuda.conv", "outer.momentum",
-                          "log.bias_tasks", "inner.lr"})
+  for (const char* key :
+       {"slbamm.problem", "ufom.q", "cuda.conv", "outer.momentum", "log.bias_tasks", "inner.lr"})
     printed += key_applies(all, key) ? 1 : 0;
   EXPECT_EQ(printed, 5u);  // only the slbamm key is left out of a UFOM run on a GPU
   EXPECT_TRUE(contains(a, "momentum: 0.9")) << a;

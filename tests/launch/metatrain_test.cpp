@@ -80,7 +80,7 @@ TEST(Metatrain, BadConfigurationsExitWithCode2NamingTheKey) {
       {"task.ways=2000", "task.ways"},    // more ways than the 1000 test classes
       {"inner.steps=-1", "inner.steps"},  // r < 0
       {"ufom.q=1.5", "ufom.q"},           // q outside [0, 1]
-      {"algo=reptile", "algo"},           // unknown algorithm
+      {"algo=protonet", "algo"},          // unknown algorithm
       {"inner.lrr=0.1", "inner.lrr"},     // unknown key
       {"--config /nonexistent.yaml", "/nonexistent.yaml"},
   };
