@@ -162,6 +162,15 @@ def main():
         truncate = truncate if truncate >= 0 else None
         if float(config.get("ufom.adjoint_clip", "0")) != 0:
             fail_input(path, "ufom.adjoint_clip clips the dumped g_exact; the JAX model does not")
+        plain = {"inner.rates": "fixed", "inner.adapt": "all", "inner.multi_step_loss": "false"}
+        algo = config.get("algo", "maml")
+        if algo not in ("maml", "fomaml", "ufom") or any(
+                config.get(k, v) != v for k, v in plain.items()):
+            fail_input(path, f"algo {algo} with inner.rates={config.get('inner.rates')}, "
+                             f"inner.adapt={config.get('inner.adapt')}, inner.multi_step_loss="
+                             f"{config.get('inner.multi_step_loss')}: this checker recomputes "
+                             "MAML's gradients only (tests/golden/family_small.h5 and "
+                             "tests/core/golden_test.cpp cover the other algorithms)")
 
         task_ids = sorted(f["tasks"].keys(), key=lambda s: (len(s), s))
         if not task_ids:
