@@ -268,10 +268,11 @@ void count_flops(const Geometry& g, int m) {
 // Pieces: a pass is cut by its shape alone into single-threaded oneDNN calls, which run on the
 // threads intra_task_threads() grants (core/parallel_for.h), or in order. As the cut never
 // depends on the thread count, neither do the bits. Forward and backward-data take runs of
-// about kPieceExamples examples (independent outputs); backward-weights takes runs of
-// kPieceChannels output channels of the blocked layouts (independent rows of dW, so no piece
-// sums another's partial result).
+// about kPieceExamples examples, and a small batch (a support set) at least kMinPieces runs
+// (independent outputs); backward-weights takes runs of kPieceChannels output channels of the
+// blocked layouts (independent rows of dW, so no piece sums another's partial result).
 constexpr int kPieceExamples = 8;
+constexpr int kMinPieces = 4;
 constexpr int kPieceChannels = 32;
 
 // Piece i of n near-equal runs of `total` examples: {first, count}.
@@ -280,7 +281,9 @@ std::pair<int, int> piece(int total, int n, int64_t i) {
   return {k * base + std::min(k, extra), base + (k < extra ? 1 : 0)};
 }
 
-int example_pieces(int m) { return (m + kPieceExamples - 1) / kPieceExamples; }
+int example_pieces(int m) {
+  return std::max((m + kPieceExamples - 1) / kPieceExamples, std::min(m, kMinPieces));
+}
 int channel_pieces(const Geometry& g) {
   return use_blocked(g) ? std::max(1, g.out_c / kPieceChannels) : 1;
 }
