@@ -6,13 +6,18 @@
 // per operation, times the conditioning of the inner loop: JAX's own two exact methods differ by
 // up to 3e-11 on these files), while any modelling difference (BN ε, pooling, layout, a shortcut,
 // an activation's slope, a missing Hessian term) shows up at 1e-3 or more.
+// family_small.h5: the same for Meta-SGD, LSLR + multi-step loss, ANIL, BOIL (ψ = θ ⊕ rates).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <utility>
 
+#include "core/batched_model_cpu.h"
 #include "core/hdf5.h"
+#include "core/meta_engine.h"
 #include "core/meta_gradient.h"
+#include "core/meta_params.h"
 #include "core/meta_step.h"
 #include "models/conv4.h"
 #include "models/resnet12.h"
@@ -160,11 +165,122 @@ void check_golden_ufom(const std::string& file, const std::string& group) {
   EXPECT_LT(e, kTol);
 }
 
+// The algorithm family's choices a family_small.h5 group records (in the config's words).
+InnerLoop family_loop(const Golden& g) {
+  InnerLoop inner = g.inner;
+  const std::string rates = g.f.get_attr_string(g.root, "rates");
+  const std::string adapt = g.f.get_attr_string(g.root, "adapt");
+  EXPECT_TRUE(rates == "fixed" || rates == "per_param" || rates == "per_layer_step") << rates;
+  EXPECT_TRUE(adapt == "all" || adapt == "head" || adapt == "body") << adapt;
+  inner.rates = rates == "per_param"        ? Rates::kPerParam
+                : rates == "per_layer_step" ? Rates::kPerLayerStep
+                                            : Rates::kFixed;
+  inner.adapt = adapt == "head" ? Adapt::kHead : adapt == "body" ? Adapt::kBody : Adapt::kAll;
+  inner.multi_step_loss = g.f.get_attr_int(g.root, "multi_step_loss") != 0;
+  inner.msl_anneal_steps = g.f.get_attr_int(g.root, "msl_anneal_steps");
+  return inner;
+}
+
+// ψ in our meta_layout: its size, θ first, and every tensor (rates "lr.*" / "lslr.*" included)
+// under its name in params/; the multi-step loss's weights as the file used them.
+void expect_family_layout(const Golden& g, const ParamLayout& meta, const InnerLoop& inner,
+                          const std::vector<double>& psi) {
+  ASSERT_EQ(meta.total(), static_cast<int64_t>(psi.size()));
+  ASSERT_TRUE(std::equal(g.theta.begin(), g.theta.end(), psi.begin()));
+  for (const TensorSpec& t : meta.tensors()) {
+    std::vector<int64_t> shape;
+    const auto named = g.f.read<double>(g.pre + "/params/" + t.name, &shape);
+    EXPECT_EQ(shape, t.shape) << t.name;
+    ASSERT_EQ(static_cast<int64_t>(named.size()), t.size()) << t.name;
+    for (int64_t i = 0; i < t.size(); ++i) ASSERT_EQ(named[i], psi[t.offset + i]) << t.name;
+  }
+  if (inner.multi_step_loss)
+    EXPECT_EQ(msl_weights(inner.steps, 0, inner.msl_anneal_steps),
+              g.f.read<double>(g.pre + "/msl_weights"));
+}
+
+// g_got against g_want over ψ, its θ part and its rate part (an error in the rates would hide
+// in θ's larger norm), each at kTol.
+void expect_parts(const std::string& what, const std::vector<double>& got,
+                  const std::vector<double>& want, size_t d) {
+  using V = std::vector<double>;
+  std::vector<std::pair<std::string, double>> errs = {
+      {"psi", testing::rel_err(got, want)},
+      {"theta",
+       testing::rel_err(V(got.begin(), got.begin() + d), V(want.begin(), want.begin() + d))}};
+  if (got.size() > d)
+    errs.emplace_back(
+        "rates", testing::rel_err(V(got.begin() + d, got.end()), V(want.begin() + d, want.end())));
+  for (const auto& [part, e] : errs) {
+    report(what + " " + part, e);
+    EXPECT_LT(e, kTol) << what << " " << part;
+  }
+}
+
+// MetaEngine<double> at ψ over one CPU batch of all of g's tasks, every task exact: per task
+// ψ's first-order and exact gradients and the query loss at φ_r.
+struct FamilyRun {
+  std::vector<std::vector<double>> fo, exact;
+  std::vector<LossStats> query;
+};
+FamilyRun run_family(const Golden& g, const InnerLoop& inner, const std::vector<double>& psi) {
+  const int tasks = static_cast<int>(g.episodes.size());
+  CpuBatchedModel<double> model(*g.net, 1, tasks);
+  MetaEngine<double> engine(model, inner);
+  EXPECT_NO_FATAL_FAILURE(expect_family_layout(g, engine.layout(), inner, psi));
+  auto batch = model.make_batch();
+  std::vector<const Episode<double>*> eps;
+  std::vector<int> exact;
+  for (int t = 0; t < tasks; ++t) {
+    eps.push_back(&g.episodes[static_cast<size_t>(t)]);
+    exact.push_back(t);
+  }
+  model.load(eps, *batch);
+  const BatchedLayout l(engine.layout(), tasks);
+  std::vector<double> fo(l.total()), ex(l.total());
+  FamilyRun run{{}, {}, std::vector<LossStats>(eps.size())};
+  engine.run(psi.data(), *batch, exact, fo.data(), ex.data(), run.query.data());
+  for (int t = 0; t < tasks; ++t) {
+    run.fo.emplace_back(psi.size());
+    run.exact.emplace_back(psi.size());
+    host_vec_ops<double>().gather(l, fo.data(), {t}, run.fo.back().data());
+    host_vec_ops<double>().gather(l, ex.data(), {t}, run.exact.back().data());
+  }
+  return run;
+}
+
+// One algorithm of the family (the group's recorded choices must be the test's) at ψ =
+// flat/psi, against JAX's g_exact, g_fo and query loss per task.
+void check_family(const std::string& group, Rates rates, Adapt adapt, bool msl) {
+  const Golden g("family_small.h5", group);
+  const InnerLoop inner = family_loop(g);
+  ASSERT_EQ(inner.rates, rates);
+  ASSERT_EQ(inner.adapt, adapt);
+  ASSERT_EQ(inner.multi_step_loss, msl);
+  const std::vector<double> psi = g.f.read<double>(g.pre + "/flat/psi");
+  const FamilyRun run = run_family(g, inner, psi);
+  for (size_t t = 0; t < g.episodes.size(); ++t) {
+    const std::string p = g.task(t);
+    expect_parts(p + " g_exact", run.exact[t], g.f.read<double>(p + "/g_exact"), g.theta.size());
+    expect_parts(p + " g_fo", run.fo[t], g.f.read<double>(p + "/g_fo"), g.theta.size());
+    EXPECT_NEAR(run.query[t].loss, g.f.read_scalar<double>(p + "/query_loss"), 1e-12) << p;
+  }
+}
+
 TEST(Golden, Conv4MaxPoolMatchesJax) { check_golden("conv4_small.h5", ""); }
 TEST(Golden, Conv4StrideMatchesJax) { check_golden("conv4_small.h5", "stride"); }
 TEST(Golden, ResNet12LeakyReluMatchesJax) { check_golden("resnet12_small.h5", ""); }
 TEST(Golden, ResNet12ReluMatchesJax) { check_golden("resnet12_small.h5", "relu"); }
 TEST(Golden, ResNet12UfomMatchesJax) { check_golden_ufom("resnet12_small.h5", ""); }
+TEST(Golden, MetaSgdMatchesJax) { check_family("metasgd", Rates::kPerParam, Adapt::kAll, false); }
+TEST(Golden, LslrMultiStepLossMatchesJax) {
+  check_family("lslr_msl", Rates::kPerLayerStep, Adapt::kAll, true);
+}
+TEST(Golden, AnilMatchesJax) { check_family("anil", Rates::kFixed, Adapt::kHead, false); }
+TEST(Golden, BoilMatchesJax) { check_family("boil", Rates::kFixed, Adapt::kBody, false); }
+TEST(Golden, MetaSgdAnilMatchesJax) {
+  check_family("metasgd_anil", Rates::kPerParam, Adapt::kHead, false);
+}
 
 }  // namespace
 }  // namespace mt

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Independent JAX re-implementation of the MAML meta-gradients of Conv-4 and ResNet-12, and the
-writer of the golden files tests/golden/conv4_small.h5 and resnet12_small.h5 that the C++
-meta-gradient tests compare against. The model functions here are also imported by
+"""Independent JAX re-implementation of the MAML meta-gradients of Conv-4 and ResNet-12 (and of
+the algorithm family's: Meta-SGD, LSLR with the multi-step loss, ANIL, BOIL on Conv-4), and the
+writer of the golden files tests/golden/conv4_small.h5, resnet12_small.h5 and family_small.h5
+that the C++ meta-gradient tests compare against. The model functions here are also imported by
 check_dump.py and tests/bench/reference/."""
 
 import argparse
@@ -220,6 +221,156 @@ def adjoint_exact(theta, task, alpha, steps, specs, model):
 
 
 # ---------------------------------------------------------------------------------------------
+# The algorithm family (core/meta_params.h, core/meta_engine.h). Meta-parameters ψ = θ followed by
+# one rate tensor per adapted tensor of θ, in θ's order: Meta-SGD's "lr.<tensor>" (the tensor's
+# shape), LSLR's "lslr.<tensor>" (shape [r]); a fixed rate adds none (ψ = θ). Inner steps
+#   φ_{j+1} = φ_j − P_j ⊙ ∇L_S(φ_j),  φ_0 = θ,
+# P_j elementwise: α (fixed), the element's rate (Meta-SGD), rate[tensor][j] (LSLR); 0 on the
+# tensors the inner loop leaves alone (ANIL adapts the "head.*" tensors only, BOIL all others).
+# Objective L_Q(φ_r), or MAML++'s multi-step loss Σ_{j=1..r} w_j L_Q(φ_j).
+
+
+class Family(NamedTuple):
+    rates: str = "fixed"  # or "per_param" (Meta-SGD), "per_layer_step" (LSLR)
+    adapt: str = "all"  # or "head" (ANIL), "body" (BOIL)
+    multi_step_loss: bool = False
+    msl_anneal_steps: int = 0
+
+
+def family_adapts(family, name):
+    head = name.startswith("head.")
+    return {"all": True, "head": head, "body": not head}[family.adapt]
+
+
+def family_specs(specs, family, steps):
+    """ψ's [(name, shape)] (the C++ meta_layout): θ's, then the rate tensors."""
+    if family.rates == "fixed":
+        return list(specs)
+    return list(specs) + [("lr." + name, shape) if family.rates == "per_param"
+                          else ("lslr." + name, (max(steps, 1),))
+                          for name, shape in specs if family_adapts(family, name)]
+
+
+def msl_weights(r, step, anneal_steps):
+    """MAML++'s w_1 … w_r at outer step `step`, with core/meta_params.cpp's operations: 1/r each
+    at step 0; the first r − 1 fall to 0.03/r over anneal_steps; the last takes 1 − the others."""
+    if r <= 0:
+        return []
+    uniform, floor = 1.0 / r, 0.03 / r
+    early = uniform
+    if anneal_steps > 0:
+        early = max(uniform * (1.0 - step / anneal_steps), floor)
+    w, rest = [], 1.0
+    for _ in range(r - 1):
+        w.append(early)
+        rest -= early
+    return w + [rest]
+
+
+def objective_weights(family, steps):
+    """w_1 … w_r of the objective: the multi-step loss's at outer step 0, else the last only."""
+    if family.multi_step_loss:
+        return msl_weights(steps, 0, family.msl_anneal_steps)
+    return [0.0] * (steps - 1) + [1.0]
+
+
+def step_rates(psi, specs, family, alpha, steps, j):
+    """P_j as a θ-shaped vector, differentiable in ψ's rates."""
+    off = sum(int(np.prod(shape)) for _, shape in specs)
+    parts = []
+    for name, shape in specs:
+        size = int(np.prod(shape))
+        if not family_adapts(family, name):
+            parts.append(jnp.zeros(size, psi.dtype))
+        elif family.rates == "fixed":
+            parts.append(jnp.full(size, alpha, psi.dtype))
+        elif family.rates == "per_param":
+            parts.append(psi[off:off + size])
+            off += size
+        else:
+            parts.append(jnp.broadcast_to(psi[off + j], (size,)))
+            off += max(steps, 1)
+    return jnp.concatenate(parts)
+
+
+def family_trajectory(psi, task, alpha, steps, specs, model, family, first_order=False):
+    """φ_0 … φ_r. first_order: each ∇L_S(φ_j) enters as a constant, so that autodiff of the
+    objective drops every Hessian term and gives the first-order gradient."""
+    sx, sy, _, _ = task
+    d = sum(int(np.prod(shape)) for _, shape in specs)
+    phis = [psi[:d]]
+    for j in range(steps):
+        g = jax.grad(loss_fn)(phis[-1], sx, sy, specs, model)
+        if first_order:
+            g = lax.stop_gradient(g)
+        phis.append(phis[-1] - step_rates(psi, specs, family, alpha, steps, j) * g)
+    return phis
+
+
+def family_objective(psi, task, alpha, steps, specs, model, family, first_order=False):
+    _, _, qx, qy = task
+    phis = family_trajectory(psi, task, alpha, steps, specs, model, family, first_order)
+    if not family.multi_step_loss:
+        return loss_fn(phis[-1], qx, qy, specs, model)
+    w = objective_weights(family, steps)
+    return sum(w[j - 1] * loss_fn(phis[j], qx, qy, specs, model) for j in range(1, steps + 1))
+
+
+def family_first_order(psi, task, alpha, steps, specs, model, family):
+    """(g_fo, L_Q(φ_r)) by the engine's first-order sweep without Hessian terms:
+    λ_{j+1} = Σ_{i>j} w_i ∇L_Q(φ_i); the θ part λ_0; the rate gradients −∇L_S(φ_j) ⊙ λ_{j+1},
+    summed over j per element (Meta-SGD) or over the tensor's elements for rate (tensor, j)
+    (LSLR)."""
+    sx, sy, qx, qy = task
+    phis = family_trajectory(psi, task, alpha, steps, specs, model, family)
+    grad = jax.grad(loss_fn)
+    w = objective_weights(family, steps)
+    d = phis[0].size
+    lam = np.zeros(d)
+    rate_grad = np.zeros(psi.size - d)
+    for j in range(steps - 1, -1, -1):
+        lam = lam + w[j] * np.asarray(grad(phis[j + 1], qx, qy, specs, model))
+        step = -np.asarray(grad(phis[j], sx, sy, specs, model)) * lam
+        at = off = 0  # tensor's offset in θ, its rates' offset in ψ's rate part
+        for name, shape in specs:
+            size = int(np.prod(shape))
+            if family.rates != "fixed" and family_adapts(family, name):
+                if family.rates == "per_param":
+                    rate_grad[off:off + size] += step[at:at + size]
+                    off += size
+                else:
+                    rate_grad[off + j] += np.sum(step[at:at + size])
+                    off += max(steps, 1)
+            at += size
+    query_loss = float(loss_fn(phis[-1], qx, qy, specs, model))
+    return np.concatenate([lam, rate_grad]), query_loss
+
+
+def directional_fd_check(f, x, g, rng, dirs, mask=None, tol=1e-6, what="psi"):
+    """As finite_difference_check, for a jitted f(x) and its gradient g: the worst relative
+    error of g·v against central differences over `dirs` random unit v (v zero off `mask`)."""
+    g_norm = float(np.linalg.norm(g if mask is None else g * mask))
+    worst = 0.0
+    for k in range(dirs):
+        v = rng.normal(size=x.shape)
+        if mask is not None:
+            v = v * mask
+        v /= np.linalg.norm(v)
+        an = float(np.dot(g, v))
+        best = np.inf
+        for eps in (1e-5, 1e-6):
+            fd = float((f(x + eps * v) - f(x - eps * v)) / (2 * eps))
+            rel = abs(fd - an) / max(abs(an), 1e-2 * g_norm)
+            print(f"    {what} dir {k}: fd {fd:+.10e}  g_exact.v {an:+.10e}  rel err {rel:.2e}"
+                  + (f"  (step {eps:.0e})" if eps != 1e-5 else ""))
+            best = min(best, rel)
+            if best <= tol:
+                break
+        worst = max(worst, best)
+    return worst
+
+
+# ---------------------------------------------------------------------------------------------
 # Golden file.
 
 
@@ -378,6 +529,126 @@ def write_resnet12(f, rng_fd):
     return worst
 
 
+# The family's groups (family_small.h5): one per algorithm, all on one θ and the same 2 tasks.
+FAMILY = (("metasgd", Family("per_param", "all")),
+          ("lslr_msl", Family("per_layer_step", "all", True, 100)),
+          ("anil", Family("fixed", "head")),
+          ("boil", Family("fixed", "body")),
+          ("metasgd_anil", Family("per_param", "head")))
+
+
+def family_psi(theta, fspecs, alpha):
+    """θ, then the rates spread around α: element i of ψ gets α (1 + 0.3 sin i), so that every
+    rate differs (a uniform α would hide a rate applied to the wrong element or step)."""
+    total = sum(int(np.prod(shape)) for _, shape in fspecs)
+    idx = np.arange(theta.size, total, dtype=np.float64)
+    return np.concatenate([theta, alpha * (1.0 + 0.3 * np.sin(idx))])
+
+
+def write_family_group(group, shared, specs, family, attrs, theta, tasks_np, cfg, rng_fd):
+    """One algorithm of the family under `group`. θ (params/, flat/theta) and the episodes are
+    hard links to `shared`'s (stored once) when given, else written here."""
+    alpha, steps, model = cfg["inner_lr"], cfg["inner_steps"], "max"
+    fspecs = family_specs(specs, family, steps)
+    psi = family_psi(theta, fspecs, alpha)
+    print(f"[family {group.name[1:]}] {family}  dim psi = {psi.size}")
+    for key, value in attrs.items():
+        group.attrs[key] = value
+    group.attrs["bn_eps"] = BN_EPS
+    group.attrs["rates"] = np.bytes_(family.rates)
+    group.attrs["adapt"] = np.bytes_(family.adapt)
+    group.attrs["multi_step_loss"] = int(family.multi_step_loss)
+    group.attrs["msl_anneal_steps"] = int(family.msl_anneal_steps)
+    if family.multi_step_loss:
+        group.create_dataset("msl_weights", data=np.asarray(objective_weights(family, steps)))
+    shared_names = [f"params/{name}" for name, _ in specs] + ["flat/theta"] + [
+        f"tasks/{t}/{key}" for t in range(len(tasks_np))
+        for key in ("support_x", "support_y", "query_x", "query_y")]
+    if shared is None:
+        write_theta_and_tasks(group, specs, theta, tasks_np)
+    for path in shared_names if shared is not None else ():
+        group.require_group(os.path.dirname(path))
+        group[path] = shared[path]  # a hard link
+    off = 0
+    for name, shape in fspecs:
+        size = int(np.prod(shape))
+        if off >= theta.size:
+            group.create_dataset(f"params/{name}", data=psi[off:off + size].reshape(shape))
+        off += size
+    group.create_dataset("flat/psi", data=psi)
+
+    obj = lambda p, task, fo=False: family_objective(p, task, alpha, steps, specs, model,  # noqa
+                                                     family, fo)
+    f_obj = jax.jit(obj)
+    g_obj = jax.jit(jax.grad(obj))
+    g_obj_fo = jax.jit(jax.grad(lambda p, task: obj(p, task, True)))
+    rate_mask = (np.arange(psi.size) >= theta.size).astype(np.float64)
+    worst = 0.0
+    for t, task_np in enumerate(tasks_np):
+        task = tuple(jnp.asarray(a) for a in task_np)
+        psi_j = jnp.asarray(psi)
+        g_exact = np.asarray(g_obj(psi_j, task))
+        g_fo, qloss = family_first_order(psi_j, task, alpha, steps, specs, model, family)
+        fo_rel = float(np.linalg.norm(g_fo - np.asarray(g_obj_fo(psi_j, task)))
+                       / np.linalg.norm(g_fo))
+        gap = float(np.linalg.norm(g_exact - g_fo) / np.linalg.norm(g_exact))
+        rates_norm = float(np.linalg.norm(g_exact * rate_mask))
+        print(f"  task {t}: query_loss {qloss:.6f}  |g_exact-g_fo|/|g_exact| {gap:.3f}"
+              f"  |rate part of g_exact| {rates_norm:.3e}  g_fo sweep-vs-autodiff rel {fo_rel:.1e}")
+        worst = max(worst, fo_rel)
+        f_task = lambda p: f_obj(p, task)  # noqa: E731
+        worst = max(worst, directional_fd_check(f_task, psi_j, g_exact, rng_fd, dirs=4))
+        if psi.size > theta.size:
+            worst = max(worst, directional_fd_check(f_task, psi_j, g_exact, rng_fd, dirs=2,
+                                                    mask=rate_mask, what="rates"))
+        tg = group.require_group(f"tasks/{t}")
+        tg.create_dataset("g_fo", data=g_fo)
+        tg.create_dataset("g_exact", data=g_exact)
+        tg["query_loss"] = qloss
+    return worst
+
+
+def write_theta_and_tasks(group, specs, theta, tasks_np):
+    off = 0
+    for name, shape in specs:
+        size = int(np.prod(shape))
+        group.create_dataset(f"params/{name}", data=theta[off:off + size].reshape(shape))
+        off += size
+    group.create_dataset("flat/theta", data=theta)
+    for t, task_np in enumerate(tasks_np):
+        for key, arr in zip(("support_x", "support_y", "query_x", "query_y"), task_np):
+            if arr.ndim == 4:
+                group.create_dataset(f"tasks/{t}/{key}", data=arr, chunks=arr.shape,
+                                     compression="gzip", compression_opts=9, shuffle=True)
+            else:
+                group.create_dataset(f"tasks/{t}/{key}", data=arr)
+
+
+def write_family(f, rng_fd):
+    """family_small.h5: the algorithm family on the max-pool Conv-4 of conv4_small.h5 (28x28x1,
+    4 filters, 3-way 1-shot, r = 3, α = 0.1), one group per algorithm (FAMILY), all on one θ
+    and the same 2 tasks (a θ and episodes of their own, not conv4_small.h5's)."""
+    cfg = dict(channels=1, size=28, filters=4, ways=3, shots=1, queries=2, inner_steps=3,
+               inner_lr=0.1)
+    specs = param_specs(cfg["channels"], cfg["filters"], cfg["ways"], cfg["size"], cfg["size"],
+                        "max")
+    rng = np.random.default_rng(20261209)
+    params = init_theta(rng, specs)
+    theta = np.concatenate([params[n].ravel() for n, _ in specs])
+    tasks_np = [make_task(rng, cfg["ways"], cfg["shots"], cfg["queries"], cfg["channels"],
+                          cfg["size"]) for _ in range(2)]
+    attrs = {key: cfg[key] for key in ("inner_lr", "inner_steps", "ways", "filters")}
+    attrs["pool"] = np.bytes_("max")
+    worst, shared = 0.0, None
+    for name, family in FAMILY:
+        group = f.create_group(name)
+        worst = max(worst, write_family_group(group, shared, specs, family, attrs, theta,
+                                              tasks_np, cfg, rng_fd))
+        if shared is None:
+            shared = group
+    return worst
+
+
 def write_example_dump(golden_path, out_path, pool_in_config=True):
     """Writes a dump in the `metatrain debug.dump` format (float32) from the golden file's
     max-pool variant, so check_dump.py can be exercised without the C++ program."""
@@ -407,14 +678,15 @@ def write_example_dump(golden_path, out_path, pool_in_config=True):
 
 
 GOLDEN = {"conv4": ("conv4_small.h5", write_conv4),
-          "resnet12": ("resnet12_small.h5", write_resnet12)}
+          "resnet12": ("resnet12_small.h5", write_resnet12),
+          "family": ("family_small.h5", write_family)}
 
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--models", default="conv4,resnet12",
-                    help="golden files to write, of conv4 and resnet12 (default both)")
+    ap.add_argument("--models", default="conv4,resnet12,family",
+                    help="golden files to write, of conv4, resnet12 and family (default all)")
     ap.add_argument("--out-dir", default=here)
     ap.add_argument("--example-dump", metavar="PATH",
                     help="also write a float32 dump in the metatrain debug.dump format (conv4)")
@@ -425,7 +697,7 @@ def main():
 
     for name in args.models.split(","):
         if name not in GOLDEN:
-            raise SystemExit(f"--models: unknown model {name!r} (conv4, resnet12)")
+            raise SystemExit(f"--models: unknown model {name!r} (conv4, resnet12, family)")
         filename, write = GOLDEN[name]
         out = os.path.join(args.out_dir, filename)
         tmp = out + ".tmp"
