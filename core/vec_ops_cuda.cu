@@ -82,26 +82,14 @@ __global__ void task_axpy_kernel(const LayoutArgs l, const double* a, const T* x
   const int64_t n = l.dim() * l.tasks;
   MT_GRID_STRIDE(q, n) task_axpy_element(l, q, a, x, y);
 }
-// As task_sq_kernel, for Σ x_t·y_t (host twin host_task_dot_sum).
-template <typename T>
-__global__ void task_dot_kernel(const LayoutArgs l, const T* x, const T* y, double* out) {
-  __shared__ double partials[kReduceThreads];
-  const int t = blockIdx.x, lane = threadIdx.x;
-  partials[lane] = task_dot_partial(l, x, y, t, lane, kReduceThreads);
-  __syncthreads();
-  for (int half = kReduceThreads / 2; half > 0; half /= 2) {
-    tree_reduce_step(partials, lane, half);
-    __syncthreads();
-  }
-  if (lane == 0) out[t] = partials[0];
-}
 // Block t writes out[t]; launched with kReduceThreads threads (the decomposition the host twin
-// host_task_sq_sum repeats).
+// host_task_sum repeats).
 template <typename T>
-__global__ void task_sq_kernel(const LayoutArgs l, const T* x, const T* y, double* out) {
+__global__ void task_sum_kernel(const LayoutArgs l, const T* x, const T* y, TaskSum sum,
+                                double* out) {
   __shared__ double partials[kReduceThreads];
   const int t = blockIdx.x, lane = threadIdx.x;
-  partials[lane] = task_sq_partial(l, x, y, t, lane, kReduceThreads);
+  partials[lane] = task_sum_partial(l, x, y, sum, t, lane, kReduceThreads);
   __syncthreads();
   for (int half = kReduceThreads / 2; half > 0; half /= 2) {
     tree_reduce_step(partials, lane, half);
@@ -218,25 +206,19 @@ class CudaVecOps final : public VecOps<T> {
     MT_CUDA_CHECK_LAUNCH();
   }
   void task_sq_norms(const BatchedLayout& l, const T* x, double* out) const override {
-    task_sq(l, x, nullptr, out);
+    task_sum(l, x, nullptr, TaskSum::kSquares, out);
   }
   void task_sq_dists(const BatchedLayout& l, const T* x, const T* y, double* out) const override {
-    task_sq(l, x, y, out);
+    task_sum(l, x, y, TaskSum::kSquaredDistances, out);
   }
   void task_dots(const BatchedLayout& l, const T* x, const T* y, double* out) const override {
-    const int tasks = l.tasks();
-    grow_scratch(tasks);
-    task_dot_kernel<<<tasks, kReduceThreads, 0, stream_>>>(make_layout_args(l), x, y,
-                                                           scratch_.data());
-    MT_CUDA_CHECK_LAUNCH();
-    MT_CUDA_CHECK(cudaMemcpyAsync(out, scratch_.data(), static_cast<size_t>(tasks) * sizeof(double),
-                                  cudaMemcpyDeviceToHost, stream_));
-    MT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    task_sum(l, x, y, TaskSum::kDots, out);
   }
   void task_axpy(const BatchedLayout& l, const double* a, const T* x, T* y) const override {
     if (l.total() == 0) return;
     grow_scratch(l.tasks());
-    MT_CUDA_CHECK(cudaMemcpyAsync(scratch_.data(), a, static_cast<size_t>(l.tasks()) * sizeof(double),
+    MT_CUDA_CHECK(cudaMemcpyAsync(scratch_.data(), a,
+                                  static_cast<size_t>(l.tasks()) * sizeof(double),
                                   cudaMemcpyHostToDevice, stream_));
     task_axpy_kernel<<<blocks_for(l.total()), kThreads, 0, stream_>>>(make_layout_args(l),
                                                                       scratch_.data(), x, y);
@@ -253,11 +235,11 @@ class CudaVecOps final : public VecOps<T> {
   }
 
   // One block per task into the device scratch, then a waited copy to the host.
-  void task_sq(const BatchedLayout& l, const T* x, const T* y, double* out) const {
+  void task_sum(const BatchedLayout& l, const T* x, const T* y, TaskSum sum, double* out) const {
     const int tasks = l.tasks();
     grow_scratch(tasks);
-    task_sq_kernel<<<tasks, kReduceThreads, 0, stream_>>>(make_layout_args(l), x, y,
-                                                          scratch_.data());
+    task_sum_kernel<<<tasks, kReduceThreads, 0, stream_>>>(make_layout_args(l), x, y, sum,
+                                                           scratch_.data());
     MT_CUDA_CHECK_LAUNCH();
     MT_CUDA_CHECK(cudaMemcpyAsync(out, scratch_.data(), static_cast<size_t>(tasks) * sizeof(double),
                                   cudaMemcpyDeviceToHost, stream_));
@@ -266,7 +248,7 @@ class CudaVecOps final : public VecOps<T> {
 
   cudaStream_t stream_;
   DevicePool* pool_;
-  mutable DeviceBuffer<double> scratch_;  // task_sq results, grown on demand
+  mutable DeviceBuffer<double> scratch_;  // per-task sums, task_axpy coefficients; grown once
 };
 
 }  // namespace

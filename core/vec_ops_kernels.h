@@ -142,36 +142,27 @@ MT_HD inline void scatter_element(const LayoutArgs& full, const TaskList& tasks,
   y[full.index(tasks.task[i], j)] = x[batched_index(full.ends, full.tensors, tasks.count, i, j)];
 }
 
-// Per-task reduction, one block of `lanes` threads per task t. Lane `lane` sums, in double,
-// the squares of x_t − y_t (of x_t when y is null) over elements lane, lane + lanes, … of each
-// tensor in turn; then the block's partials are added by tree_reduce_step for half = lanes/2,
-// lanes/4, …, 1, with a barrier between steps. partials[0] is the result.
+// Per-task reduction, one block of `lanes` threads per task t. Lane `lane` sums, in double, the
+// terms of `sum` over elements lane, lane + lanes, … of each tensor in turn: x_t² (y unused),
+// (x_t − y_t)², or x_t·y_t; then the block's partials are added by tree_reduce_step for
+// half = lanes/2, lanes/4, …, 1, with a barrier between steps. partials[0] is the result.
+enum class TaskSum { kSquares, kSquaredDistances, kDots };
 template <typename T>
-MT_HD inline double task_sq_partial(const LayoutArgs& l, const T* x, const T* y, int t, int lane,
-                                    int lanes) {
+MT_HD inline double task_sum_partial(const LayoutArgs& l, const T* x, const T* y, TaskSum sum,
+                                     int t, int lane, int lanes) {
   double acc = 0;
   for (int k = 0; k < l.tensors; ++k) {
     const int64_t size = l.ends[k + 1] - l.ends[k];
     const int64_t start = l.tasks * l.ends[k] + t * size;
     for (int64_t e = lane; e < size; e += lanes) {
-      const double v = y ? static_cast<double>(x[start + e]) - static_cast<double>(y[start + e])
-                         : static_cast<double>(x[start + e]);
+      const double a = static_cast<double>(x[start + e]);
+      if (sum == TaskSum::kDots) {
+        acc = fused_mul_add(a, static_cast<double>(y[start + e]), acc);
+        continue;
+      }
+      const double v = sum == TaskSum::kSquares ? a : a - static_cast<double>(y[start + e]);
       acc = fused_mul_add(v, v, acc);
     }
-  }
-  return acc;
-}
-// As task_sq_partial, for Σ x_t·y_t.
-template <typename T>
-MT_HD inline double task_dot_partial(const LayoutArgs& l, const T* x, const T* y, int t, int lane,
-                                     int lanes) {
-  double acc = 0;
-  for (int k = 0; k < l.tensors; ++k) {
-    const int64_t size = l.ends[k + 1] - l.ends[k];
-    const int64_t start = l.tasks * l.ends[k] + t * size;
-    for (int64_t e = lane; e < size; e += lanes)
-      acc =
-          fused_mul_add(static_cast<double>(x[start + e]), static_cast<double>(y[start + e]), acc);
   }
   return acc;
 }
@@ -188,19 +179,10 @@ MT_HD inline void tree_reduce_step(double* partials, int lane, int half) {
 
 // The host twin of the reduction kernel: the same decomposition, run lane by lane.
 template <typename T>
-double host_task_dot_sum(const LayoutArgs& l, const T* x, const T* y, int t) {
+double host_task_sum(const LayoutArgs& l, const T* x, const T* y, TaskSum sum, int t) {
   double partials[kReduceThreads];
   for (int lane = 0; lane < kReduceThreads; ++lane)
-    partials[lane] = task_dot_partial(l, x, y, t, lane, kReduceThreads);
-  for (int half = kReduceThreads / 2; half > 0; half /= 2)
-    for (int lane = 0; lane < half; ++lane) tree_reduce_step(partials, lane, half);
-  return partials[0];
-}
-template <typename T>
-double host_task_sq_sum(const LayoutArgs& l, const T* x, const T* y, int t) {
-  double partials[kReduceThreads];
-  for (int lane = 0; lane < kReduceThreads; ++lane)
-    partials[lane] = task_sq_partial(l, x, y, t, lane, kReduceThreads);
+    partials[lane] = task_sum_partial(l, x, y, sum, t, lane, kReduceThreads);
   for (int half = kReduceThreads / 2; half > 0; half /= 2)
     for (int lane = 0; lane < half; ++lane) tree_reduce_step(partials, lane, half);
   return partials[0];

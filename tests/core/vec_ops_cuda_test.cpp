@@ -169,7 +169,8 @@ TYPED_TEST(CudaVecOpsTest, PerTaskAxpyAndDotsEqualHostAndTwin) {
     std::vector<double> dots(5);
     this->dev_->task_dots(l, dx.data(), dx.data(), dots.data());
     for (int t = 0; t < 5; ++t)
-      EXPECT_EQ(dots[t], host_task_dot_sum<T>(args, x.data(), x.data(), t)) << "task " << t;
+      EXPECT_EQ(dots[t], host_task_sum<T>(args, x.data(), x.data(), TaskSum::kDots, t))
+          << "task " << t;
   }
 }
 
@@ -239,8 +240,10 @@ TYPED_TEST(CudaVecOpsTest, TaskNormsEqualTheTwinAndHostWithinBound) {
     for (int t = 0; t < 5; ++t) {
       EXPECT_NEAR(dn[t], hn[t], bound * hn[t]) << "task " << t;
       EXPECT_NEAR(dd[t], hd[t], bound * hd[t]) << "task " << t;
-      EXPECT_EQ(dn[t], host_task_sq_sum<T>(args, x.data(), nullptr, t)) << "task " << t;
-      EXPECT_EQ(dd[t], host_task_sq_sum<T>(args, x.data(), y.data(), t)) << "task " << t;
+      EXPECT_EQ(dn[t], host_task_sum<T>(args, x.data(), nullptr, TaskSum::kSquares, t))
+          << "task " << t;
+      EXPECT_EQ(dd[t], host_task_sum<T>(args, x.data(), y.data(), TaskSum::kSquaredDistances, t))
+          << "task " << t;
     }
   }
 }

@@ -316,7 +316,8 @@ TYPED_TEST(HostVecOpsTest, PerTaskAxpyAndDotsMatchReferenceAndTwin) {
     }
     const double bound = 2.0 * (static_cast<double>(this->d) + 8) * std::ldexp(1.0, -53) * scale;
     EXPECT_NEAR(dots[t], want, bound) << "task " << t;
-    EXPECT_NEAR(host_task_dot_sum<T>(args, x.data(), y.data(), t), dots[t], bound) << "task " << t;
+    EXPECT_NEAR(host_task_sum<T>(args, x.data(), y.data(), TaskSum::kDots, t), dots[t], bound)
+        << "task " << t;
   }
 }
 
@@ -333,8 +334,9 @@ TYPED_TEST(HostVecOpsTest, ReductionTwinMatchesHostNormsWithinRoundingBound) {
   // relative, so they differ by at most twice that.
   const double bound = 2.0 * (static_cast<double>(this->d) + 8) * std::ldexp(1.0, -53);
   for (int t = 0; t < kTasks; ++t) {
-    const double twin_norm = host_task_sq_sum<T>(args, x.data(), nullptr, t);
-    const double twin_dist = host_task_sq_sum<T>(args, x.data(), y.data(), t);
+    const double twin_norm = host_task_sum<T>(args, x.data(), nullptr, TaskSum::kSquares, t);
+    const double twin_dist =
+        host_task_sum<T>(args, x.data(), y.data(), TaskSum::kSquaredDistances, t);
     EXPECT_NEAR(twin_norm, norms[t], bound * norms[t]) << "task " << t;
     EXPECT_NEAR(twin_dist, dists[t], bound * dists[t]) << "task " << t;
   }
