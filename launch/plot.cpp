@@ -361,6 +361,11 @@ std::string render_svg(const Figure& fig) {
         pts += (pts.empty() ? "" : " ") + num(px(c.x[i])) + "," + num(py(c.y[i]));
     s += concat("<polyline points=\"", pts, "\" fill=\"none\" stroke=\"", color(k),
                 "\" stroke-width=\"1.8\" stroke-linejoin=\"round\"", dash(k), "/>\n");
+    if (!c.markers) continue;
+    for (size_t i = 0; i < c.x.size(); ++i)
+      if (std::isfinite(py(c.y[i])))
+        s += concat("<circle cx=\"", num(px(c.x[i])), "\" cy=\"", num(py(c.y[i])),
+                    "\" r=\"3.5\" fill=\"", color(k), "\"/>\n");
   }
   for (size_t k = 0; k < fig.curves.size(); ++k) {
     const double y = top + 10 + 20 * static_cast<double>(k);

@@ -46,6 +46,7 @@ struct Curve {
   std::vector<double> x, y, band_lo, band_hi;
   int color = -1;
   bool dashed = false;
+  bool markers = false;  // a dot at every point (so a one-point curve shows)
 };
 
 struct Figure {
