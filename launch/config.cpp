@@ -806,7 +806,10 @@ bool key_applies(const Config& cfg, const std::string& key) {
   if (in("slbamm.")) return false;
   if (in("cuda.")) return cfg.device == Config::Device::kCuda;
   const AlgoPreset preset = algo_preset(cfg.algo);
-  if (key == "ufom.adjoint_clip") return preset.estimator != Algo::kFomaml;  // the exact path
+  const bool unrolled = preset.method == Method::kUnrolled;
+  if (key == "ufom.adjoint_clip")  // clips the unrolled exact path
+    return preset.estimator != Algo::kFomaml && unrolled;
+  if (key == "inner.trajectory" || key == "inner.truncate") return unrolled;
   if (in("ufom.")) return cfg.algo == Algo::kUfom;
   if (in("imaml.")) return preset.method == Method::kImplicit;
   if (key == "inner.msl_anneal_steps") return cfg.inner.multi_step_loss == "true";
