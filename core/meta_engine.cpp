@@ -51,6 +51,11 @@ double MetaEngine<T>::step_weight(int j) const {
 }
 
 template <typename T>
+int64_t MetaEngine<T>::rate_start(int k) const {
+  return meta_.tensors()[static_cast<size_t>(rate_of_[k])].offset - layout_.dim();
+}
+
+template <typename T>
 void MetaEngine<T>::reserve(Buffer<T>& buf, int64_t n) const {
   if (buf.size() < n) buf = ops().alloc(n);
 }
@@ -69,8 +74,7 @@ void MetaEngine<T>::prepare(const T* psi, int tasks) {
     ops().download(nr, psi + d, rates.data());
     for (int k : adapted_) {
       const TensorSpec& t = meta_.tensors()[static_cast<size_t>(k)];
-      const TensorSpec& r = meta_.tensors()[static_cast<size_t>(rate_of_[k])];
-      std::copy_n(rates.begin() + (r.offset - d), t.size(), full.begin() + t.offset);
+      std::copy_n(rates.begin() + rate_start(k), t.size(), full.begin() + t.offset);
     }
     reserve(rates_, d + l.total());
     ops().upload(d, full.data(), rates_.data());
@@ -127,8 +131,7 @@ void MetaEngine<T>::inner_step(const TaskBatch& b, int j, T* phi) {
     case Rates::kPerLayerStep:
       for (int k : adapted_) {
         const Segment s = segment(l, k);
-        const T rate = lslr_[static_cast<size_t>(
-            meta_.tensors()[static_cast<size_t>(rate_of_[k])].offset - l.dim() + step)];
+        const T rate = lslr_[static_cast<size_t>(rate_start(k) + step)];
         ops().axpy(s.length, -rate, grad_.data() + s.start, phi + s.start);
       }
       return;
@@ -148,11 +151,8 @@ void MetaEngine<T>::direction(int tasks, int j, const T* lambda, T* v) {
   ops().fill(l.total(), T(0), v);
   for (int k : adapted_) {
     const Segment s = segment(l, k);
-    const T rate =
-        inner_.rates == Rates::kFixed
-            ? static_cast<T>(inner_.lr)
-            : lslr_[static_cast<size_t>(meta_.tensors()[static_cast<size_t>(rate_of_[k])].offset -
-                                        l.dim() + j)];
+    const T rate = inner_.rates == Rates::kFixed ? static_cast<T>(inner_.lr)
+                                                 : lslr_[static_cast<size_t>(rate_start(k) + j)];
     ops().axpy(s.length, rate, lambda + s.start, v + s.start);
   }
 }
@@ -173,7 +173,7 @@ void MetaEngine<T>::add_rate_grads(int tasks, int j, const T* grad, const T* lam
     ParamLayout one;
     one.add("t", {s.length / tasks});
     ops().task_dots(BatchedLayout(one, tasks), grad + s.start, lambda + s.start, dots.data());
-    const int64_t at = meta_.tensors()[static_cast<size_t>(rate_of_[k])].offset - l.dim() + j;
+    const int64_t at = rate_start(k) + j;
     for (int t = 0; t < tasks; ++t) lslr_grad_[static_cast<size_t>(t * nr + at)] -= dots[t];
   }
 }

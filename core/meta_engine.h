@@ -74,6 +74,8 @@ class MetaEngine {
   bool learned_rates() const { return inner_.rates != Rates::kFixed; }
   bool needs_fo_sweep() const { return learned_rates() || inner_.multi_step_loss; }
   double step_weight(int j) const;  // w_j of φ_j, j = 1 … r
+  // Where θ tensor k's rates start in ψ's rate part (ψ offset − d); k must be adapted.
+  int64_t rate_start(int k) const;
   // Grows buf to at least n elements (never shrinks, never reallocates in the steady state).
   void reserve(Buffer<T>& buf, int64_t n) const;
 
