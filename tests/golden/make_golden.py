@@ -410,22 +410,7 @@ def finite_difference_check(theta, task, alpha, steps, specs, model, g_exact, rn
     maps a step of 1e-5 often crosses one; so a direction that misses `tol` at 1e-5 is retried
     at 1e-6 (the best of the two counts: agreement to 1e-6 by chance is not plausible)."""
     f = jax.jit(lambda t: meta_objective(t, task, alpha, steps, specs, model))
-    worst = 0.0
-    for k in range(dirs):
-        v = rng.normal(size=theta.shape)
-        v /= np.linalg.norm(v)
-        an = float(jnp.dot(g_exact, v))
-        best = np.inf
-        for eps in (1e-5, 1e-6):
-            fd = (f(theta + eps * v) - f(theta - eps * v)) / (2 * eps)
-            rel = abs(fd - an) / max(abs(an), 1e-2 * float(jnp.linalg.norm(g_exact)))
-            print(f"    dir {k}: fd {float(fd):+.10e}  g_exact.v {an:+.10e}  rel err {rel:.2e}"
-                  + (f"  (step {eps:.0e})" if eps != 1e-5 else ""))
-            best = min(best, rel)
-            if best <= tol:
-                break
-        worst = max(worst, best)
-    return worst
+    return directional_fd_check(f, theta, np.asarray(g_exact), rng, dirs, tol=tol, what="theta")
 
 
 def write_variant(group, label, specs, model, attrs, seed, num_tasks, cfg, rng_fd, ufom=None):
