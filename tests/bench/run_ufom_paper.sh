@@ -7,7 +7,9 @@
 #   env:   SEEDS="0 1 2"  WAYS="5 20"  JOBS=2 (runs at once, 1 thread each)
 #          METHODS (default: the paper's five; the table and figures cover every finished run);
 #          the algorithm family at the same budgets (issue 24, not yet run):
-#          METHODS="maml fomaml ufom_adaptive_d2s0.1 metasgd mamlpp anil imaml"
+#          METHODS="maml fomaml ufom_adaptive_d2s0.1 metasgd mamlpp anil imaml" PROBES=0
+#          PROBES=0 skips the bias probes (along training and at the end), which only
+#          the UFOM study needs; 20-way runs are also scored on Lake's 20 one-shot runs.
 #          BUDGET5=55000  BUDGET20=22000 (gradient evaluations per run)
 #          MT_DATA_DIR (folder holding omniglot/, default ../shared/data)  BUILD_DIR=build
 # Finished runs are kept: running it again only does what is missing. Time with the defaults
@@ -20,6 +22,7 @@ out="${1:-runs/ufom_paper}"
 seeds="${SEEDS:-0 1 2}"
 ways_list="${WAYS:-5 20}"
 jobs="${JOBS:-2}"
+probes="${PROBES:-1}"
 budget5="${BUDGET5:-55000}"
 budget20="${BUDGET20:-22000}"
 bin="${BUILD_DIR:-build}/bin"
@@ -64,6 +67,13 @@ if [ ! -f "$store" ]; then
     "$data/images_background_small2.zip" > "$out/metapack.log" 2>&1
   mv "$store.tmp" "$store"
 fi
+lake="$out/omniglot_lake.h5"  # Lake's 20 runs of 20-way one-shot, to score the 20-way runs
+if [ ! -f "$lake" ]; then
+  [ -f "$data/all_runs.zip" ] || { echo "missing $data/all_runs.zip (set MT_DATA_DIR)" >&2; exit 2; }
+  "$bin/metapack" omniglot-lake -o "$lake.tmp" "$data/all_runs.zip" > "$out/metapack_lake.log" 2>&1
+  mv "$lake.tmp" "$lake"
+fi
+export LAKE_STORE="$lake"
 
 # Deviations from the paper's set-up, the same for every method (see RESULTS.md): 32 filters
 # and 5 query examples per class so that 24 runs fit in the stated time on 2 cores; inner step
@@ -85,7 +95,7 @@ for ways in $(echo $ways_list | tr ' ' '\n' | sort -rn); do  # long 20-way runs 
       steps=$(( budget / $(step_cost "$m") ))
       every=$(( steps / 5 > 0 ? steps / 5 : 1 ))
       probe="log.bias_every=0"  # the bias probe measures MAML's estimators only
-      case "$m" in fomaml|ufom*|maml) [ "$seed" = "${seeds%% *}" ] &&
+      case "$probes$m" in 1fomaml|1ufom*|1maml) [ "$seed" = "${seeds%% *}" ] &&
         probe="log.bias_every=$every log.bias_tasks=20" ;; esac
       echo "$dir $bin/metatrain --config launch/configs/ufom_paper_omniglot$ways.yaml" \
         "${common[*]} $(method_keys "$m") seed=$seed budget.grad_evals=$budget eval.every=$every" \
@@ -103,6 +113,11 @@ run_one() {  # DIR COMMAND...: train, then score the final checkpoint on the tes
   echo $(( SECONDS - t0 )) > "$dir/wall_seconds.txt"
   "${1%/metatrain}/metaeval" "$dir/latest.h5" --json data.eval_split=test eval.episodes=600 threads=1 \
     > "$dir/test.json.tmp" 2> "$dir/metaeval.log" || { echo "FAILED: metaeval $dir" >&2; return 1; }
+  if [[ "$dir" == */o20_* ]]; then  # the 20-way runs: also Lake's 20 one-shot runs
+    "${1%/metatrain}/metaeval" "$dir/latest.h5" --json data.path="$LAKE_STORE" threads=1 \
+      > "$dir/lake.json.tmp" 2> "$dir/metaeval_lake.log" || { echo "FAILED: Lake $dir" >&2; return 1; }
+    mv "$dir/lake.json.tmp" "$dir/lake.json"
+  fi
   mv "$dir/test.json.tmp" "$dir/test.json"
   echo "done $dir: $(grep -o '"acc_mean": [0-9.]*' "$dir/test.json") in $(cat "$dir/wall_seconds.txt") s" >&2
 }
@@ -122,7 +137,7 @@ probe_plan="$out/probe_plan.txt"
 for ways in $ways_list; do
   for m in fomaml ufom_q0.1; do
     dir="$out/o${ways}_${m}_s${s0}"
-    [ -f "$dir/test.json" ] && [ ! -f "$dir/probe200/done" ] || continue
+    [ "$probes" = 1 ] && [ -f "$dir/test.json" ] && [ ! -f "$dir/probe200/done" ] || continue
     step=$(grep '"loss"' "$dir/metrics.jsonl" | tail -1 | grep -o '"step": [0-9]*' | awk '{print $2}')
     echo "$dir/probe200 $(cat "$dir/command.txt") resume=$dir/latest.h5 steps=$((step + 1))" \
       "budget.grad_evals=0 log.bias_every=1 log.bias_tasks=200 eval.every=0 eval.episodes=1" \
@@ -145,15 +160,17 @@ echo "$(( SECONDS - t0 ))" > "$out/last_invocation_seconds.txt"
 num() { grep -o "\"$2\": [-0-9.e+]*" "$1" | tail -1 | awk '{print $2}'; }
 table="$out/table.md"
 {
-  echo "| ways | method | seeds | test acc. per seed (± 95% CI, 600 episodes) | mean ± 95% CI over seeds | outer steps | grad. evals | train s | wall s | q (mean) |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo "| ways | method | seeds | test acc. per seed (± 95% CI, 600 episodes) | mean ± 95% CI over seeds | Lake's 20 runs per seed | outer steps | grad. evals | train s | wall s | q (mean) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   for ways in $ways_list; do
     for m in $all_methods; do
-      accs=""; found=""; per=""; steps=""; evals=""; secs=""; walls=""; qs=""
+      accs=""; found=""; per=""; lakes=""; steps=""; evals=""; secs=""; walls=""; qs=""
       for seed in $seeds; do
         dir="$out/o${ways}_${m}_s${seed}"
         [ -f "$dir/test.json" ] || continue
         a=$(num "$dir/test.json" acc_mean); c=$(num "$dir/test.json" acc_ci95)
+        [ -f "$dir/lake.json" ] && lakes="$lakes$(num "$dir/lake.json" acc_mean |
+          awk '{printf "%.1f ", 100 * $1}')"
         last=$(grep '"loss"' "$dir/metrics.jsonl" | tail -1)
         accs="$accs $a"; found="${found:+$found,}$seed"
         per="$per$(awk -v a="$a" -v c="$c" 'BEGIN{printf "%.1f±%.1f ", 100*a, 100*c}')"
@@ -171,7 +188,7 @@ table="$out/table.md"
         t[2] = 12.706; t[3] = 4.303; t[4] = 3.182; t[5] = 2.776; t[6] = 2.571
         if (n > 1) printf "%.1f ± %.1f", 100 * m, 100 * t[n] * sqrt(v / (n - 1)) / sqrt(n)
         else printf "%.1f", 100 * m }')
-      echo "| $ways | $m | $found | $per| $summary | $steps| $evals | $secs| $walls| $qs|"
+      echo "| $ways | $m | $found | $per| $summary | ${lakes:--} | $steps| $evals | $secs| $walls| $qs|"
     done
   done
 

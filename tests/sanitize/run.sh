@@ -6,7 +6,7 @@
 # HDF5's own leaks are suppressed (lsan.supp says which and why). Fails if either pass fails.
 # Usage: tests/sanitize/run.sh [--ci] [ctest args...]   (e.g. -R Checkpoint)
 #   --ci  also leaves out the `e2e` tests (long end-to-end runs, covered by the unit and short
-#         program tests under the sanitizer): the pass .ci/run makes.
+#         program tests under the sanitizer), and does not build them: the pass .ci/run makes.
 # Environment: MT_SANITIZE_JOBS (build and ctest parallelism, default nproc), MT_SANITIZE_BUILD
 # (build folder, default <root>/build-sanitize).
 set -euo pipefail
@@ -15,8 +15,10 @@ here="$root/tests/sanitize"
 build="${MT_SANITIZE_BUILD:-$root/build-sanitize}"
 jobs="${MT_SANITIZE_JOBS:-$(nproc)}"
 skip="slow|fuzz|gpu"
+e2e_builds=ON
 if [ "${1:-}" = "--ci" ]; then
   skip="$skip|e2e"
+  e2e_builds=OFF  # nor build the e2e test executables
   shift
 fi
 
@@ -24,7 +26,7 @@ fi
 # reports' stack traces.
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMT_ENABLE_CUDA=OFF \
   -DMT_SANITIZE=address,undefined -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
-  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1"
+  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1" -DMT_BUILD_E2E_TESTS="$e2e_builds"
 cmake --build "$build" -j"$jobs"
 
 # mpiexec passes the environment on to the ranks it starts on this machine.
