@@ -24,6 +24,14 @@ int positive_env(const char* name) {
 }
 }  // namespace
 
+void Comm::set_timeout(double timeout_s) {
+  MT_REQUIRE(timeout_s > 0 && timeout_s < 1e9,
+             "dist.timeout must be a positive number of seconds "
+             "below 1e9, got ",
+             timeout_s);
+  timeout_s_ = timeout_s;
+}
+
 void SingleProcessComm::abort(int exit_code) { std::_Exit(exit_code); }
 
 int launched_ranks() {
@@ -33,16 +41,24 @@ int launched_ranks() {
   return 0;
 }
 
-std::unique_ptr<Comm> make_comm(const std::string& backend, double nccl_timeout_s) {
+namespace {
+std::unique_ptr<Comm> make_backend(const std::string& backend, double timeout_s) {
   if (backend == "single") return std::make_unique<SingleProcessComm>();
   if (backend == "mpi") return std::make_unique<MpiComm>();
-  if (backend == "nccl") return make_nccl_comm(NcclOptions{nccl_timeout_s});
+  if (backend == "nccl") return make_nccl_comm(NcclOptions{timeout_s});
   if (backend == "auto") {
     if (launched_ranks() > 1) return std::make_unique<MpiComm>();
     return std::make_unique<SingleProcessComm>();
   }
   throw UsageError(detail::concat("unknown communicator backend '", backend,
                                   "' (choose single, mpi, nccl or auto)"));
+}
+}  // namespace
+
+std::unique_ptr<Comm> make_comm(const std::string& backend, double timeout_s) {
+  auto comm = make_backend(backend, timeout_s);
+  comm->set_timeout(timeout_s);
+  return comm;
 }
 
 }  // namespace mt::dist

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 namespace mt::dist {
 
@@ -17,9 +18,27 @@ namespace mt::dist {
 //                buffer (two extra copies). allreduce_max takes HOST pointers (it runs over MPI:
 //                it is meant for a few flags and checksums, not for tensors).
 // Every collective returns once the result is in buf: nothing is left in flight.
+//
+// Deadlines (DESIGN §6, dist.timeout): the MPI and NCCL backends poll every wait of a
+// collective against deadline_s(); a rank whose wait passes it throws mt::Error naming the
+// collective, context() and, where it can know them, the ranks that have not reached the
+// collective, and run_on_ranks (launch/exit_codes.h) then ends the job. Until end_startup() the
+// deadline is kStartupFactor times longer: start-up loads data and the first step allocates.
 class Comm {
  public:
+  static constexpr double kDefaultTimeoutS = 300;
+  static constexpr double kStartupFactor = 3;
+
   virtual ~Comm() = default;
+  // timeout_s: positive and finite (mt::UsageError otherwise).
+  virtual void set_timeout(double timeout_s);
+  // What the job is doing, named when a wait passes its deadline ("step 12").
+  virtual void set_context(std::string context) { context_ = std::move(context); }
+  virtual void end_startup() { startup_ = false; }
+  double timeout_s() const { return timeout_s_; }
+  double deadline_s() const { return startup_ ? kStartupFactor * timeout_s_ : timeout_s_; }
+  const std::string& context() const { return context_; }
+
   virtual std::string backend() const = 0;
   virtual int rank() const = 0;
   virtual int size() const = 0;
@@ -40,6 +59,11 @@ class Comm {
   virtual void barrier() = 0;
   // Ends every rank of the job with exit_code (never returns).
   [[noreturn]] virtual void abort(int exit_code) = 0;
+
+ private:
+  double timeout_s_ = kDefaultTimeoutS;
+  bool startup_ = true;
+  std::string context_ = "start-up";
 };
 
 // The backend for one process: collectives are identities.
@@ -65,9 +89,10 @@ class SingleProcessComm : public Comm {
 //             UsageError in a build without CUDA or on a machine without a usable GPU.
 //   "auto"    "mpi" when a launcher started this process as one of several ranks, else "single"
 //             (see launched_ranks).
-// Any other name is a UsageError. nccl_timeout_s bounds every wait of the NCCL backend
-// (NcclOptions::timeout_s); the others ignore it.
-std::unique_ptr<Comm> make_comm(const std::string& backend, double nccl_timeout_s = 60);
+// Any other name is a UsageError. timeout_s is the collectives' deadline (Comm::set_timeout;
+// also the NCCL communicator's init deadline, NcclOptions::timeout_s).
+std::unique_ptr<Comm> make_comm(const std::string& backend,
+                                double timeout_s = Comm::kDefaultTimeoutS);
 
 // Number of ranks the launcher says this job has, from the environment, or 0 when no MPI
 // launcher is recognised. Read, in order: OMPI_COMM_WORLD_SIZE (Open MPI's mpirun/mpiexec, and

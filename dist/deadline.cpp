@@ -19,18 +19,18 @@ std::string seconds(double s) {
 }  // namespace
 
 WaitResult wait_until_done(const std::function<Poll()>& query, double timeout_s,
-                           const std::string& what) {
+                           const std::string& what, bool spin) {
   MT_CHECK(timeout_s > 0 && std::isfinite(timeout_s), "the deadline of ", what,
            " must be positive and finite, got ", timeout_s, " s");
   using Clock = std::chrono::steady_clock;
   const Clock::time_point start = Clock::now();
-  constexpr std::chrono::microseconds kSpin{1000}, kSleep{50};
+  constexpr double kYieldS = 1e-3;
+  constexpr std::chrono::microseconds kSleep{50};
   WaitResult r;
   for (;;) {
     const Poll p = query();
     ++r.polls;
-    const Clock::duration waited = Clock::now() - start;
-    r.waited_s = std::chrono::duration<double>(waited).count();
+    r.waited_s = std::chrono::duration<double>(Clock::now() - start).count();
     switch (p.state) {
       case Poll::State::kDone:
         r.status = WaitResult::Status::kDone;
@@ -48,7 +48,8 @@ WaitResult wait_until_done(const std::function<Poll()>& query, double timeout_s,
                   " (waited " + seconds(r.waited_s) + ")";
       return r;
     }
-    if (waited < kSpin)
+    if (spin) continue;
+    if (r.waited_s < kYieldS)
       std::this_thread::yield();
     else
       std::this_thread::sleep_for(kSleep);

@@ -36,10 +36,13 @@ struct WaitResult {
 // Runs query until it answers done or failed, or until timeout_s seconds have passed since the
 // call: the query runs first and the clock is read after it, so an operation that has finished
 // by its last poll counts as done, and the query runs at least once. Between polls the thread
-// yields during the first millisecond, then sleeps 50 µs, so the wait costs little CPU and adds
-// at most that to the latency. `what` names the operation in the message (the call, the rank).
-// timeout_s must be positive and finite (mt::Error otherwise). Exceptions from query propagate.
+// yields during the first millisecond, then sleeps 50 µs, so a long wait costs little CPU and
+// adds at most that to the latency. With spin, it polls back to back: MPI's non-blocking
+// collectives advance only inside the polls (as inside a blocking MPI call, which spins too),
+// and on a busy machine one yield can give the core away for a whole time slice (4 ms
+// measured). `what` names the operation in the message (the call, the rank). timeout_s must be
+// positive and finite (mt::Error otherwise). Exceptions from query propagate.
 WaitResult wait_until_done(const std::function<Poll()>& query, double timeout_s,
-                           const std::string& what);
+                           const std::string& what, bool spin = false);
 
 }  // namespace mt::dist

@@ -1,11 +1,18 @@
 // MpiComm: the MPI backend of dist::Comm over MPI_COMM_WORLD; every buffer is host memory.
 // It initialises MPI when nobody has (and then finalises it in its destructor), so keep one
 // MpiComm alive for the life of the job: MPI cannot be initialised twice in a process.
+// Collectives are non-blocking MPI calls polled against the deadline (Comm::deadline_s).
 #pragma once
+
+#include <mpi.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "dist/comm.h"
 
@@ -37,13 +44,40 @@ class MpiComm : public Comm {
   void barrier() override;
   // MPI_Abort(MPI_COMM_WORLD, exit_code): the launcher ends every rank.
   [[noreturn]] void abort(int exit_code) override;
+  // The host (MPI_Get_processor_name) of rank r.
+  const std::string& host(int r) const { return hosts_.at(static_cast<size_t>(r)); }
+
+  // Arrival notices go to every rank up to this many ranks; beyond, a rank that times out cannot
+  // name the ranks that have not arrived (P − 1 tiny messages per collective and rank).
+  static constexpr int kMaxNoticeRanks = 256;
 
  private:
+  // A notice in flight: the collective's number, sent to every other rank.
+  struct Notice {
+    int64_t seq = 0;
+    std::vector<MPI_Request> sends;
+  };
+  // One collective: announce it, start it (start fills the request), wait for it within the
+  // deadline; past it, or on an MPI error, throws mt::Error naming `call`, the context and the
+  // ranks that have not announced this collective.
+  void collective(const std::string& call, const std::function<int(MPI_Request*)>& start);
+  template <typename T>
+  void allreduce(T* buf, size_t n, MPI_Datatype type, MPI_Op op, const char* name);
+  void announce();              // sends seq_ to every other rank; retires sent notices
+  void read_notices();          // records every notice that has arrived
+  std::string missing_ranks();  // "ranks 2 (host b), 3 (host b) have not reached it" or the like
+  void release_notices() noexcept;
+
   size_t max_count_per_call_;
   bool owns_mpi_ = false;  // this object initialised MPI and finalises it
   int rank_ = 0;
   int size_ = 1;
   int local_rank_ = 0;
+  std::vector<std::string> hosts_;
+  MPI_Comm notices_ = MPI_COMM_NULL;  // a private duplicate of MPI_COMM_WORLD for the notices
+  int64_t seq_ = 0;                   // collectives started by this rank
+  std::vector<int64_t> seen_;         // the latest collective each rank announced
+  std::deque<std::unique_ptr<Notice>> sending_;
 };
 
 }  // namespace mt::dist

@@ -61,6 +61,19 @@ class NcclCommImpl : public NcclComm {
   void broadcast(void* buf, size_t bytes, int root, CUstream_st* producer) override;
   void barrier() override { mpi_->barrier(); }
   [[noreturn]] void abort(int exit_code) override;
+  // The deadline policy applies to the MPI side too.
+  void set_timeout(double timeout_s) override {
+    NcclComm::set_timeout(timeout_s);
+    mpi_->set_timeout(timeout_s);
+  }
+  void set_context(std::string context) override {
+    mpi_->set_context(context);
+    NcclComm::set_context(std::move(context));
+  }
+  void end_startup() override {
+    NcclComm::end_startup();
+    mpi_->end_startup();
+  }
 
  private:
   void allreduce(void* buf, size_t n, ncclDataType_t type, cudaStream_t producer);
@@ -73,8 +86,8 @@ class NcclCommImpl : public NcclComm {
   // "rank r of N: NCCL <call>": how messages name an operation.
   std::string what(const std::string& call) const;
   // Polls until the communicator has left ncclInProgress (and, with_stream, until stream_ is
-  // idle), for at most options_.timeout_s; on an error or the deadline, fail().
-  void wait(const std::string& call, bool with_stream, const char* file, int line);
+  // idle), for at most `deadline` seconds; on an error or the deadline, fail().
+  void wait(const std::string& call, bool with_stream, double deadline, const char* file, int line);
   Poll poll(bool with_stream) const;
   // ncclCommAbort, then throws mt::Error with file:line and message.
   [[noreturn]] void fail(const std::string& message, const char* file, int line);
@@ -138,6 +151,7 @@ NcclCommImpl::NcclCommImpl(const NcclOptions& options) : options_(options) {
   MT_REQUIRE(gpus > 0, "device=cuda needs a GPU for the nccl communicator, but none is usable (",
              describe_devices(), "): run on a node with a GPU, or use the mpi backend");
   mpi_ = std::make_unique<MpiComm>();
+  set_timeout(options_.timeout_s);
   // Every rank learns whether some node runs more ranks than it has GPUs, so all refuse together.
   int64_t crowded = mpi_->local_rank() >= gpus ? 1 : 0;
   mpi_->allreduce_max(&crowded, 1);
@@ -167,7 +181,7 @@ NcclCommImpl::NcclCommImpl(const NcclOptions& options) : options_(options) {
     const ncclResult_t r = ncclCommInitRankConfig(&comm_, size(), id, rank(), &config);
     if (r != ncclSuccess && r != ncclInProgress)
       fail(detail::concat(what(call), " failed: ", nccl_message(r, comm_)), __FILE__, __LINE__);
-    wait(call, false, __FILE__, __LINE__);
+    wait(call, false, options_.timeout_s, __FILE__, __LINE__);
   } catch (...) {
     release();
     throw;
@@ -237,7 +251,8 @@ void NcclCommImpl::abort_comm() noexcept {
 }
 
 std::string NcclCommImpl::what(const std::string& call) const {
-  return detail::concat("rank ", rank(), " of ", size(), ": NCCL ", call);
+  return detail::concat("rank ", rank(), " of ", size(), " (host ", mpi_->host(rank()), "): NCCL ",
+                        call, " during ", context());
 }
 
 void NcclCommImpl::fail(const std::string& message, const char* file, int line) {
@@ -262,9 +277,9 @@ Poll NcclCommImpl::poll(bool with_stream) const {
   return Poll::failed("cudaStreamQuery: " + detail::cuda_message(e));
 }
 
-void NcclCommImpl::wait(const std::string& call, bool with_stream, const char* file, int line) {
-  const WaitResult w =
-      wait_until_done([&] { return poll(with_stream); }, options_.timeout_s, what(call));
+void NcclCommImpl::wait(const std::string& call, bool with_stream, double deadline,
+                        const char* file, int line) {
+  const WaitResult w = wait_until_done([&] { return poll(with_stream); }, deadline, what(call));
   if (!w.ok()) fail(w.message, file, line);
 }
 
@@ -291,10 +306,10 @@ void NcclCommImpl::collective(const std::string& call, void* buf, size_t bytes,
   const ncclResult_t r = enqueue(dev);
   if (r != ncclSuccess && r != ncclInProgress)
     fail(detail::concat(what(call), " failed: ", nccl_message(r, comm_)), __FILE__, __LINE__);
-  wait(call, true, __FILE__, __LINE__);
+  wait(call, true, deadline_s(), __FILE__, __LINE__);
   if (dev == buf) return;
   MT_CUDA_CHECK(cudaMemcpyAsync(buf, dev, bytes, cudaMemcpyDeviceToHost, stream_));
-  wait(call + " (copy of the result to the host)", true, __FILE__, __LINE__);
+  wait(call + " (copy of the result to the host)", true, deadline_s(), __FILE__, __LINE__);
 }
 
 void NcclCommImpl::allreduce(void* buf, size_t n, ncclDataType_t type, cudaStream_t producer) {

@@ -183,6 +183,7 @@ EvalResult BilevelTrainer::run() {
     const int64_t done = k + 1;
     const bool report = done % cfg_.log.every == 0 || done == cfg_.steps;
     SlBammStats st;
+    enter_step(cfg_, comm_, done);
     try {
       st = solver_->step(report);
     } catch (const SlBammRangeError& e) {  // the exact reduction refuses huge block parts
@@ -191,6 +192,7 @@ EvalResult BilevelTrainer::run() {
                                            "Checkpoints already in ",
                                            cfg_.checkpoint.dir, " are intact."));
     }
+    leave_step(comm_, done);
     if (report) {
       if (!std::isfinite(st.F) || !std::isfinite(st.f) || !std::isfinite(st.x_grad))
         diverged("objective", done);

@@ -84,8 +84,13 @@ double parse_real(const std::string& key, const YAML::Node& v, const std::string
 }
 
 // Shortest decimal text that reads back as the same double; always looks like a real number.
+// Whole numbers below 1e15 in plain digits (300.0, not 3e+02).
 std::string format_real(double x) {
   char buf[40];
+  if (x == std::floor(x) && std::fabs(x) < 1e15) {
+    std::snprintf(buf, sizeof buf, "%.1f", x);
+    return buf;
+  }
   for (int digits = 1; digits <= 17; ++digits) {
     std::snprintf(buf, sizeof buf, "%.*g", digits, x);
     if (std::strtod(buf, nullptr) == x) break;
@@ -270,6 +275,27 @@ Field text(const char* key, Ref ref, bool allow_empty, const char* meaning) {
           [ref](const Config& c) { return format_string(ref(c)); }};
 }
 
+// debug.stall: "RANK:STEP:SECONDS" or "" (off), checked when read.
+Field debug_stall() {
+  return {"debug.stall",
+          [](Config& c, const std::string& k, const YAML::Node& v) {
+            const std::string& s = scalar(k, v, "a string");
+            c.debug.stall = {};
+            if (s.empty()) return;
+            int rank = -1;
+            long long step = 0;
+            double seconds = 0;
+            char extra = 0;
+            if (std::sscanf(s.c_str(), "%d:%lld:%lf%c", &rank, &step, &seconds, &extra) != 3 ||
+                rank < 0 || step < 1 || !(seconds > 0 && seconds < 1e6))
+              reject(k, s,
+                     "must be RANK:STEP:SECONDS, e.g. 1:5:120 (rank 1 sleeps 120 s before "
+                     "step 5), or empty");
+            c.debug.stall = {s, rank, static_cast<int64_t>(step), seconds};
+          },
+          [](const Config& c) { return format_string(c.debug.stall.text); }};
+}
+
 Field ufom_q() {
   return {"ufom.q",
           [](Config& c, const std::string& k, const YAML::Node& v) {
@@ -418,8 +444,9 @@ const std::vector<Field>& schema() {
              "meta-batch sum: exact (same bits for any rank count) or float"),
       integer("dist.check_every", REF(dist.check_every), 0,
               "steps between parameter checksum comparisons of the ranks, 0 = never"),
-      real("dist.timeout", REF(dist.timeout), {0, true},
-           "seconds an NCCL init or collective may wait for its peers before the job aborts"),
+      real("dist.timeout", REF(dist.timeout), {0, true, 1e8},
+           "seconds a collective (MPI or NCCL) may wait for its peers before the job aborts; "
+           "three times that until the first step is done"),
       choice("device", REF(device), kDevices, "compute device"),
       choice("cuda.graphs", REF(cuda.graphs), kSwitches,
              "replay CUDA Graphs of the inner and adjoint steps (false = eager launches)"),
@@ -434,6 +461,7 @@ const std::vector<Field>& schema() {
               "outer steps between first-order bias probes, 0 = never"),
       integer("log.bias_tasks", REF(log.bias_tasks), 2, "tasks per first-order bias probe"),
       text("debug.dump", REF(debug.dump), true, "HDF5 dump file of the first outer step"),
+      debug_stall(),
       choice("slbamm.problem", REF(slbamm.problem), kBilevelProblems, "bilevel problem"),
       choice("slbamm.variant", REF(slbamm.variant), kBilevelVariants,
              "averaging, none, or a lower-level regulariser"),
@@ -793,6 +821,7 @@ bool key_applies(const Config& cfg, const std::string& key) {
   auto in = [&key](const char* section) {
     return key.compare(0, std::strlen(section), section) == 0;
   };
+  if (key == "debug.stall") return true;  // both trainers
   if (cfg.algo == Algo::kSlbamm) {
     // The bilevel solver reads its own block, the data path and split, and the run's plumbing.
     static const char* const kMetaOnly[] = {

@@ -90,13 +90,21 @@ struct Config {
   };
   struct Debug {
     std::string dump;  // "" = off
+    // debug.stall "RANK:STEP:SECONDS": that rank sleeps before that step (for fault tests of
+    // dist.timeout); text "" = off.
+    struct Stall {
+      std::string text;
+      int rank = -1;
+      int64_t step = 0;
+      double seconds = 0;
+    } stall;
   };
   struct Dist {
     std::string backend;      // auto | single | mpi | nccl
     std::string assign;       // modulo | balanced (UFOM: even out predicted cost)
     std::string reduce;       // exact (same bits for any N, core/exact_sum.h) | float
     int64_t check_every = 0;  // 0 = never
-    double timeout = 60;      // seconds an NCCL init or collective may wait before the abort
+    double timeout = 300;     // seconds a collective may wait for its peers (×3 at start-up)
   };
   // sl-BAMM (algo: slbamm; DESIGN §3.7, core/slbamm.h). Steps, seed, data.path, log.* and
   // dist.backend come from the top-level keys.

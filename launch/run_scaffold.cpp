@@ -2,9 +2,11 @@
 #include "launch/run_scaffold.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "core/bilevel_checkpoint.h"
@@ -254,6 +256,20 @@ void announce_stop(const Config& cfg, dist::Comm& comm, int64_t done, const std:
     std::fflush(stdout);
   }
   comm.barrier();
+}
+
+void enter_step(const Config& cfg, dist::Comm& comm, int64_t number) {
+  comm.set_context(detail::concat("step ", number));
+  const Config::Debug::Stall& stall = cfg.debug.stall;
+  if (stall.rank != comm.rank() || stall.step != number) return;
+  std::fprintf(stderr, "rank %d: debug.stall: sleeping %.1f s before step %lld\n", comm.rank(),
+               stall.seconds, static_cast<long long>(number));
+  std::this_thread::sleep_for(std::chrono::duration<double>(stall.seconds));
+}
+
+void leave_step(dist::Comm& comm, int64_t number) {
+  comm.end_startup();
+  comm.set_context(detail::concat("the checks, evaluation and checkpoint after step ", number));
 }
 
 }  // namespace mt

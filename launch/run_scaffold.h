@@ -80,4 +80,10 @@ bool stop_everywhere(dist::Comm& comm);
 // resume hint, then every rank waits for the others.
 void announce_stop(const Config& cfg, dist::Comm& comm, int64_t done, const std::string& ckpt);
 
+// Around outer step `number` (1-based): names it in the collectives' deadline messages, and
+// sleeps here when debug.stall names this rank and step. leave_step ends the longer start-up
+// deadline once the run's first step is done, and names the work between steps.
+void enter_step(const Config& cfg, dist::Comm& comm, int64_t number);
+void leave_step(dist::Comm& comm, int64_t number);
+
 }  // namespace mt

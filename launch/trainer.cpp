@@ -404,8 +404,10 @@ EvalResult Trainer::run() {
   // Curves start where training starts: the accuracy of the initial θ (a fresh run only).
   if (first_step_ == 0 && cfg_.eval.every > 0 && cfg_.steps > 0) periodic_eval(0);
   for (int64_t step = first_step_; step < cfg_.steps && !budget_spent(); ++step) {
+    enter_step(cfg_, comm_, step + 1);
     const StepResult r = meta_step(step);
     last_ = step + 1;
+    leave_step(comm_, last_);
     log_step(last_, r);
     if (!after_step(last_)) {
       EvalResult stopped;

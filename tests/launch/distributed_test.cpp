@@ -245,6 +245,34 @@ TEST_F(Distributed, AFailingRankEndsTheJob) {
   EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+// A rank that stops answering (debug.stall: rank 1 sleeps before step 5) ends the job once the
+// others have waited dist.timeout in a collective: non-zero, within the deadline plus start-up
+// and teardown, naming the collective, the step and the missing rank; the checkpoint of step 4
+// is intact, and resuming it without the stall ends with the straight run's bits.
+TEST_F(Distributed, AStalledRankEndsTheJobAfterTheTimeout) {
+  const std::string dir = testing::temp_dir("dist_stall");
+  const std::string args = "steps=8 eval.every=0 checkpoint.every=2 dist.timeout=3 ";
+  const auto t0 = std::chrono::steady_clock::now();
+  const ProgramResult r = mpirun(2, job(dir, args + "debug.stall=1:5:600"));
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_LT(sec, 60) << r.output;  // the 600 s sleep must not be waited out
+  EXPECT_TRUE(std::regex_search(
+      r.output, std::regex("rank 0 of 2 \\(host [^)]+\\): MPI allreduce_\\w+ of \\d+ \\w+ during "
+                           "step 5 did not finish within the deadline of 3\\.0 s.*rank 1 "
+                           "\\(host [^)]+\\) has not reached it")))
+      << r.output;
+  ASSERT_TRUE(fs::exists(dir + "/ckpt_00000004.h5")) << r.output;
+  EXPECT_FALSE(fs::exists(dir + "/ckpt_00000006.h5"));
+
+  const std::string straight = testing::temp_dir("dist_stall_straight");
+  ASSERT_EQ(mpirun(2, job(straight, args)).exit_code, 0);
+  const ProgramResult resumed =  // a resumed run keeps its stored keys: the stall is turned off
+      mpirun(2, job(dir, args + "debug.stall= resume=" + dir + "/ckpt_00000004.h5"));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_EQ(checkpoint_params(dir + "/latest.h5"), checkpoint_params(straight + "/latest.h5"));
+}
+
 TEST_F(Distributed, BadCheckpointsExitWithCode2) {
   const std::string dir = testing::temp_dir("dist_badckpt");
   ASSERT_EQ(shell(metatrain_bin() + " " + job(dir + "/a", "steps=1")).exit_code, 0);
