@@ -77,6 +77,21 @@ class BatchedModel {
   // Overwrites Hv with ∇²L_t(φ_t) v_t for every task t; host stats[t] when non-null.
   virtual void hvp(const TaskBatch& b, Split s, const T* phi, const T* v, T* Hv,
                    LossStats* stats) = 0;
+
+  // ANIL's inner loop adapts only the layers from the one holding θ tensor `tensor` on: the
+  // earlier layers' output on split s of every task of b at φ is computed once and kept with b
+  // (their tensors of φ must stay as they are until the next keep_features of b), and
+  // loss_grad_kept runs the passes from there: loss_grad's loss and gradient entries of those
+  // layers, bit for bit, with zeros before them. keep_features returns false when this backend
+  // (or model) cannot; then loss_grad_kept must not be called. Default: cannot.
+  virtual bool keep_features(const TaskBatch& /*b*/, Split /*s*/, const T* /*phi*/,
+                             int /*tensor*/) {
+    return false;
+  }
+  virtual void loss_grad_kept(const TaskBatch& /*b*/, Split /*s*/, const T* /*phi*/, T* /*grad*/,
+                              LossStats* /*stats*/) {
+    MT_CHECK(false, "loss_grad_kept without kept features");
+  }
 };
 
 }  // namespace mt

@@ -22,8 +22,16 @@ class CpuTaskBatch final : public TaskBatch {
   }
   const std::vector<const Episode<T>*>& episodes() const { return episodes_; }
 
+  // Features kept by keep_features, per split: the layer they feed, then per task its rows.
+  struct Kept {
+    int layer = 0;  // 0: none
+    std::vector<std::vector<T>> rows;
+  };
+  Kept& kept(Split s) const { return kept_[s == Split::kSupport ? 0 : 1]; }
+
  private:
   std::vector<const Episode<T>*> episodes_;
+  mutable Kept kept_[2];  // a cache of passes over this batch, not its contents
 };
 
 template <typename T>
@@ -67,6 +75,7 @@ void CpuBatchedModel<T>::load(const std::vector<const Episode<T>*>& episodes, Ta
            episodes.size(), " tasks (1 to ", max_tasks_, " allowed)");
   auto& c = const_cast<CpuTaskBatch<T>&>(cpu_batch<T>(b));
   c.set(episodes);
+  for (Split s : {Split::kSupport, Split::kQuery}) c.kept(s).layer = 0;  // other episodes now
 }
 
 template <typename T>
@@ -115,6 +124,45 @@ void CpuBatchedModel<T>::hvp(const TaskBatch& b, Split s, const T* phi, const T*
     const LossStats st =
         model_.hvp(w.phi.data(), c.batch(t, s), w.v.data(), nullptr, w.out.data(), *w.ws);
     ops.scatter(l, w.out.data(), {t}, Hv);
+    if (stats) stats[t] = st;
+  });
+}
+
+template <typename T>
+bool CpuBatchedModel<T>::keep_features(const TaskBatch& b, Split s, const T* phi, int tensor) {
+  const int layer = model_.split_layer(tensor);
+  if (layer == 0) return false;
+  const auto& c = cpu_batch<T>(b);
+  typename CpuTaskBatch<T>::Kept& kept = c.kept(s);
+  const BatchedLayout l(model_.layout(), c.tasks());
+  const VecOps<T>& ops = host_vec_ops<T>();
+  kept.rows.resize(static_cast<size_t>(c.tasks()));
+  for_tasks(c.tasks(), [&](int t, Scratch& w) {
+    const Batch<T>& batch = c.batch(t, s);
+    std::vector<T>& row = kept.rows[static_cast<size_t>(t)];
+    row.resize(static_cast<size_t>(model_.feature_count(layer, batch.n)));
+    ops.gather(l, phi, {t}, w.phi.data());
+    model_.features(layer, w.phi.data(), batch, row.data(), *w.ws);
+  });
+  kept.layer = layer;
+  return true;
+}
+
+template <typename T>
+void CpuBatchedModel<T>::loss_grad_kept(const TaskBatch& b, Split s, const T* phi, T* grad,
+                                        LossStats* stats) {
+  const auto& c = cpu_batch<T>(b);
+  const typename CpuTaskBatch<T>::Kept& kept = c.kept(s);
+  MT_CHECK(kept.layer > 0 && kept.rows.size() == static_cast<size_t>(c.tasks()),
+           "loss_grad_kept without keep_features on this batch");
+  const BatchedLayout l(model_.layout(), c.tasks());
+  const VecOps<T>& ops = host_vec_ops<T>();
+  for_tasks(c.tasks(), [&](int t, Scratch& w) {
+    ops.gather(l, phi, {t}, w.phi.data());
+    const LossStats st =
+        model_.loss_grad_from(kept.layer, w.phi.data(), kept.rows[static_cast<size_t>(t)].data(),
+                              c.batch(t, s), grad ? w.out.data() : nullptr, *w.ws);
+    if (grad) ops.scatter(l, w.out.data(), {t}, grad);
     if (stats) stats[t] = st;
   });
 }

@@ -34,6 +34,9 @@ class CpuBatchedModel final : public BatchedModel<T> {
   void gather(const TaskBatch& from, const std::vector<int>& tasks, TaskBatch& to) override;
   void loss_grad(const TaskBatch& b, Split s, const T* phi, T* grad, LossStats* stats) override;
   void hvp(const TaskBatch& b, Split s, const T* phi, const T* v, T* Hv, LossStats* stats) override;
+  bool keep_features(const TaskBatch& b, Split s, const T* phi, int tensor) override;
+  void loss_grad_kept(const TaskBatch& b, Split s, const T* phi, T* grad,
+                      LossStats* stats) override;
 
  private:
   struct Scratch {

@@ -33,6 +33,7 @@ MetaEngine<T>::MetaEngine(BatchedModel<T>& model, InnerLoop inner)
     if (learned_rates()) rate_of_[k] = next++;
   }
   MT_CHECK(!adapted_.empty(), "the inner loop adapts no tensor of this model");
+  keep_from_ = adapted_.front();  // > 0: the tensors before it keep θ's values (ANIL)
   weights_ = msl_weights(inner.steps, 0, inner.msl_anneal_steps);
   exact_batch_ = model.make_batch();
 }
@@ -108,11 +109,19 @@ Segment segment(const BatchedLayout& l, int k) {
 }  // namespace
 
 template <typename T>
+void MetaEngine<T>::keep_support(const TaskBatch& b, const T* phi) {
+  kept_ = keep_from_ > 0 && model_.keep_features(b, Split::kSupport, phi, keep_from_);
+}
+
+template <typename T>
 void MetaEngine<T>::inner_step(const TaskBatch& b, int j, T* phi) {
   const BatchedLayout l = layout_.with_tasks(b.tasks());
   const int64_t n = l.total();
   const int step = std::min(j, inner_.steps - 1);  // evaluation may run more steps than r
-  model_.loss_grad(b, Split::kSupport, phi, grad_.data(), nullptr);
+  if (kept_)  // the same bits for the adapted tensors; zeros for the others, which stay
+    model_.loss_grad_kept(b, Split::kSupport, phi, grad_.data(), nullptr);
+  else
+    model_.loss_grad(b, Split::kSupport, phi, grad_.data(), nullptr);
   if (inner_.method == Method::kImplicit) {  // + μ(φ − θ)
     ops().axpy(n, static_cast<T>(inner_.prox), phi, grad_.data());
     ops().axpy(n, static_cast<T>(-inner_.prox), theta_b_.data(), grad_.data());
@@ -193,6 +202,10 @@ void MetaEngine<T>::sweep(const TaskBatch& b, const T* psi, std::vector<Buffer<T
   if (inner_.rates == Rates::kPerParam) ops().fill(tasks * nr, T(0), g + n);
   if (inner_.rates == Rates::kPerLayerStep) lslr_grad_.assign(static_cast<size_t>(tasks * nr), 0);
   T* phi = phi_exact_.data();
+  if (keep_from_ > 0) {  // the fixed layers' output on this batch at φ_0 = θ
+    ops().broadcast(l, psi, phi);
+    keep_support(b, phi);
+  }
   for (int j = r - 1; j >= stop; --j) {
     const int base = (j / c) * c;  // φ_j from the state below it
     if (base == 0)
@@ -290,6 +303,7 @@ void MetaEngine<T>::run(const T* psi, const TaskBatch& b, const std::vector<int>
     for (size_t i = 1; i < kept; ++i) reserve((*states)[i], all.total());
   }
   ops().broadcast(all, psi, phi_.data());
+  keep_support(b, phi_.data());
   for (int j = 0; j < r; ++j) {
     if (j > 0 && j % c == 0) {
       if (keep_exact) ops().gather(all, phi_.data(), exact, states_[j / c].data());
@@ -331,6 +345,7 @@ void MetaEngine<T>::adapt_and_evaluate(const T* psi, const TaskBatch& b, int ste
   reserve(grad_, all.total());
   prepare(psi, b.tasks());
   ops().broadcast(all, psi, phi_.data());
+  keep_support(b, phi_.data());
   for (int j = 0; j < steps; ++j) inner_step(b, j, phi_.data());
   model_.loss_grad(b, Split::kQuery, phi_.data(), nullptr, query);
 }

@@ -58,6 +58,11 @@ class MetaEngine {
   void prepare(const T* psi, int tasks);
   // Meta-SGD: the rates broadcast over `tasks` tasks (θ-layout batch).
   const T* per_param_rates(int tasks);
+  // ANIL: when the inner loop leaves the first tensors alone, the backend keeps the output of
+  // their layers on b's support at φ_0 (phi) and inner steps run only the passes after them
+  // (BatchedModel::keep_features); kept_ says whether it could. Called before the inner steps
+  // of every batch (the run's, the exact sub-batch's sweep, an evaluation's).
+  void keep_support(const TaskBatch& b, const T* phi);
   // φ ← φ − P_j ⊙ (∇L_S(φ) + μ(φ − θ)) for every task of b (j: the step, for LSLR).
   void inner_step(const TaskBatch& b, int j, T* phi);
   // v = P_j ⊙ λ over `tasks` tasks.
@@ -84,6 +89,8 @@ class MetaEngine {
   ParamLayout meta_;
   BatchedLayout layout_, meta_layout_;  // θ's and ψ's, one task; with_tasks() gives a batch's
   std::vector<int> adapted_;            // θ's tensors the inner loop adapts
+  int keep_from_ = 0;                   // the first of them (> 0: features can be kept)
+  bool kept_ = false;                   // inner steps run from the kept features
   std::vector<int> rate_of_;            // ψ's tensor holding tensor k's rates (−1: none)
   std::vector<double> weights_;         // w_1 … w_r (empty: the last step only)
   std::vector<T> lslr_;                 // host LSLR rates [rate tensors][r]

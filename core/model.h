@@ -9,6 +9,7 @@
 
 #include <memory>
 
+#include "core/check.h"
 #include "core/episode.h"
 #include "core/param_layout.h"
 
@@ -43,6 +44,24 @@ class Model {
   // Overwrites dl [b.n] with ⟨∇_θ ℓ_i(θ), v⟩ (forward + r_forward; unweighted).
   virtual void loss_directional(const T* theta, const Batch<T>& b, const T* v, T* dl,
                                 Workspace& ws) const = 0;
+
+  // Passes from a layer on (ANIL's inner loop, which adapts only the last layers): the output
+  // of the layers before, "features", is computed once and the passes start there.
+  // split_layer(k): the layer holding θ tensor k, or 0 when the model cannot split (the default).
+  virtual int split_layer(int /*tensor*/) const { return 0; }
+  // Elements of the features of n examples at layer (> 0).
+  virtual int64_t feature_count(int /*layer*/, int /*n*/) const { return 0; }
+  // out [feature_count(layer, b.n)] ← the output of layers [0, layer) on b at θ.
+  virtual void features(int /*layer*/, const T* /*theta*/, const Batch<T>& /*b*/, T* /*out*/,
+                        Workspace& /*ws*/) const {}
+  // Loss of b at θ from its features; grad ← the gradient of the tensors of layers ≥ layer and
+  // zeros before them. The same passes on the same inputs as loss_grad: the loss and those
+  // gradient entries have loss_grad's bits.
+  virtual LossStats loss_grad_from(int /*layer*/, const T* /*theta*/, const T* /*features*/,
+                                   const Batch<T>& /*b*/, T* /*grad*/, Workspace& /*ws*/) const {
+    MT_CHECK(false, "this model cannot run its passes from a layer (split_layer is 0)");
+    return {};
+  }
 };
 
 }  // namespace mt

@@ -62,15 +62,16 @@ void Sequential<T>::init(T* theta, uint64_t seed) const {
 }
 
 template <typename T>
-LossStats Sequential<T>::forward(const T* theta, const Batch<T>& b, Buffers& w) const {
+LossStats Sequential<T>::forward(const T* theta, const Batch<T>& b, Buffers& w, size_t first,
+                                 const T* features) const {
   MT_CHECK(b.item == input_, "batch example shape does not match the model input");
   MT_CHECK(!layers_.empty() && layers_.back()->out_shape().size() == classes_,
            "last layer must output one logit per class");
   const int m = b.n;
   MT_CHECK(b.weight.empty() || b.weight.size() == static_cast<size_t>(m),
            "batch weights: ", b.weight.size(), " for ", m, " examples");
-  const T* in = b.x.data();
-  for (size_t l = 0; l < layers_.size(); ++l) {
+  const T* in = first == 0 ? b.x.data() : features;
+  for (size_t l = first; l < layers_.size(); ++l) {
     ensure_size(w.act[l], static_cast<size_t>(m) * layers_[l]->out_shape().size());
     const T* W = offset_[l] >= 0 ? theta + offset_[l] : nullptr;
     layers_[l]->forward(m, W, in, w.act[l].data(), w.ctx[l]);
@@ -89,7 +90,7 @@ LossStats Sequential<T>::forward(const T* theta, const Batch<T>& b, Buffers& w) 
 // the R-pass of the same layer right after it into Hv.
 template <typename T>
 void Sequential<T>::backward(const T* theta, const Batch<T>& b, Buffers& w, T* grad, const T* v,
-                             T* Hv) const {
+                             T* Hv, size_t first, const T* features) const {
   const int m = b.n;
   const size_t L = layers_.size();
   const size_t top = (L - 1) % 2;
@@ -101,12 +102,12 @@ void Sequential<T>::backward(const T* theta, const Batch<T>& b, Buffers& w, T* g
     SoftmaxCrossEntropy<T>::r_backward(m, classes_, w.prob.data(), w.R_act[L - 1].data(),
                                        w.R_d_act[top].data(), weights(b));
   }
-  for (size_t l = L; l-- > 0;) {
-    const T* x = l == 0 ? b.x.data() : w.act[l - 1].data();
+  for (size_t l = L; l-- > first;) {
+    const T* x = l == 0 ? b.x.data() : l == first ? features : w.act[l - 1].data();
     const T* dy = w.d_act[l % 2].data();
     T* dx = nullptr;
     T* R_dx = nullptr;
-    if (l > 0) {
+    if (l > first) {
       ensure_size(w.d_act[(l - 1) % 2], w.act[l - 1].size());
       dx = w.d_act[(l - 1) % 2].data();
       if (v) {
@@ -157,6 +158,53 @@ LossStats Sequential<T>::hvp(const T* theta, const Batch<T>& b, const T* v, T* g
   }
   r_forward(theta, b, v, w);
   backward(theta, b, w, grad, v, Hv);
+  return s;
+}
+
+template <typename T>
+int Sequential<T>::split_layer(int tensor) const {
+  MT_CHECK(tensor >= 0 && tensor < static_cast<int>(layout_.tensors().size()), "tensor ", tensor);
+  const int64_t at = layout_.tensors()[static_cast<size_t>(tensor)].offset;
+  int layer = 0;
+  for (size_t l = 0; l < layers_.size(); ++l)
+    if (offset_[l] >= 0 && offset_[l] <= at) layer = static_cast<int>(l);
+  return layer;
+}
+
+template <typename T>
+int64_t Sequential<T>::feature_count(int layer, int n) const {
+  MT_CHECK(layer > 0 && layer < static_cast<int>(layers_.size()), "split at layer ", layer);
+  return static_cast<int64_t>(n) * layers_[static_cast<size_t>(layer)]->in_shape().size();
+}
+
+template <typename T>
+void Sequential<T>::features(int layer, const T* theta, const Batch<T>& b, T* out,
+                             Workspace& ws) const {
+  Buffers& w = static_cast<Buffers&>(ws);
+  const int64_t count = feature_count(layer, b.n);
+  const T* in = b.x.data();
+  for (size_t l = 0; l < static_cast<size_t>(layer); ++l) {
+    ensure_size(w.act[l], static_cast<size_t>(b.n) * layers_[l]->out_shape().size());
+    const T* W = offset_[l] >= 0 ? theta + offset_[l] : nullptr;
+    layers_[l]->forward(b.n, W, in, w.act[l].data(), w.ctx[l]);
+    in = w.act[l].data();
+  }
+  std::copy(in, in + count, out);
+}
+
+template <typename T>
+LossStats Sequential<T>::loss_grad_from(int layer, const T* theta, const T* features,
+                                        const Batch<T>& b, T* grad, Workspace& ws) const {
+  Buffers& w = static_cast<Buffers&>(ws);
+  feature_count(layer, b.n);  // checks the layer
+  const size_t first = static_cast<size_t>(layer);
+  const LossStats s = forward(theta, b, w, first, features);
+  if (!grad) return s;
+  int64_t from = layout_.total();  // the first parameter of the layers from `first` on
+  for (size_t l = first; l < layers_.size() && from == layout_.total(); ++l)
+    if (offset_[l] >= 0) from = offset_[l];
+  std::fill(grad, grad + from, T(0));
+  backward(theta, b, w, grad, nullptr, nullptr, first, features);
   return s;
 }
 

@@ -31,6 +31,11 @@ class Sequential : public Model<T> {
   void example_losses(const T* theta, const Batch<T>& b, T* l, Workspace& ws) const override;
   void loss_directional(const T* theta, const Batch<T>& b, const T* v, T* dl,
                         Workspace& ws) const override;
+  int split_layer(int tensor) const override;
+  int64_t feature_count(int layer, int n) const override;
+  void features(int layer, const T* theta, const Batch<T>& b, T* out, Workspace& ws) const override;
+  LossStats loss_grad_from(int layer, const T* theta, const T* features, const Batch<T>& b, T* grad,
+                           Workspace& ws) const override;
 
   // Bytes one task in flight holds (on the CPU backend, one per worker thread) while this model
   // computes gradients on n examples and, when n_hvp > 0, Hessian-vector products on n_hvp
@@ -53,10 +58,13 @@ class Sequential : public Model<T> {
 
  private:
   struct Buffers;
-  LossStats forward(const T* theta, const Batch<T>& b, Buffers& w) const;
+  // From layer `first` on, its input `features` (b.x when first is 0).
+  LossStats forward(const T* theta, const Batch<T>& b, Buffers& w, size_t first = 0,
+                    const T* features = nullptr) const;
   // Gradients into grad; with v (after r_forward), also the R-pass into Hv in the same sweep.
+  // Down to layer `first` (its input `features`), as forward.
   void backward(const T* theta, const Batch<T>& b, Buffers& w, T* grad, const T* v = nullptr,
-                T* Hv = nullptr) const;
+                T* Hv = nullptr, size_t first = 0, const T* features = nullptr) const;
   // R_act[l] of every layer along v (after forward).
   void r_forward(const T* theta, const Batch<T>& b, const T* v, Buffers& w) const;
 

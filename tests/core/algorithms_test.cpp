@@ -358,7 +358,18 @@ class CountingModel final : public BatchedModel<double> {
     calls += b.tasks();
     m_.hvp(b, s, phi, v, Hv, st);
   }
-  int64_t calls = 0;
+  // With keeps, ANIL's kept features pass through (counted apart); without, the engine runs
+  // every pass in full.
+  bool keep_features(const TaskBatch& b, Split s, const double* phi, int tensor) override {
+    return keeps && m_.keep_features(b, s, phi, tensor);
+  }
+  void loss_grad_kept(const TaskBatch& b, Split s, const double* phi, double* g,
+                      LossStats* st) override {
+    kept_calls += b.tasks();
+    m_.loss_grad_kept(b, s, phi, g, st);
+  }
+  int64_t calls = 0, kept_calls = 0;
+  bool keeps = false;
 
  private:
   BatchedModel<double>& m_;
@@ -391,6 +402,64 @@ TEST(Algorithms, GradientEvaluationCountsAreTheCallsMade) {
     model.calls = 0;
     engine.run(psi.data(), *batch, {0}, g_fo.data(), g_exact.data(), &q);
     EXPECT_EQ(model.calls, first_order_cost(inner) + exact_path_cost(inner));
+  }
+}
+
+// ANIL's inner steps run from the body's kept output (BatchedModel::keep_features): the same
+// bits as full passes for every ANIL variant, and every support pass of an inner step is one of
+// them (the full passes that remain are the query gradients and the Hessian-vector products).
+TEST(Algorithms, AnilInnerStepsRunFromKeptFeaturesWithTheSameBits) {
+  InnerLoop imaml = loop(Rates::kFixed, Adapt::kHead, false, 3);
+  imaml.method = Method::kImplicit;
+  imaml.cg_steps = 3;
+  InnerLoop reptile = loop(Rates::kFixed, Adapt::kHead, false, 3);
+  reptile.method = Method::kReptile;
+  InnerLoop checkpointed = loop(Rates::kFixed, Adapt::kHead, false, 5);
+  checkpointed.trajectory = {TrajectoryMode::kCheckpoint, 2};
+  const std::vector<InnerLoop> loops = {loop(Rates::kFixed, Adapt::kHead, false, 4),
+                                        loop(Rates::kPerParam, Adapt::kHead, false, 3),
+                                        loop(Rates::kPerLayerStep, Adapt::kHead, true, 4),
+                                        imaml,
+                                        reptile,
+                                        checkpointed};
+  const auto net = small_net();
+  const std::vector<Episode<double>> eps = {episode(4), episode(5), episode(6)};
+  for (const InnerLoop& inner : loops) {
+    const Vec psi = initial_psi(*net, inner);
+    const int64_t n = 3 * static_cast<int64_t>(psi.size());
+    const std::vector<int> exact =
+        inner.method == Method::kReptile ? std::vector<int>{} : std::vector<int>{0, 2};
+    struct Out {
+      Vec fo, exact;
+      std::vector<LossStats> q, eval;
+      int64_t calls, kept_calls;
+    };
+    auto run = [&](bool keeps) {
+      CpuBatchedModel<double> cpu(*net, 2, 4);
+      CountingModel model(cpu);
+      model.keeps = keeps;
+      MetaEngine<double> engine(model, inner);
+      auto batch = model.make_batch();
+      model.load({&eps[0], &eps[1], &eps[2]}, *batch);
+      Out o{Vec(n), Vec(n), std::vector<LossStats>(3), std::vector<LossStats>(3), 0, 0};
+      engine.run(psi.data(), *batch, exact, o.fo.data(), exact.empty() ? nullptr : o.exact.data(),
+                 o.q.data());
+      engine.adapt_and_evaluate(psi.data(), *batch, inner.steps + 2, o.eval.data());
+      o.calls = model.calls;
+      o.kept_calls = model.kept_calls;
+      return o;
+    };
+    const Out full = run(false), kept = run(true);
+    EXPECT_EQ(full.kept_calls, 0);
+    EXPECT_GT(kept.kept_calls, 0);
+    EXPECT_EQ(kept.calls + kept.kept_calls, full.calls) << "a pass ran in full that need not";
+    EXPECT_EQ(kept.fo, full.fo);
+    EXPECT_EQ(kept.exact, full.exact);
+    for (int t = 0; t < 3; ++t) {
+      EXPECT_EQ(kept.q[t].loss, full.q[t].loss) << "task " << t;
+      EXPECT_EQ(kept.eval[t].loss, full.eval[t].loss) << "task " << t;
+      EXPECT_EQ(kept.eval[t].acc, full.eval[t].acc) << "task " << t;
+    }
   }
 }
 

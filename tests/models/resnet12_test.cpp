@@ -179,6 +179,46 @@ TEST(Model, ResNet12ExactMetaGradientMatchesFiniteDifferences) {
   EXPECT_GT(testing::rel_err(g_fo, fd), 1e-3);  // the first-order gradient differs: not vacuous
 }
 
+// ANIL's passes from the head (Model::features, loss_grad_from) give loss_grad's loss and head
+// gradient bit for bit and zeros before the head, in float (oneDNN) and double, on ResNet-12
+// (the features are global-average-pooled) and Conv-4.
+template <typename T>
+void expect_head_passes_match(const Sequential<T>& net, const Shape& input, int ways) {
+  Rng rng(11, 0, 0, Stream::kTest);
+  Batch<T> b;
+  b.resize(input, 10);
+  for (T& v : b.x) v = static_cast<T>(rng.uniform());
+  for (int i = 0; i < b.n; ++i) b.y[i] = i % ways;
+  std::vector<T> theta(net.layout().total()), full(theta.size()), head(theta.size(), T(7));
+  net.init(theta.data(), 11);
+  auto ws = net.make_workspace();
+  const LossStats want = net.loss_grad(theta.data(), b, full.data(), *ws);
+  const int tensor = static_cast<int>(net.layout().tensors().size()) - 2;  // head.weight
+  ASSERT_EQ(net.layout().tensors()[static_cast<size_t>(tensor)].name, "head.weight");
+  const int layer = net.split_layer(tensor);
+  ASSERT_EQ(layer, static_cast<int>(net.layers().size()) - 1);
+  std::vector<T> features(static_cast<size_t>(net.feature_count(layer, b.n)));
+  net.features(layer, theta.data(), b, features.data(), *ws);
+  const LossStats got =
+      net.loss_grad_from(layer, theta.data(), features.data(), b, head.data(), *ws);
+  EXPECT_EQ(got.loss, want.loss);
+  EXPECT_EQ(got.acc, want.acc);
+  const int64_t from = net.layout().tensors()[static_cast<size_t>(tensor)].offset;
+  for (int64_t e = 0; e < net.layout().total(); ++e)
+    ASSERT_EQ(head[e], e < from ? T(0) : full[e]) << "element " << e;
+}
+
+TEST(Model, HeadPassesFromKeptFeaturesMatchTheFullPasses) {
+  ResNet12Spec spec = small_spec();
+  expect_head_passes_match(*make_resnet12<double>(spec), spec.input, spec.ways);
+  spec.widths = {4, 4, 8, 8};
+  expect_head_passes_match(*make_resnet12<float>(spec), spec.input, spec.ways);
+  Conv4Spec conv;
+  conv.input = {1, 28, 28};
+  conv.filters = 8;
+  expect_head_passes_match(*make_conv4<float>(conv), conv.input, conv.ways);
+}
+
 // store, recompute and checkpoint:C give the same bits (DESIGN §3.3), in float on oneDNN.
 std::vector<float> exact_gradient(TrajectoryMode mode) {
   ResNet12Spec spec = small_spec();
