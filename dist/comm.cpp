@@ -38,6 +38,9 @@ int launched_ranks() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
     if (const int n = positive_env(name); n > 0) return n;
   }
+  // srun --mpi=pmix sets neither: PMIx gives the size only inside MPI_Init. Slurm's step size
+  // is the job's (a step's ranks are the MPI job), and PMIX_RANK says that PMIx started us.
+  if (std::getenv("PMIX_RANK") != nullptr) return positive_env("SLURM_STEP_NUM_TASKS");
   return 0;
 }
 

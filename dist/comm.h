@@ -95,9 +95,11 @@ std::unique_ptr<Comm> make_comm(const std::string& backend,
                                 double timeout_s = Comm::kDefaultTimeoutS);
 
 // Number of ranks the launcher says this job has, from the environment, or 0 when no MPI
-// launcher is recognised. Read, in order: OMPI_COMM_WORLD_SIZE (Open MPI's mpirun/mpiexec, and
-// Open MPI started by srun), PMI_SIZE (MPICH/Intel MPI Hydra, srun --mpi=pmi2). SLURM_NTASKS is
-// deliberately not used: inside an allocation it is set for a program started without srun too.
+// launcher is recognised. Read, in order: OMPI_COMM_WORLD_SIZE (Open MPI's mpirun/mpiexec),
+// PMI_SIZE (MPICH/Intel MPI Hydra, srun --mpi=pmi2), and SLURM_STEP_NUM_TASKS when PMIX_RANK
+// is set (srun --mpi=pmix, which sets neither of the others; checked on Slurm 22.05 with Open
+// MPI 4.1.4). SLURM_NTASKS is deliberately not used: inside an allocation it is set for a
+// program started without srun too.
 int launched_ranks();
 
 }  // namespace mt::dist

@@ -10,7 +10,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -182,6 +184,37 @@ TEST(MpiCheck, FailingCallThrowsWithLocationAndMpiMessage) {
     EXPECT_NE(message.find("count"), std::string::npos) << message;  // MPI_ERR_COUNT's text
   }
   comm.barrier();  // the failure left MPI usable
+}
+
+// The launchers' environments as each sets it (Open MPI's mpirun, Hydra / srun --mpi=pmi2,
+// srun --mpi=pmix); SLURM_NTASKS alone (a program in an allocation, started without srun) is no
+// launch. The variables are restored afterwards.
+TEST(LaunchedRanks, ReadsEachLaunchersEnvironment) {
+  const char* names[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_STEP_NUM_TASKS",
+                         "SLURM_NTASKS"};
+  std::vector<std::optional<std::string>> saved;
+  for (const char* n : names) {
+    const char* v = std::getenv(n);
+    saved.push_back(v ? std::optional<std::string>(v) : std::nullopt);
+    unsetenv(n);
+  }
+  EXPECT_EQ(launched_ranks(), 0);
+  setenv("SLURM_NTASKS", "4", 1);
+  EXPECT_EQ(launched_ranks(), 0) << "an allocation without srun";
+  setenv("SLURM_STEP_NUM_TASKS", "3", 1);
+  EXPECT_EQ(launched_ranks(), 0) << "a step without PMIx or PMI";
+  setenv("PMIX_RANK", "0", 1);
+  EXPECT_EQ(launched_ranks(), 3) << "srun --mpi=pmix";
+  setenv("PMI_SIZE", "5", 1);
+  EXPECT_EQ(launched_ranks(), 5) << "PMI_SIZE first";
+  setenv("OMPI_COMM_WORLD_SIZE", "6", 1);
+  EXPECT_EQ(launched_ranks(), 6) << "OMPI_COMM_WORLD_SIZE first";
+  for (size_t i = 0; i < saved.size(); ++i) {
+    if (saved[i])
+      setenv(names[i], saved[i]->c_str(), 1);
+    else
+      unsetenv(names[i]);
+  }
 }
 
 TEST(MakeComm, AutoPicksMpiUnderALauncherWithSeveralRanks) {
