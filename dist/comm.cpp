@@ -2,8 +2,13 @@
 // dist/comm.h.
 #include "dist/comm.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <utility>
+#include <vector>
 
 #include "core/check.h"
 #include "dist/mpi_comm.h"
@@ -33,6 +38,35 @@ void Comm::set_timeout(double timeout_s) {
 }
 
 void SingleProcessComm::abort(int exit_code) { std::_Exit(exit_code); }
+
+std::string SingleProcessComm::host(int) const {
+  char name[256] = {};
+  return gethostname(name, sizeof name - 1) == 0 ? name : "localhost";
+}
+
+std::string describe_placement(const Comm& comm) {
+  std::vector<std::pair<std::string, std::vector<int>>> hosts;  // in order of first rank
+  for (int r = 0; r < comm.size(); ++r) {
+    const std::string h = comm.host(r);
+    auto it = std::find_if(hosts.begin(), hosts.end(), [&](const auto& e) { return e.first == h; });
+    if (it == hosts.end()) it = hosts.insert(hosts.end(), {h, {}});
+    it->second.push_back(r);
+  }
+  std::string out;
+  for (const auto& [name, ranks] : hosts) {
+    std::string list;
+    for (size_t i = 0; i < ranks.size();) {
+      size_t j = i;
+      while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+      list += detail::concat(list.empty() ? "" : ",", ranks[i]);
+      if (j > i) list += detail::concat("-", ranks[j]);
+      i = j + 1;
+    }
+    out += detail::concat(out.empty() ? "" : ", ", name, ranks.size() == 1 ? " (rank " : " (ranks ",
+                          list, ")");
+  }
+  return out;
+}
 
 int launched_ranks() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {

@@ -44,6 +44,8 @@ class Comm {
   virtual int size() const = 0;
   // Rank among the ranks of this node (0 .. ranks on the node − 1); picks the GPU.
   virtual int local_rank() const = 0;
+  // The host that rank r runs on (MPI_Get_processor_name; this machine's name for one process).
+  virtual std::string host(int r) const = 0;
   // In place: buf ← Σ over ranks of buf.
   virtual void allreduce_sum(float* buf, size_t n) = 0;
   virtual void allreduce_sum(double* buf, size_t n) = 0;
@@ -73,6 +75,7 @@ class SingleProcessComm : public Comm {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   int local_rank() const override { return 0; }
+  std::string host(int) const override;
   void allreduce_sum(float*, size_t) override {}
   void allreduce_sum(double*, size_t) override {}
   void allreduce_sum(int64_t*, size_t) override {}
@@ -93,6 +96,10 @@ class SingleProcessComm : public Comm {
 // also the NCCL communicator's init deadline, NcclOptions::timeout_s).
 std::unique_ptr<Comm> make_comm(const std::string& backend,
                                 double timeout_s = Comm::kDefaultTimeoutS);
+
+// Where the ranks run, for the start-up line of a job: "mt-h1 (ranks 0-1), mt-h2 (rank 2)",
+// hosts in the order of their first rank, consecutive ranks as ranges.
+std::string describe_placement(const Comm& comm);
 
 // Number of ranks the launcher says this job has, from the environment, or 0 when no MPI
 // launcher is recognised. Read, in order: OMPI_COMM_WORLD_SIZE (Open MPI's mpirun/mpiexec),

@@ -44,8 +44,7 @@ class MpiComm : public Comm {
   void barrier() override;
   // MPI_Abort(MPI_COMM_WORLD, exit_code): the launcher ends every rank.
   [[noreturn]] void abort(int exit_code) override;
-  // The host (MPI_Get_processor_name) of rank r.
-  const std::string& host(int r) const { return hosts_.at(static_cast<size_t>(r)); }
+  std::string host(int r) const override { return hosts_.at(static_cast<size_t>(r)); }
 
   // Arrival notices go to every rank up to this many ranks; beyond, a rank that times out cannot
   // name the ranks that have not arrived (P − 1 tiny messages per collective and rank).

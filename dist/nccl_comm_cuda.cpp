@@ -41,6 +41,7 @@ class NcclCommImpl : public NcclComm {
   int rank() const override { return mpi_->rank(); }
   int size() const override { return mpi_->size(); }
   int local_rank() const override { return mpi_->local_rank(); }
+  std::string host(int r) const override { return mpi_->host(r); }
   void allreduce_sum(float* buf, size_t n) override { allreduce(buf, n, ncclFloat, nullptr); }
   void allreduce_sum(double* buf, size_t n) override { allreduce(buf, n, ncclDouble, nullptr); }
   void allreduce_sum(int64_t* buf, size_t n) override { allreduce(buf, n, ncclInt64, nullptr); }

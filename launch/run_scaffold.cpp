@@ -174,6 +174,8 @@ EvalResult train_on_ranks(const Config& cfg, const std::function<EvalResult(dist
 void print_run_header(const Config& cfg, const dist::Comm& comm, const std::string& description) {
   if (comm.rank() != 0) return;
   std::printf("effective config:\n%s\n%s\n", printed_config(cfg).c_str(), description.c_str());
+  // A lost host is named by the launcher; this says which ranks it held.
+  if (comm.size() > 1) std::printf("hosts: %s\n", dist::describe_placement(comm).c_str());
   std::fflush(stdout);
 }
 

@@ -217,6 +217,25 @@ TEST(LaunchedRanks, ReadsEachLaunchersEnvironment) {
   }
 }
 
+// The start-up line's placement: hosts in the order of their first rank, runs of consecutive
+// ranks as ranges.
+class PlacedComm final : public SingleProcessComm {
+ public:
+  explicit PlacedComm(std::vector<std::string> hosts) : hosts_(std::move(hosts)) {}
+  int size() const override { return static_cast<int>(hosts_.size()); }
+  std::string host(int r) const override { return hosts_.at(static_cast<size_t>(r)); }
+
+ private:
+  std::vector<std::string> hosts_;
+};
+
+TEST(Placement, GroupsRanksByHostInOrder) {
+  EXPECT_EQ(describe_placement(PlacedComm({"a"})), "a (rank 0)");
+  EXPECT_EQ(describe_placement(PlacedComm({"a", "a", "b", "b"})), "a (ranks 0-1), b (ranks 2-3)");
+  EXPECT_EQ(describe_placement(PlacedComm({"b", "a", "b", "b", "c", "a"})),
+            "b (ranks 0,2-3), a (ranks 1,5), c (rank 4)");
+}
+
 TEST(MakeComm, AutoPicksMpiUnderALauncherWithSeveralRanks) {
   const int launched = std::max(launched_ranks(), 1);  // 0 without a launcher: one process
   const auto comm = make_comm("auto");

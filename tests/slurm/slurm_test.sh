@@ -18,7 +18,7 @@
 #              rank sees all GPUs of its node, local ids 0,1, NCCL_DEBUG set, mpirun's bits; as
 #              written (device=cuda) on a node without a real GPU: exit 2, no requeue
 # Each job trains the small synthetic-data job of tests/launch/distributed_test.cpp on 2 ranks
-# with 1 thread each. Parameters are compared bit for bit (BUILD_DIR/bin/params_digest).
+# with 1 thread each. Training states are compared bit for bit (BUILD_DIR/bin/ckpt_state).
 # Needs root. Without Slurm: in CI (CI=true) it installs Debian's packages with apt-get; elsewhere
 # it exits 77 saying how to install them. SLURM_CLUSTER_NODES=1 forces the one-node cluster;
 # SLURM_TEST_KEEP=1 keeps the work folder (jobs' output, cluster logs) also when all pass;
@@ -113,10 +113,10 @@ two_tasks=("--nodes=$nodes" "--ntasks-per-node=$((2 / nodes))" --cpus-per-task=1
 say() { echo "  $*"; }
 bad() { say "$*"; return 1; }
 
-# digest CHECKPOINT: a hash of its parameters (every /params tensor in name order, float32).
+# digest CHECKPOINT: a hash of its training state (parameters, optimizer, run state).
 digest() {
   local out
-  if [ -s "$1" ] && out=$("$build/bin/params_digest" "$1" 2>/dev/null); then
+  if [ -s "$1" ] && out=$("$build/bin/ckpt_state" "$1" 2>/dev/null | sha256sum); then
     echo "${out%% *}"
   else
     echo "unreadable:$1"
