@@ -203,7 +203,7 @@ table="$out/table.md"
       [ -f "$f" ] || continue
       what="$m"; [ "${f%/probe200/metrics.jsonl}" != "$f" ] && what="$m, end, K = 200"
       for est in fo ufom; do
-        grep '"bias"' "$f" | awk -v est="$est" -v ways="$ways" -v m="$what" '
+        { grep '"bias"' "$f" || true; } | awk -v est="$est" -v ways="$ways" -v m="$what" '
           function val(k,   r) { r = $0; if (!match(r, "\"" k "\": [-0-9.e+]+")) return "";
                                  r = substr(r, RSTART, RLENGTH); sub(/.*: /, "", r); return r + 0 }
           { b = val(est); if (b == "") next; z = val(est "_noise"); g = val("exact_norm")
