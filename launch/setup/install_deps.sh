@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config libopenblas-dev libdnnl-dev libhdf5-dev libyaml-cpp-dev
           libgtest-dev openmpi-bin libopenmpi-dev libpng-dev zlib1g-dev libjpeg-dev libzip-dev
-          libssl-dev nlohmann-json3-dev clang libclang-rt-14-dev)
+          libssl-dev nlohmann-json3-dev clang libclang-rt-14-dev iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
