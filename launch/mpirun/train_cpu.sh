@@ -57,6 +57,14 @@ launcher=("$MPIRUN" -np "$N" --map-by "$MAP_BY" --bind-to "$BIND_TO"
           -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS)
 [ -n "${HOSTS:-}" ] && launcher+=(--host "$HOSTS")
 [ -n "${HOSTFILE:-}" ] && launcher+=(--hostfile "$HOSTFILE")
+# Across hosts: a host whose network goes away (no FIN, no RST) is noticed by Open MPI's daemon
+# keepalive, 300 s + 9 probes of 20 s by default; 30 s + 3 of 10 ends the job about a minute
+# after the cut, before dist.timeout (300 s) makes a rank abort, after which mpirun 4.1.4 would
+# wait ~16 minutes for the unreachable daemon (README, "Across nodes"; tests/dist/).
+if [ -n "${HOSTS:-}${HOSTFILE:-}" ]; then
+  launcher+=(--mca oob_tcp_keepalive_time 30 --mca oob_tcp_keepalive_intvl 10
+             --mca oob_tcp_keepalive_probes 3)
+fi
 # Open MPI refuses to start as root unless told twice; containers often run as root.
 if [ "$(id -u)" = 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
