@@ -62,6 +62,18 @@ void Sequential<T>::init(T* theta, uint64_t seed) const {
 }
 
 template <typename T>
+const T* Sequential<T>::forward_layers(const T* theta, int m, const T* in, size_t from, size_t to,
+                                       Buffers& w) const {
+  for (size_t l = from; l < to; ++l) {
+    ensure_size(w.act[l], static_cast<size_t>(m) * layers_[l]->out_shape().size());
+    const T* W = offset_[l] >= 0 ? theta + offset_[l] : nullptr;
+    layers_[l]->forward(m, W, in, w.act[l].data(), w.ctx[l]);
+    in = w.act[l].data();
+  }
+  return in;
+}
+
+template <typename T>
 LossStats Sequential<T>::forward(const T* theta, const Batch<T>& b, Buffers& w, size_t first,
                                  const T* features) const {
   MT_CHECK(b.item == input_, "batch example shape does not match the model input");
@@ -70,13 +82,8 @@ LossStats Sequential<T>::forward(const T* theta, const Batch<T>& b, Buffers& w, 
   const int m = b.n;
   MT_CHECK(b.weight.empty() || b.weight.size() == static_cast<size_t>(m),
            "batch weights: ", b.weight.size(), " for ", m, " examples");
-  const T* in = first == 0 ? b.x.data() : features;
-  for (size_t l = first; l < layers_.size(); ++l) {
-    ensure_size(w.act[l], static_cast<size_t>(m) * layers_[l]->out_shape().size());
-    const T* W = offset_[l] >= 0 ? theta + offset_[l] : nullptr;
-    layers_[l]->forward(m, W, in, w.act[l].data(), w.ctx[l]);
-    in = w.act[l].data();
-  }
+  const T* in =
+      forward_layers(theta, m, first == 0 ? b.x.data() : features, first, layers_.size(), w);
   ensure_size(w.prob, static_cast<size_t>(m) * classes_);
   int correct = 0;
   LossStats s;
@@ -182,13 +189,7 @@ void Sequential<T>::features(int layer, const T* theta, const Batch<T>& b, T* ou
                              Workspace& ws) const {
   Buffers& w = static_cast<Buffers&>(ws);
   const int64_t count = feature_count(layer, b.n);
-  const T* in = b.x.data();
-  for (size_t l = 0; l < static_cast<size_t>(layer); ++l) {
-    ensure_size(w.act[l], static_cast<size_t>(b.n) * layers_[l]->out_shape().size());
-    const T* W = offset_[l] >= 0 ? theta + offset_[l] : nullptr;
-    layers_[l]->forward(b.n, W, in, w.act[l].data(), w.ctx[l]);
-    in = w.act[l].data();
-  }
+  const T* in = forward_layers(theta, b.n, b.x.data(), 0, static_cast<size_t>(layer), w);
   std::copy(in, in + count, out);
 }
 

@@ -58,6 +58,9 @@ class Sequential : public Model<T> {
 
  private:
   struct Buffers;
+  // Layers [from, to) on m examples from their input `in`; returns the last one's output.
+  const T* forward_layers(const T* theta, int m, const T* in, size_t from, size_t to,
+                          Buffers& w) const;
   // From layer `first` on, its input `features` (b.x when first is 0).
   LossStats forward(const T* theta, const Batch<T>& b, Buffers& w, size_t first = 0,
                     const T* features = nullptr) const;
