@@ -175,7 +175,7 @@ class Bench {
     const auto* seq = dynamic_cast<const mt::Sequential<float>*>(model_.get());
     if (!seq) return NAN;
     const int n = cfg_.task.ways * std::max(cfg_.task.shots, cfg_.task.queries);
-    return seq->activation_bytes(n, hvp ? cfg_.task.ways * cfg_.task.shots : 0) / 1048576.0;
+    return seq->activation_bytes(n, cfg_.task.ways * cfg_.task.shots, hvp) / 1048576.0;
   }
 
  private:

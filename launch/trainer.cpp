@@ -118,7 +118,7 @@ std::string activation_clause(const Config& cfg, const Model<float>& model, int 
   if (cfg.device != Config::Device::kCpu || !seq) return "";
   const int n = cfg.task.ways * std::max(cfg.task.shots, cfg.task.queries);
   const bool hvp = algo_preset(cfg.algo).estimator != Algo::kFomaml && cfg.inner.truncate != 0;
-  const double mib = seq->activation_bytes(n, hvp ? cfg.task.ways * cfg.task.shots : 0) / 1048576.0;
+  const double mib = seq->activation_bytes(n, cfg.task.ways * cfg.task.shots, hvp) / 1048576.0;
   auto text = [](double x) {
     char s[32];
     std::snprintf(s, sizeof s, x < 10 ? "%.1f" : "%.0f", x);

@@ -66,6 +66,23 @@ struct KeyHash {
 // at 3..14 px; with 1 input channel the plain form is faster and needs no reorders.
 bool use_blocked(const Geometry& g) { return g.in_c >= 16 && g.out_c >= 16; }
 
+// Winograd F(4×4, 3×3) (oneDNN's jit_wino_4x3, AVX-512) does a 3×3 stride-1 pass with 2.25×
+// fewer multiplications on 4×4 output tiles, plus transforms per tile. Measured on one core of
+// the 2-core Xeon (ResNet-12 shapes, 64..640 channels): 1.7–2.1× faster than the direct kernel
+// from about 240 tiles per call, 1.2–1.3× at 72–121, 1.0× at 36 and 0.3–0.6× below 20; so it
+// is taken from kMinWinogradTiles tiles. It rounds differently from the direct kernel (norm-wise
+// 1–3e-6 relative on those shapes, tests/models/conv2d_dnnl_test.cpp), but the choice follows
+// the call's shape alone, so the bits do not depend on threads, ranks or runs. Where oneDNN
+// has no such kernel (no AVX-512), the direct one runs.
+constexpr int64_t kMinWinogradTiles = 100;
+int64_t winograd_tiles(const Geometry& g, int m) {
+  return static_cast<int64_t>(m) * ((g.out_h + 3) / 4) * ((g.out_w + 3) / 4);
+}
+bool winograd_shape(const Geometry& g) { return use_blocked(g) && g.kernel == 3 && g.stride == 1; }
+bool want_winograd(const Geometry& g, int m) {
+  return winograd_shape(g) && winograd_tiles(g, m) >= kMinWinogradTiles;
+}
+
 // One pass: the convolution on its own layouts ("inner"), reorders from the caller's plain
 // buffers into them, and from its output back (adding when accumulating). Slots: 0 and 1 the
 // inputs, 2 the output. Inner buffers needing reorders live in the thread's scratch.
@@ -83,6 +100,7 @@ struct ThreadState {
   dnnl::stream stream{engine};
   std::unordered_map<Key, Entry, KeyHash> cache;
   std::vector<float> scratch[3];  // grow-only, shared by this thread's entries
+  std::vector<float> partials;    // the weight pass's per-piece dW (backward_weights_by_examples)
   std::set<std::string> impls;
   int64_t created = 0;
 };
@@ -140,21 +158,20 @@ dnnl::primitive_attr strict_attr() {
   return attr;
 }
 
-dnnl::convolution_forward::primitive_desc forward_pd(const Descs& d, const dnnl::engine& eng,
-                                                     bool sum) {
+dnnl::convolution_forward::primitive_desc forward_pd(const Descs& d, dnnl::algorithm alg,
+                                                     const dnnl::engine& eng, bool sum) {
   dnnl::primitive_attr attr = strict_attr();
   if (sum) {
     dnnl::post_ops ops;
     ops.append_sum(1.0f);
     attr.set_post_ops(ops);
   }
-  dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training,
-                                       dnnl::algorithm::convolution_direct, d.src, d.weights, d.dst,
-                                       d.strides, d.pad_l, d.pad_r);
+  dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training, alg, d.src, d.weights,
+                                       d.dst, d.strides, d.pad_l, d.pad_r);
   return {desc, attr, eng};
 }
 
-Entry build(ThreadState& st, const Key& k) {
+Entry build(ThreadState& st, const Key& k, dnnl::algorithm alg) {
   const bool blocked = use_blocked(k.g);
   const Descs plain = descs(k.g, k.m, false, k.dst_c), d = descs(k.g, k.m, blocked, k.dst_c);
   const dnnl::engine& eng = st.engine;
@@ -164,7 +181,7 @@ Entry build(ThreadState& st, const Key& k) {
   switch (k.pass) {
     case Pass::kForward: {
       e.sum_post_op = k.accumulate && !blocked;
-      auto pd = forward_pd(d, eng, e.sum_post_op);
+      auto pd = forward_pd(d, alg, eng, e.sum_post_op);
       e.conv = dnnl::convolution_forward(pd);
       impl = pd.impl_info_str();
       e.args[0] = DNNL_ARG_SRC, e.args[1] = DNNL_ARG_WEIGHTS, e.args[2] = DNNL_ARG_DST;
@@ -173,10 +190,10 @@ Entry build(ThreadState& st, const Key& k) {
       break;
     }
     case Pass::kBackwardData: {
-      dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, d.src,
-                                                 d.weights, d.dst, d.strides, d.pad_l, d.pad_r);
+      dnnl::convolution_backward_data::desc desc(alg, d.src, d.weights, d.dst, d.strides, d.pad_l,
+                                                 d.pad_r);
       dnnl::convolution_backward_data::primitive_desc pd(desc, strict_attr(), eng,
-                                                         forward_pd(d, eng, false));
+                                                         forward_pd(d, alg, eng, false));
       e.conv = dnnl::convolution_backward_data(pd);
       impl = pd.impl_info_str();
       e.args[0] = DNNL_ARG_DIFF_DST, e.args[1] = DNNL_ARG_WEIGHTS, e.args[2] = DNNL_ARG_DIFF_SRC;
@@ -186,10 +203,10 @@ Entry build(ThreadState& st, const Key& k) {
       break;
     }
     case Pass::kBackwardWeights: {
-      dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, d.src,
-                                                    d.weights, d.dst, d.strides, d.pad_l, d.pad_r);
+      dnnl::convolution_backward_weights::desc desc(alg, d.src, d.weights, d.dst, d.strides,
+                                                    d.pad_l, d.pad_r);
       dnnl::convolution_backward_weights::primitive_desc pd(desc, strict_attr(), eng,
-                                                            forward_pd(d, eng, false));
+                                                            forward_pd(d, alg, eng, false));
       e.conv = dnnl::convolution_backward_weights(pd);
       impl = pd.impl_info_str();
       e.args[0] = DNNL_ARG_SRC, e.args[1] = DNNL_ARG_DIFF_DST, e.args[2] = DNNL_ARG_DIFF_WEIGHTS;
@@ -221,6 +238,28 @@ Entry build(ThreadState& st, const Key& k) {
   return e;
 }
 
+// Winograd where the shape asks for it and oneDNN has the kernel, the direct kernel otherwise.
+Entry build(ThreadState& st, const Key& k) {
+  if (want_winograd(k.g, k.m)) {
+    try {
+      return build(st, k, dnnl::algorithm::convolution_winograd);
+    } catch (const dnnl::error& err) {
+      if (err.status != dnnl_unimplemented) throw;
+    }
+  }
+  return build(st, k, dnnl::algorithm::convolution_direct);
+}
+
+// n floats of v starting on a 64-byte boundary: oneDNN's Winograd kernels load whole cache
+// lines with aligned instructions (its own allocations are aligned; ours must be too).
+float* aligned_scratch(std::vector<float>& v, size_t n) {
+  constexpr size_t kAlignFloats = 64 / sizeof(float);
+  ensure_size(v, n + kAlignFloats - 1);
+  const auto at = reinterpret_cast<uintptr_t>(v.data());
+  const size_t skip = (kAlignFloats - (at / sizeof(float)) % kAlignFloats) % kAlignFloats;
+  return v.data() + skip;
+}
+
 // Runs pass k reading a and b and writing c (slots 0, 1, 2 of Entry).
 void run(const Key& k, const float* a, const float* b, float* c) {
   MT_CHECK(k.m >= 1, "conv batch size must be >= 1, got ", k.m);
@@ -243,8 +282,7 @@ void run(const Key& k, const float* a, const float* b, float* c) {
   for (int i = 0; i < 3; ++i)
     if (e.reorder[i]) {
       const size_t n = e.inner[i].get_desc().get_size() / sizeof(float);
-      ensure_size(st.scratch[i], n);
-      e.inner[i].set_data_handle(st.scratch[i].data());
+      e.inner[i].set_data_handle(aligned_scratch(st.scratch[i], n));
     }
   for (int i = 0; i < 2; ++i)
     if (e.reorder[i])
@@ -268,10 +306,14 @@ void count_flops(const Geometry& g, int m) {
 // Pieces: a pass is cut by its shape alone into single-threaded oneDNN calls, which run on the
 // threads intra_task_threads() grants (core/parallel_for.h), or in order. As the cut never
 // depends on the thread count, neither do the bits. Forward and backward-data take runs of
-// about kPieceExamples examples, and a small batch (a support set) at least kMinPieces runs
+// about kPieceExamples examples, or enough for kWinogradPieceTiles Winograd tiles where the
+// layer could take Winograd on outputs of 9×9 or more (on 10×10, 19 examples: 1.45× faster
+// than 8, whose 72 tiles stay direct), and a small batch (a support set) at least kMinPieces runs
 // (independent outputs); backward-weights takes runs of kPieceChannels output channels of the
 // blocked layouts (independent rows of dW, so no piece sums another's partial result).
 constexpr int kPieceExamples = 8;
+constexpr int kWinogradPieceTiles = 168;
+constexpr int kMinWinogradTilesPerExample = 9;  // smaller outputs keep kPieceExamples
 constexpr int kMinPieces = 4;
 constexpr int kPieceChannels = 32;
 
@@ -281,8 +323,12 @@ std::pair<int, int> piece(int total, int n, int64_t i) {
   return {k * base + std::min(k, extra), base + (k < extra ? 1 : 0)};
 }
 
-int example_pieces(int m) {
-  return std::max((m + kPieceExamples - 1) / kPieceExamples, std::min(m, kMinPieces));
+int example_pieces(const Geometry& g, int m) {
+  int per = kPieceExamples;
+  const int64_t tiles = winograd_tiles(g, 1);
+  if (winograd_shape(g) && tiles >= kMinWinogradTilesPerExample)
+    per = std::max<int>(per, static_cast<int>((kWinogradPieceTiles + tiles - 1) / tiles));
+  return std::max((m + per - 1) / per, std::min(m, kMinPieces));
 }
 int channel_pieces(const Geometry& g) {
   return use_blocked(g) ? std::max(1, g.out_c / kPieceChannels) : 1;
@@ -290,20 +336,21 @@ int channel_pieces(const Geometry& g) {
 
 // Runs pass(m0, mk) over the example pieces of an m-example batch.
 template <typename F>
-void over_examples(int m, F pass) {
-  const int n = example_pieces(m);
+void over_examples(const Geometry& g, int m, F pass) {
+  const int n = example_pieces(g, m);
   for_task_pieces(n, [&](int64_t i) {
     const auto [m0, mk] = piece(m, n, i);
     pass(m0, mk);
   });
 }
+
 }  // namespace
 
 void forward(const Geometry& g, int m, const float* W, const float* x, float* y, bool accumulate) {
   count_flops(g, m);
   const int64_t in = static_cast<int64_t>(g.in_c) * g.in_h * g.in_w;
   const int64_t out = static_cast<int64_t>(g.out_c) * g.out_h * g.out_w;
-  over_examples(m, [&](int m0, int mk) {
+  over_examples(g, m, [&](int m0, int mk) {
     run({g, mk, Pass::kForward, accumulate, g.out_c}, x + m0 * in, W, y + m0 * out);
   });
 }
@@ -313,14 +360,48 @@ void backward_data(const Geometry& g, int m, const float* W, const float* dy, fl
   count_flops(g, m);
   const int64_t in = static_cast<int64_t>(g.in_c) * g.in_h * g.in_w;
   const int64_t out = static_cast<int64_t>(g.out_c) * g.out_h * g.out_w;
-  over_examples(m, [&](int m0, int mk) {
+  over_examples(g, m, [&](int m0, int mk) {
     run({g, mk, Pass::kBackwardData, accumulate, g.out_c}, dy + m0 * out, W, dx + m0 * in);
   });
 }
 
+namespace {
+// Winograd's weight pass transforms all of x for every channel piece (measured on ResNet-12:
+// 1.6× the forward's time, plus the reorder of x per piece); it is cut into example pieces
+// instead, each writing its own dW, summed in piece order afterwards: fixed by the shape, so
+// the bits still do not depend on the thread count.
+bool weights_by_examples(const Geometry& g, int m) {
+  return want_winograd(g, piece(m, example_pieces(g, m), 0).second);
+}
+
+void backward_weights_by_examples(const Geometry& g, int m, const float* x, const float* dy,
+                                  float* dW, bool accumulate) {
+  const int n = example_pieces(g, m);
+  const int64_t in = static_cast<int64_t>(g.in_c) * g.in_h * g.in_w;
+  const int64_t out = static_cast<int64_t>(g.out_c) * g.out_h * g.out_w;
+  const int64_t size = static_cast<int64_t>(g.out_c) * g.in_c * g.kernel * g.kernel;
+  std::vector<float>& partial = state().partials;
+  ensure_size(partial, static_cast<size_t>(n * size));
+  float* parts = partial.data();
+  for_task_pieces(n, [&](int64_t i) {
+    const auto [m0, mk] = piece(m, n, i);
+    run({g, mk, Pass::kBackwardWeights, false, g.out_c}, x + m0 * in, dy + m0 * out,
+        parts + i * size);
+  });
+  for_task_runs(size, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) {
+      float sum = accumulate ? dW[j] : 0.0f;
+      for (int i = 0; i < n; ++i) sum += parts[i * size + j];
+      dW[j] = sum;
+    }
+  });
+}
+}  // namespace
+
 void backward_weights(const Geometry& g, int m, const float* x, const float* dy, float* dW,
                       bool accumulate) {
   count_flops(g, m);
+  if (weights_by_examples(g, m)) return backward_weights_by_examples(g, m, x, dy, dW, accumulate);
   // Runs of kPieceChannels, the last one taking the remainder (so every piece stays blocked).
   const int n = channel_pieces(g);
   const int64_t plane = static_cast<int64_t>(g.out_h) * g.out_w;
@@ -334,18 +415,40 @@ void backward_weights(const Geometry& g, int m, const float* x, const float* dy,
   });
 }
 
-int piece_examples(int m) { return piece(m, example_pieces(m), 0).second; }
-
-int widest_channel_piece(const Geometry& g) {
-  return g.out_c - (channel_pieces(g) - 1) * kPieceChannels;
+void add_scratch(const Geometry& g, int m, Scratch& need) {
+  if (!use_blocked(g) || m < 1) return;
+  auto raise = [&](int slot, int64_t floats) {
+    need.slot[slot] = std::max(need.slot[slot], floats);
+  };
+  auto blocked = [](int c, int h, int w) { return int64_t{(c + 15) / 16 * 16} * h * w; };
+  const int64_t in = blocked(g.in_c, g.in_h, g.in_w), out = blocked(g.out_c, g.out_h, g.out_w);
+  const int64_t weights = int64_t{g.out_c} * g.in_c * g.kernel * g.kernel;
+  const int pieces = example_pieces(g, m);
+  const int64_t per = piece(m, pieces, 0).second;
+  raise(0, per * std::max(in, out));  // forward / backward-data: a piece's input,
+  raise(1, weights);                  // the weights,
+  raise(2, per * std::max(in, out));  // a piece's output
+  if (weights_by_examples(g, m)) {
+    raise(0, per * in);
+    raise(1, per * out);
+    raise(2, weights);
+    raise(3, pieces * weights);
+  } else {
+    const int widest = g.out_c - (channel_pieces(g) - 1) * kPieceChannels;
+    raise(0, m * in);
+    raise(1, m * blocked(widest, g.out_h, g.out_w));
+    raise(2, weights);
+  }
 }
+
+bool winograd_available() { return dnnl::get_effective_cpu_isa() >= dnnl::cpu_isa::avx512_core; }
 
 int64_t primitives_created() { return state().created; }
 
 size_t scratch_bytes() {
   size_t n = 0;
   for (const auto& v : state().scratch) n += v.capacity() * sizeof(float);
-  return n;
+  return n + state().partials.capacity() * sizeof(float);
 }
 
 std::string implementations() {

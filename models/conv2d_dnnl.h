@@ -23,14 +23,21 @@ void backward_data(const Geometry& g, int m, const float* W, const float* dy, fl
 void backward_weights(const Geometry& g, int m, const float* x, const float* dy, float* dW,
                       bool accumulate);
 // How a pass is cut into single-threaded pieces, which a lone task may run on several threads
-// (core/parallel_for.h); the cut depends on the shape only, so results do not depend on the
-// thread count. The most examples in one piece of forward and backward-data over m examples:
-int piece_examples(int m);
-// The widest channel piece of backward-weights over out_c output channels (all of them unless
-// the layer takes the blocked layouts).
-int widest_channel_piece(const Geometry& g);
+// (core/parallel_for.h), depends on the shape only, so results do not depend on the thread
+// count. What the pieces hold, per thread, in floats: the reorder buffers of the blocked
+// layouts (slots 0–2: a pass's inputs and output) and the weight pass's per-piece results
+// (slot 3). add_scratch raises `need` to what passes of geometry g over m examples take.
+struct Scratch {
+  int64_t slot[4] = {0, 0, 0, 0};
+  int64_t floats() const { return slot[0] + slot[1] + slot[2] + slot[3]; }
+};
+void add_scratch(const Geometry& g, int m, Scratch& need);
 
-// Per-thread scratch held for blocked layouts (bytes), the high-water mark over calls.
+// Whether oneDNN has its Winograd kernels on this CPU (AVX-512); where it has, 3×3 stride-1
+// passes with enough output tiles per piece take them (conv2d_dnnl.cpp says when).
+bool winograd_available();
+
+// Per-thread scratch held (bytes, all four slots), the high-water mark over calls.
 size_t scratch_bytes();
 
 // Primitives this thread has built so far (a cache hit builds none).

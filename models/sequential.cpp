@@ -234,14 +234,11 @@ int64_t context_bytes(const LayerContext<T>& c) {
   for (const LayerContext<T>& s : c.sub) bytes += context_bytes(s);
   return bytes;
 }
-
-// Channels as a blocked oneDNN layout pads them (nChw16c; nChw8c on AVX2 pads less).
-int64_t blocked_size(const Shape& s) { return (s.c + 15) / 16 * 16 * int64_t{s.h} * s.w; }
 }  // namespace
 
 template <typename T>
-int64_t Sequential<T>::activation_bytes(int n, int n_hvp) const {
-  const int64_t m = std::max(n, n_hvp), h = n_hvp;
+int64_t Sequential<T>::activation_bytes(int n, int support, bool hvp) const {
+  const int64_t h = hvp ? support : 0, m = std::max<int64_t>(n, h);
   // The contexts, measured at 1 and 2 examples and extended to m (capacities: the vectors grow
   // from empty, so these are the bytes allocated).
   int64_t ctx[2] = {0, 0};
@@ -259,26 +256,15 @@ int64_t Sequential<T>::activation_bytes(int n, int n_hvp) const {
   // Residual scratch (residual.cpp, one set per thread shared by the blocks: the maximum over
   // blocks of each vector): sc, dz, d[2] in the gradient passes; R_act, R_sc, R_dz, R_d[2] in
   // the R-passes, on the HVP's batch. A block's inner layers are taken to output its output
-  // shape (ResNet-12's do). oneDNN's reorder buffers for blocked layouts (conv2d_dnnl.cpp,
-  // three per thread, float only, grow-only over the passes of both batch sizes b): a
-  // convolution with 16 or more channels in and out reorders, per pass piece, slot 0: the
-  // source of the weight pass (b examples) or the input of a forward or backward-data piece
-  // (piece_examples(b)); slot 1: the output gradient of the weight pass's widest channel piece
-  // (b examples); slot 2: the output of a forward or backward-data piece.
-  int64_t act = 0, ping[2] = {0, 0}, sc = 0, out_max = 0, saved = 0, slot[3] = {0, 0, 0};
-  const bool dnnl = std::is_same_v<T, float>;
-  auto conv_slots = [&](const Shape& in, const Shape& out, bool in_blocked) {
-    if (!dnnl || out.c < 16) return;
-    const dnnl_conv::Geometry g{in.c, in.h, in.w, out.c, out.h, out.w, 1};
-    const int64_t o = blocked_size(out), i = in_blocked ? blocked_size(in) : 0;
-    const int64_t widest = blocked_size({dnnl_conv::widest_channel_piece(g), out.h, out.w});
-    for (const int64_t b : {int64_t{m}, int64_t{h}}) {
-      if (b <= 0) continue;
-      const int64_t p = dnnl_conv::piece_examples(static_cast<int>(b));
-      slot[0] = std::max(slot[0], std::max(b * i, p * std::max(i, o)));
-      slot[1] = std::max(slot[1], b * widest);
-      slot[2] = std::max(slot[2], p * std::max(i, o));
-    }
+  // shape (ResNet-12's do). oneDNN's reorder buffers and the weight pass's per-piece results
+  // (conv2d_dnnl.h, float only, per thread, grow-only over the passes of both batch sizes).
+  int64_t act = 0, ping[2] = {0, 0}, sc = 0, out_max = 0, saved = 0;
+  dnnl_conv::Scratch scratch;
+  auto conv_slots = [&](const Shape& in, const Shape& out, int kernel = 3) {
+    if (!std::is_same_v<T, float>) return;
+    const int stride = out.h < in.h ? 2 : 1;
+    const dnnl_conv::Geometry g{in.c, in.h, in.w, out.c, out.h, out.w, stride, kernel};
+    for (const int b : {n, support}) dnnl_conv::add_scratch(g, b, scratch);
   };
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer<T>& layer = *layers_[l];
@@ -287,19 +273,19 @@ int64_t Sequential<T>::activation_bytes(int n, int n_hvp) const {
     ping[l % 2] = std::max(ping[l % 2], out);
     const std::string kind = layer.kind();
     if (kind == "conv2d" || kind == "conv2d_1x1") {
-      if (layer.in_shape().c >= 16) conv_slots(layer.in_shape(), layer.out_shape(), true);
+      conv_slots(layer.in_shape(), layer.out_shape(), kind == "conv2d" ? 3 : 1);
     } else if (const auto* r = dynamic_cast<const Residual<T>*>(&layer)) {
       // The first layer gets no input gradient: its blocks' sc then holds only outputs.
       sc = std::max(sc, l == 0 ? out : std::max(r->in_shape().size(), out));
       out_max = std::max(out_max, out);
       saved = std::max(saved, r->saved_per_example());
-      conv_slots(r->in_shape(), r->out_shape(), r->in_shape().c >= 16);  // conv1, the shortcut's
-      conv_slots(r->out_shape(), r->out_shape(), true);                  // conv2, conv3
+      conv_slots(r->in_shape(), r->out_shape());   // conv1, the shortcut's
+      conv_slots(r->out_shape(), r->out_shape());  // conv2, conv3
     }
   }
   int64_t elements = m * (act + ping[0] + ping[1] + classes_ + sc + 3 * out_max);
   if (h > 0) elements += m * (act + ping[0] + ping[1]) + h * (saved + 4 * out_max);
-  elements += slot[0] + slot[1] + slot[2];
+  elements += scratch.floats();
   return elements * static_cast<int64_t>(sizeof(T)) + ctx[0] + (ctx[1] - ctx[0]) * (m - 1);
 }
 

@@ -43,14 +43,16 @@ class Sequential : public Model<T> {
   // layer's output and context, the two ping-pong gradient buffers, the probabilities; with
   // HVPs the tangents of all of these, sized like them), the per-thread scratch of residual
   // blocks (models/residual.h) and, in float, oneDNN's per-thread reorder buffers for blocked
-  // layouts (models/conv2d_dnnl.cpp). Contexts are whatever each layer's forward saves
-  // (batch-norm x̂, a block's inner activations, max-pool indices): rather than restate each
-  // layer's rule here, one forward of one and one of two zero examples measure them (their
-  // sizes are affine in the batch size). Not counted: parameter-sized buffers (a dropped
-  // sub-layer gradient, reordered weights), oneDNN's primitives and their own scratchpads.
-  // metatrain's start-up line prints it (DESIGN §11), so that a user can size threads and
-  // meta_batch; tests/models/resnet12_test.cpp checks it against what the passes allocate.
-  int64_t activation_bytes(int n, int n_hvp = 0) const;
+  // layouts and per-piece weight gradients (models/conv2d_dnnl.h). Contexts are whatever each
+  // layer's forward saves (batch-norm x̂, a block's inner activations, max-pool indices): rather
+  // than restate each layer's rule here, one forward of one and one of two zero examples measure
+  // them (their sizes are affine in the batch size). Not counted: parameter-sized buffers (a
+  // dropped sub-layer gradient), oneDNN's primitives and their own scratchpads. metatrain's
+  // start-up line prints it (DESIGN §11), so that a user can size threads and meta_batch;
+  // tests/models/resnet12_test.cpp checks it against what the passes allocate. n: the largest batch
+  // a gradient takes (the query set); support: the support set's size, whose gradients always run
+  // and whose HVPs run when hvp is true.
+  int64_t activation_bytes(int n, int support, bool hvp) const;
 
   Shape input_shape() const { return input_; }
   int classes() const { return classes_; }

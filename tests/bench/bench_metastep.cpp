@@ -311,11 +311,11 @@ int run(int argc, char** argv) {
   const double gflops = flops / total / 1e9;
   // What metatrain's start-up line predicts for one task in flight (the CPU's per-task model).
   const auto* seq = dynamic_cast<const mt::Sequential<float>*>(model.get());
-  const double activations_mib = cuda || !seq
-                                     ? 0.0
-                                     : seq->activation_bytes(ways * std::max(shots, queries),
-                                                             algo == "fomaml" ? 0 : ways * shots) /
-                                           1048576.0;
+  const double activations_mib =
+      cuda || !seq
+          ? 0.0
+          : seq->activation_bytes(ways * std::max(shots, queries), ways * shots, algo != "fomaml") /
+                1048576.0;
   // Rounded to the digits worth reading: the line then prints without noise.
   auto fixed = [](double x, int decimals) {
     const double scale = std::pow(10.0, decimals);

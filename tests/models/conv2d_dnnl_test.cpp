@@ -11,6 +11,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/parallel_for.h"
@@ -26,9 +27,12 @@ using FVec = std::vector<float>;
 // Norm-wise relative error ‖got − want‖ / ‖want‖. The reference runs in float64 on the same
 // (float-representable) inputs, so the gap is float32 rounding in the sums alone: forward and
 // backward-data sum C·9 ≤ 72 or O·9 ≤ 144 products, backward-filter m·P ≤ 75·100 = 7500.
-// Observed worst over the grid: 1.1e-6 (backward filter, blocked direct kernel).
-// Rounding errors of n terms grow like √n·u in norm (u = 6e-8): ≤ 4e-6 for the longest sums,
-// and blocked accumulation keeps it lower; 2e-5 leaves a 5× margin. A missing or wrong term
+// Observed worst over the grid: 8.0e-7 (the Winograd shapes; 7.7e-7 direct). Rounding
+// errors of n terms grow like √n·u in norm (u = 6e-8): ≤ 4e-6 for the longest sums, and
+// blocked accumulation keeps it lower. Winograd F(4×4, 3×3) (the larger stride-1 shapes
+// below) adds the rounding of its transforms, whose matrices hold entries up to 8 and 1/24:
+// 1–3e-6 max-norm relative on ResNet-12's shapes, measured against the direct kernel. 2e-5
+// leaves a 5× margin over both. A missing or wrong term
 // (a tap, a tangent, the R_x half) moves the result by O(1) relative, far above it.
 constexpr double kTol = 2e-5;
 
@@ -59,15 +63,15 @@ std::vector<Case> cases() {
 
 // Shapes that a pass cuts into several pieces (models/conv2d_dnnl.cpp): 17–20 examples make 3
 // example pieces, and 64 or 80 output channels of a blocked layout 2 channel pieces (the last
-// one 32 or 48 wide). The last, a ResNet-12-like query batch, is where oneDNN left to several
-// threads itself gives other bits in the weight passes (checked by letting it: the bits-test
-// below then fails on dW and R_dW), so the test can see a cut that follows the thread count.
+// one 32 or 48 wide). The last two take Winograd (where the CPU has it): pieces of 5 examples
+// of 28×28 (245 tiles), and 4 pieces of 18–19 examples of 10×10, their weight pass cut by
+// examples and summed in piece order. The last, a ResNet-12-like query batch, is where oneDNN left
+// to several threads itself gives other bits in the weight passes (checked by letting it: the
+// bits-test below then fails on dW and R_dW), so the test can see a cut that follows the thread
+// count.
 std::vector<Case> piece_cases() {
-  return {{16, 80, 7, 1, 20},
-          {16, 64, 9, 2, 17},
-          {3, 16, 7, 1, 18},
-          {16, 64, 6, 2, 17, 1},
-          {64, 64, 10, 1, 75}};
+  return {{16, 80, 7, 1, 20},    {16, 64, 9, 2, 17},  {3, 16, 7, 1, 18},
+          {16, 64, 6, 2, 17, 1}, {16, 32, 28, 1, 20}, {64, 64, 10, 1, 75}};
 }
 std::vector<Case> all_cases() {
   std::vector<Case> all = cases();
@@ -259,6 +263,28 @@ TEST(Conv2dDnnl, ConcurrentThreadsAndThreadCountRestored) {
   }
   EXPECT_EQ(failures, 0);
   EXPECT_EQ(omp_get_max_threads(), before);
+}
+
+// Winograd runs the 3×3 stride-1 passes with enough 4×4 output tiles per piece, on every pass,
+// and the direct kernel the small ones and strided ones; the choice is by shape (and CPU).
+TEST(Conv2dDnnl, WinogradTakesTheLargeStrideOneShapes) {
+  if (!dnnl_conv::winograd_available()) GTEST_SKIP() << "no AVX-512: oneDNN has no Winograd kernel";
+  auto impls = [](const Case& k) {
+    std::string s;
+    std::thread([&] {  // a fresh thread: implementations() lists its primitives alone
+      check_once(k, 11);
+      s = dnnl_conv::implementations();
+    })
+        .join();
+    return s;
+  };
+  const std::string large = impls({16, 32, 28, 1, 20}), small = impls({16, 32, 7, 1, 5}),
+                    strided = impls({16, 32, 28, 2, 20});
+  for (const char* pass : {"fwd=jit_wino", "bwd_d=jit_wino", "bwd_w=jit_wino"})
+    EXPECT_NE(large.find(pass), std::string::npos) << pass << " missing from: " << large;
+  EXPECT_EQ(small.find("wino"), std::string::npos) << small;
+  EXPECT_EQ(strided.find("wino"), std::string::npos) << strided;
+  std::printf("large: %s\nsmall: %s\n", large.c_str(), small.c_str());
 }
 
 // Every output of every pass of case k, with pieces on `threads` threads.

@@ -303,7 +303,7 @@ int64_t peak_allocated(const Sequential<float>& net, const Episode<float>& ep, b
 // and 30, support 5 and 10): the bytes per added example must agree to 0.1% (they agree
 // exactly today: every growing buffer is counted); the total may exceed the prediction only by
 // what it leaves out on purpose, which does not grow with the batch: parameter-sized buffers
-// (a dropped sub-layer gradient, oneDNN's reordered weights: under 2·d floats) and this
+// (a dropped sub-layer gradient: under 2·d floats) and this
 // thread's oneDNN primitive objects (under 64 KiB for these nets). Measured: 16–90 KB over a
 // prediction of 6.5–28 MB.
 void expect_activation_bytes_match(const Sequential<float>& net, int ways, bool hvp) {
@@ -314,8 +314,8 @@ void expect_activation_bytes_match(const Sequential<float>& net, int ways, bool 
   peak_allocated(net, small, hvp);
   peak_allocated(net, large, hvp);
   const int64_t got[2] = {peak_allocated(net, small, hvp), peak_allocated(net, large, hvp)};
-  const int64_t want[2] = {net.activation_bytes(small.query.n, hvp ? small.support.n : 0),
-                           net.activation_bytes(large.query.n, hvp ? large.support.n : 0)};
+  const int64_t want[2] = {net.activation_bytes(small.query.n, small.support.n, hvp),
+                           net.activation_bytes(large.query.n, large.support.n, hvp)};
   const std::string what = std::string(hvp ? "with" : "without") + " HVPs: allocated " +
                            std::to_string(got[0]) + " and " + std::to_string(got[1]) +
                            " bytes, predicted " + std::to_string(want[0]) + " and " +
