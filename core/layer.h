@@ -58,7 +58,8 @@ class Layer {
 
   // y = f(x; W). Overwrites y and ctx.
   virtual void forward(int m, const T* W, const T* x, T* y, LayerContext<T>& ctx) const = 0;
-  // dx = (∂y/∂x)ᵀ dy, dW = (∂y/∂W)ᵀ dy. Overwrites dx (if non-null) and dW.
+  // dx = (∂y/∂x)ᵀ dy, dW = (∂y/∂W)ᵀ dy. Overwrites dx and dW, each if non-null (an HVP needs
+  // the sweep's dx but not the gradient: its weight passes are then skipped).
   virtual void backward(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy,
                         T* dx, T* dW) const = 0;
   // R_y = ∂y/∂W · R_W + ∂y/∂x · R_x. Overwrites R_y.

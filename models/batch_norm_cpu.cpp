@@ -172,10 +172,11 @@ void BatchNorm<T>::backward(int m, const T* W, const T* x, const LayerContext<T>
                         return std::array<T, 2>{dy[k], dy[k] * xhat[k]};
                       }; },
         sums.rows<0, 1>());
-    for (int c = b.c0; c < b.c1; ++c) {
-      dW[c] = static_cast<T>(sums[1][c]);
-      dW[C + c] = static_cast<T>(sums[0][c]);
-    }
+    if (dW)
+      for (int c = b.c0; c < b.c1; ++c) {
+        dW[c] = static_cast<T>(sums[1][c]);
+        dW[C + c] = static_cast<T>(sums[0][c]);
+      }
     if (!dx) return;
     for_values(b, [&](int c) {
       const T g_c = gamma[c], s_c = sigma[c];

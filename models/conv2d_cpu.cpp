@@ -159,7 +159,7 @@ template <typename T>
 void Conv2d<T>::backward(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy,
                          T* dx, T* dW) const {
   if constexpr (kOnDnnl<T>) {
-    dnnl_conv::backward_weights(geometry(), m, x, dy, dW, false);
+    if (dW) dnnl_conv::backward_weights(geometry(), m, x, dy, dW, false);
     if (dx) dnnl_conv::backward_data(geometry(), m, W, dy, dx, false);
     return;
   }
@@ -167,7 +167,7 @@ void Conv2d<T>::backward(int m, const T* W, const T* x, const LayerContext<T>& c
   const int64_t N = static_cast<int64_t>(m) * out_.h * out_.w;
   T* dY = scratch<T>(0, F * N).data();
   to_gemm_layout(m, F, out_.h * out_.w, dy, dY);
-  gemm<T>(false, true, F, K, N, T(1), dY, N, ctx.saved.data(), N, T(0), dW, K);
+  if (dW) gemm<T>(false, true, F, K, N, T(1), dY, N, ctx.saved.data(), N, T(0), dW, K);
   if (dx) {
     T* dcol = scratch<T>(1, K * N).data();
     gemm<T>(true, false, K, N, F, T(1), W, K, dY, N, T(0), dcol, N);

@@ -41,8 +41,10 @@ template <typename T>
 void Linear<T>::backward(int m, const T* W, const T* x, const LayerContext<T>&, const T* dy, T* dx,
                          T* dW) const {
   const int I = static_cast<int>(in_.size()), O = out_.c;
-  gemm<T>(true, false, O, I, m, T(1), dy, O, x, I, T(0), dW, I);
-  column_sums(m, O, dy, dW + static_cast<int64_t>(I) * O);
+  if (dW) {
+    gemm<T>(true, false, O, I, m, T(1), dy, O, x, I, T(0), dW, I);
+    column_sums(m, O, dy, dW + static_cast<int64_t>(I) * O);
+  }
   if (dx) gemm<T>(false, false, m, I, O, T(1), dy, O, W, I, T(0), dx, I);
 }
 

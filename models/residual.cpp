@@ -15,10 +15,10 @@ namespace {
 // blocks do not nest, so one set per thread serves every block in turn). R_act: the tangents of
 // the activations forward keeps (same offsets as ctx.saved); sc / R_sc: a shortcut's output or
 // input gradient; dz / R_dz: the gradient at z and its tangent; d / R_d: a branch's gradients,
-// alternating between consecutive layers; dW: parameter gradients computed only to be dropped.
+// alternating between consecutive layers.
 template <typename T>
 struct Scratch {
-  std::vector<T> R_act, sc, R_sc, dz, R_dz, d[2], R_d[2], dW;
+  std::vector<T> R_act, sc, R_sc, dz, R_dz, d[2], R_d[2];
 };
 
 template <typename T>
@@ -272,8 +272,7 @@ void Residual<T>::r_backward_branch(int m, const Branch& b, const T* W, const T*
     T* d_in = nullptr;
     if (k > 0) {
       d_in = grow(s.d[k % 2], n_in);
-      T* drop = p.param < 0 ? nullptr : grow(s.dW, p.layer->num_params());
-      p.layer->backward(m, slice(W, p), in, ctx.sub[p.ctx], d, d_in, drop);
+      p.layer->backward(m, slice(W, p), in, ctx.sub[p.ctx], d, d_in, nullptr);
     }
     T* R_d_in = k == 0 ? R_dx : grow(s.R_d[k % 2], n_in);
     p.layer->r_backward(m, slice(W, p), slice(R_W, p), in, R_in, ctx.sub[p.ctx], d, R_d, R_d_in,
@@ -297,8 +296,7 @@ void Residual<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const 
     const T* z = ctx.saved.data() + m * z_;
     T* d = grow(s.dz, n);
     T* R_d = grow(s.R_dz, n);
-    T* drop = p.param < 0 ? nullptr : grow(s.dW, p.layer->num_params());
-    p.layer->backward(m, slice(W, p), z, ctx.sub[p.ctx], dy, d, drop);
+    p.layer->backward(m, slice(W, p), z, ctx.sub[p.ctx], dy, d, nullptr);
     p.layer->r_backward(m, slice(W, p), slice(R_W, p), z, R_z, ctx.sub[p.ctx], dy, R_dy, R_d,
                         slice(R_dW, p));
     dz = d;

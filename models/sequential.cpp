@@ -28,7 +28,7 @@ struct Sequential<T>::Buffers : Workspace {
   std::vector<std::vector<T>> act, R_act;
   std::vector<T> d_act[2], R_d_act[2];
   std::vector<LayerContext<T>> ctx;
-  std::vector<T> prob, grad_scratch;
+  std::vector<T> prob;
 };
 
 template <typename T>
@@ -93,8 +93,9 @@ LossStats Sequential<T>::forward(const T* theta, const Batch<T>& b, Buffers& w, 
   return s;
 }
 
-// The backward sweep from the loss: gradients into grad and, when v is given (after r_forward),
-// the R-pass of the same layer right after it into Hv.
+// The backward sweep from the loss: gradients into grad (none when it is null: the weight passes
+// are skipped) and, when v is given (after r_forward), the R-pass of the same layer right after
+// it into Hv.
 template <typename T>
 void Sequential<T>::backward(const T* theta, const Batch<T>& b, Buffers& w, T* grad, const T* v,
                              T* Hv, size_t first, const T* features) const {
@@ -124,7 +125,7 @@ void Sequential<T>::backward(const T* theta, const Batch<T>& b, Buffers& w, T* g
     }
     const bool has_w = offset_[l] >= 0;
     const T* W = has_w ? theta + offset_[l] : nullptr;
-    layers_[l]->backward(m, W, x, w.ctx[l], dy, dx, has_w ? grad + offset_[l] : nullptr);
+    layers_[l]->backward(m, W, x, w.ctx[l], dy, dx, has_w && grad ? grad + offset_[l] : nullptr);
     if (!v) continue;
     const T* R_x = l == 0 ? nullptr : w.R_act[l - 1].data();
     layers_[l]->r_backward(m, W, has_w ? v + offset_[l] : nullptr, x, R_x, w.ctx[l], dy,
@@ -159,10 +160,6 @@ LossStats Sequential<T>::hvp(const T* theta, const Batch<T>& b, const T* v, T* g
                              Workspace& ws) const {
   Buffers& w = static_cast<Buffers&>(ws);
   const LossStats s = forward(theta, b, w);
-  if (!grad) {
-    ensure_size(w.grad_scratch, layout_.total());
-    grad = w.grad_scratch.data();
-  }
   r_forward(theta, b, v, w);
   backward(theta, b, w, grad, v, Hv);
   return s;

@@ -46,8 +46,8 @@ class Sequential : public Model<T> {
   // layouts and per-piece weight gradients (models/conv2d_dnnl.h). Contexts are whatever each
   // layer's forward saves (batch-norm x̂, a block's inner activations, max-pool indices): rather
   // than restate each layer's rule here, one forward of one and one of two zero examples measure
-  // them (their sizes are affine in the batch size). Not counted: parameter-sized buffers (a
-  // dropped sub-layer gradient), oneDNN's primitives and their own scratchpads. metatrain's
+  // them (their sizes are affine in the batch size). Not counted: oneDNN's primitives and
+  // their own scratchpads. metatrain's
   // start-up line prints it (DESIGN §11), so that a user can size threads and meta_batch;
   // tests/models/resnet12_test.cpp checks it against what the passes allocate. n: the largest batch
   // a gradient takes (the query set); support: the support set's size, whose gradients always run
