@@ -14,8 +14,9 @@ void gemm(bool trans_a, bool trans_b, int M, int N, int K, T alpha, const T* A, 
           int ldb, T beta, T* C, int ldc);
 
 // Floating-point operations of the dense kernels since start-up, over all threads: gemm (2·M·N·K
-// per call) and the float convolutions on oneDNN (each pass counted as its GEMM, 2·m·O·C·9·P);
-// the benchmarks' FLOP count (these are nearly all of the arithmetic of a conv net).
+// per call) and the float convolutions on oneDNN (each pass counted as its direct GEMM,
+// 2·m·O·C·9·P, also when it runs as Winograd); the benchmarks' FLOP count (these are nearly all
+// of the arithmetic of a conv net).
 uint64_t gemm_flops();
 void add_dense_flops(uint64_t flops);
 

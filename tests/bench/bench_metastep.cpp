@@ -4,7 +4,9 @@
 // seconds per iteration (median), tasks/s, peak RSS, peak device memory (cuda: peak_device_mib,
 // measured as the PyTorch reference measures it, see DeviceMemorySampler), and on the CPU GEMM
 // GFLOP/s, the fraction of this machine's measured SGEMM peak and the activation memory per
-// task that metatrain's start-up line predicts (Sequential::activation_bytes). The model and the
+// task that metatrain's start-up line predicts (Sequential::activation_bytes). The GFLOP/s count
+// every convolution as its direct GEMM: Winograd passes do fewer multiplications, so with them
+// the fraction can pass 1 (it is the speed of the direct arithmetic, not of the machine). The model and the
 // backend are built as metatrain builds them (make_model, make_backend). Run each configuration
 // in its own process so that peak memory belongs to it alone (tests/bench/run_cpu_bench.sh,
 // run_memory_bench.sh, run_gpu_bench.sh do).
