@@ -204,7 +204,12 @@ T* Residual<T>::r_forward_sum(int m, const T* W, const T* R_W, const T* x, const
 template <typename T>
 void Residual<T>::r_forward(int m, const T* W, const T* R_W, const T* x, const T* R_x,
                             const LayerContext<T>& ctx, T* R_y) const {
-  T* R_act = grow(scratch<T>().R_act, m * saved_);
+  r_forward_keep(m, W, R_W, x, R_x, ctx, R_y, grow(scratch<T>().R_act, m * saved_));
+}
+
+template <typename T>
+void Residual<T>::r_forward_keep(int m, const T* W, const T* R_W, const T* x, const T* R_x,
+                                 const LayerContext<T>& ctx, T* R_y, T* R_act) const {
   const T* R_z = r_forward_sum(m, W, R_W, x, R_x, ctx, R_act);
   const int64_t n = m * branch_out(main_).size();
   if (post_.empty()) {
@@ -220,13 +225,16 @@ void Residual<T>::r_forward(int m, const T* W, const T* R_W, const T* x, const T
 
 template <typename T>
 void Residual<T>::backward_branch(int m, const Branch& b, const T* W, const T* x,
-                                  const LayerContext<T>& ctx, const T* dz, T* dx, T* dW) const {
+                                  const LayerContext<T>& ctx, const T* dz, T* dx, T* dW,
+                                  T* kept_d) const {
   Scratch<T>& s = scratch<T>();
   const T* d = dz;
   for (size_t k = b.size(); k-- > 0;) {
     const Part& p = b[k];
     const T* in = k == 0 ? x : ctx.saved.data() + m * b[k - 1].out;
-    T* d_in = k == 0 ? dx : grow(s.d[k % 2], m * p.layer->in_shape().size());
+    T* d_in = k == 0   ? dx
+              : kept_d ? kept_d + m * b[k - 1].out
+                       : grow(s.d[k % 2], m * p.layer->in_shape().size());
     p.layer->backward(m, slice(W, p), in, ctx.sub[p.ctx], d, d_in, slice(dW, p));
     d = d_in;
   }
@@ -235,20 +243,32 @@ void Residual<T>::backward_branch(int m, const Branch& b, const T* W, const T* x
 template <typename T>
 void Residual<T>::backward(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy,
                            T* dx, T* dW) const {
+  backward_into(m, W, x, ctx, dy, dx, dW, nullptr);
+}
+
+template <typename T>
+void Residual<T>::backward_keep(int m, const T* W, const T* x, const LayerContext<T>& ctx,
+                                const T* dy, T* dx, T* dW, T* kept_d) const {
+  backward_into(m, W, x, ctx, dy, dx, dW, kept_d);
+}
+
+template <typename T>
+void Residual<T>::backward_into(int m, const T* W, const T* x, const LayerContext<T>& ctx,
+                                const T* dy, T* dx, T* dW, T* kept_d) const {
   Scratch<T>& s = scratch<T>();
   const int64_t n = m * branch_out(main_).size(), nx = m * in_.size();
   const T* dz = dy;
   if (!post_.empty()) {
     const Part& p = post_[0];
-    T* d = grow(s.dz, n);
+    T* d = kept_d ? kept_d + m * z_ : grow(s.dz, n);
     p.layer->backward(m, slice(W, p), ctx.saved.data() + m * z_, ctx.sub[p.ctx], dy, d,
                       slice(dW, p));
     dz = d;
   }
-  backward_branch(m, main_, W, x, ctx, dz, dx, dW);
+  backward_branch(m, main_, W, x, ctx, dz, dx, dW, kept_d);
   if (!shortcut_.empty()) {
     T* sx = dx ? grow(s.sc, nx) : nullptr;
-    backward_branch(m, shortcut_, W, x, ctx, dz, sx, dW);
+    backward_branch(m, shortcut_, W, x, ctx, dz, sx, dW, kept_d);
     if (dx) add_into(nx, static_cast<const T*>(sx), dx);
   } else if (dx) {
     add_into(nx, dz, dx);
@@ -260,7 +280,8 @@ void Residual<T>::backward(int m, const T* W, const T* x, const LayerContext<T>&
 template <typename T>
 void Residual<T>::r_backward_branch(int m, const Branch& b, const T* W, const T* R_W, const T* x,
                                     const T* R_x, const LayerContext<T>& ctx, const T* R_act,
-                                    const T* dz, const T* R_dz, T* R_dx, T* R_dW) const {
+                                    const T* dz, const T* R_dz, T* R_dx, T* R_dW,
+                                    const T* kept_d) const {
   Scratch<T>& s = scratch<T>();
   const T *d = dz, *R_d = R_dz;
   for (size_t k = b.size(); k-- > 0;) {
@@ -268,11 +289,15 @@ void Residual<T>::r_backward_branch(int m, const Branch& b, const T* W, const T*
     const T* in = k == 0 ? x : ctx.saved.data() + m * b[k - 1].out;
     const T* R_in = k == 0 ? R_x : R_act + m * b[k - 1].out;
     const int64_t n_in = m * p.layer->in_shape().size();
-    // The layer below needs the plain gradient at this layer's input too: backward again.
-    T* d_in = nullptr;
-    if (k > 0) {
-      d_in = grow(s.d[k % 2], n_in);
-      p.layer->backward(m, slice(W, p), in, ctx.sub[p.ctx], d, d_in, nullptr);
+    // The layer below needs the plain gradient at this layer's input too: kept, or backward
+    // again.
+    const T* d_in = nullptr;
+    if (k > 0 && kept_d) {
+      d_in = kept_d + m * b[k - 1].out;
+    } else if (k > 0) {
+      T* d_again = grow(s.d[k % 2], n_in);
+      p.layer->backward(m, slice(W, p), in, ctx.sub[p.ctx], d, d_again, nullptr);
+      d_in = d_again;
     }
     T* R_d_in = k == 0 ? R_dx : grow(s.R_d[k % 2], n_in);
     p.layer->r_backward(m, slice(W, p), slice(R_W, p), in, R_in, ctx.sub[p.ctx], d, R_d, R_d_in,
@@ -286,26 +311,50 @@ template <typename T>
 void Residual<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const T* R_x,
                              const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx,
                              T* R_dW) const {
+  r_backward_from(m, W, R_W, x, R_x, ctx, dy, R_dy, R_dx, R_dW, nullptr, nullptr);
+}
+
+template <typename T>
+void Residual<T>::r_backward_kept(int m, const T* W, const T* R_W, const T* x, const T* R_x,
+                                  const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx,
+                                  T* R_dW, const T* kept_R, const T* kept_d) const {
+  MT_CHECK(kept_R && kept_d, "residual block: r_backward_kept without its kept state");
+  r_backward_from(m, W, R_W, x, R_x, ctx, dy, R_dy, R_dx, R_dW, kept_R, kept_d);
+}
+
+template <typename T>
+void Residual<T>::r_backward_from(int m, const T* W, const T* R_W, const T* x, const T* R_x,
+                                  const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx,
+                                  T* R_dW, const T* kept_R, const T* kept_d) const {
   Scratch<T>& s = scratch<T>();
   const int64_t n = m * branch_out(main_).size(), nx = m * in_.size();
-  T* R_act = grow(s.R_act, m * saved_);
-  const T* R_z = r_forward_sum(m, W, R_W, x, R_x, ctx, R_act);
+  const T* R_act = kept_R;
+  if (!R_act) {
+    T* again = grow(s.R_act, m * saved_);
+    r_forward_sum(m, W, R_W, x, R_x, ctx, again);
+    R_act = again;
+  }
+  const T* R_z = R_act + m * z_;
   const T *dz = dy, *R_dz = R_dy;
   if (!post_.empty()) {
     const Part& p = post_[0];
     const T* z = ctx.saved.data() + m * z_;
-    T* d = grow(s.dz, n);
+    const T* d = kept_d ? kept_d + m * z_ : nullptr;
+    if (!d) {
+      T* d_again = grow(s.dz, n);
+      p.layer->backward(m, slice(W, p), z, ctx.sub[p.ctx], dy, d_again, nullptr);
+      d = d_again;
+    }
     T* R_d = grow(s.R_dz, n);
-    p.layer->backward(m, slice(W, p), z, ctx.sub[p.ctx], dy, d, nullptr);
     p.layer->r_backward(m, slice(W, p), slice(R_W, p), z, R_z, ctx.sub[p.ctx], dy, R_dy, R_d,
                         slice(R_dW, p));
     dz = d;
     R_dz = R_d;
   }
-  r_backward_branch(m, main_, W, R_W, x, R_x, ctx, R_act, dz, R_dz, R_dx, R_dW);
+  r_backward_branch(m, main_, W, R_W, x, R_x, ctx, R_act, dz, R_dz, R_dx, R_dW, kept_d);
   if (!shortcut_.empty()) {
     T* sx = R_dx ? grow(s.sc, nx) : nullptr;
-    r_backward_branch(m, shortcut_, W, R_W, x, R_x, ctx, R_act, dz, R_dz, sx, R_dW);
+    r_backward_branch(m, shortcut_, W, R_W, x, R_x, ctx, R_act, dz, R_dz, sx, R_dW, kept_d);
     if (R_dx) add_into(nx, static_cast<const T*>(sx), R_dx);
   } else if (R_dx) {
     add_into(nx, R_dz, R_dx);

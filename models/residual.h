@@ -15,7 +15,8 @@
 // The context is const in the R-passes and backward, so r_backward recomputes what they produced:
 // the sub-layers' r_forward (their R-activations) and, below each branch's first layer, backward
 // (their output gradients, without the weight passes): for ResNet-12's blocks 11 convolution
-// passes per conv in an HVP (whose gradient is not wanted), against 8 for one that kept them.
+// passes per conv in an HVP (whose gradient is not wanted). The *_keep / *_kept passes take
+// buffers for both from the caller instead (Sequential's HVPs): 8 passes.
 #pragma once
 
 #include <memory>
@@ -56,6 +57,20 @@ class Residual : public Layer<T> {
   // Elements of ctx.saved that forward keeps per example (the sub-layers' contexts aside).
   int64_t saved_per_example() const { return saved_; }
 
+  // An HVP without the recomputation (Sequential runs its HVPs so): r_forward_keep is r_forward
+  // and keeps the block's R-activations in kept_R; backward_keep is backward and keeps the
+  // gradients at those activations in kept_d; r_backward_kept is r_backward reading both
+  // instead of running r_forward and backward again. Each buffer holds m · saved_per_example()
+  // values at ctx.saved's offsets. Same bits as the passes above; 8 convolution passes per conv
+  // of a block in an HVP without its gradient, not 11.
+  void r_forward_keep(int m, const T* W, const T* R_W, const T* x, const T* R_x,
+                      const LayerContext<T>& ctx, T* R_y, T* kept_R) const;
+  void backward_keep(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy, T* dx,
+                     T* dW, T* kept_d) const;
+  void r_backward_kept(int m, const T* W, const T* R_W, const T* x, const T* R_x,
+                       const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx, T* R_dW,
+                       const T* kept_R, const T* kept_d) const;
+
   // The parts, for consumers that flatten the block (models/batched_net.h): each branch's layers
   // in order (an empty shortcut is the identity) and post (null when none). Their parameters
   // are the block's in this order: main, shortcut, post.
@@ -91,11 +106,19 @@ class Residual : public Layer<T> {
                       T* last) const;
   void r_forward_branch(int m, const Branch& b, const T* W, const T* R_W, const T* x, const T* R_x,
                         const LayerContext<T>& ctx, T* R_act, T* R_last) const;
+  // kept_d: where the gradients at the branch's inner activations go (null: scratch), or come
+  // from in r_backward_branch (null: backward runs again).
   void backward_branch(int m, const Branch& b, const T* W, const T* x, const LayerContext<T>& ctx,
-                       const T* dz, T* dx, T* dW) const;
+                       const T* dz, T* dx, T* dW, T* kept_d) const;
   void r_backward_branch(int m, const Branch& b, const T* W, const T* R_W, const T* x, const T* R_x,
                          const LayerContext<T>& ctx, const T* R_act, const T* dz, const T* R_dz,
-                         T* R_dx, T* R_dW) const;
+                         T* R_dx, T* R_dW, const T* kept_d) const;
+  // backward / r_backward with or without kept state (kept_R and kept_d both null: none).
+  void backward_into(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy, T* dx,
+                     T* dW, T* kept_d) const;
+  void r_backward_from(int m, const T* W, const T* R_W, const T* x, const T* R_x,
+                       const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx, T* R_dW,
+                       const T* kept_R, const T* kept_d) const;
   // z's tangent (R_act at z_) from the branches' r_forward; returns R{z}.
   T* r_forward_sum(int m, const T* W, const T* R_W, const T* x, const T* R_x,
                    const LayerContext<T>& ctx, T* R_act) const;

@@ -27,6 +27,10 @@ template <typename T>
 struct Sequential<T>::Buffers : Workspace {
   std::vector<std::vector<T>> act, R_act;
   std::vector<T> d_act[2], R_d_act[2];
+  // A residual block's R-activations from r_forward and inner gradients from backward, kept
+  // for its r_backward in the same HVP (Residual::r_backward_kept): per block, and one shared.
+  std::vector<std::vector<T>> kept_R;
+  std::vector<T> kept_d;
   std::vector<LayerContext<T>> ctx;
   std::vector<T> prob;
 };
@@ -41,6 +45,7 @@ void Sequential<T>::add(const std::string& name, std::unique_ptr<Layer<T>> layer
     if (offset < 0) offset = o;
   }
   offset_.push_back(offset);
+  residual_.push_back(dynamic_cast<const Residual<T>*>(layer.get()));
   layers_.push_back(std::move(layer));
 }
 
@@ -50,6 +55,7 @@ std::unique_ptr<Workspace> Sequential<T>::make_workspace() const {
   const size_t L = layers_.size();
   w->act.resize(L);
   w->R_act.resize(L);
+  w->kept_R.resize(L);
   w->ctx.resize(L);
   return w;
 }
@@ -125,11 +131,25 @@ void Sequential<T>::backward(const T* theta, const Batch<T>& b, Buffers& w, T* g
     }
     const bool has_w = offset_[l] >= 0;
     const T* W = has_w ? theta + offset_[l] : nullptr;
-    layers_[l]->backward(m, W, x, w.ctx[l], dy, dx, has_w && grad ? grad + offset_[l] : nullptr);
+    T* dW = has_w && grad ? grad + offset_[l] : nullptr;
+    const Residual<T>* block = v ? residual_[l] : nullptr;
+    T* kept_d = nullptr;
+    if (block) {
+      ensure_size(w.kept_d, static_cast<size_t>(m) * block->saved_per_example());
+      kept_d = w.kept_d.data();
+      block->backward_keep(m, W, x, w.ctx[l], dy, dx, dW, kept_d);
+    } else {
+      layers_[l]->backward(m, W, x, w.ctx[l], dy, dx, dW);
+    }
     if (!v) continue;
     const T* R_x = l == 0 ? nullptr : w.R_act[l - 1].data();
-    layers_[l]->r_backward(m, W, has_w ? v + offset_[l] : nullptr, x, R_x, w.ctx[l], dy,
-                           w.R_d_act[l % 2].data(), R_dx, has_w ? Hv + offset_[l] : nullptr);
+    const T* R_W = has_w ? v + offset_[l] : nullptr;
+    T* R_dW = has_w ? Hv + offset_[l] : nullptr;
+    if (block)
+      block->r_backward_kept(m, W, R_W, x, R_x, w.ctx[l], dy, w.R_d_act[l % 2].data(), R_dx, R_dW,
+                             w.kept_R[l].data(), kept_d);
+    else
+      layers_[l]->r_backward(m, W, R_W, x, R_x, w.ctx[l], dy, w.R_d_act[l % 2].data(), R_dx, R_dW);
   }
 }
 
@@ -140,8 +160,14 @@ void Sequential<T>::r_forward(const T* theta, const Batch<T>& b, const T* v, Buf
     const T* x = l == 0 ? b.x.data() : w.act[l - 1].data();
     const bool has_w = offset_[l] >= 0;
     ensure_size(w.R_act[l], w.act[l].size());
-    layers_[l]->r_forward(b.n, has_w ? theta + offset_[l] : nullptr,
-                          has_w ? v + offset_[l] : nullptr, x, R_in, w.ctx[l], w.R_act[l].data());
+    const T* W = has_w ? theta + offset_[l] : nullptr;
+    const T* R_W = has_w ? v + offset_[l] : nullptr;
+    if (const Residual<T>* block = residual_[l]) {
+      ensure_size(w.kept_R[l], static_cast<size_t>(b.n) * block->saved_per_example());
+      block->r_forward_keep(b.n, W, R_W, x, R_in, w.ctx[l], w.R_act[l].data(), w.kept_R[l].data());
+    } else {
+      layers_[l]->r_forward(b.n, W, R_W, x, R_in, w.ctx[l], w.R_act[l].data());
+    }
     R_in = w.R_act[l].data();
   }
 }
@@ -251,11 +277,13 @@ int64_t Sequential<T>::activation_bytes(int n, int support, bool hvp) const {
   // Elements per example. Buffers: act (every output), d_act[p] (the largest output of the
   // layers of parity p), prob; with HVPs R_act and R_d_act, which take act's sizes, i.e. m.
   // Residual scratch (residual.cpp, one set per thread shared by the blocks: the maximum over
-  // blocks of each vector): sc, dz, d[2] in the gradient passes; R_act, R_sc, R_dz, R_d[2] in
-  // the R-passes, on the HVP's batch. A block's inner layers are taken to output its output
+  // blocks of each vector): sc, dz, d[2] in the gradient passes; R_sc, R_dz, R_d[2] in the
+  // R-passes, on the HVP's batch; and what an HVP keeps for the blocks' r_backward (Buffers:
+  // kept_R per block, kept_d shared, each a block's saved size). A block's inner layers are
+  // taken to output its output
   // shape (ResNet-12's do). oneDNN's reorder buffers and the weight pass's per-piece results
   // (conv2d_dnnl.h, float only, per thread, grow-only over the passes of both batch sizes).
-  int64_t act = 0, ping[2] = {0, 0}, sc = 0, out_max = 0, saved = 0;
+  int64_t act = 0, ping[2] = {0, 0}, sc = 0, out_max = 0, saved = 0, saved_sum = 0;
   dnnl_conv::Scratch scratch;
   auto conv_slots = [&](const Shape& in, const Shape& out, int kernel = 3) {
     if (!std::is_same_v<T, float>) return;
@@ -276,12 +304,13 @@ int64_t Sequential<T>::activation_bytes(int n, int support, bool hvp) const {
       sc = std::max(sc, l == 0 ? out : std::max(r->in_shape().size(), out));
       out_max = std::max(out_max, out);
       saved = std::max(saved, r->saved_per_example());
+      saved_sum += r->saved_per_example();
       conv_slots(r->in_shape(), r->out_shape());   // conv1, the shortcut's
       conv_slots(r->out_shape(), r->out_shape());  // conv2, conv3
     }
   }
   int64_t elements = m * (act + ping[0] + ping[1] + classes_ + sc + 3 * out_max);
-  if (h > 0) elements += m * (act + ping[0] + ping[1]) + h * (saved + 4 * out_max);
+  if (h > 0) elements += m * (act + ping[0] + ping[1]) + h * (saved_sum + saved + 4 * out_max);
   elements += scratch.floats();
   return elements * static_cast<int64_t>(sizeof(T)) + ctx[0] + (ctx[1] - ctx[0]) * (m - 1);
 }

@@ -11,6 +11,7 @@
 
 #include "core/layer.h"
 #include "core/model.h"
+#include "models/residual.h"
 
 namespace mt {
 
@@ -76,7 +77,8 @@ class Sequential : public Model<T> {
   Shape input_;
   int classes_;
   std::vector<std::unique_ptr<Layer<T>>> layers_;
-  std::vector<int64_t> offset_;  // parameter offset per layer (-1: no parameters)
+  std::vector<int64_t> offset_;               // parameter offset per layer (-1: no parameters)
+  std::vector<const Residual<T>*> residual_;  // per layer: the block it is, or null
   ParamLayout layout_;
 };
 

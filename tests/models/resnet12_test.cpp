@@ -3,7 +3,7 @@
 // small ResNet-12 to second order; exact MAML through it against finite differences of the outer
 // loss; trajectory modes bit-identical; the default net's shapes, names and parameter count;
 // Sequential::activation_bytes against what a task's passes really allocate (Conv-4, ResNet-12);
-// an HVP without its gradient keeps its bits.
+// an HVP without its gradient, and a block's HVP passes with kept state, keep their bits.
 #include "models/resnet12.h"
 
 #include <gtest/gtest.h>
@@ -325,6 +325,65 @@ TEST(Hvp, WithoutTheGradientHvKeepsItsBits) {
   expect_hvp_without_gradient_same_bits(*make_resnet12<float>(spec), 5);
   expect_hvp_without_gradient_same_bits(
       *make_conv4<float>({{1, 28, 28}, 16, 5, Conv4Pool::kMax, Activation::kRelu}), 5);
+}
+
+// A residual block's HVP passes with kept state (what Sequential runs) give the bits of its
+// passes that recompute it: R_y, dx, dW, R_dx and R_dW, in float32 on oneDNN and in float64,
+// for a block with a 1×1 + BN shortcut and post activation (ResNet-12's second).
+template <typename T>
+void expect_kept_passes_same_bits() {
+  ResNet12Spec spec;
+  spec.input = {3, 20, 20};
+  spec.widths = {16, 16, 32, 32};
+  const auto net = make_resnet12<T>(spec);
+  const auto* block = dynamic_cast<const Residual<T>*>(net->layers()[2].get());
+  ASSERT_NE(block, nullptr);
+  const int m = 3;
+  const int64_t nx = m * block->in_shape().size(), ny = m * block->out_shape().size();
+  const int64_t d = block->num_params(), kept = m * block->saved_per_example();
+  Rng rng(9, 0, 0, Stream::kTest);
+  auto random = [&](int64_t n) {
+    std::vector<T> v(static_cast<size_t>(n));
+    for (T& e : v) e = static_cast<T>(rng.normal());
+    return v;
+  };
+  std::vector<T> W(static_cast<size_t>(d));
+  block->init(W.data(), rng);
+  for (T& w : W) w += static_cast<T>(0.1 * rng.normal());  // γ away from 1, β from 0
+  const auto R_W = random(d), x = random(nx), R_x = random(nx), dy = random(ny), R_dy = random(ny);
+  LayerContext<T> ctx;
+  std::vector<T> y(static_cast<size_t>(ny));
+  block->forward(m, W.data(), x.data(), y.data(), ctx);
+  struct Out {
+    std::vector<T> R_y, dx, dW, R_dx, R_dW;
+  };
+  auto fresh = [&] {
+    return Out{std::vector<T>(ny), std::vector<T>(nx), std::vector<T>(d), std::vector<T>(nx),
+               std::vector<T>(d)};
+  };
+  Out again = fresh(), keep = fresh();
+  block->r_forward(m, W.data(), R_W.data(), x.data(), R_x.data(), ctx, again.R_y.data());
+  block->backward(m, W.data(), x.data(), ctx, dy.data(), again.dx.data(), again.dW.data());
+  block->r_backward(m, W.data(), R_W.data(), x.data(), R_x.data(), ctx, dy.data(), R_dy.data(),
+                    again.R_dx.data(), again.R_dW.data());
+  std::vector<T> kept_R(static_cast<size_t>(kept)), kept_d(static_cast<size_t>(kept));
+  block->r_forward_keep(m, W.data(), R_W.data(), x.data(), R_x.data(), ctx, keep.R_y.data(),
+                        kept_R.data());
+  block->backward_keep(m, W.data(), x.data(), ctx, dy.data(), keep.dx.data(), keep.dW.data(),
+                       kept_d.data());
+  block->r_backward_kept(m, W.data(), R_W.data(), x.data(), R_x.data(), ctx, dy.data(), R_dy.data(),
+                         keep.R_dx.data(), keep.R_dW.data(), kept_R.data(), kept_d.data());
+  EXPECT_EQ(keep.R_y, again.R_y);
+  EXPECT_EQ(keep.dx, again.dx);
+  EXPECT_EQ(keep.dW, again.dW);
+  EXPECT_EQ(keep.R_dx, again.R_dx);
+  EXPECT_EQ(keep.R_dW, again.R_dW);
+  EXPECT_GT(*std::max_element(keep.R_dW.begin(), keep.R_dW.end()), T(0));
+}
+
+TEST(Residual, KeptHvpPassesGiveTheRecomputedBits) {
+  expect_kept_passes_same_bits<float>();
+  expect_kept_passes_same_bits<double>();
 }
 
 // activation_bytes is bookkeeping of what the passes allocate: it must not miss a buffer that
