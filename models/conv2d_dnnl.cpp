@@ -244,7 +244,7 @@ Entry build(ThreadState& st, const Key& k) {
     try {
       return build(st, k, dnnl::algorithm::convolution_winograd);
     } catch (const dnnl::error& err) {
-      if (err.status != dnnl_unimplemented) throw;
+      if (err.status != dnnl_unimplemented) throw;  // run() reports it with the shape
     }
   }
   return build(st, k, dnnl::algorithm::convolution_direct);
@@ -344,28 +344,6 @@ void over_examples(const Geometry& g, int m, F pass) {
   });
 }
 
-}  // namespace
-
-void forward(const Geometry& g, int m, const float* W, const float* x, float* y, bool accumulate) {
-  count_flops(g, m);
-  const int64_t in = static_cast<int64_t>(g.in_c) * g.in_h * g.in_w;
-  const int64_t out = static_cast<int64_t>(g.out_c) * g.out_h * g.out_w;
-  over_examples(g, m, [&](int m0, int mk) {
-    run({g, mk, Pass::kForward, accumulate, g.out_c}, x + m0 * in, W, y + m0 * out);
-  });
-}
-
-void backward_data(const Geometry& g, int m, const float* W, const float* dy, float* dx,
-                   bool accumulate) {
-  count_flops(g, m);
-  const int64_t in = static_cast<int64_t>(g.in_c) * g.in_h * g.in_w;
-  const int64_t out = static_cast<int64_t>(g.out_c) * g.out_h * g.out_w;
-  over_examples(g, m, [&](int m0, int mk) {
-    run({g, mk, Pass::kBackwardData, accumulate, g.out_c}, dy + m0 * out, W, dx + m0 * in);
-  });
-}
-
-namespace {
 // Winograd's weight pass transforms all of x for every channel piece (measured on ResNet-12:
 // 1.6× the forward's time, plus the reorder of x per piece); it is cut into example pieces
 // instead, each writing its own dW, summed in piece order afterwards: fixed by the shape, so
@@ -397,6 +375,25 @@ void backward_weights_by_examples(const Geometry& g, int m, const float* x, cons
   });
 }
 }  // namespace
+
+void forward(const Geometry& g, int m, const float* W, const float* x, float* y, bool accumulate) {
+  count_flops(g, m);
+  const int64_t in = static_cast<int64_t>(g.in_c) * g.in_h * g.in_w;
+  const int64_t out = static_cast<int64_t>(g.out_c) * g.out_h * g.out_w;
+  over_examples(g, m, [&](int m0, int mk) {
+    run({g, mk, Pass::kForward, accumulate, g.out_c}, x + m0 * in, W, y + m0 * out);
+  });
+}
+
+void backward_data(const Geometry& g, int m, const float* W, const float* dy, float* dx,
+                   bool accumulate) {
+  count_flops(g, m);
+  const int64_t in = static_cast<int64_t>(g.in_c) * g.in_h * g.in_w;
+  const int64_t out = static_cast<int64_t>(g.out_c) * g.out_h * g.out_w;
+  over_examples(g, m, [&](int m0, int mk) {
+    run({g, mk, Pass::kBackwardData, accumulate, g.out_c}, dy + m0 * out, W, dx + m0 * in);
+  });
+}
 
 void backward_weights(const Geometry& g, int m, const float* x, const float* dy, float* dW,
                       bool accumulate) {

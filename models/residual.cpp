@@ -243,17 +243,11 @@ void Residual<T>::backward_branch(int m, const Branch& b, const T* W, const T* x
 template <typename T>
 void Residual<T>::backward(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy,
                            T* dx, T* dW) const {
-  backward_into(m, W, x, ctx, dy, dx, dW, nullptr);
+  backward_keep(m, W, x, ctx, dy, dx, dW, nullptr);
 }
 
 template <typename T>
 void Residual<T>::backward_keep(int m, const T* W, const T* x, const LayerContext<T>& ctx,
-                                const T* dy, T* dx, T* dW, T* kept_d) const {
-  backward_into(m, W, x, ctx, dy, dx, dW, kept_d);
-}
-
-template <typename T>
-void Residual<T>::backward_into(int m, const T* W, const T* x, const LayerContext<T>& ctx,
                                 const T* dy, T* dx, T* dW, T* kept_d) const {
   Scratch<T>& s = scratch<T>();
   const int64_t n = m * branch_out(main_).size(), nx = m * in_.size();
@@ -311,19 +305,11 @@ template <typename T>
 void Residual<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const T* R_x,
                              const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx,
                              T* R_dW) const {
-  r_backward_from(m, W, R_W, x, R_x, ctx, dy, R_dy, R_dx, R_dW, nullptr, nullptr);
+  r_backward_kept(m, W, R_W, x, R_x, ctx, dy, R_dy, R_dx, R_dW, nullptr, nullptr);
 }
 
 template <typename T>
 void Residual<T>::r_backward_kept(int m, const T* W, const T* R_W, const T* x, const T* R_x,
-                                  const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx,
-                                  T* R_dW, const T* kept_R, const T* kept_d) const {
-  MT_CHECK(kept_R && kept_d, "residual block: r_backward_kept without its kept state");
-  r_backward_from(m, W, R_W, x, R_x, ctx, dy, R_dy, R_dx, R_dW, kept_R, kept_d);
-}
-
-template <typename T>
-void Residual<T>::r_backward_from(int m, const T* W, const T* R_W, const T* x, const T* R_x,
                                   const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx,
                                   T* R_dW, const T* kept_R, const T* kept_d) const {
   Scratch<T>& s = scratch<T>();

@@ -60,9 +60,10 @@ class Residual : public Layer<T> {
   // An HVP without the recomputation (Sequential runs its HVPs so): r_forward_keep is r_forward
   // and keeps the block's R-activations in kept_R; backward_keep is backward and keeps the
   // gradients at those activations in kept_d; r_backward_kept is r_backward reading both
-  // instead of running r_forward and backward again. Each buffer holds m · saved_per_example()
-  // values at ctx.saved's offsets. Same bits as the passes above; 8 convolution passes per conv
-  // of a block in an HVP without its gradient, not 11.
+  // instead of running r_forward and backward again (a null one runs again: r_backward is
+  // r_backward_kept with both null). Each buffer holds m · saved_per_example() values at
+  // ctx.saved's offsets. Same bits as the passes above; 8 convolution passes per conv of a block
+  // in an HVP without its gradient, not 11.
   void r_forward_keep(int m, const T* W, const T* R_W, const T* x, const T* R_x,
                       const LayerContext<T>& ctx, T* R_y, T* kept_R) const;
   void backward_keep(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy, T* dx,
@@ -113,12 +114,6 @@ class Residual : public Layer<T> {
   void r_backward_branch(int m, const Branch& b, const T* W, const T* R_W, const T* x, const T* R_x,
                          const LayerContext<T>& ctx, const T* R_act, const T* dz, const T* R_dz,
                          T* R_dx, T* R_dW, const T* kept_d) const;
-  // backward / r_backward with or without kept state (kept_R and kept_d both null: none).
-  void backward_into(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy, T* dx,
-                     T* dW, T* kept_d) const;
-  void r_backward_from(int m, const T* W, const T* R_W, const T* x, const T* R_x,
-                       const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx, T* R_dW,
-                       const T* kept_R, const T* kept_d) const;
   // z's tangent (R_act at z_) from the branches' r_forward; returns R{z}.
   T* r_forward_sum(int m, const T* W, const T* R_W, const T* x, const T* R_x,
                    const LayerContext<T>& ctx, T* R_act) const;

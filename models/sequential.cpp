@@ -280,9 +280,9 @@ int64_t Sequential<T>::activation_bytes(int n, int support, bool hvp) const {
   // blocks of each vector): sc, dz, d[2] in the gradient passes; R_sc, R_dz, R_d[2] in the
   // R-passes, on the HVP's batch; and what an HVP keeps for the blocks' r_backward (Buffers:
   // kept_R per block, kept_d shared, each a block's saved size). A block's inner layers are
-  // taken to output its output
-  // shape (ResNet-12's do). oneDNN's reorder buffers and the weight pass's per-piece results
-  // (conv2d_dnnl.h, float only, per thread, grow-only over the passes of both batch sizes).
+  // taken to output its output shape (ResNet-12's do). oneDNN's reorder buffers and the weight
+  // pass's per-piece results (conv2d_dnnl.h, float only, per thread, grow-only over the passes of
+  // both batch sizes).
   int64_t act = 0, ping[2] = {0, 0}, sc = 0, out_max = 0, saved = 0, saved_sum = 0;
   dnnl_conv::Scratch scratch;
   auto conv_slots = [&](const Shape& in, const Shape& out, int kernel = 3) {

@@ -11,9 +11,11 @@
 
 #include "core/layer.h"
 #include "core/model.h"
-#include "models/residual.h"
 
 namespace mt {
+
+template <typename T>
+class Residual;
 
 template <typename T>
 class Sequential : public Model<T> {
