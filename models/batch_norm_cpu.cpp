@@ -59,8 +59,17 @@ void for_blocks(int m, int C, int HW, int arrays, P pass) {
 // channel c's per-value function, capturing everything by value (pointers included: captured
 // by reference, GCC vectorised these loops 2-3× slower).
 
-// K sums at once (K ≤ 6): sum[q][c] += Σ of f(c)(k)[q] over the values k of channel c, for the
-// block's channels.
+// The terms of up to six sums at one value, as named scalars: GCC 12 vectorises channel_sums
+// only when the per-value function returns plain scalars and captures no other closure (a
+// returned std::array or a captured lambda made it privatise them per SIMD lane in memory, and
+// the sums ran scalar: 4× slower for batch norm's backward).
+template <typename T>
+struct Terms {
+  T t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0;
+};
+
+// K sums at once (K ≤ 6): sum[q][c] += Σ of term q of f(c)(k) over the values k of channel c,
+// for the block's channels.
 template <int K, typename T, typename F>
 MT_DISPATCH_CLONES void channel_sums(const Block& b, F f, std::array<double*, K> sum) {
   static_assert(1 <= K && K <= 6, "channel_sums takes 1 to 6 sums");
@@ -71,13 +80,13 @@ MT_DISPATCH_CLONES void channel_sums(const Block& b, F f, std::array<double*, K>
       T s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0;  // the first K are used
 #pragma omp simd reduction(+ : s0, s1, s2, s3, s4, s5)
       for (int p = 0; p < b.HW; ++p) {
-        const std::array<T, K> v = value(base + p);
-        s0 += v[0];
-        if constexpr (K > 1) s1 += v[1];
-        if constexpr (K > 2) s2 += v[2];
-        if constexpr (K > 3) s3 += v[3];
-        if constexpr (K > 4) s4 += v[4];
-        if constexpr (K > 5) s5 += v[5];
+        const Terms<T> v = value(base + p);
+        s0 += v.t0;
+        if constexpr (K > 1) s1 += v.t1;
+        if constexpr (K > 2) s2 += v.t2;
+        if constexpr (K > 3) s3 += v.t3;
+        if constexpr (K > 4) s4 += v.t4;
+        if constexpr (K > 5) s5 += v.t5;
       }
       const T s[6] = {s0, s1, s2, s3, s4, s5};
       for (int q = 0; q < K; ++q) sum[q][c] += s[q];
@@ -133,13 +142,13 @@ void BatchNorm<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>&
   // it) for accuracy; the second and the write find the block in cache.
   for_blocks<T>(m, C, HW, 3, [&](const Block& b) {
     channel_sums<1, T>(
-        b, [&](int) { return [=](int64_t k) { return std::array<T, 1>{x[k]}; }; }, sums.rows<0>());
+        b, [&](int) { return [=](int64_t k) { return Terms<T>{x[k]}; }; }, sums.rows<0>());
     for (int c = b.c0; c < b.c1; ++c) mean[c] = static_cast<T>(static_cast<T>(sums[0][c]) / N);
     channel_sums<1, T>(
         b,
         [&](int c) {
           const T mu = mean[c];
-          return [=](int64_t k) { return std::array<T, 1>{(x[k] - mu) * (x[k] - mu)}; };
+          return [=](int64_t k) { return Terms<T>{(x[k] - mu) * (x[k] - mu)}; };
         },
         sums.rows<1>());
     for (int c = b.c0; c < b.c1; ++c) {
@@ -169,7 +178,7 @@ void BatchNorm<T>::backward(int m, const T* W, const T* x, const LayerContext<T>
   for_blocks<T>(m, C, HW, dx ? 3 : 2, [&](const Block& b) {
     channel_sums<2, T>(
         b, [&](int) { return [=](int64_t k) {
-                        return std::array<T, 2>{dy[k], dy[k] * xhat[k]};
+                        return Terms<T>{dy[k], dy[k] * xhat[k]};
                       }; },
         sums.rows<0, 1>());
     if (dW)
@@ -200,10 +209,9 @@ void BatchNorm<T>::r_forward(int m, const T* W, const T* R_W, const T* x, const 
   for_blocks<T>(m, C, HW, R_x ? 3 : 2, [&](const Block& b) {
     if (R_x)
       channel_sums<2, T>(
-          b,
-          [&](int) {
-            return [=](int64_t k) { return std::array<T, 2>{R_x[k], xhat[k] * R_x[k]}; };
-          },
+          b, [&](int) { return [=](int64_t k) {
+                          return Terms<T>{R_x[k], xhat[k] * R_x[k]};
+                        }; },
           sums.rows<0, 1>());
     for_values(b, [&](int c) {
       const T mean_rx = R_x ? static_cast<T>(sums[0][c]) / N : T(0);
@@ -243,8 +251,8 @@ void BatchNorm<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const
           b,
           [&](int) {
             return [=](int64_t k) {
-              return std::array<T, 6>{dy[k],  dy[k] * xhat[k], R_dy[k], R_dy[k] * xhat[k],
-                                      R_x[k], xhat[k] * R_x[k]};
+              return Terms<T>{dy[k],  dy[k] * xhat[k], R_dy[k], R_dy[k] * xhat[k],
+                              R_x[k], xhat[k] * R_x[k]};
             };
           },
           sums.rows<0, 1, 2, 3, 4, 5>());
@@ -253,17 +261,20 @@ void BatchNorm<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const
           b,
           [&](int) {
             return [=](int64_t k) {
-              return std::array<T, 4>{dy[k], dy[k] * xhat[k], R_dy[k], R_dy[k] * xhat[k]};
+              return Terms<T>{dy[k], dy[k] * xhat[k], R_dy[k], R_dy[k] * xhat[k]};
             };
           },
           sums.rows<0, 1, 2, 3>());
-    channel_sums<1, T>(
-        b,
-        [&](int c) {
-          const auto R_xhat = R_xhat_of(c);
-          return [=](int64_t k) { return std::array<T, 1>{dy[k] * R_xhat(k)}; };
-        },
-        sums.rows<6>());
+    if (R_x)  // else R{x̂} = 0 and so is this sum
+      channel_sums<1, T>(
+          b,
+          [&](int c) {
+            const T mean_rx = sum(4, c) / N, s = sum(5, c) / N, s_c = sigma[c];
+            return [=](int64_t k) {
+              return Terms<T>{dy[k] * ((R_x[k] - mean_rx - xhat[k] * s) / s_c)};
+            };
+          },
+          sums.rows<6>());
     // The coefficients of R_dx here, not inside the dispatched loop, which may contract them
     // into fused multiply-adds: the same rounding as the one-sum-per-sweep form.
     for (int c = b.c0; c < b.c1; ++c) {
