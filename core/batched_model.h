@@ -72,7 +72,8 @@ class BatchedModel {
   virtual void gather(const TaskBatch& from, const std::vector<int>& tasks, TaskBatch& to) = 0;
 
   // Loss of split s of every task at φ (layout BatchedLayout(layout(), b.tasks())); overwrites
-  // grad with the gradients when non-null, and host stats[t] when non-null.
+  // grad with the gradients when non-null, and host stats[t] when non-null. Here and in hvp the
+  // outputs must not overlap the inputs (a backend may write them while it reads φ and v).
   virtual void loss_grad(const TaskBatch& b, Split s, const T* phi, T* grad, LossStats* stats) = 0;
   // Overwrites Hv with ∇²L_t(φ_t) v_t for every task t; host stats[t] when non-null.
   virtual void hvp(const TaskBatch& b, Split s, const T* phi, const T* v, T* Hv,
