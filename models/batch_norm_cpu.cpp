@@ -116,6 +116,34 @@ struct Sums {
   int C_;
   std::vector<double> data_;
 };
+
+// The activation a batch norm may end in (models/batch_norm.h), at its output u = γ x̂ + β:
+// out(u) is what a Relu layer's forward gives, through(u, d) what its other passes give for a
+// gradient or tangent d at its output (models/relu_cpu.cpp: d where u > 0, else slope·d, and +0
+// for ReLU). kKind is a compile-time choice so that each loop is a plain select, which GCC
+// vectorises (a test of the slope inside the loop made it branch per value, 2× slower).
+enum class ActKind { kNone, kRelu, kLeaky };
+template <typename T, ActKind kKind>
+struct Act {
+  T slope;
+  T out(T u) const { return through(u, u); }
+  T through(T u, T d) const {
+    if constexpr (kKind == ActKind::kNone) return d;
+    if constexpr (kKind == ActKind::kRelu) return u > T(0) ? d : T(0);
+    if constexpr (kKind == ActKind::kLeaky) return u > T(0) ? d : slope * d;
+  }
+};
+
+// Calls pass(act) with the layer's activation (or none) as a compile-time choice.
+template <typename T, typename P>
+void with_act(bool on, T slope, P pass) {
+  if (!on)
+    pass(Act<T, ActKind::kNone>{slope});
+  else if (slope == T(0))
+    pass(Act<T, ActKind::kRelu>{slope});
+  else
+    pass(Act<T, ActKind::kLeaky>{slope});
+}
 }  // namespace
 
 template <typename T>
@@ -129,6 +157,13 @@ void BatchNorm<T>::init(T* W, Rng& rng) const {
 
 template <typename T>
 void BatchNorm<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>& ctx) const {
+  with_act(act_, slope_, [&](auto act) { forward_pass(act, m, W, x, y, ctx); });
+}
+
+template <typename T>
+template <typename A>
+void BatchNorm<T>::forward_pass(A act, int m, const T* W, const T* x, T* y,
+                                LayerContext<T>& ctx) const {
   const int C = shape_.c, HW = shape_.h * shape_.w;
   const double N = static_cast<double>(m) * HW;
   const T* gamma = W;
@@ -159,7 +194,7 @@ void BatchNorm<T>::forward(int m, const T* W, const T* x, T* y, LayerContext<T>&
       const T mu = mean[c], s = sigma[c], g = gamma[c], be = beta[c];
       return [=](int64_t k) {
         xhat[k] = (x[k] - mu) / s;
-        y[k] = g * xhat[k] + be;
+        y[k] = act.out(g * xhat[k] + be);
       };
     });
   });
@@ -169,17 +204,31 @@ template <typename T>
 void BatchNorm<T>::backward(int m, const T* W, const T* x, const LayerContext<T>& ctx, const T* dy,
                             T* dx, T* dW) const {
   (void)x;
+  with_act(act_, slope_, [&](auto act) { backward_pass(act, m, W, ctx, dy, dx, dW); });
+}
+
+// With an activation, dy is the gradient at its output and d = through(u, dy) the batch norm's.
+template <typename T>
+template <typename A>
+void BatchNorm<T>::backward_pass(A act, int m, const T* W, const LayerContext<T>& ctx, const T* dy,
+                                 T* dx, T* dW) const {
   const int C = shape_.c, HW = shape_.h * shape_.w;
   const T N = static_cast<T>(m) * HW;
   const T* gamma = W;
+  const T* beta = W + C;
   const T* xhat = ctx.saved.data();
   const T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
-  Sums<2> sums(C);  // Σ dy, Σ dy x̂
+  Sums<2> sums(C);  // Σ d, Σ d x̂
   for_blocks<T>(m, C, HW, dx ? 3 : 2, [&](const Block& b) {
     channel_sums<2, T>(
-        b, [&](int) { return [=](int64_t k) {
-                        return Terms<T>{dy[k], dy[k] * xhat[k]};
-                      }; },
+        b,
+        [&](int c) {
+          const T g_c = gamma[c], b_c = beta[c];
+          return [=](int64_t k) {
+            const T d = act.through(g_c * xhat[k] + b_c, dy[k]);
+            return Terms<T>{d, d * xhat[k]};
+          };
+        },
         sums.rows<0, 1>());
     if (dW)
       for (int c = b.c0; c < b.c1; ++c) {
@@ -188,10 +237,13 @@ void BatchNorm<T>::backward(int m, const T* W, const T* x, const LayerContext<T>
       }
     if (!dx) return;
     for_values(b, [&](int c) {
-      const T g_c = gamma[c], s_c = sigma[c];
+      const T g_c = gamma[c], b_c = beta[c], s_c = sigma[c];
       const T mean_g = g_c * static_cast<T>(sums[0][c]) / N;
       const T mean_g_xhat = g_c * static_cast<T>(sums[1][c]) / N;
-      return [=](int64_t k) { dx[k] = (g_c * dy[k] - mean_g - xhat[k] * mean_g_xhat) / s_c; };
+      return [=](int64_t k) {
+        const T d = act.through(g_c * xhat[k] + b_c, dy[k]);
+        dx[k] = (g_c * d - mean_g - xhat[k] * mean_g_xhat) / s_c;
+      };
     });
   });
 }
@@ -200,9 +252,17 @@ template <typename T>
 void BatchNorm<T>::r_forward(int m, const T* W, const T* R_W, const T* x, const T* R_x,
                              const LayerContext<T>& ctx, T* R_y) const {
   (void)x;
+  with_act(act_, slope_, [&](auto act) { r_forward_pass(act, m, W, R_W, R_x, ctx, R_y); });
+}
+
+template <typename T>
+template <typename A>
+void BatchNorm<T>::r_forward_pass(A act, int m, const T* W, const T* R_W, const T* R_x,
+                                  const LayerContext<T>& ctx, T* R_y) const {
   const int C = shape_.c, HW = shape_.h * shape_.w;
   const T N = static_cast<T>(m) * HW;
   const T* gamma = W;
+  const T* beta = W + C;
   const T* xhat = ctx.saved.data();
   const T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
   Sums<2> sums(C);  // Σ R_x, Σ x̂ R_x (zero when R_x is null)
@@ -216,10 +276,10 @@ void BatchNorm<T>::r_forward(int m, const T* W, const T* R_W, const T* x, const 
     for_values(b, [&](int c) {
       const T mean_rx = R_x ? static_cast<T>(sums[0][c]) / N : T(0);
       const T mean_xhat_rx = R_x ? static_cast<T>(sums[1][c]) / N : T(0);
-      const T s_c = sigma[c], g_c = gamma[c], Rg_c = R_W[c], Rb_c = R_W[C + c];
+      const T s_c = sigma[c], g_c = gamma[c], b_c = beta[c], Rg_c = R_W[c], Rb_c = R_W[C + c];
       return [=](int64_t k) {
         const T R_xhat = R_x ? (R_x[k] - mean_rx - xhat[k] * mean_xhat_rx) / s_c : T(0);
-        R_y[k] = Rg_c * xhat[k] + g_c * R_xhat + Rb_c;
+        R_y[k] = act.through(g_c * xhat[k] + b_c, Rg_c * xhat[k] + g_c * R_xhat + Rb_c);
       };
     });
   });
@@ -230,12 +290,24 @@ void BatchNorm<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const
                               const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx,
                               T* R_dW) const {
   (void)x;
+  with_act(act_, slope_,
+           [&](auto act) { r_backward_pass(act, m, W, R_W, R_x, ctx, dy, R_dy, R_dx, R_dW); });
+}
+
+// With an activation, dy and R_dy are at its output; the batch norm's own, d and R{d}, are
+// through(u, ·) of them (the activation is piecewise linear: its mask has no tangent).
+template <typename T>
+template <typename A>
+void BatchNorm<T>::r_backward_pass(A act, int m, const T* W, const T* R_W, const T* R_x,
+                                   const LayerContext<T>& ctx, const T* dy, const T* R_dy, T* R_dx,
+                                   T* R_dW) const {
   const int C = shape_.c, HW = shape_.h * shape_.w;
   const T N = static_cast<T>(m) * HW;
   const T* gamma = W;
+  const T* beta = W + C;
   const T* xhat = ctx.saved.data();
   const T* sigma = xhat + static_cast<int64_t>(m) * shape_.size();
-  // Σ dy, Σ dy x̂, Σ R_dy, Σ R_dy x̂, Σ R_x, Σ x̂ R_x, then Σ dy R{x̂}.
+  // Σ d, Σ d x̂, Σ R{d}, Σ R{d} x̂, Σ R_x, Σ x̂ R_x, then Σ d R{x̂}.
   Sums<7> sums(C);
   std::vector<std::array<T, 4>> coef(C);  // a1, a2, b1, b2 = mean(g), mean(g x̂), mean(R{g}), …
   auto sum = [&](int q, int c) { return static_cast<T>(sums[q][c]); };
@@ -249,19 +321,24 @@ void BatchNorm<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const
     if (R_x)
       channel_sums<6, T>(
           b,
-          [&](int) {
+          [&](int c) {
+            const T g_c = gamma[c], b_c = beta[c];
             return [=](int64_t k) {
-              return Terms<T>{dy[k],  dy[k] * xhat[k], R_dy[k], R_dy[k] * xhat[k],
-                              R_x[k], xhat[k] * R_x[k]};
+              const T u = g_c * xhat[k] + b_c;
+              const T d = act.through(u, dy[k]), Rd = act.through(u, R_dy[k]);
+              return Terms<T>{d, d * xhat[k], Rd, Rd * xhat[k], R_x[k], xhat[k] * R_x[k]};
             };
           },
           sums.rows<0, 1, 2, 3, 4, 5>());
     else
       channel_sums<4, T>(
           b,
-          [&](int) {
+          [&](int c) {
+            const T g_c = gamma[c], b_c = beta[c];
             return [=](int64_t k) {
-              return Terms<T>{dy[k], dy[k] * xhat[k], R_dy[k], R_dy[k] * xhat[k]};
+              const T u = g_c * xhat[k] + b_c;
+              const T d = act.through(u, dy[k]), Rd = act.through(u, R_dy[k]);
+              return Terms<T>{d, d * xhat[k], Rd, Rd * xhat[k]};
             };
           },
           sums.rows<0, 1, 2, 3>());
@@ -269,9 +346,11 @@ void BatchNorm<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const
       channel_sums<1, T>(
           b,
           [&](int c) {
+            const T g_c = gamma[c], b_c = beta[c];
             const T mean_rx = sum(4, c) / N, s = sum(5, c) / N, s_c = sigma[c];
             return [=](int64_t k) {
-              return Terms<T>{dy[k] * ((R_x[k] - mean_rx - xhat[k] * s) / s_c)};
+              const T d = act.through(g_c * xhat[k] + b_c, dy[k]);
+              return Terms<T>{d * ((R_x[k] - mean_rx - xhat[k] * s) / s_c)};
             };
           },
           sums.rows<6>());
@@ -286,13 +365,15 @@ void BatchNorm<T>::r_backward(int m, const T* W, const T* R_W, const T* x, const
     }
     if (!R_dx) return;
     for_values(b, [&](int c) {
-      const T g_c = gamma[c], Rg_c = R_W[c], s_c = sigma[c];
+      const T g_c = gamma[c], b_c = beta[c], Rg_c = R_W[c], s_c = sigma[c];
       const T s = R_x ? sum(5, c) / N : T(0);
       const T a1 = coef[c][0], a2 = coef[c][1], b1 = coef[c][2], b2 = coef[c][3];
       const auto R_xhat = R_xhat_of(c);
       return [=](int64_t k) {
-        const T g = g_c * dy[k];
-        const T Rg = Rg_c * dy[k] + g_c * R_dy[k];
+        const T u = g_c * xhat[k] + b_c;
+        const T d = act.through(u, dy[k]), Rd = act.through(u, R_dy[k]);
+        const T g = g_c * d;
+        const T Rg = Rg_c * d + g_c * Rd;
         const T dx = (g - a1 - xhat[k] * a2) / s_c;
         R_dx[k] = -(s / s_c) * dx + (Rg - b1 - R_xhat(k) * a2 - xhat[k] * b2) / s_c;
       };

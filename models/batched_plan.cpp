@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/check.h"
+#include "models/batch_norm.h"
 #include "models/batched_net.h"
 #include "models/conv2d.h"
 #include "models/relu.h"
@@ -44,7 +45,8 @@ NetLayer plain_node(const Layer<T>& layer, int input) {
 }
 
 // Appends `layer` reading node `input` and returns the new node; `tensor` counts the parameter
-// tensors of the nodes so far.
+// tensors of the nodes so far. A batch norm that ends in its activation (models/batch_norm.h)
+// becomes two nodes, the batch norm and a (leaky) ReLU reading it.
 template <typename T>
 int append_layer(std::vector<NetLayer>& plan, const Layer<T>& layer, int input, int& tensor) {
   NetLayer l = plain_node(layer, input);
@@ -52,7 +54,16 @@ int append_layer(std::vector<NetLayer>& plan, const Layer<T>& layer, int input, 
   if (params > 0) l.param = tensor;
   tensor += params;
   plan.push_back(l);
-  return static_cast<int>(plan.size()) - 1;
+  const int node = static_cast<int>(plan.size()) - 1;
+  const auto* bn = dynamic_cast<const BatchNorm<T>*>(&layer);
+  if (!bn || !bn->has_activation()) return node;
+  NetLayer act;
+  act.kind = NetLayer::kRelu;
+  act.in = act.out = l.out;
+  act.input = {node, kNetInput};
+  act.slope = static_cast<double>(bn->slope());
+  plan.push_back(act);
+  return node + 1;
 }
 
 // A residual block: main branch, shortcut (both from `input`), their sum, post; returns the

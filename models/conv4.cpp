@@ -20,8 +20,8 @@ std::unique_ptr<Sequential<T>> make_conv4(const Conv4Spec& spec) {
     const std::string block = "block" + std::to_string(i);
     net->add(block + ".conv", std::make_unique<Conv2d<T>>(s, spec.filters, strided ? 2 : 1));
     s = net->layers().back()->out_shape();
-    net->add(block + ".bn", std::make_unique<BatchNorm<T>>(s));
-    net->add(block + ".relu", std::make_unique<Relu<T>>(s, negative_slope(spec.activation)));
+    // The activation runs inside the batch norm's passes (models/batch_norm.h).
+    net->add(block + ".bn", std::make_unique<BatchNorm<T>>(s, negative_slope(spec.activation)));
     if (!strided) {
       MT_REQUIRE(s.h >= 2 && s.w >= 2, "model: input ", spec.input.h, "x", spec.input.w,
                  " is too small for Conv-4 with max-pooling");

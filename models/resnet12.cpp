@@ -22,8 +22,11 @@ std::unique_ptr<Residual<T>> make_resnet12_block(Shape in, int width, Activation
     const std::string k = std::to_string(i);
     block->add_main("conv" + k, std::make_unique<Conv2d<T>>(s, width, 1));
     s = out;
-    block->add_main("bn" + k, std::make_unique<BatchNorm<T>>(s));
-    if (i < 3) block->add_main("act" + k, std::make_unique<Relu<T>>(s, slope));
+    // bn1 and bn2 end in the activation (models/batch_norm.h); bn3's comes after the sum.
+    if (i < 3)
+      block->add_main("bn" + k, std::make_unique<BatchNorm<T>>(s, slope));
+    else
+      block->add_main("bn" + k, std::make_unique<BatchNorm<T>>(s));
   }
   block->add_shortcut("conv", std::make_unique<Conv2d<T>>(in, width, 1, /*kernel=*/1));
   block->add_shortcut("bn", std::make_unique<BatchNorm<T>>(out));

@@ -125,8 +125,9 @@ TEST(Layers, ResidualBlockNamesItsParameters) {
       "bn2.beta",          "conv3.weight",    "bn3.gamma", "bn3.beta",     "shortcut.conv.weight",
       "shortcut.bn.gamma", "shortcut.bn.beta"};
   EXPECT_EQ(names, want);
-  // Kept per example: 7 main activations + the shortcut conv's + z, each 3×6×6.
-  EXPECT_EQ(block->saved_per_example(), 9 * 3 * 6 * 6);
+  // Kept per example: 5 main activations (conv1, bn1 with its activation, conv2, bn2 with its
+  // activation, conv3) + the shortcut conv's + z, each 3×6×6.
+  EXPECT_EQ(block->saved_per_example(), 7 * 3 * 6 * 6);
 }
 
 ResNet12Spec small_spec() {
