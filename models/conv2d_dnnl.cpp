@@ -14,6 +14,7 @@
 
 #include "core/blas.h"
 #include "core/check.h"
+#include "core/cpu_kernels.h"
 #include "core/layer.h"
 #include "core/parallel_for.h"
 
@@ -352,6 +353,16 @@ bool weights_by_examples(const Geometry& g, int m) {
   return want_winograd(g, piece(m, example_pieces(g, m), 0).second);
 }
 
+// dW[j] = (dW[j] if accumulating, else 0) + parts[j] + parts[stride + j] + … over the n
+// pieces in order, for j < count: piece by piece over a run of j (vectorised, compiled per
+// instruction set, core/cpu_kernels.h), each j's additions in the same order.
+MT_DISPATCH_CLONES void add_pieces(int64_t count, int n, int64_t stride, const float* parts,
+                                   bool accumulate, float* dW) {
+  for (int64_t j = 0; j < count; ++j) dW[j] = (accumulate ? dW[j] : 0.0f) + parts[j];
+  for (int i = 1; i < n; ++i)
+    for (int64_t j = 0; j < count; ++j) dW[j] += parts[i * stride + j];
+}
+
 void backward_weights_by_examples(const Geometry& g, int m, const float* x, const float* dy,
                                   float* dW, bool accumulate) {
   const int n = example_pieces(g, m);
@@ -367,11 +378,7 @@ void backward_weights_by_examples(const Geometry& g, int m, const float* x, cons
         parts + i * size);
   });
   for_task_runs(size, 4096, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) {
-      float sum = accumulate ? dW[j] : 0.0f;
-      for (int i = 0; i < n; ++i) sum += parts[i * size + j];
-      dW[j] = sum;
-    }
+    add_pieces(e - b, n, size, parts + b, accumulate, dW + b);
   });
 }
 }  // namespace

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/check.h"
+#include "core/cpu_kernels.h"
 #include "core/parallel_for.h"
 
 namespace mt {
@@ -33,11 +34,15 @@ T* grow(std::vector<T>& v, int64_t n) {
   return v.data();
 }
 
+// y += a over n values, compiled per instruction set (core/cpu_kernels.h).
+template <typename T>
+MT_DISPATCH_CLONES void add_run(int64_t n, const T* a, T* y) {
+  for (int64_t k = 0; k < n; ++k) y[k] += a[k];
+}
+
 template <typename T>
 void add_into(int64_t n, const T* a, T* y) {
-  for_task_runs(n, int64_t{1} << 16, [&](int64_t b, int64_t e) {
-    for (int64_t k = b; k < e; ++k) y[k] += a[k];
-  });
+  for_task_runs(n, int64_t{1} << 16, [&](int64_t b, int64_t e) { add_run(e - b, a + b, y + b); });
 }
 
 // A part's slice of the block's parameters (or of a gradient / direction of that layout).
