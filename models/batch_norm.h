@@ -3,10 +3,12 @@
 // Parameters: gamma [c], beta [c]. Forward saves x̂ ([m, c, h, w]) then σ ([c]) in the context.
 //
 // BatchNorm(in, slope) ends in the (leaky) ReLU that follows batch norm in Conv-4 and ResNet-12:
-// y = act(γ x̂ + β), with act(u) = u for u > 0 and slope·u otherwise. Every pass gives the bits
-// of a BatchNorm layer followed by a Relu layer (models/relu.h): the backward passes recompute
-// the mask from x̂, γ and β, so nothing more is saved. One sweep fewer over the activations in
-// each pass (the Relu's read and write), and one activation fewer to keep.
+// y = act(γ x̂ + β), with act(u) = u for u > 0 and slope·u otherwise. Every pass computes what a
+// BatchNorm layer followed by a Relu layer (models/relu.h) does, the same values summed in the
+// same order; GCC contracts and vectorises each loop on its own, so the R-passes may differ by
+// an ulp (tests/models/elementwise_fused_test.cpp). The backward passes recompute the mask from
+// x̂, γ and β, so nothing more is saved. One sweep fewer over the activations in each pass (the
+// Relu's read and write), and one activation fewer to keep.
 #pragma once
 
 #include "core/layer.h"

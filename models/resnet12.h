@@ -3,11 +3,12 @@
 // conv + BN shortcut, LeakyReLU after the sum and a 2×2 max-pool; global mean-pool; linear head.
 // Batch norm uses the statistics of the batch at hand, as in Conv-4. No DropBlock.
 //
-// Memory of a task's forward (float): each block of width w at H×W keeps 13·w·H·W values per
-// example (7 main-branch activations, the shortcut conv's, z, and four batch-norm x̂; see
-// models/residual.h): at 84×84×3 with the default widths 12.2 M values, 49 MB, per example,
-// 3.7 GB for a 75-example query set; and the r_forward / r_backward scratch of the largest block
-// per thread (17·w·H·W per example, 2.3 GB there).
+// Memory of a task's forward (float): each block of width w at H×W keeps 11·w·H·W values per
+// example (5 main-branch activations, as bn1 and bn2 end in their activations
+// (models/batch_norm.h); the shortcut conv's, z, and four batch-norm x̂; see
+// models/residual.h): at 84×84×3 with the default widths 10.3 M values, 41 MB, per example,
+// 3.1 GB for a 75-example query set; and the r_forward / r_backward scratch of the largest block
+// per thread (15·w·H·W per example, 2.0 GB there).
 #pragma once
 
 #include <array>
