@@ -42,7 +42,7 @@ class BatchNorm : public Layer<T> {
                   T* R_dW) const override;
 
  private:
-  // The passes for the activation A (or none): see batch_norm_cpu.cpp.
+  // The passes with the activation A (models/relu.h: Act, or ActKind::kNone for none).
   template <typename A>
   void forward_pass(A act, int m, const T* W, const T* x, T* y, LayerContext<T>& ctx) const;
   template <typename A>

@@ -24,6 +24,7 @@
 #include "core/cpu_kernels.h"
 #include "core/parallel_for.h"
 #include "models/batch_norm.h"
+#include "models/relu.h"
 
 namespace mt {
 
@@ -116,34 +117,6 @@ struct Sums {
   int C_;
   std::vector<double> data_;
 };
-
-// The activation a batch norm may end in (models/batch_norm.h), at its output u = γ x̂ + β:
-// out(u) is what a Relu layer's forward gives, through(u, d) what its other passes give for a
-// gradient or tangent d at its output (models/relu_cpu.cpp: d where u > 0, else slope·d, and +0
-// for ReLU). kKind is a compile-time choice so that each loop is a plain select, which GCC
-// vectorises (a test of the slope inside the loop made it branch per value, 2× slower).
-enum class ActKind { kNone, kRelu, kLeaky };
-template <typename T, ActKind kKind>
-struct Act {
-  T slope;
-  T out(T u) const { return through(u, u); }
-  T through(T u, T d) const {
-    if constexpr (kKind == ActKind::kNone) return d;
-    if constexpr (kKind == ActKind::kRelu) return u > T(0) ? d : T(0);
-    if constexpr (kKind == ActKind::kLeaky) return u > T(0) ? d : slope * d;
-  }
-};
-
-// Calls pass(act) with the layer's activation (or none) as a compile-time choice.
-template <typename T, typename P>
-void with_act(bool on, T slope, P pass) {
-  if (!on)
-    pass(Act<T, ActKind::kNone>{slope});
-  else if (slope == T(0))
-    pass(Act<T, ActKind::kRelu>{slope});
-  else
-    pass(Act<T, ActKind::kLeaky>{slope});
-}
 }  // namespace
 
 template <typename T>

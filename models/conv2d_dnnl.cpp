@@ -298,6 +298,10 @@ void run(const Key& k, const float* a, const float* b, float* c) {
 }  // namespace
 
 namespace {
+// Values per example of the input and of the output (the strides of example pieces).
+int64_t in_values(const Geometry& g) { return static_cast<int64_t>(g.in_c) * g.in_h * g.in_w; }
+int64_t out_values(const Geometry& g) { return static_cast<int64_t>(g.out_c) * g.out_h * g.out_w; }
+
 // Every pass does the arithmetic of its GEMM: 2·m·O·(C·k²)·P.
 void count_flops(const Geometry& g, int m) {
   const unsigned long long taps = static_cast<unsigned long long>(g.kernel) * g.kernel;
@@ -366,8 +370,7 @@ MT_DISPATCH_CLONES void add_pieces(int64_t count, int n, int64_t stride, const f
 void backward_weights_by_examples(const Geometry& g, int m, const float* x, const float* dy,
                                   float* dW, bool accumulate) {
   const int n = example_pieces(g, m);
-  const int64_t in = static_cast<int64_t>(g.in_c) * g.in_h * g.in_w;
-  const int64_t out = static_cast<int64_t>(g.out_c) * g.out_h * g.out_w;
+  const int64_t in = in_values(g), out = out_values(g);
   const int64_t size = static_cast<int64_t>(g.out_c) * g.in_c * g.kernel * g.kernel;
   std::vector<float>& partial = state().partials;
   ensure_size(partial, static_cast<size_t>(n * size));
@@ -385,8 +388,7 @@ void backward_weights_by_examples(const Geometry& g, int m, const float* x, cons
 
 void forward(const Geometry& g, int m, const float* W, const float* x, float* y, bool accumulate) {
   count_flops(g, m);
-  const int64_t in = static_cast<int64_t>(g.in_c) * g.in_h * g.in_w;
-  const int64_t out = static_cast<int64_t>(g.out_c) * g.out_h * g.out_w;
+  const int64_t in = in_values(g), out = out_values(g);
   over_examples(g, m, [&](int m0, int mk) {
     run({g, mk, Pass::kForward, accumulate, g.out_c}, x + m0 * in, W, y + m0 * out);
   });
@@ -395,8 +397,7 @@ void forward(const Geometry& g, int m, const float* W, const float* x, float* y,
 void backward_data(const Geometry& g, int m, const float* W, const float* dy, float* dx,
                    bool accumulate) {
   count_flops(g, m);
-  const int64_t in = static_cast<int64_t>(g.in_c) * g.in_h * g.in_w;
-  const int64_t out = static_cast<int64_t>(g.out_c) * g.out_h * g.out_w;
+  const int64_t in = in_values(g), out = out_values(g);
   over_examples(g, m, [&](int m0, int mk) {
     run({g, mk, Pass::kBackwardData, accumulate, g.out_c}, dy + m0 * out, W, dx + m0 * in);
   });

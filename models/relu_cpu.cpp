@@ -8,23 +8,21 @@
 namespace mt {
 
 namespace {
-// out[k] = in[k] where x[k] > 0, else slope·in[k]: every pass of (leaky) ReLU, compiled per
+// out[k] = act.through(x[k], in[k]): every pass of (leaky) ReLU (models/relu.h), compiled per
 // instruction set and picked at run time (virtual functions cannot be multi-versioned
-// themselves). Slope 0 writes +0 off the mask, never 0·in (which is −0, or NaN for in = ±inf).
-template <typename T>
-MT_DISPATCH_CLONES void pass_where_positive(int64_t n, const T* x, const T* in, T slope, T* out) {
-  if (slope == T(0)) {
-    for (int64_t k = 0; k < n; ++k) out[k] = x[k] > T(0) ? in[k] : T(0);
-    return;
-  }
-  for (int64_t k = 0; k < n; ++k) out[k] = x[k] > T(0) ? in[k] : slope * in[k];
+// themselves).
+template <typename A, typename T>
+MT_DISPATCH_CLONES void pass_where_positive(A act, int64_t n, const T* x, const T* in, T* out) {
+  for (int64_t k = 0; k < n; ++k) out[k] = act.through(x[k], in[k]);
 }
 
 // The pass over n values, in runs a lone task may spread over its threads.
 template <typename T>
 void where_positive(int64_t n, const T* x, const T* in, T slope, T* out) {
-  for_task_runs(n, int64_t{1} << 16, [&](int64_t b, int64_t e) {
-    pass_where_positive(e - b, x + b, in + b, slope, out + b);
+  with_act(true, slope, [&](auto act) {
+    for_task_runs(n, int64_t{1} << 16, [&](int64_t b, int64_t e) {
+      pass_where_positive(act, e - b, x + b, in + b, out + b);
+    });
   });
 }
 }  // namespace
